@@ -1,0 +1,124 @@
+"""Two-alternative perceptual discrimination (random-dot-motion style), with PsychRNN's parameterisation.
+
+Two noisy input channels; during the stimulus one of them (``direction``) carries a mean ``1 + coherence``
+and the other ``1``; the network reports which channel was stronger on two outputs (one-hot, high 1.0,
+low 0.2) from 20 ms after stimulus offset. Loosely based on Britten et al. 1992, J Neurosci 12(12):4745
+(https://www.jneurosci.org/content/12/12/4745), as parameterised in PsychRNN 1.0.0 (Ehrlich et al. 2021):
+onset ~ U(0, T/2) ms, duration ~ U(T/8, 3T/8) ms, coherence drawn from {0.1, 0.3, 0.5, 0.7}, stimulus
+noise 0.1 scaled as PsychRNN does (``sqrt(2 * 0.01 * sqrt(10) * sqrt(dt) * stim_noise^2)``).
+
+Deviations from PsychRNN: its ``direction`` argument is honoured (PsychRNN ignores it); the side is drawn with
+probability ``p_choice1`` (a knob, so bias correction can move it); coherence and noise are knobs.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .base import Task
+from .knobs import Knob
+from .registry import register
+
+
+def psychrnn_noise_sd(dt: float, stim_noise: Any) -> Any:
+    """PsychRNN's input-noise standard deviation for a given ``dt`` (ms) and ``stim_noise``."""
+    return np.sqrt(2 * 0.01 * np.sqrt(10) * np.sqrt(dt) * np.square(stim_noise))
+
+
+@register
+class PerceptualDiscrimination(Task):
+    """Two-alternative forced choice: which of two noisy channels has the higher mean?
+
+    Args:
+        dt: time step (ms). tau: unit time constant (ms). T: trial duration (ms). N_batch: trials per batch.
+        coherence: PsychRNN's argument: fix every trial's coherence (same as setting the knob).
+        direction: 0 or 1 fixes which channel is stronger on every trial (PsychRNN ignores this argument).
+        seed: see :class:`~shaping.tasks.base.Task`.
+        **knobs: initial knob values.
+    """
+
+    metadata = {
+        "description": "2AFC perceptual decision: report the stronger of two noisy evidence streams",
+        "paper_name": "Britten et al. 1992, The analysis of visual motion (PsychRNN parameterisation)",
+        "paper_link": "https://www.jneurosci.org/content/12/12/4745",
+        "tags": ["perceptual", "2AFC", "psychrnn"],
+    }
+    knobs = (
+        Knob("coherence", 0.0, 2.0, [0.1, 0.3, 0.5, 0.7], "higher", "a.u.",
+             doc="extra mean input on the correct channel"),
+        Knob("stim_noise", 0.0, 2.0, 0.1, "lower", "a.u.", doc="input noise scale (PsychRNN's stim_noise)"),
+        Knob("p_choice1", 0.0, 1.0, 0.5, "higher", "probability",
+             doc="probability that channel 1 is the correct side (moved by bias correction)"),
+    )
+    input_names = ("evidence0", "evidence1")
+    output_names = ("choice0", "choice1")
+    side_knob = "p_choice1"
+    evidence_knob = "coherence"
+
+    def __init__(self, dt: float = 10, tau: float = 100, T: float = 2000, N_batch: int = 128,
+                 coherence: float | None = None, direction: int | None = None,
+                 seed: int | np.random.Generator | None = None, **knobs: Any):
+        if coherence is not None:
+            knobs.setdefault("coherence", coherence)
+        if direction not in (None, 0, 1):
+            raise ValueError(f"PerceptualDiscrimination: direction must be 0, 1 or None, got {direction!r}")
+        super().__init__(2, 2, dt, tau, T, N_batch, seed=seed, **knobs)
+        self.coherence = coherence
+        self.direction = direction
+        self.lo = 0.2
+        self.hi = 1.0
+
+    def sample_params(self, n: int, rng: np.random.Generator, knobs: Mapping[str, Any]) -> pd.DataFrame:
+        k = {kn.name: kn for kn in self.knobs}
+        coherence = k["coherence"].sample(knobs["coherence"], n, rng)
+        if self.direction is None:
+            direction = (rng.random(n) < knobs["p_choice1"]).astype(np.int64)
+        else:
+            direction = np.full(n, self.direction, dtype=np.int64)
+        return pd.DataFrame({
+            "coherence": coherence,
+            "direction": direction,
+            "stim_noise": k["stim_noise"].sample(knobs["stim_noise"], n, rng),
+            "onset_time": rng.random(n) * self.T / 2.0,
+            "stim_duration": rng.random(n) * self.T / 4.0 + self.T / 8.0,
+        })
+
+    def build_trials(self, params: pd.DataFrame, rng: np.random.Generator):
+        n = len(params)
+        t = np.arange(self.N_steps) * float(self.dt)
+        onset = params["onset_time"].to_numpy()[:, None]
+        offset = onset + params["stim_duration"].to_numpy()[:, None]
+        direction = params["direction"].to_numpy()
+        stim = ((t > onset) & (t < offset)).astype(np.float32)  # PsychRNN's strict inequalities
+        sd = psychrnn_noise_sd(self.dt, params["stim_noise"].to_numpy()).astype(np.float32)
+        x = rng.standard_normal((n, self.N_steps, 2), dtype=np.float32) * sd[:, None, None]
+        coh = params["coherence"].to_numpy(dtype=np.float32)[:, None]
+        rows = np.arange(n)
+        x[rows, :, direction] += stim * (1 + coh)
+        x[rows, :, 1 - direction] += stim
+        respond = (t > offset + 20).astype(np.float32)
+        y = np.zeros((n, self.N_steps, 2), dtype=np.float32)
+        y[rows, :, direction] = respond * self.hi
+        y[rows, :, 1 - direction] = respond * self.lo
+        mask = np.repeat((t >= offset).astype(np.float32)[:, :, None], 2, axis=2)
+        return x, y, mask
+
+    def trial_function(self, t: float, params: dict):
+        x_t = psychrnn_noise_sd(self.dt, params["stim_noise"]) * self.rng.standard_normal(self.N_in)
+        y_t = np.zeros(self.N_out)
+        mask_t = np.ones(self.N_out)
+        onset, dur, d = params["onset_time"], params["stim_duration"], int(params["direction"])
+        if onset < t < onset + dur:
+            x_t[d] += 1 + params["coherence"]
+            x_t[1 - d] += 1
+        if t > onset + dur + 20:
+            y_t[d] = self.hi
+            y_t[1 - d] = self.lo
+        if t < onset + dur:
+            mask_t = np.zeros(self.N_out)
+        return x_t, y_t, mask_t
+
+    def target_choice(self, y, mask, params):
+        return params["direction"].to_numpy(dtype=np.int64)
