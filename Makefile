@@ -28,11 +28,13 @@ bench: install
 	$(PY) bench/agents.py
 	$(PY) bench/policies.py
 
-# PsychRNN 1.0.0 in a separate venv, only for side-by-side benchmarks; the project never depends on it.
+# PsychRNN 1.0.0's task modules, only for side-by-side benchmarks; the project never depends on it.
+# Its metadata (Requires-Dist: python-version (!="3.0*",...)) is rejected by pip >= 24.1, so an older pip, kept
+# under .bench/pip, installs it with the project's Python; --no-deps skips its tensorflow requirement.
 bench-psychrnn: install
-	$(PY) -m venv --system-site-packages .bench/psychrnn
-	.bench/psychrnn/bin/python -m pip install --quiet --no-deps psychrnn==1.0.0
-	@echo "PsychRNN installed under .bench/psychrnn; bench scripts pick it up automatically."
+	$(PY) -m pip install --quiet --target .bench/pip "pip<24.1"
+	PYTHONPATH=.bench/pip $(PY) -m pip install --quiet --no-deps --upgrade --target .bench/psychrnn psychrnn==1.0.0
+	@echo "PsychRNN 1.0.0 installed under .bench/psychrnn; bench/tasks.py picks it up automatically."
 
 clean:
 	rm -rf $(VENV) .bench build *.egg-info .pytest_cache

@@ -1,8 +1,31 @@
-"""Tasks defined with Python and NumPy alone (PsychRNN-compatible), with knobs and per-trial scoring."""
+"""Tasks defined with Python and NumPy alone (PsychRNN-compatible), with knobs and per-trial scoring.
+
+Built-in tasks, one module per family:
+
+- :mod:`.perceptual`: ``PerceptualDiscrimination`` (PsychRNN)
+- :mod:`.working_memory`: ``DelayedDiscrimination`` (PsychRNN), ``DelayedMatchToSample``
+- :mod:`.category`: ``MatchToCategory`` (PsychRNN)
+- :mod:`.context`: ``ContextDependentDM``
+- :mod:`.gonogo`: ``GoNoGo``
+- :mod:`.saccade`: ``ProAntiSaccade``
+- :mod:`.timing`: ``ReadySetGo``
+- :mod:`.flipflop`: ``FlipFlop``
+
+:func:`check_task` checks any task, a user's PsychRNN subclass included, against the contract.
+"""
 from .base import OUTCOMES, Batch, Task, TrialBuilder
 from .knobs import Knob
 from .registry import catalog, get, make, register
 from .perceptual import PerceptualDiscrimination
+from .working_memory import DelayedDiscrimination, DelayedMatchToSample
+from .category import MatchToCategory
+from .context import ContextDependentDM
+from .gonogo import GoNoGo
+from .saccade import ProAntiSaccade
+from .timing import ReadySetGo
+from .flipflop import FlipFlop
+from .check import check_task
 
 __all__ = ["Task", "Batch", "TrialBuilder", "Knob", "OUTCOMES", "make", "get", "catalog", "register",
-           "PerceptualDiscrimination"]
+           "check_task", "PerceptualDiscrimination", "DelayedDiscrimination", "DelayedMatchToSample",
+           "MatchToCategory", "ContextDependentDM", "GoNoGo", "ProAntiSaccade", "ReadySetGo", "FlipFlop"]

@@ -147,11 +147,12 @@ class TrialBuilder:
         val = np.broadcast_to(np.asarray(value, dtype=np.float32).reshape(-1, 1)
                               if np.ndim(value) == 1 else np.asarray(value, dtype=np.float32),
                               where.shape)
-        trial, step = np.nonzero(where)
-        if add:
-            np.add.at(arr, (trial, step, ch[trial]), val[trial, step])
-        else:
-            arr[trial, step, ch[trial]] = val[trial, step]
+        for c in np.unique(ch):  # one channel at a time: contiguous writes, no fancy-index scatter
+            sel = where & (ch == c)[:, None]
+            if add:
+                arr[:, :, c] += np.where(sel, val, np.float32(0))
+            else:
+                arr[:, :, c] = np.where(sel, val, arr[:, :, c])
 
     def add_noise(self, sd: Any, rng: np.random.Generator, channels: Sequence[int] | None = None) -> None:
         """Add Gaussian noise with standard deviation ``sd`` (scalar or per trial) to the inputs."""
@@ -186,6 +187,8 @@ class Task:
         knobs: tuple of :class:`Knob`.
         input_names / output_names: channel names (default ``in0..``, ``out0..``).
         response_threshold: an output below it in the response window is ``no_response`` (None: never).
+        side_knob: the knob giving P(correct choice == 1), moved by bias correction (None: no sides).
+        evidence_knob: the knob psychometric curves are plotted against (None: none).
     """
 
     metadata: dict = {}
@@ -193,6 +196,8 @@ class Task:
     input_names: tuple[str, ...] | None = None
     output_names: tuple[str, ...] | None = None
     response_threshold: float | None = None
+    side_knob: str | None = None
+    evidence_knob: str | None = None
 
     def __init__(self, N_in: int, N_out: int, dt: float, tau: Any, T: float, N_batch: int,
                  seed: int | np.random.Generator | None = None, **knob_values: Any):
@@ -336,12 +341,20 @@ class Task:
             params = self.sample_params(n, rng, knob_values)
             params = _apply_repeats(params, repeat, type(self).__name__)
             if stepwise:
-                trials = [self.generate_trial(p) for p in params.to_dict("records")]
+                live, self.rng = self.rng, rng  # per-step noise from the batch's own stream: reproducible
+                try:
+                    trials = [self.generate_trial(p) for p in params.to_dict("records")]
+                finally:
+                    self.rng = live
                 x, y, mask = (np.stack(a) for a in zip(*trials))
             else:
                 x, y, mask = self.build_trials(params, rng)
         else:
-            x, y, mask, params = self._generate_psychrnn(n, batch_id, rng, repeat)
+            live, self.knob_values = self.knob_values, knob_values  # a user task reads self.knob_values
+            try:
+                x, y, mask, params = self._generate_psychrnn(n, batch_id, rng, repeat)
+            finally:
+                self.knob_values = live
         for key, val in knob_values.items():
             if key not in params.columns:
                 params[key] = [val] * n if not np.isscalar(val) else val

@@ -29,7 +29,8 @@ class Knob:
         low, high: the allowed range (inclusive), in ``unit``.
         default: the value used when no policy sets one (a number, a list of choices or a uniform range).
         easier: ``"higher"`` if larger values make the task easier (coherence), ``"lower"`` otherwise
-            (stimulus noise, delay duration, catch-trial fraction).
+            (stimulus noise, delay duration, catch-trial fraction), None for a knob that is not a difficulty
+            (e.g. ``p_choice1``, the side probability that bias correction moves).
         unit: ``"ms"``, ``"fraction"``, ``"count"``, ...
         integer: values are whole numbers (e.g. number of distractors).
         doc: one line a neuroscientist would write about it.
@@ -39,14 +40,14 @@ class Knob:
     low: float
     high: float
     default: Any
-    easier: Literal["higher", "lower"]
+    easier: Literal["higher", "lower"] | None
     unit: str = ""
     integer: bool = False
     doc: str = ""
 
     def __post_init__(self) -> None:
-        if self.easier not in ("higher", "lower"):
-            raise ValueError(f"knob {self.name!r}: easier must be 'higher' or 'lower', got {self.easier!r}")
+        if self.easier not in ("higher", "lower", None):
+            raise ValueError(f"knob {self.name!r}: easier must be 'higher', 'lower' or None, got {self.easier!r}")
         if not self.low <= self.high:
             raise ValueError(f"knob {self.name!r}: low={self.low} must be <= high={self.high}")
 
@@ -107,6 +108,8 @@ class Knob:
 
     def easier_of(self, a: float, b: float) -> float:
         """The easier of two scalar values."""
+        if self.easier is None:
+            raise ValueError(f"knob {self.name!r} is not a difficulty knob (easier=None)")
         return max(a, b) if self.easier == "higher" else min(a, b)
 
     def to_dict(self) -> dict:

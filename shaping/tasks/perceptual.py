@@ -18,13 +18,12 @@ import numpy as np
 import pandas as pd
 
 from .base import Task
+from .common import (draw_side, knob_samples, noise, one_hot_levels, paint, psychrnn_noise_sd,
+                     step_times)
 from .knobs import Knob
 from .registry import register
 
-
-def psychrnn_noise_sd(dt: float, stim_noise: Any) -> Any:
-    """PsychRNN's input-noise standard deviation for a given ``dt`` (ms) and ``stim_noise``."""
-    return np.sqrt(2 * 0.01 * np.sqrt(10) * np.sqrt(dt) * np.square(stim_noise))
+__all__ = ["PerceptualDiscrimination", "psychrnn_noise_sd"]
 
 
 @register
@@ -49,7 +48,7 @@ class PerceptualDiscrimination(Task):
         Knob("coherence", 0.0, 2.0, [0.1, 0.3, 0.5, 0.7], "higher", "a.u.",
              doc="extra mean input on the correct channel"),
         Knob("stim_noise", 0.0, 2.0, 0.1, "lower", "a.u.", doc="input noise scale (PsychRNN's stim_noise)"),
-        Knob("p_choice1", 0.0, 1.0, 0.5, "higher", "probability",
+        Knob("p_choice1", 0.0, 1.0, 0.5, None, "probability",
              doc="probability that channel 1 is the correct side (moved by bias correction)"),
     )
     input_names = ("evidence0", "evidence1")
@@ -71,41 +70,40 @@ class PerceptualDiscrimination(Task):
         self.hi = 1.0
 
     def sample_params(self, n: int, rng: np.random.Generator, knobs: Mapping[str, Any]) -> pd.DataFrame:
-        k = {kn.name: kn for kn in self.knobs}
-        coherence = k["coherence"].sample(knobs["coherence"], n, rng)
+        v = knob_samples(self, knobs, n, rng)
         if self.direction is None:
-            direction = (rng.random(n) < knobs["p_choice1"]).astype(np.int64)
+            direction = draw_side(v["p_choice1"], rng)
         else:
             direction = np.full(n, self.direction, dtype=np.int64)
         return pd.DataFrame({
-            "coherence": coherence,
+            "coherence": v["coherence"],
             "direction": direction,
-            "stim_noise": k["stim_noise"].sample(knobs["stim_noise"], n, rng),
+            "stim_noise": v["stim_noise"],
             "onset_time": rng.random(n) * self.T / 2.0,
             "stim_duration": rng.random(n) * self.T / 4.0 + self.T / 8.0,
+            "p_choice1": v["p_choice1"],
         })
 
-    def build_trials(self, params: pd.DataFrame, rng: np.random.Generator):
+    def build_trials(self, params: pd.DataFrame, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = len(params)
-        t = np.arange(self.N_steps) * float(self.dt)
-        onset = params["onset_time"].to_numpy()[:, None]
-        offset = onset + params["stim_duration"].to_numpy()[:, None]
-        direction = params["direction"].to_numpy()
-        stim = ((t > onset) & (t < offset)).astype(np.float32)  # PsychRNN's strict inequalities
-        sd = psychrnn_noise_sd(self.dt, params["stim_noise"].to_numpy()).astype(np.float32)
-        x = rng.standard_normal((n, self.N_steps, 2), dtype=np.float32) * sd[:, None, None]
-        coh = params["coherence"].to_numpy(dtype=np.float32)[:, None]
+        t = step_times(self)
+        onset = params["onset_time"].to_numpy(dtype=float)[:, None]
+        offset = onset + params["stim_duration"].to_numpy(dtype=float)[:, None]
+        direction = params["direction"].to_numpy(dtype=np.int64)
         rows = np.arange(n)
-        x[rows, :, direction] += stim * (1 + coh)
-        x[rows, :, 1 - direction] += stim
-        respond = (t > offset + 20).astype(np.float32)
+        sd = psychrnn_noise_sd(self.dt, params["stim_noise"].to_numpy(dtype=float))
+        x = noise(rng, (n, self.N_steps, 2), sd)
+        amp = np.ones((n, 2), dtype=np.float32)
+        amp[rows, direction] += params["coherence"].to_numpy(dtype=np.float32)
+        paint(x, (t > onset) & (t < offset), amp)  # PsychRNN's strict inequalities
         y = np.zeros((n, self.N_steps, 2), dtype=np.float32)
-        y[rows, :, direction] = respond * self.hi
-        y[rows, :, 1 - direction] = respond * self.lo
-        mask = np.repeat((t >= offset).astype(np.float32)[:, :, None], 2, axis=2)
+        paint(y, t > offset + 20, one_hot_levels(direction, 2, self.hi, self.lo))
+        mask = np.zeros((n, self.N_steps, 2), dtype=np.float32)
+        paint(mask, t >= offset, 1.0)
         return x, y, mask
 
-    def trial_function(self, t: float, params: dict):
+    def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x_t = psychrnn_noise_sd(self.dt, params["stim_noise"]) * self.rng.standard_normal(self.N_in)
         y_t = np.zeros(self.N_out)
         mask_t = np.ones(self.N_out)
@@ -120,5 +118,5 @@ class PerceptualDiscrimination(Task):
             mask_t = np.zeros(self.N_out)
         return x_t, y_t, mask_t
 
-    def target_choice(self, y, mask, params):
+    def target_choice(self, y: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
         return params["direction"].to_numpy(dtype=np.int64)

@@ -47,6 +47,6 @@ def catalog() -> pd.DataFrame:
             "link": meta.get("paper_link", ""),
             "inputs": ", ".join(task.channel_names("in")),
             "outputs": ", ".join(task.channel_names("out")),
-            "knobs": ", ".join(f"{k.name} ({k.easier} easier)" for k in cls.knobs),
+            "knobs": ", ".join(f"{k.name} ({k.easier} easier)" if k.easier else k.name for k in cls.knobs),
         })
     return pd.DataFrame(rows)

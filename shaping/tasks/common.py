@@ -1,0 +1,146 @@
+"""Helpers shared by the built-in tasks: input-noise scales, period windows, ring codes, trial-length checks.
+
+Every window follows :class:`~shaping.tasks.base.TrialBuilder`'s rule unless a task says otherwise: step
+``i`` (time ``t = i*dt`` ms) lies in ``[onset, offset)`` when ``onset <= t < offset``. The per-step
+``trial_function`` of each task uses the same comparisons on the same numbers (period bounds are stored in
+the params table in absolute ms), so the vectorised and per-step paths agree exactly.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+from .knobs import Knob
+
+# Output levels of PsychRNN's one-hot targets (high on the correct channel, low on the others).
+HI = 1.0
+LO = 0.2
+
+
+def psychrnn_noise_sd(dt: float, stim_noise: Any) -> Any:
+    """PsychRNN 1.0.0's input-noise standard deviation: ``sqrt(2 * 0.01 * sqrt(10) * sqrt(dt) * stim_noise^2)``.
+
+    Used by the PsychRNN tasks (perceptual and delayed discrimination) to stay faithful to them. Note that it
+    grows with ``dt``, so their difficulty depends on the time step.
+    """
+    return np.sqrt(2 * 0.01 * np.sqrt(10) * np.sqrt(dt) * np.square(stim_noise))
+
+
+def input_noise_sd(dt: float, tau: Any, stim_noise: Any) -> Any:
+    """Input-noise standard deviation ``stim_noise * sqrt(2 * tau / dt)`` (Yang et al. 2019, Nat Neurosci,
+    https://doi.org/10.1038/s41593-018-0310-2: ``sigma_x * sqrt(2 / alpha)``).
+
+    A leaky unit integrates ``alpha * x`` per step, so this scaling makes the integrated noise independent of
+    ``dt`` (ms). With one ``tau`` per unit, the mean is used.
+    """
+    return np.asarray(stim_noise, dtype=float) * np.sqrt(2.0 * float(np.mean(tau)) / dt)
+
+
+def step_times(task: Any) -> np.ndarray:
+    """``(N_steps,)`` float64: ``t = i * dt`` ms (an integer step counter times ``dt``, never accumulated)."""
+    return np.arange(task.N_steps) * float(task.dt)
+
+
+def window(t: np.ndarray, onset: Any, offset: Any) -> np.ndarray:
+    """Boolean ``(n, N_steps)``: ``onset <= t < offset`` for per-trial ``onset``/``offset`` arrays (ms)."""
+    onset = np.asarray(onset, dtype=float).reshape(-1, 1)
+    offset = np.asarray(offset, dtype=float).reshape(-1, 1)
+    return (t[None, :] >= onset) & (t[None, :] < offset)
+
+
+def ring_angles(n: int) -> np.ndarray:
+    """Preferred angles (rad) of ``n`` channels evenly spaced on a ring: ``2*pi*k/n``."""
+    return np.arange(n) * (2.0 * np.pi / n)
+
+
+def cos_tuning(theta: Any, n: int) -> np.ndarray:
+    """``(len(theta), n)`` float64 ring code ``0.5 + 0.5*cos(pref - theta)`` of stimuli at angles ``theta``
+    (NeuroGym's ring encoding)."""
+    theta = np.asarray(theta, dtype=float).reshape(-1, 1)
+    return 0.5 + 0.5 * np.cos(ring_angles(n)[None, :] - theta)
+
+
+def one_hot_levels(choice: Any, n_out: int, hi: float = HI, lo: float = LO) -> np.ndarray:
+    """``(n, n_out)`` float32 target levels: ``hi`` on channel ``choice[i]``, ``lo`` elsewhere."""
+    choice = np.asarray(choice, dtype=np.int64)
+    out = np.full((choice.size, n_out), lo, dtype=np.float32)
+    out[np.arange(choice.size), choice] = hi
+    return out
+
+
+def paint(arr: np.ndarray, where: np.ndarray, levels: Any, channels: Any = None) -> None:
+    """Add ``levels`` to ``arr`` ``(n, N_steps, C)`` in place during ``where`` (``(n, N_steps)`` bool).
+
+    ``levels`` is ``(n, k)`` per-trial values for ``k`` channels (``channels``: their indices, default
+    ``0..k-1``) or a scalar for every listed channel (default: all). One array operation per channel: much
+    faster than broadcasting over a short trailing axis.
+    """
+    w = where.astype(arr.dtype)
+    if np.ndim(levels) == 0:
+        chans = range(arr.shape[2]) if channels is None else np.atleast_1d(channels)
+        for ch in chans:
+            arr[:, :, ch] += w * arr.dtype.type(levels)
+        return
+    levels = np.asarray(levels, dtype=arr.dtype).reshape(arr.shape[0], -1)
+    chans = range(levels.shape[1]) if channels is None else np.atleast_1d(channels)
+    for j, ch in enumerate(chans):
+        arr[:, :, ch] += w * levels[:, j:j + 1]
+
+
+def noise(rng: np.random.Generator, shape: tuple[int, int, int], sd: Any) -> np.ndarray:
+    """Gaussian input noise ``(n, N_steps, N_in)`` float32 with per-trial standard deviation ``sd``.
+
+    Always draws the full array, whatever ``sd``, so a batch's random stream (and everything drawn after
+    the noise) does not depend on the noise level.
+    """
+    x = rng.standard_normal(shape, dtype=np.float32)
+    x *= np.asarray(sd, dtype=np.float32).reshape(-1, 1, 1)
+    return x
+
+
+def knob_samples(task: Any, knobs: Mapping[str, Any], n: int, rng: np.random.Generator
+                 ) -> dict[str, np.ndarray]:
+    """Per-trial values of every knob of ``task`` under ``knobs``, drawn in declaration order."""
+    return {k.name: k.sample(knobs[k.name], n, rng) for k in task.knobs}
+
+
+def check_fits(task: Any, end_ms: Any, knobs: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` when a trial ending at ``end_ms`` (per trial) does not fit in ``task.T``."""
+    longest = float(np.max(end_ms)) if np.size(end_ms) else 0.0
+    if longest > task.T + 1e-9:
+        shown = ", ".join(f"{k}={v!r}" for k, v in knobs.items())
+        raise ValueError(f"{type(task).__name__}: a trial needs {longest:g} ms under knobs ({shown}) but "
+                         f"T={task.T:g} ms; raise T or choose shorter periods")
+
+
+def check_timing(task_name: str, timing: Mapping[str, float], overrides: Mapping[str, Any] | None
+                 ) -> dict[str, float]:
+    """Default period durations (ms) updated key by key with ``overrides``; unknown keys and negative
+    durations raise ``ValueError``."""
+    merged = dict(timing)
+    for key, val in (overrides or {}).items():
+        if key not in timing:
+            raise ValueError(f"{task_name}: unknown timing key {key!r}; keys are {', '.join(timing)}")
+        if not np.isscalar(val) or not float(val) >= 0:
+            raise ValueError(f"{task_name}: timing[{key!r}] must be a duration >= 0 ms, got {val!r}")
+        merged[key] = float(val)
+    return merged
+
+
+def draw_side(p_choice1: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(n,)`` int64: 1 with per-trial probability ``p_choice1``, else 0."""
+    return (rng.random(p_choice1.shape[0]) < p_choice1).astype(np.int64)
+
+
+def side_probability_knob(doc: str) -> Knob:
+    """The ``p_choice1`` knob: probability that the correct choice is 1. It is a bias-correction knob (a
+    task's ``side_knob``), not a difficulty knob; ``easier`` is nominal."""
+    return Knob("p_choice1", 0.0, 1.0, 0.5, None, "probability", doc=doc)
+
+
+def param_column(params: Any, name: str, task: Any, dtype: Any = None) -> np.ndarray:
+    """Column ``name`` of a batch's params table; ``ValueError`` when scoring was not given the params."""
+    if name not in getattr(params, "columns", ()):
+        raise ValueError(f"{type(task).__name__}.score needs the batch's trial params (column {name!r}); "
+                         f"pass batch.params as trial_params")
+    return params[name].to_numpy(dtype=dtype)
