@@ -371,7 +371,8 @@ class Task:
             for trial in range(n):
                 p = self.generate_trial_params(batch_id + 1, trial)  # PsychRNN counts batches from 1
                 if repeat and trial < len(repeat):
-                    p = {**p, **repeat[trial], "correction": True}
+                    p = {**p, **repeat[trial]}
+                    p["correction"] = bool(p.get("correction", True))
                 trials.append(self.generate_trial(p))
                 records.append(p)
         finally:
@@ -444,17 +445,21 @@ class Task:
 
 def _apply_repeats(params: pd.DataFrame, repeat: Sequence[Mapping[str, Any]] | None,
                    task: str) -> pd.DataFrame:
-    """Overwrite the first trials' parameters with ``repeat`` and flag them as correction trials."""
+    """Overwrite the first trials' parameters with ``repeat``; each entry's optional ``correction`` key
+    (default True) flags the trial as a correction trial and is not itself a trial parameter."""
     if not repeat:
         return params
     k = min(len(repeat), len(params))
+    flags = np.zeros(len(params), dtype=bool)
     for i in range(k):
-        for col, val in repeat[i].items():
+        entry = dict(repeat[i])
+        flags[i] = bool(entry.pop("correction", True))
+        for col, val in entry.items():
             if col not in params.columns:
                 raise ValueError(f"{task}: cannot repeat trial parameter {col!r}; trial parameters are "
                                  f"{', '.join(params.columns)}")
             params.at[i, col] = val
-    params["correction"] = np.arange(len(params)) < k
+    params["correction"] = flags
     return params
 
 

