@@ -1,0 +1,256 @@
+"""MLflow provenance, agent side: constraint settings and learned connectivity.
+
+The agent attaches to the child run the server created for it (the ``run`` dict of WELCOME) through an
+``MlflowClient`` on the given tracking URI: never ``mlflow.start_run``, whose process-global active run
+would not be the server's. The server writes the curriculum into the same run at the same time.
+
+What an agent writes:
+
+- params ``model.*`` and ``constraint.*`` (:meth:`AgentTracker.log_model_config`) and the config whole as
+  ``model/config.json``;
+- the masks as ``constraints/masks.npz`` (:meth:`AgentTracker.log_masks`), their densities as
+  ``constraint.density.<name>`` params;
+- at each graduation and at the end (:meth:`AgentTracker.log_connectivity`): the weights file unchanged
+  under ``connectivity/<tag>/`` (loadable by ``agents.weights``), ``W_rec.png`` (E then I, by region),
+  ``eigenspectrum.png`` (effective ``W_rec`` with the unit circle), ``W_in.png`` and ``W_out.png``, the
+  metric ``connectivity/spectral_radius``, and a step-keyed image ``W_rec`` (``MlflowClient.log_image(run_id,
+  image, key="W_rec", step=trials)``) so the UI's step slider shows connectivity changing;
+- any training metrics (:meth:`AgentTracker.log_metrics`), buffered and written with ``log_batch``.
+
+Failure policy and timeouts are those of :mod:`shaping.tracking`: store calls run on a background thread,
+the first store failure warns once and turns tracking off, and training never sees an exception.
+This module takes plain dicts and NumPy arrays; it does not import TensorFlow.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+# shaping.tracking first: it sets MLflow's environment (telemetry off, short HTTP timeouts) before import.
+from shaping import figures
+from shaping.tracking import (BackgroundWriter, StoreGuard, flatten_params, log_metrics_batched,
+                              log_params_batched, now_ms, plain, safe_name)
+
+from mlflow import MlflowClient  # noqa: E402,I001
+from mlflow.entities import Metric  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+#: Top-level config keys logged under ``constraint.``; every other key goes under ``model.``. A nested
+#: ``constraints`` (or ``constraint``) section goes under ``constraint.`` with its own keys.
+CONSTRAINT_KEYS = frozenset({
+    # agents.rnn config() keys
+    "dale_ratio", "autapses", "input_density", "rec_density", "output_density", "regions", "fixed",
+    "explicit_masks", "W_in_train", "W_rec_train", "W_out_train", "b_rec_train", "b_out_train",
+    "init_state_train",
+    # other common spellings
+    "connectivity", "density", "densities", "p_connect", "region_spec", "fixed_weights", "fixed_fraction",
+    "fixed_fractions", "input_connectivity", "rec_connectivity", "output_connectivity",
+})
+
+
+def split_config(config: Mapping[str, Any], constraint_keys: frozenset = CONSTRAINT_KEYS
+                 ) -> tuple[dict, dict]:
+    """``(model, constraint)`` parts of a model config (see :data:`CONSTRAINT_KEYS`)."""
+    model: dict = {}
+    constraint: dict = {}
+    for key, value in plain(dict(config)).items():
+        if key in ("constraints", "constraint") and isinstance(value, Mapping):
+            constraint.update(value)
+        elif key in constraint_keys:
+            constraint[key] = value
+        else:
+            model[key] = value
+    return model, constraint
+
+
+class AgentTracker:
+    """Logs an agent's model, constraints and connectivity into its child run.
+
+    Args:
+        run: the ``run`` dict from WELCOME (``tracking_uri``, ``run_id``, ...). None, or ``run_id`` None
+            (the server could not reach the store), gives a tracker that does nothing.
+        background: write on a background thread (default) or inline.
+        flush_interval_s, flush_metrics: when buffered :meth:`log_metrics` values are written.
+    """
+
+    def __init__(self, run: Mapping[str, Any] | None, background: bool = True, flush_interval_s: float = 10.0,
+                 flush_metrics: int = 1000):
+        run = dict(run or {})
+        self.run = run
+        self.run_id: str | None = run.get("run_id")
+        self.tracking_uri: str | None = run.get("tracking_uri")
+        self.guard = StoreGuard(self.tracking_uri or "<none>")
+        if not self.run_id or not self.tracking_uri:
+            self.guard.enabled = False
+            logger.info("AgentTracker: no MLflow run was given; nothing will be logged")
+        self._client: MlflowClient | None = None
+        self.writer = BackgroundWriter(self.guard, background=background, name="mlflow-agent")
+        self.flush_interval_s = float(flush_interval_s)
+        self.flush_metrics = int(flush_metrics)
+        self._metrics: list[Metric] = []
+        self._last_flush = time.monotonic()
+
+    @property
+    def enabled(self) -> bool:
+        return self.guard.enabled
+
+    @property
+    def client(self) -> MlflowClient:
+        """Made on first use, inside a guarded call (for sqlite, making it opens the file)."""
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    # ------------------------------------------------------------------ constraint settings
+    def log_model_config(self, config: Mapping[str, Any], constraint_keys: frozenset = CONSTRAINT_KEYS) -> None:
+        """Log the model's config as ``model.*`` / ``constraint.*`` params and as ``model/config.json``.
+
+        Args:
+            config: ``model.config()``: model kind, N_rec, tau (ms), dt (ms), transfer function, rec_noise,
+                dale_ratio, autapses, densities, region spec, fixed-weight fractions, initializer,
+                regularizers, loss, optimizer, learning rate, seed, ... Objects with ``get_config`` are
+                logged through it, callables by name, arrays larger than 1000 values by shape.
+            constraint_keys: which top-level keys are constraints.
+        """
+        if not self.enabled:
+            return
+        model, constraint = split_config(config, constraint_keys)
+        params = {**flatten_params(model, "model"), **flatten_params(constraint, "constraint")}
+        whole = plain(dict(config))
+        self.writer.submit("log model config", self._write_config, params, whole)
+
+    def log_masks(self, masks: Mapping[str, np.ndarray]) -> None:
+        """Log connectivity masks (e.g. ``input_connectivity``, ``rec_connectivity``, ``output_connectivity``,
+        fixed-weight masks) as ``constraints/masks.npz`` and their densities as params."""
+        if not self.enabled:
+            return
+        arrays = {safe_name(k): np.array(v, copy=True) for k, v in masks.items()}
+        density = {f"constraint.density.{k}": f"{float(np.mean(v != 0)):.6g}" for k, v in arrays.items()
+                   if v.size}
+        self.writer.submit("log masks", self._write_masks, arrays, density)
+
+    # ------------------------------------------------------------------ learned connectivity
+    def log_connectivity(self, weights_path: str | os.PathLike | None, weights: Mapping[str, Any],
+                         dale_sign: Sequence[float] | None = None, region_labels: Sequence[Any] | None = None,
+                         step: int = 0, tag: str | None = "final", input_names: Sequence[str] | None = None,
+                         output_names: Sequence[str] | None = None) -> None:
+        """Log a connectivity snapshot: the weights file and its figures under ``connectivity/<tag>/``,
+        the step-keyed ``W_rec`` image and ``connectivity/spectral_radius`` at ``step``. With ``tag`` None
+        only the image and the metric are logged (cheap enough to call every few minutes).
+
+        The file and arrays are copied before this returns, so the agent may overwrite them at once.
+
+        Args:
+            weights_path: the ``.npz`` the agent saved (``model.save``, which returns the path it wrote);
+                None: the arrays are saved as ``weights.npz``. Ignored when ``tag`` is None.
+            weights: ``model.get_weights()`` (PsychRNN keys ``W_in, W_rec, W_out, b_rec, b_out,
+                init_state``, and ``Dale_rec``, ``dale_ratio``, connectivity masks when present).
+            dale_sign: ``(N_rec,)`` +1 (E) / -1 (I); default from ``Dale_rec`` when ``dale_ratio`` is set.
+            region_labels: ``(N_rec,)`` region per unit (``model.region_labels``), or None.
+            step: trial count (the x of the UI's step slider).
+            tag: folder name, e.g. ``"graduation_02"`` or ``"final"``; None: no folder, no file.
+            input_names, output_names: channel names for the W_in / W_out maps.
+        """
+        if not self.enabled:
+            return
+        snapshot = {k: np.array(v, copy=True) for k, v in weights.items()}
+        tmp = tempfile.mkdtemp(prefix="skinnerbox-connectivity-")
+        try:
+            if tag is None:
+                local = None
+            elif weights_path is not None:
+                local = Path(tmp, Path(weights_path).name)
+                shutil.copyfile(weights_path, local)
+            else:
+                local = Path(tmp, "weights.npz")
+                np.savez(local, **snapshot)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            logger.warning("AgentTracker.log_connectivity: cannot read %s (%s); snapshot skipped",
+                           weights_path, err)
+            return
+        sign = None if dale_sign is None else np.asarray(dale_sign, dtype=float)
+        labels = None if region_labels is None else list(region_labels)
+        self.writer.submit("log connectivity", self._write_connectivity, tmp, local, snapshot, sign, labels,
+                           int(step), None if tag is None else safe_name(tag), input_names, output_names)
+
+    # ------------------------------------------------------------------ metrics
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffer training metrics (e.g. ``{"train/loss": 0.1}``) at ``step`` (trial count)."""
+        if not self.enabled:
+            return
+        ts = now_ms()
+        self._metrics.extend(Metric(safe_name(k), float(v), ts, int(step)) for k, v in metrics.items())
+        if len(self._metrics) >= self.flush_metrics or \
+                time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self._flush_metrics()
+
+    def flush(self, timeout_s: float = 60.0) -> bool:
+        """Write everything buffered and wait for the store; False on timeout."""
+        self._flush_metrics()
+        return self.writer.drain(timeout_s)
+
+    close = flush
+
+    # ------------------------------------------------------------------ writing (background thread)
+    def _flush_metrics(self) -> None:
+        metrics, self._metrics = self._metrics, []
+        self._last_flush = time.monotonic()
+        if metrics and self.enabled:
+            self.writer.submit("log agent metrics",
+                               lambda: log_metrics_batched(self.client, self.run_id, metrics))
+
+    def _write_config(self, params: dict, whole: dict) -> None:
+        log_params_batched(self.client, self.run_id, params)
+        self.client.log_dict(self.run_id, whole, "model/config.json")
+
+    def _write_masks(self, arrays: dict, density: dict) -> None:
+        with tempfile.TemporaryDirectory(prefix="skinnerbox-masks-") as tmp:
+            path = Path(tmp, "masks.npz")
+            np.savez_compressed(path, **arrays)
+            self.client.log_artifact(self.run_id, str(path), "constraints")
+        log_params_batched(self.client, self.run_id, density)
+
+    def _write_connectivity(self, tmp: str, local: Path | None, weights: dict, sign: np.ndarray | None,
+                            labels: list | None, step: int, tag: str | None, input_names: Any,
+                            output_names: Any) -> None:
+        try:
+            folder = f"connectivity/{tag}"
+            if local is not None:
+                self.client.log_artifact(self.run_id, str(local), folder)
+            if sign is None:
+                sign = figures.dale_sign_from_weights(weights)
+            eff = figures.effective_weights(weights, sign)
+            w_rec = eff.get("W_rec")
+            run = self.guard.run
+            client, run_id = self.client, self.run_id
+            if w_rec is not None:
+                radius = float(np.max(np.abs(np.linalg.eigvals(w_rec)))) if w_rec.size else 0.0
+                run("connectivity metrics", log_metrics_batched, client, run_id,
+                    [Metric("connectivity/spectral_radius", radius, now_ms(), step)])
+                run("W_rec image", lambda: client.log_image(run_id, figures.w_rec_image(w_rec, sign, labels),
+                                                            key="W_rec", step=step, synchronous=True))
+            if tag is None:
+                return
+            if w_rec is not None:
+                run("W_rec figure", lambda: client.log_figure(
+                    run_id, figures.w_rec_heatmap(w_rec, sign, labels, title=f"W_rec ({tag}, trial {step})"),
+                    f"{folder}/W_rec.png"))
+                run("eigenspectrum figure", lambda: client.log_figure(
+                    run_id, figures.eigenspectrum(w_rec), f"{folder}/eigenspectrum.png"))
+            if "W_in" in eff:
+                run("W_in figure", lambda: client.log_figure(
+                    run_id, figures.w_in_map(eff["W_in"], sign, labels, input_names), f"{folder}/W_in.png"))
+            if "W_out" in eff:
+                run("W_out figure", lambda: client.log_figure(
+                    run_id, figures.w_out_map(eff["W_out"], sign, labels, output_names), f"{folder}/W_out.png"))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

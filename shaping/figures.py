@@ -1,0 +1,420 @@
+"""Figures shared by the MLflow trackers, the dashboards and the report.
+
+Every function takes plain NumPy/pandas data and returns a :class:`matplotlib.figure.Figure` drawn on the
+Agg canvas. Figures are built with the object API (never ``pyplot``), so nothing here touches matplotlib's
+global state or the user's interactive backend, and figures can be drawn from a background thread.
+
+Connectivity conventions are PsychRNN's (Song et al. 2016; Ehrlich et al. 2021): ``W_rec`` is
+``(N_rec, N_rec)`` indexed ``[post, pre]``, ``W_in`` is ``(N_rec, N_in)``, ``W_out`` is ``(N_out, N_rec)``,
+and a Dale sign belongs to the presynaptic unit, i.e. to a *column* of ``W_rec``. Units are shown grouped by
+region (in order of first appearance), and within a region excitatory units before inhibitory ones.
+"""
+from __future__ import annotations
+
+import io
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+
+__all__ = [
+    "effective_weights", "dale_sign_from_weights", "unit_order", "w_rec_heatmap", "w_rec_image",
+    "eigenspectrum", "w_in_map", "w_out_map", "fit_logistic", "psychometric_points", "psychometric_curve",
+    "stage_timeline", "curriculum_curves", "to_png",
+]
+
+_CMAP = "RdBu_r"  # red excitatory (positive), blue inhibitory (negative)
+
+
+def _figure(width_in: float, height_in: float) -> Figure:
+    fig = Figure(figsize=(width_in, height_in), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def to_png(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure encoded as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------- weights
+def dale_sign_from_weights(weights: Mapping[str, Any]) -> np.ndarray | None:
+    """Per-unit Dale sign (+1 E, -1 I) stored in a PsychRNN weight dict, or None without Dale."""
+    ratio = weights.get("dale_ratio")
+    if ratio is not None and np.ndim(ratio) == 0:
+        ratio = np.asarray(ratio).item()  # PsychRNN stores it as a 0-d object array
+    if ratio is None or "Dale_rec" not in weights:
+        return None
+    return np.sign(np.diag(np.asarray(weights["Dale_rec"], dtype=float)))
+
+
+def effective_weights(weights: Mapping[str, Any], dale_sign: Sequence[float] | None = None
+                      ) -> dict[str, np.ndarray]:
+    """The weights the network actually uses, as PsychRNN's ``get_effective_W_*`` define them.
+
+    ``W_rec ⊙ rec_connectivity``, then with Dale's principle ``|W_rec| @ diag(sign)``; ``W_in`` masked and,
+    with Dale, made non-negative; ``W_out`` masked and, with Dale, ``|W_out| @ diag(sign > 0)`` (inhibitory
+    units do not project out). The map is idempotent, so a weight file that already holds effective weights
+    (PsychRNN's ``save`` writes them) comes back unchanged.
+
+    Args:
+        weights: a PsychRNN-style dict with ``W_in``, ``W_rec``, ``W_out`` and optionally
+            ``input_connectivity``, ``rec_connectivity``, ``output_connectivity``, ``Dale_rec``,
+            ``dale_ratio``.
+        dale_sign: ``(N_rec,)`` +1/-1 per unit; default: read from ``Dale_rec`` when ``dale_ratio`` is set.
+
+    Returns:
+        ``{"W_in", "W_rec", "W_out"}`` as float arrays (absent keys are left out).
+    """
+    sign = dale_sign_from_weights(weights) if dale_sign is None else np.asarray(dale_sign, dtype=float)
+    out: dict[str, np.ndarray] = {}
+    for key, mask_key in (("W_in", "input_connectivity"), ("W_rec", "rec_connectivity"),
+                          ("W_out", "output_connectivity")):
+        if key not in weights:
+            continue
+        w = np.asarray(weights[key], dtype=float)
+        if mask_key in weights:
+            w = w * np.asarray(weights[mask_key], dtype=float)
+        if sign is not None:
+            w = np.abs(w)
+            if key == "W_rec":
+                w = w * sign[None, :]
+            elif key == "W_out":
+                w = w * (sign > 0)[None, :]
+        out[key] = w
+    return out
+
+
+def unit_order(N_rec: int, dale_sign: Sequence[float] | None = None,
+               region_labels: Sequence[Any] | None = None) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
+    """Display order of recurrent units: by region (first appearance), E before I within a region.
+
+    Args:
+        N_rec: number of recurrent units.
+        dale_sign: ``(N_rec,)`` +1 (E) / -1 (I) or None.
+        region_labels: ``(N_rec,)`` region name per unit or None.
+
+    Returns:
+        ``(order, groups)``: ``order`` indexes units in display order; ``groups`` lists
+        ``(start, stop, label)`` spans of that order (one per region × E/I), for separators and ticks.
+    """
+    region = np.asarray(region_labels if region_labels is not None else [""] * N_rec, dtype=object)
+    sign = np.asarray(dale_sign if dale_sign is not None else np.ones(N_rec), dtype=float)
+    if region.shape != (N_rec,) or sign.shape != (N_rec,):
+        raise ValueError(f"unit_order: region_labels {region.shape} and dale_sign {sign.shape} must both "
+                         f"be (N_rec,) = ({N_rec},)")
+    names = list(dict.fromkeys(region.tolist()))
+    region_rank = np.array([names.index(r) for r in region])
+    order = np.lexsort((np.arange(N_rec), sign < 0, region_rank))  # last key is the primary one
+    groups: list[tuple[int, int, str]] = []
+    start = 0
+    for i in range(1, N_rec + 1):
+        if i == N_rec or (region_rank[order[i]], sign[order[i]] < 0) != (region_rank[order[start]],
+                                                                      sign[order[start]] < 0):
+            u = order[start]
+            ei = "" if dale_sign is None else ("E" if sign[u] > 0 else "I")
+            label = ":".join(s for s in (str(region[u]), ei) if s)
+            groups.append((start, i, label))
+            start = i
+    return order, groups
+
+
+def _separators(ax: Any, groups: list[tuple[int, int, str]], axis: str) -> None:
+    if not groups or (len(groups) == 1 and not groups[0][2]):
+        return
+    centres = [(a + b - 1) / 2 for a, b, _ in groups]
+    labels = [g[2] for g in groups]
+    for a, _, _ in groups[1:]:
+        (ax.axvline if axis == "x" else ax.axhline)(a - 0.5, color="k", lw=0.6)
+    if axis == "x":
+        ax.set_xticks(centres, labels, rotation=90 if len(groups) > 4 else 0)
+    else:
+        ax.set_yticks(centres, labels)
+
+
+def _sym_norm(w: np.ndarray) -> TwoSlopeNorm:
+    vmax = float(np.max(np.abs(w))) if w.size else 1.0
+    vmax = vmax if vmax > 0 else 1.0
+    return TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
+
+
+def w_rec_heatmap(W_rec: np.ndarray, dale_sign: Sequence[float] | None = None,
+                  region_labels: Sequence[Any] | None = None, title: str | None = None) -> Figure:
+    """Heatmap of ``W_rec[post, pre]``, units ordered by region then E before I, zero in white.
+
+    Args:
+        W_rec: ``(N_rec, N_rec)`` weights (pass the effective ones, see :func:`effective_weights`).
+        dale_sign: ``(N_rec,)`` +1/-1 per unit, or None.
+        region_labels: ``(N_rec,)`` region per unit, or None.
+        title: figure title.
+    """
+    W_rec = _square(W_rec, "W_rec")
+    order, groups = unit_order(len(W_rec), dale_sign, region_labels)
+    w = W_rec[np.ix_(order, order)]
+    fig = _figure(6.0, 5.0)
+    ax = fig.add_subplot()
+    im = ax.imshow(w, cmap=_CMAP, norm=_sym_norm(w), interpolation="nearest")
+    ax.set_xlabel("presynaptic unit (from)")
+    ax.set_ylabel("postsynaptic unit (to)")
+    _separators(ax, groups, "x")
+    _separators(ax, groups, "y")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="weight")
+    ax.set_title(title or f"W_rec ({len(w)} units)")
+    return fig
+
+
+def w_rec_image(W_rec: np.ndarray, dale_sign: Sequence[float] | None = None,
+                region_labels: Sequence[Any] | None = None, min_px: int = 256) -> np.ndarray:
+    """``W_rec`` rendered straight to an RGB ``uint8`` image (no axes), in :func:`w_rec_heatmap`'s order
+    and colours, each weight a square block so the image is at least ``min_px`` pixels wide. Cheap enough
+    to log at every step (MLflow's step-keyed ``log_image``)."""
+    W_rec = _square(W_rec, "W_rec")
+    order, _ = unit_order(len(W_rec), dale_sign, region_labels)
+    w = W_rec[np.ix_(order, order)]
+    rgba = colormaps[_CMAP](_sym_norm(w)(w), bytes=True)
+    block = max(1, int(np.ceil(min_px / max(len(w), 1))))
+    return np.repeat(np.repeat(rgba[..., :3], block, axis=0), block, axis=1)
+
+
+def eigenspectrum(W_rec: np.ndarray, title: str | None = None) -> Figure:
+    """Eigenvalues of ``W_rec`` in the complex plane, with the unit circle and the spectral radius."""
+    W_rec = _square(W_rec, "W_rec")
+    ev = np.linalg.eigvals(W_rec)
+    radius = float(np.max(np.abs(ev))) if ev.size else 0.0
+    fig = _figure(4.5, 4.5)
+    ax = fig.add_subplot()
+    theta = np.linspace(0, 2 * np.pi, 361)
+    ax.plot(np.cos(theta), np.sin(theta), color="0.5", lw=0.8, label="unit circle")
+    ax.scatter(ev.real, ev.imag, s=10, color="C3", zorder=3, label="eigenvalues")
+    ax.axhline(0, color="0.85", lw=0.5)
+    ax.axvline(0, color="0.85", lw=0.5)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("Re λ")
+    ax.set_ylabel("Im λ")
+    ax.legend(loc="upper right", fontsize="small")
+    ax.set_title(title or f"W_rec eigenvalues (spectral radius {radius:.3g})")
+    return fig
+
+
+def w_in_map(W_in: np.ndarray, dale_sign: Sequence[float] | None = None,
+             region_labels: Sequence[Any] | None = None, input_names: Sequence[str] | None = None,
+             title: str | None = None) -> Figure:
+    """Input weights ``W_in (N_rec, N_in)``: one column per input, rows in :func:`unit_order`."""
+    W_in = np.asarray(W_in, dtype=float)
+    if W_in.ndim != 2:
+        raise ValueError(f"w_in_map: W_in must be (N_rec, N_in), got shape {W_in.shape}")
+    order, groups = unit_order(W_in.shape[0], dale_sign, region_labels)
+    w = W_in[order]
+    fig = _figure(2.0 + 0.4 * w.shape[1], 5.0)
+    ax = fig.add_subplot()
+    im = ax.imshow(w, cmap=_CMAP, norm=_sym_norm(w), aspect="auto", interpolation="nearest")
+    names = list(input_names) if input_names is not None else [f"in{i}" for i in range(w.shape[1])]
+    ax.set_xticks(range(w.shape[1]), names, rotation=90)
+    ax.set_ylabel("recurrent unit")
+    _separators(ax, groups, "y")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="weight")
+    ax.set_title(title or "W_in")
+    return fig
+
+
+def w_out_map(W_out: np.ndarray, dale_sign: Sequence[float] | None = None,
+              region_labels: Sequence[Any] | None = None, output_names: Sequence[str] | None = None,
+              title: str | None = None) -> Figure:
+    """Output weights ``W_out (N_out, N_rec)``: one row per output, columns in :func:`unit_order`."""
+    W_out = np.asarray(W_out, dtype=float)
+    if W_out.ndim != 2:
+        raise ValueError(f"w_out_map: W_out must be (N_out, N_rec), got shape {W_out.shape}")
+    order, groups = unit_order(W_out.shape[1], dale_sign, region_labels)
+    w = W_out[:, order]
+    fig = _figure(6.0, 1.6 + 0.3 * w.shape[0])
+    ax = fig.add_subplot()
+    im = ax.imshow(w, cmap=_CMAP, norm=_sym_norm(w), aspect="auto", interpolation="nearest")
+    names = list(output_names) if output_names is not None else [f"out{i}" for i in range(w.shape[0])]
+    ax.set_yticks(range(w.shape[0]), names)
+    ax.set_xlabel("recurrent unit")
+    _separators(ax, groups, "x")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="weight")
+    ax.set_title(title or "W_out")
+    return fig
+
+
+def _square(w: np.ndarray, name: str) -> np.ndarray:
+    w = np.asarray(w, dtype=float)
+    if w.ndim != 2 or w.shape[0] != w.shape[1]:
+        raise ValueError(f"{name} must be a square (N_rec, N_rec) matrix, got shape {w.shape}")
+    return w
+
+
+# ---------------------------------------------------------------------------------------------- behaviour
+def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1e-4, n_iter: int = 100) -> tuple[float, float]:
+    """Maximum-likelihood logistic fit ``P(y=1 | x) = 1 / (1 + exp(-(b0 + b1 x)))`` by Newton's method.
+
+    A small ridge penalty keeps the fit finite when the data are perfectly separable (a well-trained
+    network at high evidence), where the unpenalised slope diverges.
+
+    Args:
+        x: ``(n,)`` evidence per trial. y: ``(n,)`` 0/1 per trial. ridge: L2 weight on (b0, b1).
+
+    Returns:
+        ``(b0, b1)``; the point of subjective equality is ``-b0 / b1``.
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape or x.size == 0:
+        raise ValueError(f"fit_logistic: x {x.shape} and y {y.shape} must be equal, non-empty (n,) arrays")
+    X = np.column_stack([np.ones_like(x), x])
+    b = np.zeros(2)
+    for _ in range(n_iter):
+        p = 1.0 / (1.0 + np.exp(-np.clip(X @ b, -30, 30)))
+        grad = X.T @ (y - p) - ridge * b
+        hess = (X * (p * (1 - p))[:, None]).T @ X + ridge * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        b += step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    return float(b[0]), float(b[1])
+
+
+def _signed_binary(trials: pd.DataFrame, evidence: str) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """(x, y, ylabel) for a psychometric plot, or None when the table lacks what it needs."""
+    if evidence not in trials.columns or not {"choice", "target"} <= set(trials.columns):
+        return None
+    t = trials[trials["choice"] >= 0]
+    ev = pd.to_numeric(t[evidence], errors="coerce").to_numpy(dtype=float)
+    target = t["target"].to_numpy()
+    if set(np.unique(trials["target"])) <= {0, 1}:
+        # two alternatives: signed evidence for option 1, and P(choose 1)
+        return ev * np.where(target == 1, 1.0, -1.0), (t["choice"].to_numpy() == 1).astype(float), \
+            "P(choice = 1)"
+    return ev, (t["choice"].to_numpy() == target).astype(float), "P(correct)"
+
+
+def psychometric_points(trials: pd.DataFrame, evidence: str, max_levels: int = 12) -> pd.DataFrame:
+    """Choice proportions by evidence level (quantile bins when there are more than ``max_levels``).
+
+    For two-alternative tasks (targets 0/1) the x axis is the evidence signed towards option 1 and the
+    proportion is P(choice = 1); otherwise it is P(correct). No-response trials are left out.
+
+    Returns:
+        one row per level: ``evidence`` (mean in the level), ``p``, ``n``, ``sem`` (binomial).
+    """
+    xy = _signed_binary(trials, evidence)
+    if xy is None or len(xy[0]) == 0:
+        return pd.DataFrame(columns=["evidence", "p", "n", "sem"])
+    x, y, _ = xy
+    levels = np.unique(x)
+    if len(levels) > max_levels:
+        edges = np.unique(np.quantile(x, np.linspace(0, 1, max_levels + 1)))
+        key = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+    else:
+        key = np.searchsorted(levels, x)
+    df = pd.DataFrame({"key": key, "x": x, "y": y}).groupby("key").agg(
+        evidence=("x", "mean"), p=("y", "mean"), n=("y", "size"))
+    df["sem"] = np.sqrt(df["p"] * (1 - df["p"]) / df["n"])
+    return df.reset_index(drop=True)
+
+
+def psychometric_curve(trials: pd.DataFrame, evidence: str, title: str | None = None) -> Figure:
+    """Psychometric curve of one stage: choice proportions by evidence and a fitted logistic.
+
+    Args:
+        trials: scored trials with ``choice``, ``target`` and the ``evidence`` column (e.g.
+            ``coherence``); no-response trials (``choice < 0``) are counted in the title, not in the fit.
+        evidence: name of the evidence column.
+        title: figure title (e.g. the stage name).
+    """
+    fig = _figure(4.5, 3.6)
+    ax = fig.add_subplot()
+    xy = _signed_binary(trials, evidence)
+    n_all = len(trials)
+    if xy is None or len(xy[0]) == 0:
+        ax.text(0.5, 0.5, f"no scorable trials with '{evidence}'", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_title(title or "psychometric curve")
+        return fig
+    x, y, ylabel = xy
+    pts = psychometric_points(trials, evidence)
+    ax.errorbar(pts["evidence"], pts["p"], yerr=pts["sem"], fmt="o", color="k", ms=4, capsize=2)
+    grid = np.linspace(x.min(), x.max(), 200) if x.max() > x.min() else np.array([x.min()])
+    label = "logistic fit"
+    if len(np.unique(y)) > 1 and len(np.unique(x)) > 1:
+        b0, b1 = fit_logistic(x, y)
+        ax.plot(grid, 1 / (1 + np.exp(-(b0 + b1 * grid))), color="C0",
+                label=f"{label}: PSE {-b0 / b1:.3g}, slope {b1:.3g}" if b1 else label)
+        ax.legend(loc="lower right", fontsize="small")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel(f"signed {evidence}" if ylabel.startswith("P(choice") else evidence)
+    ax.set_ylabel(ylabel)
+    no_resp = n_all - len(x)
+    ax.set_title(f"{title or 'psychometric curve'} (n={n_all}" + (f", {no_resp} no response)" if no_resp
+                                                                  else ")"), fontsize="medium")
+    return fig
+
+
+def stage_timeline(trial: np.ndarray, stage_index: np.ndarray, events: pd.DataFrame | None = None,
+                   stage_names: Mapping[int, str] | Sequence[str] | None = None) -> Figure:
+    """Stage index against trial count, with curriculum events as labelled markers.
+
+    Args:
+        trial: ``(n,)`` increasing trial counts (x axis), e.g. the count at the end of each batch.
+        stage_index: ``(n,)`` stage of the trials up to each count (drawn as a step ending there).
+        events: optional table with ``event`` and ``trial`` columns (graduated, regressed, reversal, ...).
+        stage_names: names of the stage indices for the y ticks.
+    """
+    trial = np.asarray(trial, dtype=float)
+    stage_index = np.asarray(stage_index, dtype=float)
+    fig = _figure(7.0, 3.0)
+    ax = fig.add_subplot()
+    ax.step(trial, stage_index, where="pre", color="k", lw=1.2)
+    if events is not None and len(events) and {"event", "trial"} <= set(events.columns):
+        for i, (kind, rows) in enumerate(events.groupby("event", sort=True)):
+            t = pd.to_numeric(rows["trial"], errors="coerce").to_numpy(dtype=float)
+            at = np.clip(np.searchsorted(trial, t, side="left"), 0, max(len(trial) - 1, 0))
+            y = stage_index[at] if len(trial) else np.zeros_like(t)
+            ax.scatter(t, y, s=18, marker="v", color=f"C{i}", zorder=3, label=str(kind))
+        ax.legend(loc="upper left", fontsize="small", ncol=3)
+    if stage_names is not None:
+        names = dict(stage_names) if isinstance(stage_names, Mapping) else dict(enumerate(stage_names))
+        ax.set_yticks(list(names), [str(v) for v in names.values()])
+    ax.set_xlabel("trials")
+    ax.set_ylabel("stage")
+    ax.set_title("curriculum timeline")
+    return fig
+
+
+def curriculum_curves(trial: np.ndarray, accuracy: np.ndarray, knobs: Mapping[str, np.ndarray] | None = None,
+                      stage_index: np.ndarray | None = None, chance: float | None = 0.5) -> Figure:
+    """Accuracy and knob values against trial count, one panel each, sharing the x axis.
+
+    Args:
+        trial: ``(n,)`` increasing trial counts, e.g. the count at the end of each batch.
+        accuracy: ``(n,)`` fraction correct (e.g. over a window).
+        knobs: knob name -> ``(n,)`` values of the trials up to each count (drawn as steps ending there).
+        stage_index: optional ``(n,)``; stage changes are drawn as dotted vertical lines.
+        chance: chance level drawn on the accuracy panel (None: no line).
+    """
+    knobs = dict(knobs or {})
+    trial = np.asarray(trial, dtype=float)
+    fig = _figure(7.0, 2.0 + 1.4 * len(knobs))
+    axes = fig.subplots(1 + len(knobs), 1, sharex=True, squeeze=False)[:, 0]
+    axes[0].plot(trial, np.asarray(accuracy, dtype=float), color="k", lw=1.2)
+    if chance is not None:
+        axes[0].axhline(chance, color="0.6", ls="--", lw=0.8)
+    axes[0].set_ylim(-0.03, 1.03)
+    axes[0].set_ylabel("accuracy")
+    for ax, (name, values) in zip(axes[1:], knobs.items()):
+        ax.step(trial, np.asarray(values, dtype=float), where="pre", lw=1.2)
+        ax.set_ylabel(name)
+    if stage_index is not None and len(trial) > 1:
+        s = np.asarray(stage_index)
+        for t in trial[:-1][np.diff(s) != 0]:  # the last count of the old stage, where the step is drawn
+            for ax in axes:
+                ax.axvline(t, color="0.5", ls=":", lw=0.8)
+    axes[-1].set_xlabel("trials")
+    return fig
