@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 def _has_gpu() -> bool:
     try:
-        import tensorflow as tf  # noqa: PLC0415
+        from agents._tf import tf  # noqa: PLC0415
     except ImportError:
         return False
     return bool(tf.config.list_physical_devices("GPU"))

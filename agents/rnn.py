@@ -1,0 +1,535 @@
+"""Recurrent network models with PsychRNN's user API: :class:`RNN` (the shared machinery) and :class:`Basic`.
+
+``Basic`` is PsychRNN's continuous-time rate network (Song, Yang & Wang 2016; Ehrlich et al. 2021), with row
+vectors (``N_batch`` x units), ``alpha = dt / tau`` and transfer function ``f`` (relu by default)::
+
+    x_t = (1 - alpha) x_{t-1} + alpha (f(x_{t-1}) W_rec^T + u_t W_in^T + b_rec) + sqrt(2 alpha rec_noise^2) xi_t
+    y_t = f(x_t) W_out^T + b_out
+
+``x_0`` is a trainable initial state; ``states`` are the pre-activations ``x_t`` after each update and
+``tau`` may be one value per unit. The weight matrices are the *effective* ones under the constraints of
+:mod:`agents.constraints` (masks, Dale's principle). Arrays are ``(N_batch, N_steps, channels)``, times in ms.
+
+PsychRNN's API (``Basic(params)``, ``train``, ``test``, ``get_weights``, ``save``, ``destruct``,
+``params['load_weights_path']``) works with PsychRNN's parameter keys, minus its traps: a second ``train``
+continues from the current weights and optimizer state, ``test`` takes any batch size, no batch is thrown
+away and ``training_iters`` is honoured exactly. For the closed loop a model also offers
+``train_on_batch``, ``save_checkpoint``/``load_checkpoint``, ``config``, ``masks`` and ``region_labels``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import constraints as C
+from . import initializers, losses, optimizers, regularizers
+from ._tf import tf
+from .ops import TRANSFER_FUNCTIONS, rate_recurrence, transfer_name
+from .weights import load_weights, package_version, read_npz, save_weights, write_npz
+
+_TRAIN_FLAGS = ("W_in_train", "W_rec_train", "W_out_train", "b_rec_train", "b_out_train", "init_state_train")
+_CONSTRAINT_KEYS = ("input_connectivity", "rec_connectivity", "output_connectivity", "Dale_rec", "Dale_out")
+
+
+def _fresh_seed() -> int:
+    return int(np.random.SeedSequence().entropy % (2 ** 63))
+
+
+class _ForwardView:
+    """What a PsychRNN ``custom_regularization(model, params)`` sees of one forward pass."""
+
+    def __init__(self, model: "RNN", tensors: dict, x, y, mask):
+        self._t = tensors
+        self.x, self.y, self.output_mask = x, y, mask
+        self.states, self.predictions = tensors["states"], tensors["outputs"]
+        self.transfer_function = model.transfer
+        for name, var in model.vars.items():
+            setattr(self, name, var)
+
+    def get_effective_W_in(self):
+        return self._t["W_in"]
+
+    def get_effective_W_rec(self):
+        return self._t["W_rec"]
+
+    def get_effective_W_out(self):
+        return self._t["W_out"]
+
+
+class RNN:
+    """Shared machinery of every model: parameters, optimizer, compiled steps, files, PsychRNN's API.
+
+    Args:
+        params: PsychRNN's parameter dict (start from ``task.get_task_params()``, add ``N_rec`` and
+            ``name``) or a dict from :meth:`config`. Required: ``N_in, N_rec, N_out, dt, tau`` (ms), unless
+            ``load_weights_path`` names one of our files. Optional: see :meth:`config` for every key.
+
+    Subclasses set ``kind`` and implement ``_init_arrays``, ``_forward`` and ``_weights_dict``.
+    """
+
+    kind = "RNN"
+    supports_constraints = False
+
+    def __init__(self, params: Mapping[str, Any]):
+        params, file_arrays, meta = self._resolve_params(dict(params))
+        self.params = params
+        self.name = str(params.get("name", self.kind))
+        self._sizes(params, file_arrays)
+        self.seed = _fresh_seed() if params.get("seed") is None else int(params["seed"])
+        self.transfer_function = params.get("transfer_function", "relu")
+        self._transfer_name = transfer_name(self.transfer_function)
+        if self._transfer_name is None and not callable(self.transfer_function):
+            raise ValueError(f"transfer_function must be a name ({', '.join(TRANSFER_FUNCTIONS)}) or a "
+                             f"callable, got {self.transfer_function!r}")
+        self.transfer = TRANSFER_FUNCTIONS[self._transfer_name] if self._transfer_name else self.transfer_function
+        self.rec_noise = float(params.get("rec_noise", 0.0))
+        if self.rec_noise < 0:
+            raise ValueError(f"rec_noise must be >= 0, got {self.rec_noise}")
+        self.trainable = {flag: bool(params.get(flag, True)) for flag in _TRAIN_FLAGS}
+        self.wiring = self._build_wiring(params, file_arrays)
+        self.initializer = self._build_initializer(params, file_arrays)
+        self.loss = losses.from_params(params)
+        self.regularizers = regularizers.from_params(params)
+        self.clip_grads = params.get("clip_grads", True)
+        self.optimizer = optimizers.from_params(params.get("optimizer"), params.get("learning_rate"))
+        self._explicit = sorted(k for k in _CONSTRAINT_KEYS if isinstance(params.get(k), np.ndarray)
+                                or isinstance(params.get(k), (list, tuple)))
+        missing = [k for k in params.get("explicit_masks") or [] if k not in params]
+        if missing and file_arrays is None:
+            raise ValueError(f"this config was made from explicit masks {missing}, which configs do not hold; "
+                             f"pass them as arrays or load the model's weights file")
+        rng = np.random.default_rng(C.sub_seed(self.seed, "init"))
+        arrays = self._init_arrays(rng)
+        self.vars: dict[str, tf.Variable] = {
+            name: tf.Variable(arr, dtype=tf.float32, name=name, trainable=self._is_trainable(name))
+            for name, arr in arrays.items()}
+        self._train_names = [n for n, v in self.vars.items() if v.trainable]
+        self.optimizer.build([self.vars[n] for n in self._train_names])
+        self._fixed: dict[str, np.ndarray] = dict(self.wiring.fixed) if self.wiring else {}
+        self.noise_counter = 0
+        self._noise_seed = C.sub_seed(self.seed, "noise") % (2 ** 31)
+        self._step_fn = None
+        self._test_fn = None
+        self._clear_fixed_slots()
+
+    # ------------------------------------------------------------------------------------- construction
+    def _resolve_params(self, params: dict) -> tuple[dict, dict | None, dict | None]:
+        """Merge a weights file named by ``load_weights_path`` into ``params``."""
+        path = params.get("load_weights_path")
+        init = params.get("initializer")
+        if path is None and init is not None and hasattr(init, "initializations"):
+            # a PsychRNN initializer object: its arrays hold the weights and the constraints
+            return params, dict(init.initializations), None
+        if path is None:
+            return params, None, None
+        arrays, meta = load_weights(path)
+        if meta is not None:
+            cfg = dict(meta.get("config", {}))
+            if cfg.get("model", self.kind) != self.kind:
+                raise ValueError(f"{path} holds a {cfg['model']} model, not a {self.kind}")
+            for k in ("initializer", "load_weights_path"):
+                cfg.pop(k, None)
+            params = {**cfg, **params}
+            params.setdefault("_region_labels", meta.get("region_labels"))
+        return params, arrays, meta
+
+    def _sizes(self, params: dict, file_arrays: dict | None) -> None:
+        guess = {}
+        if file_arrays is not None and "W_in" in file_arrays and "W_out" in file_arrays:
+            guess = {"N_rec": file_arrays["W_in"].shape[0], "N_in": file_arrays["W_in"].shape[1],
+                     "N_out": file_arrays["W_out"].shape[0]}
+        for key in ("N_in", "N_rec", "N_out"):
+            val = params.get(key, guess.get(key))
+            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
+                raise ValueError(f"{self.kind}: params[{key!r}] must be a positive integer, got {val!r}")
+            setattr(self, key, int(val))
+        for key in ("dt", "tau"):
+            if key not in params:
+                raise ValueError(f"{self.kind}: params needs {key!r} (ms)")
+        self.dt = float(params["dt"])
+        tau = np.asarray(params["tau"], dtype=np.float32)
+        if tau.ndim > 1 or (tau.ndim == 1 and tau.shape != (self.N_rec,)) or not np.all(tau > 0) or self.dt <= 0:
+            raise ValueError(f"{self.kind}: dt must be > 0 and tau a positive number or one per unit "
+                             f"({self.N_rec},) in ms; got dt={params['dt']!r}, tau shape {tau.shape}")
+        self.tau = float(tau) if tau.ndim == 0 else tau
+        self.alpha = np.float32(self.dt) / tau
+        self.N_steps = params.get("N_steps")
+        self.N_batch = params.get("N_batch")
+
+    def _build_wiring(self, params: dict, file_arrays: dict | None) -> C.Wiring | None:
+        if not self.supports_constraints:
+            given = [k for k in ("dale_ratio", "regions", *_CONSTRAINT_KEYS[:3]) if params.get(k) is not None]
+            given += [k for k in ("input_density", "rec_density", "output_density") if params.get(k, 1.0) != 1.0]
+            given += ["autapses"] if params.get("autapses", True) is False else []
+            given += ["fixed"] if params.get("fixed") else []
+            if given:
+                raise ValueError(f"{self.kind} does not support biological constraints; remove {given} "
+                                 f"(use Basic)")
+            return None
+        if file_arrays is not None or isinstance(params.get("W_rec"), np.ndarray):
+            src = dict(params)
+            if file_arrays is not None:
+                src.update({k: file_arrays[k] for k in (*_CONSTRAINT_KEYS, "dale_ratio") if k in file_arrays})
+            src.update(regions=None, input_density=1.0, rec_density=1.0, output_density=1.0, fixed=None)
+            wiring = C.build_wiring(src, self.N_in, self.N_rec, self.N_out, self.seed, strict=False)
+            wiring.labels = params.get("_region_labels")
+            fixed = dict(params.get("fixed") or {})
+            fixed.update({k[6:]: v for k, v in (file_arrays or {}).items() if k.startswith("fixed_")})
+            if fixed:
+                wiring.fixed = C.build_wiring({"fixed": fixed}, self.N_in, self.N_rec, self.N_out, self.seed).fixed
+            return wiring
+        return C.build_wiring(params, self.N_in, self.N_rec, self.N_out, self.seed)
+
+    def _build_initializer(self, params: dict, file_arrays: dict | None) -> initializers.Initializer:
+        init = params.get("initializer")
+        if file_arrays is not None and params.get("load_weights_path") is not None:
+            return initializers.FromWeights(path=os.fspath(params["load_weights_path"]))
+        if file_arrays is not None:
+            return initializers.FromWeights(weights=file_arrays)
+        if init is not None:
+            return initializers.get(init)
+        if isinstance(params.get("W_rec"), np.ndarray):
+            return initializers.FromWeights(weights=params)
+        return initializers.GaussianSpectralRadius(
+            spec_rad=params.get("spec_rad", 1.1), which_rand_init=params.get("which_rand_init", "glorot_gauss"),
+            init_minval=params.get("init_minval", -0.1), init_maxval=params.get("init_maxval", 0.1))
+
+    def _is_trainable(self, name: str) -> bool:
+        return self.trainable.get(f"{name}_train", True)
+
+    # ------------------------------------------------------------------------------- subclass interface
+    def _init_arrays(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _forward(self, x: tf.Tensor, seed: tf.Tensor, batch_major_states: bool = True) -> dict[str, tf.Tensor]:
+        """``{"outputs": (B, T, N_out), "states": (B, T, N_rec) or None, "rates": f(states) in any axis
+        order, "W_in"/"W_rec"/"W_out": effective matrices (where the model has them)}``."""
+        raise NotImplementedError
+
+    def _weights_dict(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------------- compiled steps
+    def _signature(self) -> list[tf.TensorSpec]:
+        return [tf.TensorSpec([None, None, self.N_in], tf.float32),
+                tf.TensorSpec([None, None, self.N_out], tf.float32),
+                tf.TensorSpec([None, None, self.N_out], tf.float32),
+                tf.TensorSpec([2], tf.int64)]
+
+    def _penalty(self, t: dict, x, y, mask) -> tf.Tensor:
+        total = tf.constant(0.0)
+        for reg in self.regularizers:
+            if reg.target == "model":
+                total += reg(_ForwardView(self, t, x, y, mask))
+            elif t.get(reg.target) is None:
+                raise ValueError(f"{type(reg).__name__} targets {reg.target!r}, which a {self.kind} does not have")
+            else:
+                total += reg(t[reg.target])
+        return total
+
+    def _make_step(self):
+        names = list(self._train_names)
+        variables = [self.vars[n] for n in names]
+        plastic = {n: tf.constant(~m, dtype=tf.float32) for n, m in self._fixed.items() if n in names}
+        clip = 1.0 if self.clip_grads is True else (float(self.clip_grads) if self.clip_grads else None)
+        needs_states = any(r.target == "model" for r in self.regularizers)
+
+        @tf.function(input_signature=self._signature())
+        def step(x, y, mask, seed):
+            with tf.GradientTape() as tape:
+                t = self._forward(x, seed, batch_major_states=needs_states)
+                total = self.loss(t["outputs"], y, mask) + self._penalty(t, x, y, mask)
+            grads = tape.gradient(total, variables)
+            grads = [g * plastic[n] if (g is not None and n in plastic) else g for g, n in zip(grads, names)]
+            if clip is not None:
+                grads = [None if g is None else tf.clip_by_norm(g, clip) for g in grads]
+            self.optimizer.apply(grads, variables)
+            return total, t["outputs"]
+
+        return step
+
+    def _make_test(self):
+        @tf.function(input_signature=[self._signature()[0], self._signature()[3]])
+        def test(x, seed):
+            t = self._forward(x, seed)
+            return t["outputs"], t["states"]
+
+        return test
+
+    def _next_seed(self) -> np.ndarray:
+        seed = np.array([self._noise_seed, self.noise_counter], dtype=np.int64)
+        if self.rec_noise > 0:
+            self.noise_counter += 1
+        return seed
+
+    def _check_x(self, x: Any, what: str = "x") -> np.ndarray:
+        arr = np.ascontiguousarray(x, dtype=np.float32)
+        if arr.ndim != 3 or arr.shape[2] != self.N_in or arr.shape[1] < 1:
+            raise ValueError(f"{what} must be (N_batch, N_steps, N_in={self.N_in}), got shape {arr.shape}")
+        return arr
+
+    # ----------------------------------------------------------------------------------- closed loop API
+    def train_on_batch(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[float, np.ndarray]:
+        """One optimizer step on a batch of any size.
+
+        Args:
+            x: inputs ``(N_batch, N_steps, N_in)``. y: targets ``(N_batch, N_steps, N_out)``. mask: loss weights,
+                same shape as ``y``.
+
+        Returns:
+            ``(loss, outputs)``: the regularised loss and the outputs ``(N_batch, N_steps, N_out)`` of the
+            forward pass the gradient came from (the behaviour before learning from these trials).
+        """
+        x = self._check_x(x)
+        y = np.ascontiguousarray(y, dtype=np.float32)
+        mask = np.ascontiguousarray(mask, dtype=np.float32)
+        want = (x.shape[0], x.shape[1], self.N_out)
+        if y.shape != want or mask.shape != want:
+            raise ValueError(f"y and mask must be {want} to match x {x.shape}; got y {y.shape}, mask {mask.shape}")
+        if self._step_fn is None:
+            self._step_fn = self._make_step()
+        loss, out = self._step_fn(x, y, mask, self._next_seed())
+        return float(loss), out.numpy()
+
+    def masks(self) -> dict[str, np.ndarray]:
+        """Connectivity and Dale masks (PsychRNN's names and shapes) and fixed-synapse masks ``fixed_<W>``."""
+        if self.wiring is None:
+            return {}
+        out = {k: v.copy() for k, v in self.wiring.psychrnn_arrays().items()}
+        out.update({f"fixed_{k}": v.copy() for k, v in self._fixed.items()})
+        return out
+
+    @property
+    def region_labels(self) -> list[str] | None:
+        """The region of each recurrent unit, or None for a single-region network."""
+        return None if self.wiring is None or self.wiring.labels is None else list(self.wiring.labels)
+
+    def config(self) -> dict:
+        """Every model and constraint setting as JSON-able data; ``type(model)(model.config())`` (or
+        :func:`build_model`) rebuilds the same network from the same seed."""
+        p = self.params
+        tf_name = self._transfer_name
+        if tf_name is None:
+            from ._registry import callable_path
+
+            tf_name = callable_path(self.transfer_function)
+        fixed = {k: (v if np.ndim(v) == 0 else "explicit") for k, v in (p.get("fixed") or {}).items()}
+        cfg = {
+            "model": self.kind, "name": self.name, "N_in": self.N_in, "N_rec": self.N_rec,
+            "N_out": self.N_out, "dt": self.dt,
+            "tau": self.tau if isinstance(self.tau, float) else self.tau.tolist(),
+            "N_steps": None if self.N_steps is None else int(self.N_steps),
+            "N_batch": None if self.N_batch is None else int(self.N_batch),
+            "transfer_function": tf_name, "rec_noise": self.rec_noise,
+            "dale_ratio": (p.get("dale_ratio") if p.get("regions") is not None or self.wiring is None
+                           else self.wiring.dale_ratio),
+            "autapses": bool(p.get("autapses", True)),
+            "input_density": float(p.get("input_density", 1.0)), "rec_density": float(p.get("rec_density", 1.0)),
+            "output_density": float(p.get("output_density", 1.0)), "regions": p.get("regions"),
+            "fixed": fixed, **self.trainable,
+            "initializer": initializers.serialize(self.initializer),
+            "regularizers": [regularizers.serialize(r) for r in self.regularizers],
+            "loss_function": losses.to_params(self.loss),
+            "optimizer": optimizers.serialize(self.optimizer), "learning_rate": self.optimizer.learning_rate,
+            "clip_grads": self.clip_grads, "seed": self.seed, "version": package_version(),
+        }
+        if self._explicit:
+            cfg["explicit_masks"] = self._explicit
+        if p.get("load_weights_path") is not None:
+            cfg["load_weights_path"] = os.fspath(p["load_weights_path"])
+        return json.loads(json.dumps(cfg))
+
+    # ------------------------------------------------------------------------------------ PsychRNN's API
+    def test(self, trial_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the network on inputs of any batch size and length.
+
+        Args:
+            trial_batch: inputs ``(N_batch, N_steps, N_in)``.
+
+        Returns:
+            ``(outputs, states)``: ``(N_batch, N_steps, N_out)`` and ``(N_batch, N_steps, N_rec)``. With
+            ``rec_noise > 0`` each call draws fresh noise (and advances the model's noise stream).
+        """
+        x = self._check_x(trial_batch, "trial_batch")
+        if self._test_fn is None:
+            self._test_fn = self._make_test()
+        out, states = self._test_fn(x, self._next_seed())
+        return out.numpy(), states.numpy()
+
+    def train(self, trial_batch_generator: Any, train_params: Mapping[str, Any] | None = None):
+        """Train as PsychRNN does (see :func:`agents.trainer.train` for every key of ``train_params``).
+
+        Returns:
+            ``(losses, training_time, initialization_time)``.
+        """
+        from .trainer import train
+
+        return train(self, trial_batch_generator, train_params or {})
+
+    def get_weights(self) -> dict[str, Any]:
+        """PsychRNN's weights dict: effective ``W_in, W_rec, W_out`` (masked and signed), biases, initial
+        state, connectivity and Dale matrices, ``dale_ratio``."""
+        return self._weights_dict()
+
+    def save(self, save_path: str | os.PathLike) -> Path:
+        """Write a weights file PsychRNN can read and that rebuilds this model with no other input
+        (see :mod:`agents.weights`); ``.npz`` is appended when missing."""
+        arrays = self.get_weights()
+        if isinstance(self.optimizer, optimizers.Adam):
+            for name, slots in zip(self._train_names, self.optimizer.slots):
+                arrays[f"{name}/Adam"] = slots["m"].numpy()
+                arrays[f"{name}/Adam_1"] = slots["v"].numpy()
+        arrays.update({f"fixed_{k}": v.astype(np.uint8) for k, v in self._fixed.items()})
+        meta = {"config": self.config(), "region_labels": self.region_labels, "seed": self.seed,
+                "version": package_version()}
+        return save_weights(save_path, arrays, meta)
+
+    def destruct(self) -> None:
+        """Release the compiled functions (PsychRNN's call to free a model's graph); the model stays usable."""
+        self._step_fn = None
+        self._test_fn = None
+
+    # ------------------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, path: str | os.PathLike) -> Path:
+        """Write everything needed to continue exactly: raw variables, optimizer state (moments, step count,
+        learning rate), the noise stream's position, fixed-synapse masks and the config. Atomic."""
+        arrays: dict[str, Any] = {f"var/{k}": v.numpy() for k, v in self.vars.items()}
+        arrays.update({f"opt/{k}": v for k, v in self.optimizer.state().items()})
+        arrays.update({f"fixed/{k}": v for k, v in self._fixed.items()})
+        arrays.update({f"mask/{k}": v for k, v in self.masks().items() if not k.startswith("fixed_")})
+        arrays["noise_seed"] = np.int64(self._noise_seed)
+        arrays["noise_counter"] = np.int64(self.noise_counter)
+        arrays["config"] = np.array(json.dumps(self.config()))
+        return write_npz(path, arrays)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint` of a model with the same structure.
+
+        Raises:
+            ValueError: the checkpoint is of a different kind or size of model.
+        """
+        data = read_npz(path)
+        cfg = json.loads(str(data["config"]))
+        for key in ("model", "N_in", "N_rec", "N_out"):
+            mine = self.kind if key == "model" else getattr(self, key)
+            if cfg.get(key) != mine:
+                raise ValueError(f"{path}: checkpoint has {key}={cfg.get(key)!r}, this model has {mine!r}")
+        for key, mask in self.masks().items():
+            if f"mask/{key}" in data and not np.array_equal(data[f"mask/{key}"], mask):
+                raise ValueError(f"{path}: the checkpoint's {key} differs from this model's; build the model "
+                                 f"from the checkpoint's config (same seed)")
+        for name, var in self.vars.items():
+            var.assign(data[f"var/{name}"])
+        self.optimizer.set_state({k[4:]: v for k, v in data.items() if k.startswith("opt/")})
+        fixed = {k[6:]: np.asarray(v, dtype=bool) for k, v in data.items() if k.startswith("fixed/")}
+        if set(fixed) != set(self._fixed) or any(np.any(fixed[k] != self._fixed[k]) for k in fixed):
+            self._fixed = fixed
+            self._step_fn = None
+        self._noise_seed = int(data["noise_seed"])
+        self.noise_counter = int(data["noise_counter"])
+
+    def set_fixed(self, fixed: Mapping[str, Any] | None) -> None:
+        """Hold the entries where ``fixed[name]`` is nonzero at their current values (PsychRNN's
+        ``fixed_weights``); None restores the model's own fixed synapses."""
+        new = dict(self.wiring.fixed) if self.wiring else {}
+        for name, m in (fixed or {}).items():
+            if name not in self.vars:
+                if name in _CONSTRAINT_KEYS or name == "dale_ratio":
+                    continue  # PsychRNN accepts any get_weights key; only variables can be fixed
+                raise ValueError(f"fixed_weights names {name!r}; this {self.kind} has {list(self.vars)}")
+            m = np.broadcast_to(np.asarray(m).astype(bool), self.vars[name].shape)
+            new[name] = new.get(name, np.zeros_like(m)) | m
+        if set(new) != set(self._fixed) or any(np.any(new[k] != self._fixed[k]) for k in new):
+            self._fixed = new
+            self._step_fn = None
+        self._clear_fixed_slots()
+
+    def _clear_fixed_slots(self) -> None:
+        for i, name in enumerate(self._train_names):
+            if name in self._fixed and self.optimizer.slots:
+                self.optimizer.clear(i, self._fixed[name])
+
+    def __repr__(self) -> str:
+        return f"{self.kind}(N_in={self.N_in}, N_rec={self.N_rec}, N_out={self.N_out}, seed={self.seed})"
+
+
+class Basic(RNN):
+    """PsychRNN's continuous-time rate network with biological constraints (see the module docstring).
+
+    Trainable variables: ``init_state (1, N_rec)``, ``W_in (N_rec, N_in)``, ``W_rec (N_rec, N_rec)``,
+    ``W_out (N_out, N_rec)``, ``b_rec (N_rec,)``, ``b_out (N_out,)``; the network uses the effective
+    matrices of its :class:`~agents.constraints.Wiring`.
+    """
+
+    kind = "Basic"
+    supports_constraints = True
+
+    def _init_arrays(self, rng):
+        arrays = self.initializer(self.N_in, self.N_rec, self.N_out, self.wiring, rng)
+        order = ("init_state", "W_in", "W_rec", "W_out", "b_rec", "b_out")
+        return {k: arrays[k] for k in order}
+
+    def effective(self, name: str) -> tf.Tensor:
+        """The effective ``W_in``, ``W_rec`` or ``W_out`` (masked and signed)."""
+        return self.wiring.effective(name, self.vars[name])
+
+    def _forward(self, x, seed, batch_major_states=True):
+        v = self.vars
+        W_in, W_rec, W_out = (self.effective(n) for n in C.MATRICES)
+        alpha = tf.constant(self.alpha, tf.float32)
+        n_batch, n_steps = tf.shape(x)[0], tf.shape(x)[1]
+        # Work time-major, (T, B, units): the loop slices the first axis.
+        x_tm = tf.transpose(x, [1, 0, 2])
+        drive = alpha * (tf.reshape(tf.matmul(tf.reshape(x_tm, [-1, self.N_in]), W_in, transpose_b=True),
+                                    [n_steps, n_batch, self.N_rec]) + v["b_rec"])
+        if self.rec_noise > 0:
+            sd = tf.sqrt(2.0 * alpha * self.rec_noise ** 2)
+            drive += sd * tf.random.stateless_normal([n_steps, n_batch, self.N_rec], seed=seed)
+        s0 = tf.tile(v["init_state"], [n_batch, 1])
+        Wa = tf.transpose(W_rec) * alpha                                            # [pre, post] * alpha_post
+        states_tm, rates_tm = rate_recurrence(s0, drive, Wa, 1.0 - alpha, self._transfer_name or self.transfer)
+        out_tm = tf.reshape(tf.matmul(tf.reshape(rates_tm, [-1, self.N_rec]), W_out, transpose_b=True),
+                            [n_steps, n_batch, self.N_out]) + v["b_out"]
+        # Means over all elements (losses, rate penalties) do not care about the axis order: the big
+        # (T, B, N_rec) arrays are transposed only when someone needs them batch-major.
+        return {"outputs": tf.transpose(out_tm, [1, 0, 2]), "rates": rates_tm,
+                "states": tf.transpose(states_tm, [1, 0, 2]) if batch_major_states else None,
+                "W_in": W_in, "W_rec": W_rec, "W_out": W_out}
+
+    def _weights_dict(self):
+        out = {k: v.numpy() for k, v in self.vars.items()}
+        for name in C.MATRICES:
+            out[name] = np.asarray(self.wiring.effective(name, out[name]), dtype=np.float32)
+        out.update(self.wiring.psychrnn_arrays())
+        out["dale_ratio"] = self.wiring.dale_ratio
+        return out
+
+
+def build_model(spec: Mapping[str, Any], task_spec: Mapping[str, Any]) -> RNN:
+    """Build a model from a lab config's model section and the task spec the server sends.
+
+    Args:
+        spec: model settings (any key of :meth:`RNN.config`; ``model`` picks ``Basic``, ``LSTM`` or ``GRU``,
+            default ``Basic``; ``N_rec`` is required).
+        task_spec: ``N_in, N_out, dt, tau, T, N_steps, N_batch`` (``Task.spec()``). The model's own ``tau``
+            and ``dt``, when given, win over the task's.
+
+    Raises:
+        ValueError: an unknown model kind, or sizes that disagree with the task.
+    """
+    from .gated import GRU, LSTM
+
+    kinds = {"Basic": Basic, "LSTM": LSTM, "GRU": GRU}
+    kind = spec.get("model", "Basic")
+    if kind not in kinds:
+        raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(kinds)}")
+    params = {k: task_spec[k] for k in ("N_in", "N_out", "dt", "tau", "N_steps", "N_batch") if k in task_spec}
+    for key in ("N_in", "N_out"):
+        if key in spec and key in params and spec[key] != params[key]:
+            raise ValueError(f"model spec has {key}={spec[key]} but the task has {key}={params[key]}")
+    params.update({k: v for k, v in spec.items() if k not in ("model", "version", "explicit_masks")})
+    return kinds[kind](params)

@@ -1,0 +1,69 @@
+"""Initializers: spectral radius on the effective matrix, E/I balance, PsychRNN's schemes, round trips."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from agents import constraints as C
+from agents import initializers as I
+
+INITIALIZERS = {
+    "gauss": I.GaussianSpectralRadius(1.3),
+    "gauss_unif": I.GaussianSpectralRadius(0.9, which_rand_init="glorot_unif"),
+    "alpha_identity": I.AlphaIdentity(0.5),
+    "random": I.RandomInit("const_unif", init_minval=-0.2, init_maxval=0.2),
+    "from_file": I.FromWeights(path="weights.npz"),
+}
+
+
+@pytest.mark.parametrize("obj", INITIALIZERS.values(), ids=INITIALIZERS.keys())
+def test_config_round_trip(obj):
+    again = I.get(json.loads(json.dumps(I.serialize(obj))))
+    assert again == obj and again.get_config() == obj.get_config()
+
+
+def _wiring(**params):
+    return C.build_wiring(params, N_in=3, N_rec=40, N_out=2, seed=0)
+
+
+@pytest.mark.parametrize("params", [{}, {"dale_ratio": 0.8}, {"dale_ratio": 0.8, "rec_density": 0.3,
+                                                           "autapses": False}],
+                         ids=["plain", "dale", "dale_sparse"])
+def test_spectral_radius_is_reached_on_the_effective_matrix(params):
+    wiring = _wiring(**params)
+    w = I.GaussianSpectralRadius(1.5)(3, 40, 2, wiring, np.random.default_rng(0))
+    assert {k: v.shape for k, v in w.items()} == {"W_in": (40, 3), "W_out": (2, 40), "b_rec": (40,),
+                                                 "b_out": (2,), "init_state": (1, 40), "W_rec": (40, 40)}
+    assert all(v.dtype == np.float32 for v in w.values())
+    assert I.spectral_radius(wiring.effective("W_rec", w["W_rec"])) == pytest.approx(1.5, rel=1e-4)
+
+
+def test_dale_initialisation_balances_each_unit():
+    wiring = _wiring(dale_ratio=0.8, rec_density=0.5)
+    W = wiring.effective("W_rec", I.GaussianSpectralRadius()(3, 40, 2, wiring, np.random.default_rng(1))["W_rec"])
+    assert np.all(W[:, :32] >= 0) and np.all(W[:, 32:] <= 0)
+    has_both = (W[:, :32] > 0).any(axis=1) & (W[:, 32:] < 0).any(axis=1)
+    np.testing.assert_allclose(W.sum(axis=1)[has_both], 0.0, atol=1e-5)
+
+
+def test_alpha_identity_and_psychrnn_init_state():
+    w = I.AlphaIdentity(0.7)(3, 40, 2, _wiring(), np.random.default_rng(0))
+    np.testing.assert_array_equal(w["W_rec"], 0.7 * np.eye(40, dtype=np.float32))
+    assert abs(w["init_state"].mean() - 0.1) < 0.01 and w["b_rec"].sum() == 0
+
+
+def test_from_weights_checks_shapes():
+    init = I.FromWeights(weights={"W_in": np.ones((40, 3)), "W_rec": np.ones((40, 40)), "W_out": np.ones((2, 7))})
+    with pytest.raises(ValueError, match=r"W_out has shape \(2, 7\), the network needs \(2, 40\)"):
+        init(3, 40, 2, _wiring(), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="exactly one of path"):
+        I.FromWeights()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="spec_rad must be a positive number, got -1"):
+        I.GaussianSpectralRadius(-1)
+    with pytest.raises(ValueError, match="which_rand_init must be one of"):
+        I.GaussianSpectralRadius(which_rand_init="xavier")

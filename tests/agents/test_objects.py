@@ -1,0 +1,110 @@
+"""Losses, regularizers and optimizers: numbers on fixed arrays, config round trips, PsychRNN's custom hooks."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tf
+
+P = np.array([[[0.2, 0.9], [0.5, 0.1]]], dtype=np.float32)      # (1, 2, 2) predictions
+Y = np.array([[[0.0, 1.0], [1.0, 0.0]]], dtype=np.float32)
+M = np.array([[[1.0, 1.0], [0.0, 1.0]]], dtype=np.float32)
+
+
+def psychrnn_style_loss(predictions, y, mask):
+    """A module-level custom loss (so its config can name it)."""
+    from agents._tf import tf
+
+    return tf.reduce_mean(tf.abs(mask * (predictions - y)))
+
+
+def test_losses_on_fixed_arrays():
+    from agents import losses
+
+    mse = float(losses.MeanSquaredError()(P, Y, M))
+    assert mse == pytest.approx(np.mean((M * (P - Y)) ** 2))
+    bce = float(losses.BinaryCrossEntropy()(P, Y, M))
+    ref = np.mean(M * -(Y * np.log(P + 1e-7) + (1 - Y) * np.log(1 - P + 1e-7)))
+    assert bce == pytest.approx(ref, rel=1e-5)
+    custom = losses.from_params({"loss_function": "my_loss", "my_loss": psychrnn_style_loss})
+    assert float(custom(P, Y, M)) == pytest.approx(np.mean(np.abs(M * (P - Y))))
+    with pytest.raises(ValueError, match="loss_function is 'mse'"):
+        losses.from_params({"loss_function": "mse"})
+
+
+def test_regularizers_on_fixed_arrays():
+    from agents import regularizers as R
+
+    w = np.array([[1.0, -2.0], [0.0, 3.0]], dtype=np.float32)
+    assert float(R.L1(0.5, "W_rec")(w)) == pytest.approx(0.5 * 1.5)
+    assert float(R.L2(0.1, "rates")(w)) == pytest.approx(0.1 * 3.5)
+    regs = R.from_params({"L1_in": 0.1, "L2_rec": 0.2, "L2_firing_rate": 0.3, "L1_out": 0})
+    assert [(type(r).__name__, r.target, r.weight) for r in regs] == [
+        ("L1", "W_in", 0.1), ("L2", "W_rec", 0.2), ("L2", "rates", 0.3)]
+    with pytest.raises(ValueError, match="target must be one of"):
+        R.L1(0.1, "W_xx")
+    with pytest.raises(ValueError, match="weight must be a non-negative number, got -1"):
+        R.L2(-1)
+
+
+def _objects():
+    from agents import losses, optimizers, regularizers
+
+    return [
+        (losses, losses.MeanSquaredError()), (losses, losses.BinaryCrossEntropy()),
+        (losses, losses.CustomLoss(psychrnn_style_loss)),
+        (regularizers, regularizers.L1(0.3, "W_out")), (regularizers, regularizers.L2(0.2, "rates")),
+        (optimizers, optimizers.Adam(2e-3, beta_1=0.8)), (optimizers, optimizers.SGD(0.1, momentum=0.5)),
+    ]
+
+
+def test_config_round_trips():
+    for module, obj in _objects():
+        again = module.get(json.loads(json.dumps(module.serialize(obj))))
+        assert again.get_config() == obj.get_config() and type(again) is type(obj), obj
+
+
+def test_custom_regularization_sees_the_forward_pass(small_params, batch):
+    from agents import Basic
+    from agents._tf import tf
+
+    seen = {}
+
+    def keep_w_rec_small(model, params):
+        seen["shapes"] = (tuple(model.get_effective_W_rec().shape), tuple(model.states.shape[2:]))
+        seen["coef"] = params["coef"]
+        return params["coef"] * tf.reduce_sum(tf.square(model.get_effective_W_rec()))
+
+    x, y, mask = batch()
+    plain = Basic(small_params())
+    reg = Basic(small_params(custom_regularization=keep_w_rec_small, coef=100.0))
+    w_init = plain.get_weights()["W_rec"]
+    loss_plain, _ = plain.train_on_batch(x, y, mask)
+    loss_reg, _ = reg.train_on_batch(x, y, mask)
+    assert seen == {"shapes": ((12, 12), (12,)), "coef": 100.0}
+    assert loss_reg == pytest.approx(loss_plain + 100.0 * np.sum(np.square(w_init)), rel=1e-4)
+    assert np.sum(reg.get_weights()["W_rec"] ** 2) < np.sum(plain.get_weights()["W_rec"] ** 2)
+
+
+def test_adam_matches_the_textbook_update():
+    from agents import optimizers
+    from agents._tf import tf
+
+    opt = optimizers.Adam(0.1)
+    v = tf.Variable([1.0, -2.0])
+    opt.build([v])
+    g = tf.constant([0.5, 0.25])
+    opt.apply([g], [v])
+    opt.apply([g], [v])
+    m, s, w = np.zeros(2), np.zeros(2), np.array([1.0, -2.0])
+    for t in (1, 2):
+        m = 0.9 * m + 0.1 * g.numpy()
+        s = 0.999 * s + 0.001 * g.numpy() ** 2
+        w = w - 0.1 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * m / (np.sqrt(s) + 1e-8)
+    np.testing.assert_allclose(v.numpy(), w, rtol=1e-5)
+    state = opt.state()
+    assert int(state["iterations"]) == 2 and set(state) >= {"0/m", "0/v", "learning_rate"}
+    with pytest.raises(ValueError, match="TensorFlow 1 optimizer objects"):
+        optimizers.from_params(object())

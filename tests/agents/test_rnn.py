@@ -1,0 +1,221 @@
+"""Models: PsychRNN's equations and files, any batch size, seeds, config round trips, LSTM/GRU."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tf
+
+
+def _numpy_basic(w, x, dt, tau, f=lambda s: np.maximum(s, 0)):
+    """PsychRNN's update written out in NumPy float64 (reference for the TensorFlow model)."""
+    alpha = dt / np.asarray(tau, dtype=np.float64)
+    s = np.repeat(w["init_state"].astype(np.float64), len(x), axis=0)
+    outs, states = [], []
+    for t in range(x.shape[1]):
+        s = (1 - alpha) * s + alpha * (f(s) @ w["W_rec"].T + x[:, t] @ w["W_in"].T + w["b_rec"])
+        states.append(s)
+        outs.append(f(s) @ w["W_out"].T + w["b_out"])
+    return np.stack(outs, 1), np.stack(states, 1)
+
+
+def test_psychrnn_fixture_reproduces_outputs_and_states(fixture_dir):
+    from agents import Basic
+
+    ref = np.load(fixture_dir / "psychrnn_plain.ref.npz")
+    meta = json.loads(str(ref["meta"]))
+    model = Basic({"name": "fixture", "N_in": meta["N_in"], "N_rec": meta["N_rec"], "N_out": meta["N_out"],
+                   "dt": meta["dt"], "tau": meta["tau"], "N_steps": meta["N_steps"], "N_batch": 64,
+                   "load_weights_path": str(fixture_dir / "psychrnn_plain.weights.npz")})
+    outputs, states = model.test(ref["x"])
+    np.testing.assert_allclose(outputs, ref["outputs"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(states, ref["states"], atol=1e-5, rtol=0)
+    few, _ = model.test(ref["x"][:3])                      # PsychRNN requires exactly N_batch trials
+    np.testing.assert_allclose(few, ref["outputs"][:3], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("tau", [100.0, list(np.linspace(50, 200, 12))], ids=["scalar_tau", "per_unit_tau"])
+def test_equations_match_numpy_reference(tau, small_params, batch):
+    from agents import Basic
+
+    model = Basic(small_params(tau=tau, dale_ratio=0.75, rec_density=0.6))
+    x, _, _ = batch(5, 40)
+    outputs, states = model.test(x)
+    ref_out, ref_states = _numpy_basic(model.get_weights(), x, 10.0, tau)
+    np.testing.assert_allclose(states, ref_states, atol=2e-5)
+    np.testing.assert_allclose(outputs, ref_out, atol=2e-5)
+    assert model.test(x[:1, :7])[0].shape == (1, 7, 2)   # any batch size and length
+
+
+@pytest.mark.parametrize("transfer", ["tanh", "sigmoid", "softplus", "linear", "retanh"])
+def test_written_out_gradient_equals_automatic_gradient(transfer, small_params, batch):
+    from agents import Basic
+    from agents._tf import tf
+
+    fn = {"tanh": tf.tanh, "sigmoid": tf.sigmoid, "softplus": tf.nn.softplus, "linear": tf.identity,
+          "retanh": lambda s: tf.nn.relu(tf.tanh(s))}[transfer]
+    a = Basic(small_params(transfer_function=transfer, spec_rad=0.9))
+    b = Basic(small_params(transfer_function=lambda s: fn(s), spec_rad=0.9))  # a callable: automatic gradient
+    x, y, mask = batch(4, 25)
+    for _ in range(3):
+        la, oa = a.train_on_batch(x, y, mask)
+        lb, ob = b.train_on_batch(x, y, mask)
+        assert la == pytest.approx(lb, rel=1e-5)
+        np.testing.assert_allclose(oa, ob, atol=1e-5)
+    for name in a.vars:
+        np.testing.assert_allclose(a.vars[name].numpy(), b.vars[name].numpy(), atol=1e-6, err_msg=name)
+
+
+def test_relu_gradient_equals_automatic_gradient(small_params, batch):
+    from agents import Basic
+    from agents._tf import tf
+
+    a = Basic(small_params(rec_noise=0.05, L2_firing_rate=0.1, L1_rec=0.01))
+    b = Basic(small_params(rec_noise=0.05, L2_firing_rate=0.1, L1_rec=0.01, transfer_function=lambda s: tf.nn.relu(s)))
+    x, y, mask = batch(4, 25)
+    for _ in range(3):
+        la, _ = a.train_on_batch(x, y, mask)
+        lb, _ = b.train_on_batch(x, y, mask)
+        assert la == pytest.approx(lb, rel=1e-5)
+    np.testing.assert_allclose(a.vars["W_rec"].numpy(), b.vars["W_rec"].numpy(), atol=1e-6)
+
+
+def test_seed_makes_init_and_noise_reproducible(small_params, batch):
+    from agents import Basic
+
+    x, _, _ = batch(3, 20)
+    a, b, c = (Basic(small_params(seed=s, rec_noise=0.1)) for s in (7, 7, 8))
+    np.testing.assert_array_equal(a.vars["W_rec"].numpy(), b.vars["W_rec"].numpy())
+    assert np.any(a.vars["W_rec"].numpy() != c.vars["W_rec"].numpy())
+    out_a1, out_b1 = a.test(x)[0], b.test(x)[0]
+    np.testing.assert_array_equal(out_a1, out_b1)
+    assert np.any(a.test(x)[0] != out_a1)                 # a new noise draw on each call
+    quiet = Basic(small_params(seed=7))
+    np.testing.assert_array_equal(quiet.test(x)[0], quiet.test(x)[0])
+    assert Basic(small_params(seed=None)).seed is not None
+
+
+def test_config_round_trip_rebuilds_the_same_network(small_params):
+    from agents import Basic, build_model
+
+    params = small_params(dale_ratio=0.75, autapses=False, rec_density=0.5, rec_noise=0.02,
+                          regularizers=[{"class_name": "L2", "config": {"weight": 0.1, "target": "rates"}}],
+                          L1_rec=0.01, fixed={"W_rec": 0.2}, learning_rate=3e-3, optimizer="adam",
+                          initializer={"class_name": "GaussianSpectralRadius", "config": {"spec_rad": 1.3}})
+    model = Basic(params)
+    cfg = model.config()
+    assert json.loads(json.dumps(cfg)) == cfg
+    assert cfg["dale_ratio"] == 0.75 and cfg["autapses"] is False and cfg["rec_density"] == 0.5
+    assert cfg["optimizer"]["config"]["learning_rate"] == 3e-3 and len(cfg["regularizers"]) == 2
+    task_spec = {"N_in": 2, "N_out": 2, "dt": 10, "tau": 100, "T": 300, "N_steps": 30, "N_batch": 8}
+    again = build_model(cfg, task_spec)
+    for name, var in model.vars.items():
+        np.testing.assert_array_equal(var.numpy(), again.vars[name].numpy(), err_msg=name)
+    for key, mask in model.masks().items():
+        np.testing.assert_array_equal(mask, again.masks()[key], err_msg=key)
+    assert again.config() == cfg
+    regions = {"regions": [{"name": "a", "N": 8, "dale_ratio": 0.75}, {"name": "b", "N": 4, "dale_ratio": 0.5}],
+               "connections": ["a -> a: 0.5", "b -> b", "a -> b: 0.5"]}
+    multi = Basic(small_params(regions=regions))
+    rebuilt = build_model(multi.config(), task_spec)
+    for key, mask in multi.masks().items():
+        np.testing.assert_array_equal(mask, rebuilt.masks()[key], err_msg=key)
+    assert rebuilt.region_labels == multi.region_labels == ["a"] * 8 + ["b"] * 4
+    with pytest.raises(ValueError, match="model spec has N_in=3 but the task has N_in=2"):
+        build_model({**cfg, "N_in": 3}, task_spec)
+    with pytest.raises(ValueError, match="unknown model 'Vanilla'"):
+        build_model({"model": "Vanilla", "N_rec": 4}, task_spec)
+
+
+def test_save_writes_psychrnn_keys_and_reloads_alone(tmp_path, small_params, batch):
+    from agents import Basic
+
+    regions = {"regions": {"a": 8, "b": 4}, "connections": ["a -> a", "b -> b", "a -> b: 0.5"],
+               "dale_ratio": 0.75, "outputs": ["b"]}
+    model = Basic(small_params(regions=regions, autapses=False, fixed={"W_in": 0.5}))
+    x, y, mask = batch()
+    model.train_on_batch(x, y, mask)
+    path = model.save(tmp_path / "net")
+    with np.load(path) as f:                              # no allow_pickle needed
+        keys = set(f.files)
+    assert {"W_in", "W_rec", "W_out", "b_rec", "b_out", "init_state", "Dale_rec", "Dale_out",
+            "input_connectivity", "rec_connectivity", "output_connectivity", "dale_ratio", "W_rec/Adam",
+            "W_rec/Adam_1", "skinnerbox"} <= keys
+    again = Basic({"load_weights_path": str(path)})
+    assert again.region_labels == ["a"] * 8 + ["b"] * 4 and again.seed == model.seed
+    np.testing.assert_allclose(again.test(x)[0], model.test(x)[0], atol=1e-6)
+    for key, m in model.masks().items():
+        np.testing.assert_array_equal(m, again.masks()[key], err_msg=key)
+    w = model.get_weights()
+    assert w["dale_ratio"] == 0.75 and np.all(w["W_out"][:, model.wiring.sign_rec < 0] == 0)
+
+
+def test_bad_inputs_are_clear_errors(small_params, batch):
+    from agents import Basic
+
+    model = Basic(small_params())
+    with pytest.raises(ValueError, match=r"trial_batch must be \(N_batch, N_steps, N_in=2\), got shape \(3, 5\)"):
+        model.test(np.zeros((3, 5)))
+    x, y, mask = batch()
+    with pytest.raises(ValueError, match="y and mask must be"):
+        model.train_on_batch(x, y[:, :5], mask)
+    with pytest.raises(ValueError, match=r"params\['N_rec'\] must be a positive integer, got 0"):
+        Basic(small_params(N_rec=0))
+    with pytest.raises(ValueError, match="dale_ratio must be a number strictly between 0 and 1"):
+        Basic(small_params(dale_ratio=1.0))
+    with pytest.raises(ValueError, match="unknown transfer_function 'relux'"):
+        Basic(small_params(transfer_function="relux"))
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_gated_models_train_save_and_reload(kind, tmp_path, small_params, batch):
+    import agents
+
+    cls = getattr(agents, kind)
+    model = cls(small_params())
+    x, y, mask = batch()
+    first, _ = model.train_on_batch(x, y, mask)
+    for _ in range(15):
+        loss, out = model.train_on_batch(x, y, mask)
+    assert loss < first and out.shape == (8, 30, 2)
+    outputs, states = model.test(x[:3])
+    assert outputs.shape == (3, 30, 2) and states.shape == (3, 30, 12)
+    again = cls({"load_weights_path": str(model.save(tmp_path / kind))})
+    np.testing.assert_allclose(again.test(x)[0], model.test(x)[0], atol=1e-6)
+    with pytest.raises(ValueError, match=f"{kind} does not support biological constraints"):
+        cls(small_params(dale_ratio=0.8))
+    with pytest.raises(ValueError, match="rec_noise is only implemented for Basic"):
+        cls(small_params(rec_noise=0.1))
+
+
+def test_lstm_is_the_standard_cell(small_params):
+    from agents import LSTM
+
+    model = LSTM(small_params(N_rec=3, N_in=1, N_out=1))
+    x = np.full((1, 1, 1), 0.5, dtype=np.float32)
+    v = {k: w.numpy() for k, w in model.vars.items()}
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    z = np.concatenate([v["init_hidden"], x[0]], axis=1)
+    f, i, g, o = (z @ v[f"W_{k}"] + v[f"b_{k}"] for k in "fico")
+    c = sig(f) * v["init_cell"] + sig(i) * np.tanh(g)
+    h = sig(o) * np.tanh(c)
+    np.testing.assert_allclose(model.test(x)[1][0, 0], h[0], atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_gpu_training_step_matches_cpu(small_params, batch):
+    from agents import Basic
+    from agents._tf import tf
+
+    x, y, mask = batch(16, 40)
+    results = []
+    for device in ("/CPU:0", "/GPU:0"):
+        with tf.device(device):
+            model = Basic(small_params(N_rec=64, dale_ratio=0.8, rec_noise=0.0))
+            results.append([model.train_on_batch(x, y, mask) for _ in range(3)] + [model.get_weights()["W_rec"]])
+    for (lc, oc), (lg, og) in zip(results[0][:3], results[1][:3]):
+        assert lc == pytest.approx(lg, rel=1e-4)
+        np.testing.assert_allclose(oc, og, atol=1e-4)
+    np.testing.assert_allclose(results[0][3], results[1][3], atol=1e-5)
