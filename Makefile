@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[agents,dev]"
+	$(PY) -m pip install --quiet -e ".[agents,dev,dashboard]"
 	touch $(STAMP)
 
 test: install
@@ -22,6 +22,17 @@ test: install
 
 demo: install
 	$(PY) -m shaping.cli lab examples/demo.toml
+
+# The MLflow UI on the embedded store that labs write by default (loopback only, one worker).
+ui: install
+	@echo "MLflow UI: http://127.0.0.1:5000  (Ctrl-C to stop)"
+	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port 5000 --workers 1
+
+# The live shaping dashboard of a lab (LAB=labs/demo by default).
+LAB ?= labs/demo
+dashboard: install
+	$(PY) -m shaping.cli dashboard $(LAB)
 
 bench: install
 	$(PY) bench/tasks.py

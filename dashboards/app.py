@@ -1,0 +1,293 @@
+"""The live lab dashboard (Streamlit): watch a lab's agents learn, while it runs and afterwards.
+
+    streamlit run dashboards/app.py -- --lab LAB_DIR [--tracking-uri URI] [--refresh-s 5]
+
+(``LAB_DIR`` may also come from ``$SKINNERBOX_LAB``.) Views: server status, one agent's curriculum (stage
+timeline, window accuracy and knobs, reversals), a comparison of trials to each graduation across conditions
+and seeds, psychometric curves per stage with a logistic fit, connectivity (``W_rec`` by region and E/I,
+eigenvalues, their change across graduations) and the agents' MLflow runs.
+
+Read-only: the journal is polled incrementally (:class:`dashboards.data.LabReader`), weight files and the
+MLflow store are only read. Every number comes from :mod:`dashboards.data`; every figure from
+:mod:`shaping.figures` or :mod:`dashboards.figures`. The page refreshes itself every ``--refresh-s`` seconds
+(0: never).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+if __package__ in (None, ""):  # `streamlit run dashboards/app.py` puts dashboards/, not the repo, on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from dashboards import data as D  # noqa: E402
+from dashboards import figures as DF  # noqa: E402
+from shaping import figures as SF  # noqa: E402
+
+TABS = ("Status", "Agent", "Compare", "Psychometrics", "Connectivity", "MLflow")
+GROUPINGS = ("condition", "curriculum", "dale")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The app's own arguments (after ``--`` on the ``streamlit run`` line); unknown ones are ignored."""
+    p = argparse.ArgumentParser(prog="dashboards/app.py", add_help=False)
+    p.add_argument("--lab", default=os.environ.get("SKINNERBOX_LAB", ""), help="lab directory")
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""),
+                   help="MLflow tracking URI (default: the one the lab's journal names)")
+    p.add_argument("--refresh-s", type=float, default=5.0, help="seconds between refreshes (0: never)")
+    return p.parse_known_args(sys.argv[1:] if argv is None else argv)[0]
+
+
+# ---------------------------------------------------------------------------------------------- caching
+@st.cache_resource(show_spinner=False)
+def lab_reader(root: str) -> D.LabReader:
+    """One incremental journal reader per lab directory, shared by every session of this server."""
+    return D.LabReader(root)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def render(kind: str, root: str, version: tuple, _make: Callable) -> bytes:
+    """PNG of a figure, redrawn only when its data (``version``) changes."""
+    return SF.to_png(_make(), dpi=90)
+
+
+@st.cache_data(show_spinner=False, ttl=15)
+def cached_runs(tracking_uri: str, run_ids: tuple, parent_run_id: str | None) -> pd.DataFrame:
+    return D.load_runs(tracking_uri, dict(run_ids) or None, parent_run_id)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def cached_connectivity(path: str, mtime: float) -> D.Connectivity:
+    """A weight file's connectivity, read again only when the file changes (shared, never modified)."""
+    return D.load_connectivity(path)
+
+
+def image(kind: str, root: str, version: tuple, make: Callable, caption: str | None = None) -> None:
+    st.image(render(kind, root, version, make), caption=caption, width="stretch")
+
+
+def fmt(value: object, digits: int = 3) -> str:
+    """A metric's text: numbers rounded, missing values as an em dash."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "—"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------- views
+def view_status(root: str, tables: D.LabTables, lab: D.LabPaths) -> None:
+    info = D.server_info(lab.root, tables)
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["started"])) if info["started"] else "—"
+    if info["running"]:
+        st.success(f"Task server running at {info['endpoint']} (pid {info['pid']}, started {started})")
+    else:
+        st.info(f"Task server not running (last started {started}).")
+    status = D.read_status(lab.root)
+    table = D.status_table(status, tables)
+    if status is None:
+        st.caption("No status.json from the server: figures derived from the journal (in-flight unknown).")
+    elif not info["running"] and status.get("time"):
+        st.caption(f"The server has stopped: status as of its last write, "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(status['time']))}.")
+    if len(table):
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Connected agents", int(table["connected"].fillna(False).astype(bool).sum()))
+        in_flight = pd.to_numeric(table["in_flight"], errors="coerce")
+        c2.metric("Batches in flight", fmt(int(in_flight.sum())) if in_flight.notna().any() else "—")
+        rate = pd.to_numeric(table["trials_per_s"], errors="coerce")
+        c3.metric("Trials/s", fmt(float(rate.sum()), 1) if rate.notna().any() else "—")
+        st.dataframe(table, hide_index=True)
+    else:
+        st.write("No agent has connected yet.")
+    progress = [D.agent_progress(tables, a).assign(agent=a) for a in D.agent_names(tables)]
+    long = pd.concat([p[["agent", "trials", "window_accuracy"]] for p in progress if len(p)], ignore_index=True) \
+        if any(len(p) for p in progress) else pd.DataFrame(columns=["agent", "trials", "window_accuracy"])
+    if len(long):
+        st.subheader("Window accuracy, every agent")
+        st.line_chart(long, x="trials", y="window_accuracy", color="agent")
+
+
+def view_agent(root: str, tables: D.LabTables, agent: str) -> None:
+    progress = D.agent_progress(tables, agent)
+    moves = D.stage_changes(tables, agent)
+    revs = D.reversals(tables, agent)
+    last = progress.iloc[-1] if len(progress) else None
+    c = st.columns(6)
+    c[0].metric("Stage", "—" if last is None else f"{last['stage']} ({int(last['stage_index'])})")
+    c[1].metric("Trials", 0 if last is None else int(last["trials"]))
+    c[2].metric("Window accuracy", "—" if last is None else fmt(float(last["window_accuracy"])))
+    c[3].metric("Graduations", int((moves["event"] == "graduated").sum()))
+    c[4].metric("Regressions", int((moves["event"] == "regressed").sum()))
+    c[5].metric("Reversals", len(revs))
+    if last is None:
+        st.info(f"{agent} has no scored batch yet.")
+        return
+    version = (agent, tables.records)
+    names = D.stage_names(tables, agent)
+    marks = pd.concat([moves[["event", "trial"]], revs.assign(event="reversal")[["event", "trial"]]],
+                      ignore_index=True)
+    image("timeline", root, version, lambda: SF.stage_timeline(
+        progress["trials"].to_numpy(), progress["stage_index"].to_numpy(), marks, names),
+        caption="Stage against trials; graduations, regressions, completion and reversals marked")
+    image("curves", root, version, lambda: DF.agent_curves(progress, revs),
+          caption="Window accuracy (current stage's trials) and knob values; dotted lines: stage changes")
+    left, right = st.columns(2)
+    left.markdown("**Stage changes**")
+    left.dataframe(moves[["event", "trial", "from_stage", "to_stage", "accuracy"]], hide_index=True)
+    right.markdown("**Staircase reversals**")
+    right.dataframe(revs, hide_index=True)
+
+
+def view_compare(root: str, tables: D.LabTables, conditions: pd.DataFrame) -> None:
+    by = st.selectbox("Group agents by", GROUPINGS, key="group_by")
+    grads = D.graduations(tables, conditions)
+    grads = grads.merge(conditions[["agent", "dale"]], on="agent", how="left")
+    image("compare", root, (tables.records, by), lambda: DF.graduation_comparison(grads, by),
+          caption="Trials to each graduation; agents sharing a group are seeds of one condition")
+    st.markdown("**Spread over seeds**")
+    st.dataframe(D.graduation_summary(grads, by), hide_index=True)
+    st.markdown("**Per agent**")
+    if len(grads):
+        st.dataframe(grads.pivot_table(index=["agent", by], columns="milestone", values="trial", sort=False)
+                     .reset_index(), hide_index=True)
+
+
+def view_psychometrics(root: str, tables: D.LabTables, agent: str) -> None:
+    evidence = D.evidence_knob(tables, agent)
+    fits = D.psychometric_table(tables, agent, evidence)
+    if evidence is None or not len(fits):
+        st.info(f"No psychometric data for {agent} (its task declares no evidence knob, or no trials yet).")
+        return
+    st.caption(f"Against the task's evidence knob '{evidence}', signed towards choice 1; logistic fit by "
+               "maximum likelihood. No-response trials are left out of the fit.")
+    trials = tables.trials[tables.trials["agent"] == agent]
+    cols = st.columns(min(3, len(fits)))
+    for i, row in enumerate(fits.to_dict("records")):
+        rows = trials[trials["stage_index"] == row["stage_index"]]
+        with cols[i % len(cols)]:
+            image(f"psy{row['stage_index']}", root, (agent, tables.records), lambda rows=rows, row=row:
+                  SF.psychometric_curve(rows, evidence, title=f"stage {row['stage']}"))
+    st.dataframe(fits, hide_index=True)
+
+
+def view_connectivity(root: str, tables: D.LabTables, agent: str, lab: D.LabPaths) -> None:
+    files = D.weight_files(lab.root, D.agent_names(tables), tables)
+    files = files[files["agent"] == agent].reset_index(drop=True)
+    if not len(files):
+        st.info(f"No weight files for {agent} in {lab.weights} yet (agents save them at each stage change "
+                "and at the end).")
+        return
+    snaps = [cached_connectivity(str(p), m) for p, m in zip(files["path"], files["mtime"])]
+    tags = files["tag"].tolist()
+    tag = st.select_slider("Snapshot", tags, value=tags[-1], key=f"snapshot-{agent}") if len(tags) > 1 \
+        else tags[0]
+    i = tags.index(tag)
+    c = snaps[i]
+    version = (str(files["path"][i]), float(files["mtime"][i]))
+    trial = files["trial"][i]
+    suffix = f", trial {int(trial)}" if trial == trial else ""
+    left, right = st.columns([1.2, 1])
+    with left:
+        image("wrec", root, version, lambda: SF.w_rec_heatmap(c.W_rec, c.dale_sign, c.region_labels,
+                                                              title=f"W_rec, {tag}{suffix}"),
+              caption="Effective W_rec [post, pre]: units by region, E before I")
+    with right:
+        image("eig", root, version, lambda: SF.eigenspectrum(c.W_rec),
+              caption=f"Eigenvalues (spectral radius {c.spectral_radius:.3f})")
+    changes = D.connectivity_changes(snaps, tags, files["trial"].tolist())
+    image("across", root, tuple(zip(files["path"].astype(str), files["mtime"])),
+          lambda: DF.connectivity_across(snaps, tags, files["trial"].tolist()))
+    st.dataframe(changes, hide_index=True)
+
+
+def view_mlflow(tables: D.LabTables, tracking_uri: str) -> None:
+    uri = tracking_uri or D.tracking_uri_of(tables)
+    if not uri:
+        st.info("The journal names no MLflow run (tracking was off); give --tracking-uri to look elsewhere.")
+        return
+    try:
+        runs = cached_runs(uri, tuple(sorted(D.run_ids_of(tables).items())), D.parent_run_id_of(tables))
+    except Exception as err:  # noqa: BLE001 - an unreachable store is shown, not raised
+        st.warning(f"MLflow store {uri} cannot be read: {type(err).__name__}: {str(err)[:300]}")
+        return
+    st.caption(f"Store: {uri} (open it with `make ui`). Parent run: {D.parent_run_id_of(tables) or '—'}")
+    if not len(runs):
+        st.info("No agent runs in the store yet.")
+        return
+    metrics = [c for c in runs.columns if c.startswith("metric.")]
+    keep = ["agent", "run_id", "status", *[c for c in runs.columns if c.startswith("param.constraint.")],
+            *metrics]
+    st.dataframe(runs[keep], hide_index=True)
+
+
+# ---------------------------------------------------------------------------------------------- page
+def body(lab_dir: str, tracking_uri: str) -> None:
+    """Everything below the sidebar (re-run on its own every refresh)."""
+    if not lab_dir:
+        st.info("Give a lab directory in the sidebar (or start the app with `-- --lab LAB_DIR`).")
+        return
+    lab = D.lab_paths(lab_dir)
+    root = str(lab.root)
+    st.title(f"Lab {lab.root.name}")
+    if not lab.journal.is_dir():
+        st.info(f"No journal at {lab.journal} yet: waiting for the lab to start.")
+        return
+    tables = lab_reader(root).poll()
+    agents = D.agent_names(tables)
+    conditions = D.agent_conditions(tables)
+    c = st.columns(4)
+    c[0].metric("Agents", len(agents))
+    c[1].metric("Trials, all agents", int(tables.batches["n"].sum()) if len(tables.batches) else 0)
+    c[2].metric("Batches, all agents", len(tables.batches))
+    c[3].metric("Graduations, all agents",
+                int((tables.events["event"] == "graduated").sum()) if len(tables.events) else 0)
+    st.caption(f"Journal {lab.journal}: {tables.records} records, read {time.strftime('%H:%M:%S')}")
+    if not agents:
+        st.info("The journal is open but no agent has connected yet.")
+        return
+    agent = st.selectbox("Agent", agents, key="agent")
+    tabs = st.tabs(list(TABS))
+    with tabs[0]:
+        view_status(root, tables, lab)
+    with tabs[1]:
+        view_agent(root, tables, agent)
+    with tabs[2]:
+        view_compare(root, tables, conditions)
+    with tabs[3]:
+        view_psychometrics(root, tables, agent)
+    with tabs[4]:
+        view_connectivity(root, tables, agent, lab)
+    with tabs[5]:
+        view_mlflow(tables, tracking_uri)
+
+
+def main() -> None:
+    args = parse_args()
+    st.set_page_config(page_title="skinnerbox lab", layout="wide")
+    for key, default in (("lab_dir", args.lab), ("tracking_uri", args.tracking_uri),
+                         ("refresh_s", float(args.refresh_s))):
+        st.session_state.setdefault(key, default)
+    with st.sidebar:
+        st.header("skinnerbox")
+        lab_dir = st.text_input("Lab directory", key="lab_dir")
+        tracking_uri = st.text_input("MLflow tracking URI", key="tracking_uri",
+                                     help="empty: the one the lab's journal names")
+        refresh_s = st.number_input("Refresh every (s)", min_value=0.0, step=1.0, key="refresh_s",
+                                    help="0: no automatic refresh")
+    if refresh_s > 0:
+        st.fragment(run_every=refresh_s)(body)(lab_dir, tracking_uri)
+    else:
+        body(lab_dir, tracking_uri)
+
+
+if __name__ == "__main__":  # `streamlit run` (and AppTest) run the script as __main__; importing it draws nothing
+    main()

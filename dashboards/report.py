@@ -1,0 +1,275 @@
+"""The static lab report: the dashboard's figures and tables in one self-contained HTML file.
+
+For a paper's supplement or a lab meeting: every figure is a PNG drawn with matplotlib (:mod:`shaping.figures`,
+:mod:`dashboards.figures`) and embedded as base64, so the file opens anywhere, offline. ``skinnerbox report
+LAB_DIR`` calls :func:`write_report`; with ``log_to_mlflow=True`` the file is also logged to the lab's parent
+MLflow run (the one the journal names) under ``report/``. That is the only write this package ever makes to
+a store, and only when asked; the journal is never written.
+
+Each figure is ``<figure id="fig-NAME" data-figure="NAME">`` and each table ``<table id="table-NAME">``, so a
+reader (or a test) can find them by name; :attr:`Report.figures` lists the names.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from dashboards import data as D
+from dashboards import figures as DF
+from shaping import figures as SF
+
+__all__ = ["Report", "build_report", "render_html", "write_report", "log_report"]
+
+log = logging.getLogger(__name__)
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; } h3 { margin-top: 1.5em; }
+figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.85em; color: #555; max-width: 640px; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1em; }
+th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; }
+th { background: #f4f4f4; } .meta { color: #666; font-size: 0.9em; }
+"""
+
+
+@dataclass
+class _Item:
+    kind: str  # "figure", "table" or "text"
+    name: str
+    caption: str = ""
+    png: bytes = b""
+    table: pd.DataFrame | None = None
+
+
+@dataclass
+class Report:
+    """A report before it is written: sections of figures (PNG bytes), tables and text.
+
+    Attributes:
+        title: the page title. lab: the lab directory. created: unix time (s).
+        sections: ``[(heading, [items])]`` in order.
+    """
+
+    title: str
+    lab: Path
+    created: float
+    sections: list[tuple[str, list[_Item]]] = field(default_factory=list)
+
+    @property
+    def figures(self) -> list[str]:
+        """Names of every figure, in order."""
+        return [it.name for _, items in self.sections for it in items if it.kind == "figure"]
+
+    @property
+    def tables(self) -> list[str]:
+        """Names of every table, in order."""
+        return [it.name for _, items in self.sections for it in items if it.kind == "table"]
+
+
+def _figure(name: str, make: Callable, caption: str = "", dpi: int = 100) -> _Item:
+    try:
+        png = SF.to_png(make(), dpi=dpi)
+    except Exception as err:  # noqa: BLE001 - one bad figure must not lose the whole report
+        log.warning("report: figure %s failed (%s: %s)", name, type(err).__name__, err)
+        png = SF.to_png(DF.message_figure(f"{name}: {type(err).__name__}: {err}"), dpi=dpi)
+    return _Item("figure", name, caption, png=png)
+
+
+def _table(name: str, frame: pd.DataFrame, caption: str = "") -> _Item:
+    return _Item("table", name, caption, table=frame)
+
+
+def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) -> Report:
+    """Read a lab (journal, status, weight files, MLflow runs) and draw every figure of the report.
+
+    Args:
+        lab_dir: the lab directory (or its journal directory).
+        tracking_uri: MLflow store for the runs table (default: the one the journal names; an unreachable
+            store leaves the table out with a note).
+    """
+    lab = D.lab_paths(lab_dir)
+    tables = D.read_lab(lab.root)
+    report = Report(f"skinnerbox lab report: {lab.root.name}", lab.root, time.time())
+    agents = D.agent_names(tables)
+    weights = D.weight_files(lab.root, agents, tables)
+    conditions = D.agent_conditions(tables, weights=weights)
+    summary = D.agent_summary(tables, conditions)
+
+    overview: list[_Item] = []
+    if tables.empty:
+        overview.append(_Item("text", "empty", "The journal holds no scored batch yet."))
+    overview.append(_table("agents", summary.drop(columns=["last_time"]), "One row per agent."))
+    progress = {a: D.agent_progress(tables, a) for a in agents}
+    overview.append(_figure("lab-accuracy", lambda: DF.lab_accuracy(progress),
+                            "Window accuracy of every agent against its trials; dots mark stage changes."))
+    status = D.status_table(D.read_status(lab.root), tables)
+    if len(status):
+        overview.append(_table("status", status, "Server status (status.json, else derived from the journal)."))
+    report.sections.append(("Overview", overview))
+
+    grads = D.graduations(tables, conditions)
+    report.sections.append(("Comparison across conditions", [
+        _figure("compare", lambda: DF.graduation_comparison(grads, "condition"),
+                "Trials to each graduation per condition (curriculum · Dale/free); points are agents (seeds), "
+                "bars mean ± SD."),
+        _table("graduation-summary", D.graduation_summary(grads, "condition"), "Spread over seeds."),
+        _table("graduations", grads.drop(columns=["order"]), "Trials to each milestone, per agent."),
+    ]))
+
+    for agent in agents:
+        items: list[_Item] = []
+        p = progress[agent]
+        moves = D.stage_changes(tables, agent)
+        revs = D.reversals(tables, agent)
+        if len(p):
+            marks = pd.concat([moves[["event", "trial"]], revs.assign(event="reversal")[["event", "trial"]]],
+                              ignore_index=True)
+            names = D.stage_names(tables, agent)
+            items.append(_figure(f"{agent}-timeline", lambda p=p, marks=marks, names=names: SF.stage_timeline(
+                p["trials"].to_numpy(), p["stage_index"].to_numpy(), marks, names),
+                "Stage against trials; graduations, regressions, completion and staircase reversals marked."))
+            items.append(_figure(f"{agent}-curves", lambda p=p, revs=revs: DF.agent_curves(p, revs),
+                                 "Window accuracy over the current stage's trials, and knob values "
+                                 "(reversals circled)."))
+        if len(moves):
+            items.append(_table(f"{agent}-stage-changes", moves.drop(columns=["stage", "stage_index"]),
+                                "Curriculum moves."))
+        evidence = D.evidence_knob(tables, agent)
+        fits = D.psychometric_table(tables, agent, evidence)
+        trials = tables.trials[tables.trials["agent"] == agent] if len(tables.trials) else tables.trials
+        for row in fits.to_dict("records"):
+            rows = trials[trials["stage_index"] == row["stage_index"]]
+            items.append(_figure(f"{agent}-psychometric-{row['stage_index']}",
+                                 lambda rows=rows, row=row: SF.psychometric_curve(rows, evidence,
+                                                                                   title=f"stage {row['stage']}"),
+                                 f"Psychometric curve, stage {row['stage']}.", dpi=80))
+        if len(fits):
+            items.append(_table(f"{agent}-psychometric-fits", fits, f"Logistic fits against {evidence}."))
+        files = weights[weights["agent"] == agent].reset_index(drop=True)
+        if len(files):
+            snaps, tags = [], []
+            for path, tag in zip(files["path"], files["tag"]):
+                try:
+                    snaps.append(D.load_connectivity(path))
+                    tags.append(tag)
+                except (OSError, ValueError) as err:
+                    log.warning("report: cannot read %s (%s)", path, err)
+            trials_at = files.set_index("tag")["trial"].reindex(tags).tolist()
+            for c, tag, n in zip(snaps, tags, trials_at):
+                title = f"W_rec, {tag}" + (f", trial {int(n)}" if n == n else "")
+                items.append(_figure(f"{agent}-wrec-{tag}", lambda c=c, title=title: SF.w_rec_heatmap(
+                    c.W_rec, c.dale_sign, c.region_labels, title=title), "Effective W_rec [post, pre], units by "
+                    "region, E before I.", dpi=70))
+            if snaps:
+                items.append(_figure(f"{agent}-eigenspectrum", lambda c=snaps[-1]: SF.eigenspectrum(c.W_rec),
+                                     f"Eigenvalues of the latest W_rec ({tags[-1]}).", dpi=80))
+                items.append(_figure(f"{agent}-connectivity-across", lambda s=snaps, t=tags, n=trials_at:
+                                     DF.connectivity_across(s, t, n), "W_rec across snapshots.", dpi=80))
+                items.append(_table(f"{agent}-connectivity-changes", D.connectivity_changes(snaps, tags, trials_at),
+                                    "Connectivity per snapshot; rel_change = ||W - W_prev||_F / ||W_prev||_F."))
+        report.sections.append((f"Agent {agent}", items))
+
+    uri = tracking_uri or D.tracking_uri_of(tables)
+    runs_items: list[_Item] = []
+    try:
+        runs = D.load_runs(uri, D.run_ids_of(tables) or None, D.parent_run_id_of(tables)) if uri else None
+    except Exception as err:  # noqa: BLE001 - the report is still useful without the store
+        runs = None
+        runs_items.append(_Item("text", "mlflow-error", f"MLflow store {uri} could not be read: "
+                                                        f"{type(err).__name__}: {str(err)[:300]}"))
+    if runs is not None and len(runs):
+        keep = ["agent", "run_id", "status", *[c for c in runs.columns if c.startswith("param.constraint.")],
+                *[c for c in runs.columns if c.startswith("metric.curriculum/")]]
+        runs_items.append(_table("mlflow-runs", runs[keep], f"Agent runs in {uri}."))
+    if runs_items:
+        report.sections.append(("MLflow runs", runs_items))
+    return report
+
+
+def _html_table(name: str, frame: pd.DataFrame) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, (float, np.floating)):
+            return "" if not np.isfinite(v) else f"{v:.4g}"
+        return str(v)
+
+    return frame.to_html(index=False, table_id=f"table-{name}", border=0, na_rep="",
+                         formatters={c: cell for c in frame.columns}, escape=True)
+
+
+def render_html(report: Report) -> str:
+    """The report as one self-contained HTML page."""
+    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+             f"<title>{html.escape(report.title)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>{html.escape(report.title)}</h1>",
+             f"<p class='meta'>Lab {html.escape(str(report.lab))}; written "
+             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(report.created))}. Trial counts are cumulative "
+             "per agent; accuracy is correct / all trials over the current stage's recent window.</p>"]
+    for heading, items in report.sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        for it in items:
+            name = html.escape(it.name, quote=True)
+            if it.kind == "figure":
+                data = base64.b64encode(it.png).decode("ascii")
+                parts.append(f"<figure id='fig-{name}' data-figure='{name}'><img alt='{name}' "
+                             f"src='data:image/png;base64,{data}'><figcaption>{html.escape(it.caption)}"
+                             "</figcaption></figure>")
+            elif it.kind == "table":
+                parts.append(f"<h3>{html.escape(it.caption)}</h3>" if it.caption else "")
+                parts.append(_html_table(it.name, it.table))
+            else:
+                parts.append(f"<p id='text-{name}'>{html.escape(it.caption)}</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(lab_dir: str | os.PathLike, out_html: str | os.PathLike | None = None,
+                 tracking_uri: str | None = None, log_to_mlflow: bool = False) -> Path:
+    """Write the lab's report as one self-contained HTML file.
+
+    Args:
+        lab_dir: the lab directory (or its journal directory).
+        out_html: where to write it (default ``LAB_DIR/report.html``); parent folders are created.
+        tracking_uri: MLflow store (default: the one the journal names).
+        log_to_mlflow: also log the file to the lab's parent run under ``report/`` (skipped, with a warning,
+            when the journal names no parent run or the store cannot be reached).
+
+    Returns:
+        the path written.
+    """
+    report = build_report(lab_dir, tracking_uri)
+    out = Path(out_html) if out_html is not None else report.lab / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(render_html(report), encoding="utf-8")
+    os.replace(tmp, out)
+    if log_to_mlflow:
+        tables = D.read_lab(lab_dir)
+        uri, parent = tracking_uri or D.tracking_uri_of(tables), D.parent_run_id_of(tables)
+        if not uri or not parent:
+            log.warning("report: the journal names no parent MLflow run; %s was not logged", out)
+        else:
+            try:
+                log_report(out, uri, parent)
+            except Exception as err:  # noqa: BLE001 - the file is written either way
+                log.warning("report: could not log %s to run %s in %s (%s: %s)", out, parent, uri,
+                            type(err).__name__, err)
+    return out
+
+
+def log_report(path: str | os.PathLike, tracking_uri: str, run_id: str, artifact_path: str = "report") -> None:
+    """Log a written report to an MLflow run (the lab's parent run) as ``<artifact_path>/<file name>``."""
+    import shaping.tracking  # noqa: F401,PLC0415  (sets MLflow's environment before MLflow loads)
+    from mlflow import MlflowClient  # noqa: PLC0415
+
+    MlflowClient(tracking_uri=tracking_uri).log_artifact(run_id, str(path), artifact_path)

@@ -1,0 +1,531 @@
+"""The task client an agent uses: a DEALER that hides framing, credit, heartbeats and reconnection.
+
+NumPy (and pandas) only, so it runs anywhere; the TF agent drives it as::
+
+    client = TaskClient("tcp://127.0.0.1:5555", "a1", curriculum="shaped")
+    welcome = client.hello()                      # task spec: welcome.task["N_in"], ["N_out"], ["dt"], ...
+    for batch in client.batches():                # keeps `credit` batches in flight; ends when complete
+        y_hat = train_step(batch.x, batch.y, batch.mask)   # (n, N_steps, N_out) outputs of that step
+        score = client.result(batch, y_hat)       # the server's scoring; None if the batch was lost
+        if score is not None and score.complete:
+            break
+    client.bye()
+
+Liveness follows ZeroMQ's Paranoid Pirate (RFC 6): while it waits for the server the client sends HEARTBEAT
+every interval; after 3 silent intervals it closes its socket, opens a new one and says HELLO again (same
+agent name: the session resumes), backing off from 0.1 s to 5 s, and gives up with ``ConnectionError`` after
+``timeout_s`` without an answer. It resynchronises the same way when a reply has not come within the
+server's ``expiry_s``. Batches in flight when it reconnects are void: :meth:`result` on one returns None (the
+server never scores an answer against a batch of another epoch). A BYE from the server (``shutdown``,
+``replaced``) raises :class:`ServerClosed` from the next call that has to wait for the server.
+
+Arrays received are read-only views of the message buffers (no copy).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+import zmq
+
+from . import keys as K
+from . import protocol as P
+from .protocol import ProtocolError
+
+log = logging.getLogger(__name__)
+
+LIVENESS = 3  # silent heartbeat intervals before the server is presumed dead
+
+
+class ServerClosed(ConnectionError):
+    """The server said BYE (``reason``: ``"shutdown"``, ``"replaced"``, ...)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"the task server closed the session: {reason}")
+
+
+@dataclass
+class Welcome:
+    """The server's WELCOME (see PROTOCOL.md for each field)."""
+
+    session: str
+    agent: str
+    curriculum: str
+    resumed: bool
+    epoch: int
+    trials: int
+    batches: int
+    stage: str
+    stage_index: int
+    knobs: dict
+    complete: bool
+    task: dict
+    credit: int
+    heartbeat_interval_s: float
+    expiry_s: float
+    limits: dict
+    run: dict
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any]) -> "Welcome":
+        return cls(**{k: header[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass
+class RemoteBatch:
+    """A batch of trials from the server.
+
+    Attributes:
+        batch_id: its id in the session's stream. epoch: the connection epoch it belongs to.
+        x: inputs ``(n, N_steps, N_in)`` float32. y: targets ``(n, N_steps, N_out)``. mask: same shape.
+        task, stage, stage_index, knobs: what it was drawn from and under.
+        param_arrays: numeric trial parameters by name, ``(n,)`` each; ``params`` gives them all as a table.
+    """
+
+    batch_id: int
+    epoch: int
+    x: np.ndarray
+    y: np.ndarray
+    mask: np.ndarray
+    task: str
+    stage: str
+    stage_index: int
+    knobs: dict
+    param_arrays: dict = field(default_factory=dict)
+    param_lists: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def params(self) -> pd.DataFrame:
+        """Trial parameters, one row per trial."""
+        return pd.DataFrame({**self.param_arrays, **self.param_lists})
+
+
+@dataclass
+class Score:
+    """The server's SCORE for one batch.
+
+    Attributes:
+        batch_id, n, correct, accuracy: this batch (accuracy = correct / n).
+        window_accuracy: over the server's recent-trial window; policy_accuracy: the policy's own window.
+        trials, batches: session totals. stage, stage_index, knobs: for the next batch.
+        events: policy events this batch caused. complete: the curriculum is complete (stop).
+        outcome: ``(n,)`` int8, 0 correct / 1 error / 2 no response. choice, target: ``(n,)`` int32.
+    """
+
+    batch_id: int
+    n: int
+    correct: int
+    accuracy: float
+    window_accuracy: float | None
+    policy_accuracy: float | None
+    trials: int
+    batches: int
+    stage: str
+    stage_index: int
+    knobs: dict
+    events: list
+    complete: bool
+    outcome: np.ndarray
+    choice: np.ndarray
+    target: np.ndarray
+
+
+class TaskClient:
+    """An agent's connection to a task server.
+
+    Args:
+        endpoint: the server's endpoint, e.g. ``tcp://127.0.0.1:5555``.
+        agent: the agent's name (its session key; reconnecting under it resumes the session).
+        curriculum: which of the server's curricula to follow (None: the server's default).
+        info: model and constraint settings, journaled by the server and handed to its tracking hooks.
+        credit: the most batches to keep in flight (default: what the server allows).
+        n: trials per batch (default: the task's ``N_batch``).
+        heartbeat_interval_s: heartbeat interval until the server's WELCOME sets it (s).
+        timeout_s: give up (``ConnectionError``) after this long without any answer from the server (s).
+        reconnect_initial_s, reconnect_max_s: Paranoid Pirate back-off bounds (s).
+        keys: a CurveZMQ keys directory (``skinnerbox keys``) holding ``server.key`` and
+            ``clients/<client_name>.key_secret``; needed for a server off loopback.
+        client_name: which client key pair of ``keys`` to use.
+        server_key, client_secret_file: alternatively, the server's public key (Z85 or a ``server.key`` path)
+            and this client's ``.key_secret`` file.
+        context: ZeroMQ context (default: a private one).
+    """
+
+    def __init__(self, endpoint: str, agent: str, *, curriculum: str | None = None,
+                 info: Mapping[str, Any] | None = None, credit: int | None = None, n: int | None = None,
+                 heartbeat_interval_s: float = 1.0, timeout_s: float = 60.0, reconnect_initial_s: float = 0.1,
+                 reconnect_max_s: float = 5.0, keys: str | os.PathLike | None = None,
+                 client_name: str = "client", server_key: str | bytes | os.PathLike | None = None,
+                 client_secret_file: str | os.PathLike | None = None, context: zmq.Context | None = None):
+        P.check_agent_name(agent)
+        for name, val in (("heartbeat_interval_s", heartbeat_interval_s), ("timeout_s", timeout_s),
+                          ("reconnect_initial_s", reconnect_initial_s), ("reconnect_max_s", reconnect_max_s)):
+            if not val > 0:
+                raise ValueError(f"TaskClient: {name} must be a positive number of seconds, got {val!r}")
+        if credit is not None and (not isinstance(credit, int) or credit < 1):
+            raise ValueError(f"TaskClient: credit must be a positive integer, got {credit!r}")
+        if n is not None and (not isinstance(n, int) or n < 1):
+            raise ValueError(f"TaskClient: n must be a positive number of trials, got {n!r}")
+        self.endpoint = endpoint
+        self.agent = agent
+        self.curriculum = curriculum
+        self.info = dict(info or {})
+        self.n = n
+        self._credit_wanted = credit
+        self.heartbeat_interval_s = float(heartbeat_interval_s)
+        self.timeout_s = float(timeout_s)
+        self.reconnect_initial_s = float(reconnect_initial_s)
+        self.reconnect_max_s = float(reconnect_max_s)
+        self._curve = self._curve_keys(keys, client_name, server_key, client_secret_file)
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self.limits = P.LIMITS
+        self.welcome: Welcome | None = None
+        self.session: str | None = None
+        self.epoch = 0
+        self.complete = False
+        self.reconnects = 0  # HELLOs sent after the first WELCOME
+        self._socket: zmq.Socket | None = None
+        self._poller = zmq.Poller()
+        self._seq = itertools.count(1)
+        self._pending: dict[int, tuple[str, int | None]] = {}
+        self._queue: deque[RemoteBatch] = deque()
+        self._in_flight: set[int] = set()
+        self._gets = 0  # GETs sent and not answered
+        self._scores: dict[int, Score | None] = {}
+        self._need_hello = False
+        self._bye: str | None = None  # the reason of a BYE from the server
+        self._closed = False
+        self._last_heard = time.monotonic()
+        self._last_sent = 0.0
+
+    @staticmethod
+    def _curve_keys(keys: Any, client_name: str, server_key: Any, client_secret_file: Any) -> dict | None:
+        if keys is not None:
+            server_public = K.server_public_key(keys)
+            public, secret = K.client_keys(keys, client_name)
+        elif server_key is not None or client_secret_file is not None:
+            if server_key is None or client_secret_file is None:
+                raise ValueError("TaskClient: CURVE needs both server_key and client_secret_file (or keys=DIR)")
+            if isinstance(server_key, (str, bytes)) and len(server_key) == 40 and not os.path.exists(server_key):
+                server_public = server_key.encode() if isinstance(server_key, str) else server_key
+            else:
+                server_public = K.server_public_key(server_key)
+            public, secret = K.client_keys(client_secret_file)
+        else:
+            return None
+        return {"server": server_public, "public": public, "secret": secret}
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def credit(self) -> int:
+        """Batches this client keeps in flight."""
+        allowed = self.welcome.credit if self.welcome else 1
+        return min(allowed, self._credit_wanted) if self._credit_wanted else allowed
+
+    @property
+    def task_spec(self) -> dict:
+        """The task spec from WELCOME (``N_in``, ``N_out``, ``dt``, ``tau``, ``T``, ``N_steps``, ...)."""
+        if self.welcome is None:
+            raise RuntimeError("TaskClient: call hello() first")
+        return self.welcome.task
+
+    def hello(self) -> Welcome:
+        """Open (or resume) the agent's session; retries with back-off until ``timeout_s``."""
+        if self._closed:
+            raise RuntimeError("TaskClient: closed")
+        self._handshake(new_socket=self._socket is None)
+        return self.welcome
+
+    def get(self) -> RemoteBatch:
+        """The next batch (asks for more so that ``credit`` batches stay in flight)."""
+        self._ensure_session()
+        self._pump(lambda: bool(self._queue), top_up=True)
+        batch = self._queue.popleft()
+        if not self.complete:
+            self._top_up()  # prefetch the next one while the caller trains on this one
+        return batch
+
+    def batches(self) -> Iterator[RemoteBatch]:
+        """Batches until the server says the curriculum is complete."""
+        self._ensure_session()
+        while not self.complete:
+            yield self.get()
+
+    __iter__ = batches
+
+    def result(self, batch: RemoteBatch | int, y_hat: np.ndarray, wait: bool = True) -> Score | None:
+        """Send the agent's outputs for a batch and (``wait=True``) return the server's :class:`Score`.
+
+        Args:
+            batch: the batch (or its id).
+            y_hat: outputs ``(n, N_steps, N_out)``; cast to float32.
+            wait: wait for the SCORE; with False the score is kept for :meth:`scores`.
+
+        Returns:
+            The score, or None when the server did not score the batch (it was void after a reconnect,
+            expired, or already scored) or ``wait`` is False.
+        """
+        bid = batch.batch_id if isinstance(batch, RemoteBatch) else int(batch)
+        if (isinstance(batch, RemoteBatch) and batch.epoch != self.epoch) or bid not in self._in_flight:
+            log.warning("%s: batch %d is not in flight (void after a reconnect?); result dropped", self.agent, bid)
+            return None
+        out = np.ascontiguousarray(y_hat, dtype=np.float32)
+        seq = self._send("RESULT", {"batch": bid, "epoch": self.epoch}, {"y_hat": out})
+        self._pending[seq] = ("RESULT", bid)
+        if not wait:
+            return None
+        self._pump(lambda: bid in self._scores or bid not in self._in_flight)
+        return self._scores.pop(bid, None)
+
+    def scores(self) -> list[Score]:
+        """Scores received for results sent with ``wait=False`` (and not yet collected)."""
+        self._poll_once(0)
+        out = [s for s in self._scores.values() if s is not None]
+        self._scores.clear()
+        return out
+
+    def heartbeat(self) -> None:
+        """Read whatever arrived and send a HEARTBEAT if one is due (call it inside very long steps)."""
+        self._poll_once(0)
+        if self._bye is not None:
+            raise ServerClosed(self._bye)
+        if time.monotonic() - self._last_sent >= self.heartbeat_interval_s:
+            self._send("HEARTBEAT")
+
+    def bye(self, reason: str = "done") -> None:
+        """Leave: the server voids this agent's in-flight batches (the session stays, for a later resume)."""
+        if self._socket is not None and not self._closed:
+            try:
+                self._send("BYE", {"reason": reason})
+            except zmq.ZMQError:
+                pass
+            self._socket.close(linger=1000)
+            self._socket = None
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        if self._own_context:
+            self.context.term()
+
+    def __enter__(self) -> "TaskClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self.bye()
+        else:
+            self.close()
+
+    # ------------------------------------------------------------------ sockets
+    def _open_socket(self) -> None:
+        if self._socket is not None:
+            self._poller.unregister(self._socket)
+            self._socket.close(linger=0)
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        ivl_ms = int(self.heartbeat_interval_s * 1000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, ivl_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, LIVENESS * ivl_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, LIVENESS * ivl_ms)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
+        if self._curve is not None:
+            sock.curve_serverkey = self._curve["server"]
+            sock.curve_publickey = self._curve["public"]
+            sock.curve_secretkey = self._curve["secret"]
+        sock.connect(self.endpoint)
+        self._socket = sock
+        self._poller.register(sock, zmq.POLLIN)
+
+    def _send(self, command: str, header: Mapping[str, Any] | None = None,
+              arrays: Mapping[str, Any] | None = None) -> int:
+        seq = next(self._seq)
+        head = dict(header or {})
+        head["seq"] = seq
+        try:
+            self._socket.send_multipart(P.encode(command, head, arrays), zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # no connected server (down, or it refused our handshake): silence will tell
+            log.debug("%s: %s not sent: no server connected", self.agent, command)
+        self._last_sent = time.monotonic()
+        return seq
+
+    # ------------------------------------------------------------------ session
+    def _ensure_session(self) -> None:
+        if self._closed:
+            raise RuntimeError("TaskClient: closed")
+        if self.welcome is None:
+            self.hello()
+
+    def _handshake(self, new_socket: bool) -> None:
+        """Say HELLO until WELCOME, reopening the socket with back-off when the server stays silent."""
+        deadline = time.monotonic() + self.timeout_s
+        backoff = self.reconnect_initial_s
+        while True:
+            if self.welcome is not None:
+                self.reconnects += 1
+            if new_socket or self._socket is None:
+                self._open_socket()
+            self._need_hello = False
+            self._bye = None
+            header = {"agent": self.agent, "curriculum": self.curriculum, "info": self.info}
+            if self.session is not None:
+                header["resume"] = self.session
+            epoch_before = self.epoch
+            self._send("HELLO", header)
+            self._last_heard = time.monotonic()
+            if self._pump(lambda: self.epoch != epoch_before, handshake=True):
+                return
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"TaskClient {self.agent}: no WELCOME from the task server at "
+                                      f"{self.endpoint} within timeout_s = {self.timeout_s} s")
+            log.warning("%s: no answer from %s; reconnecting in %.1f s", self.agent, self.endpoint, backoff)
+            time.sleep(backoff)
+            backoff = min(2 * backoff, self.reconnect_max_s)
+            new_socket = True
+
+    def _on_welcome(self, header: dict) -> None:
+        welcome = Welcome.from_header(header)
+        if self.welcome is not None and self._in_flight:
+            log.info("%s: reconnected (epoch %d); %d batch(es) in flight are void", self.agent, welcome.epoch,
+                     len(self._in_flight))
+        for bid in self._in_flight:
+            self._scores.setdefault(bid, None)
+        self._in_flight.clear()
+        self._queue.clear()
+        self._pending.clear()
+        self._gets = 0
+        self.welcome = welcome
+        self.session = welcome.session
+        self.epoch = welcome.epoch
+        self.complete = welcome.complete
+        self.heartbeat_interval_s = float(welcome.heartbeat_interval_s)
+        try:
+            self.limits = P.Limits.from_dict(welcome.limits)
+        except ValueError as err:
+            log.warning("%s: ignoring the server's limits (%s)", self.agent, err)
+
+    # ------------------------------------------------------------------ receiving
+    def _top_up(self) -> None:
+        if self._need_hello or self.welcome is None:
+            return
+        while len(self._in_flight) + self._gets < self.credit:
+            seq = self._send("GET", {"n": self.n} if self.n else None)
+            self._pending[seq] = ("GET", None)
+            self._gets += 1
+
+    def _pump(self, done: Callable[[], bool], top_up: bool = False, handshake: bool = False) -> bool:
+        """Receive and dispatch until ``done()``. Outside a handshake, reconnects on silence and re-HELLOs
+        on NO_SESSION. In a handshake, returns False on silence (the caller backs off)."""
+        silence_s = LIVENESS * self.heartbeat_interval_s
+        # A reply lost on the way (e.g. dropped at a full queue) would leave us waiting among heartbeats
+        # forever: after expiry_s without it, resynchronise with a new HELLO.
+        reply_by = time.monotonic() + (self.welcome.expiry_s if self.welcome else self.timeout_s)
+        while not done():
+            if self._bye is not None:
+                raise ServerClosed(self._bye)
+            if self._need_hello and not handshake:
+                self._handshake(new_socket=False)
+                continue
+            if top_up:
+                self._top_up()
+            if not self._poll_once(int(self.heartbeat_interval_s * 1000 / 2)):
+                now = time.monotonic()
+                if now - self._last_heard > silence_s:
+                    if handshake:
+                        return False
+                    log.warning("%s: task server silent for %.1f s; reconnecting", self.agent,
+                                now - self._last_heard)
+                    self._handshake(new_socket=True)
+                    continue
+            if self._need_hello and handshake:
+                return False
+            if not handshake and time.monotonic() > reply_by:
+                log.warning("%s: no reply within expiry_s; resynchronising", self.agent)
+                self._handshake(new_socket=True)
+                reply_by = time.monotonic() + self.welcome.expiry_s
+                continue
+            if time.monotonic() - self._last_sent >= self.heartbeat_interval_s:
+                self._send("HEARTBEAT")
+        return True
+
+    def _poll_once(self, timeout_ms: int) -> bool:
+        if self._socket is None:
+            return False
+        if not self._poller.poll(timeout_ms):
+            return False
+        while True:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return True
+            self._last_heard = time.monotonic()
+            self._dispatch(frames)
+
+    def _dispatch(self, frames: list) -> None:
+        msg = P.decode(frames, self.limits)
+        h = msg.header
+        request = self._pending.pop(msg.seq, None) if msg.seq is not None else None
+        if msg.type == "WELCOME":
+            self._on_welcome(h)
+        elif msg.type == "BATCH":
+            self._gets = max(0, self._gets - 1)
+            if h["epoch"] != self.epoch:
+                return
+            a = msg.arrays
+            params = {k[len(P.PARAM_PREFIX):]: v for k, v in a.items() if k.startswith(P.PARAM_PREFIX)}
+            self._in_flight.add(h["batch"])
+            self._queue.append(RemoteBatch(h["batch"], h["epoch"], a["x"], a["y"], a["mask"], h["task"],
+                                           h["stage"], h["stage_index"], h["knobs"], params,
+                                           h.get("params") or {}))
+        elif msg.type == "SCORE":
+            bid = h["batch"]
+            self._in_flight.discard(bid)
+            self.complete = bool(h["complete"])
+            a = msg.arrays
+            self._scores[bid] = Score(bid, h["n"], h["correct"], h["accuracy"], h["window_accuracy"],
+                                      h["policy_accuracy"], h["trials"], h["batches"], h["stage"],
+                                      h["stage_index"], h["knobs"], h["events"], self.complete,
+                                      a["outcome"], a["choice"], a["target"])
+        elif msg.type == "ERROR":
+            self._on_error(h, request)
+        elif msg.type == "BYE":  # raised by _pump once what arrived before it has been handed out
+            self._bye = h.get("reason", "bye")
+            log.warning("%s: server said BYE (%s)", self.agent, self._bye)
+        elif msg.type != "HEARTBEAT":
+            raise ProtocolError("UNEXPECTED", f"the server sent {msg.type}, which only agents send")
+
+    def _on_error(self, h: dict, request: tuple[str, int | None] | None) -> None:
+        err = ProtocolError(h["code"], h["detail"], h.get("batch"))
+        kind, bid = request if request else (None, h.get("batch"))
+        if err.action == P.RETRY:
+            log.warning("%s: %s", self.agent, err)
+            if kind == "GET" or err.name == "NO_CREDIT":
+                self._gets = max(0, self._gets - 1)
+            if bid is not None and err.name in ("UNKNOWN_BATCH", "ALREADY_SCORED"):
+                self._in_flight.discard(bid)
+                self._scores.setdefault(bid, None)
+            return
+        if err.action == P.RECONNECT:
+            log.warning("%s: %s; saying HELLO again", self.agent, err)
+            if err.name != "NO_SESSION":
+                time.sleep(self.reconnect_initial_s)
+            self._need_hello = True
+            return
+        raise err

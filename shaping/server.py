@@ -1,0 +1,865 @@
+"""The task server: one ZeroMQ ROUTER, one session per agent, every batch journaled before it is acknowledged.
+
+One job: generate each agent's trials, score what the agent answered with the task's own scoring, move the
+agent's curriculum (its policy) and tell it the result. The wire format is ``shaping/PROTOCOL.md``.
+
+Invariants:
+
+- **Journaled before acknowledged.** A batch's trials, the policy events and the policy state after it are one
+  journal record, handed to the OS before ``SCORE`` is sent (see :mod:`shaping.journal`).
+- **Exactly once.** The first valid RESULT for an in-flight batch is scored; later ones get ALREADY_SCORED.
+  Batches of an ended epoch (the agent said HELLO again, the server restarted) are void and never scored.
+- **Never blocks on one agent.** Replies are sent without blocking (``ROUTER_MANDATORY``: a vanished agent is
+  an error, not a stall), and no request waits on another agent's.
+- **Bad input never stops it.** Every malformed or unexpected message gets an ERROR reply and a log line;
+  other agents do not notice.
+- **Reproducible.** Each agent's trial stream and policy are seeded from (server seed, agent name), and batch
+  ``k`` of a stream is a function of (seed, k, knobs): a restarted server re-issues what was never scored.
+
+Usage::
+
+    server = TaskServer(ServerConfig.from_toml("lab.toml"))   # or TaskServer({...}) in tests and benchmarks
+    server.run()                                              # until server.stop() / SIGTERM (via serve())
+
+Hooks (cheap, exception-safe: a failing hook logs one warning and the server carries on), for tracking:
+
+- ``on_session_start(session) -> dict | None``: before WELCOME; a returned dict is merged into
+  ``session.run`` (sent to the agent in WELCOME's ``run`` field and journaled).
+- ``on_scored(session, scored, events, conditions)``: after each batch is journaled and acknowledged.
+- ``on_session_end(session, reason)``: BYE, expiry, replacement or shutdown.
+- ``on_stop(server)``: once, when the server stops.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import zmq
+
+from . import journal as J
+from . import keys as K
+from . import protocol as P
+from .protocol import ProtocolError
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_FILE = "server.json"
+LIVENESS = 3  # heartbeat intervals of silence before a peer is presumed dead (ZeroMQ RFC 6)
+_DRAIN = 64  # messages handled per poll before timers run again
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass
+class ServerConfig:
+    """What a task server runs (a TOML file's keys, or a dict).
+
+    Args:
+        task: ``{"name": registered task, **constructor kwargs}`` (the seed is set per agent).
+        curricula: ``{name: policy spec}`` (see :func:`shaping.policies.from_spec`).
+        default_curriculum: the curriculum of agents whose HELLO names none (default: the first one).
+        seed: server seed; each agent's task and policy seeds derive from (seed, agent name). None: fresh
+            entropy (logged and journaled per session).
+        journal: journal directory.
+        bind: ZeroMQ endpoint; port 0 (or ``*``) picks a free one. Non-loopback addresses need ``keys``.
+        credit: batches an agent may have in flight.
+        heartbeat_interval_s: application and ZMTP heartbeat interval (s).
+        expiry_s: silence after which an agent's in-flight batches expire (s); longer than a training step.
+        window_trials: trials in the server's accuracy window (reported as ``window_accuracy``).
+        keys: CurveZMQ keys directory (``skinnerbox keys DIR``); required off loopback.
+        curve: use CURVE even on loopback (needs ``keys``).
+        fsync: journal durability, ``"always"``, ``"interval"`` or ``"never"``.
+        fsync_interval_s: the longest a journal record stays unsynced under ``"interval"`` (s).
+        limits: overrides of the protocol limits (``shaping.protocol.Limits``).
+        send_hwm: messages queued per agent before sends to it fail (ZeroMQ high-water mark).
+    """
+
+    task: dict
+    curricula: dict
+    default_curriculum: str | None = None
+    seed: int | None = None
+    journal: str = "journal"
+    bind: str = "tcp://127.0.0.1:0"
+    credit: int = 2
+    heartbeat_interval_s: float = 1.0
+    expiry_s: float = 60.0
+    window_trials: int = 200
+    keys: str | None = None
+    curve: bool = False
+    fsync: str = "interval"
+    fsync_interval_s: float = 1.0
+    limits: dict = field(default_factory=dict)
+    send_hwm: int = 1000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task, Mapping) or not isinstance(self.task.get("name"), str):
+            raise ValueError(f"server config: task must be a table with a 'name' (a registered task), got "
+                             f"{self.task!r}")
+        if not isinstance(self.curricula, Mapping) or not self.curricula:
+            raise ValueError(f"server config: curricula must be a non-empty table {{name: policy spec}}, got "
+                             f"{self.curricula!r}")
+        for name, spec in self.curricula.items():
+            if not isinstance(spec, Mapping):
+                raise ValueError(f"server config: curricula.{name} must be a policy spec table, got {spec!r}")
+        if self.default_curriculum is None:
+            self.default_curriculum = next(iter(self.curricula))
+        elif self.default_curriculum not in self.curricula:
+            raise ValueError(f"server config: default_curriculum = {self.default_curriculum!r} is not one of "
+                             f"the curricula: {', '.join(self.curricula)}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or self.seed < 0):
+            raise ValueError(f"server config: seed must be a non-negative integer or absent, got {self.seed!r}")
+        for name, low in (("credit", 1), ("window_trials", 1), ("send_hwm", 1)):
+            val = getattr(self, name)
+            if isinstance(val, bool) or not isinstance(val, int) or val < low:
+                raise ValueError(f"server config: {name} must be an integer >= {low}, got {val!r}")
+        for name in ("heartbeat_interval_s", "expiry_s", "fsync_interval_s"):
+            val = getattr(self, name)
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not val > 0:
+                raise ValueError(f"server config: {name} must be a positive number of seconds, got {val!r}")
+        if self.expiry_s < LIVENESS * self.heartbeat_interval_s:
+            raise ValueError(f"server config: expiry_s = {self.expiry_s} must be at least {LIVENESS} x "
+                             f"heartbeat_interval_s = {LIVENESS * self.heartbeat_interval_s}")
+        if self.fsync not in J.FSYNC_MODES:
+            raise ValueError(f"server config: fsync must be one of {', '.join(J.FSYNC_MODES)}, got {self.fsync!r}")
+        if not isinstance(self.bind, str) or "://" not in self.bind:
+            raise ValueError(f"server config: bind must be a ZeroMQ endpoint like 'tcp://127.0.0.1:5555', "
+                             f"got {self.bind!r}")
+        if (self.curve or not K.is_loopback(self.bind)) and not self.keys:
+            raise ValueError(f"server config: bind = {self.bind!r} is reachable from other machines (or curve = "
+                             "true): it requires CurveZMQ keys; make them with `skinnerbox keys DIR` and set "
+                             "keys = 'DIR'")
+        P.Limits.from_dict(self.limits)
+
+    @property
+    def protocol_limits(self) -> P.Limits:
+        return P.Limits.from_dict(self.limits)
+
+    @property
+    def use_curve(self) -> bool:
+        return bool(self.curve or not K.is_loopback(self.bind))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base_dir: str | os.PathLike | None = None,
+                  ignore_unknown: bool = False) -> "ServerConfig":
+        """Build from plain data; relative ``journal``/``keys`` paths are taken relative to ``base_dir``.
+
+        Unknown keys are an error naming them, unless ``ignore_unknown`` (for a lab file that holds more)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown and not ignore_unknown:
+            raise ValueError(f"server config: unknown key(s) {', '.join(unknown)}; known keys: "
+                             f"{', '.join(sorted(known))}")
+        values = {k: v for k, v in data.items() if k in known}
+        if base_dir is not None:
+            for key in ("journal", "keys"):
+                if isinstance(values.get(key), str) and not os.path.isabs(values[key]):
+                    values[key] = str(Path(base_dir) / values[key])
+        return cls(**values)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike, ignore_unknown: bool = False) -> "ServerConfig":
+        """Read a TOML (or ``.json``) config file (relative paths in it are relative to the file)."""
+        return cls.from_dict(read_toml(path), base_dir=Path(path).resolve().parent, ignore_unknown=ignore_unknown)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_toml(path: str | os.PathLike) -> dict:
+    """Parse a config file: TOML (``tomllib``, or ``tomli`` on Python 3.10), or JSON if it ends in ``.json``."""
+    if str(path).endswith(".json"):
+        with open(path) as f:
+            return json.load(f)
+    try:
+        import tomllib  # noqa: PLC0415
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # noqa: PLC0415
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def agent_seed(server_seed: int, agent: str) -> int:
+    """The seed of an agent's trial stream: a stable function of (server seed, agent name)."""
+    digest = int.from_bytes(hashlib.blake2b(agent.encode(), digest_size=8).digest(), "little")
+    return int(np.random.SeedSequence([server_seed, digest]).generate_state(2, np.uint64)[0] % (2**63))
+
+
+def policy_seed(task_seed: int) -> int:
+    """The seed of an agent's policy, derived from its task seed."""
+    return int(np.random.SeedSequence(task_seed, spawn_key=(1,)).generate_state(2, np.uint64)[0] % (2**63))
+
+
+# ---------------------------------------------------------------------------------------------- sessions
+@dataclass
+class InFlight:
+    """A batch sent and not yet scored."""
+
+    batch: Any  # shaping.tasks.Batch
+    task: Any  # the Task it was drawn from
+    conditions: dict
+    epoch: int
+    issued: float  # monotonic s
+
+
+class Session:
+    """One agent's curriculum on this server: its seeded task stream, policy, window and in-flight batches.
+
+    Attributes:
+        agent, session_id, curriculum: who, which session, which curriculum.
+        policy: the agent's policy. task: its base task (seeded). seed: the task seed.
+        epoch: connection count (a HELLO starts a new epoch). identity: current ROUTER routing id or None.
+        next_batch: id of the next batch in the stream. in_flight: batch id -> :class:`InFlight`.
+        trials, batches: scored so far. window: the last ``window_trials`` outcomes (1 = correct).
+        run: provenance record sent in WELCOME (hooks fill it). info: the agent's HELLO info.
+    """
+
+    def __init__(self, agent: str, session_id: str, curriculum: str, spec: dict, task_config: dict,
+                 seed: int, window_trials: int):
+        from .policies import from_spec  # noqa: PLC0415  (kept lazy: policies import tasks)
+
+        self.agent = agent
+        self.session_id = session_id
+        self.curriculum = curriculum
+        self.task_config = dict(task_config)
+        self.seed = int(seed)
+        self.task = _make_task(self.task_config, self.seed)
+        self.policy = from_spec(dict(spec), self.task, seed=policy_seed(self.seed))
+        self.spec = self.policy.get_config()
+        self.tasks: dict[str, Any] = {}
+        self.epoch = 0
+        self.identity: bytes | None = None
+        self.connected = False
+        self.next_batch = 0
+        self.in_flight: dict[int, InFlight] = {}
+        self.scored_ids: set[int] = set()
+        self.void_ids: dict[int, str] = {}
+        self.trials = 0
+        self.batches = 0
+        self.window: deque[int] = deque(maxlen=window_trials)
+        self._window_sum = 0
+        self.run: dict = {}
+        self.info: dict = {}
+        self.last_heard = 0.0
+        self.last_sent = 0.0
+        self.conditions = self.policy.conditions()
+
+    # ---------------------------------------------------------------- stream
+    def task_for(self, conditions: dict) -> Any:
+        """The task a stage draws from: the base task, or the stage's own (cached, same seed)."""
+        spec = conditions.get("task")
+        if not spec:
+            return self.task
+        key = json.dumps(spec, sort_keys=True, default=str)
+        task = self.tasks.get(key)
+        if task is None:
+            task = _make_task(spec, self.seed)
+            if (task.N_in, task.N_out) != (self.task.N_in, self.task.N_out):
+                raise ValueError(f"curriculum {self.curriculum!r} stage {conditions.get('stage')!r} switches to "
+                                 f"task {spec.get('name')!r} with N_in={task.N_in}, N_out={task.N_out}; the "
+                                 f"session's task has N_in={self.task.N_in}, N_out={self.task.N_out} (an agent's "
+                                 "input and output sizes cannot change)")
+            self.tasks[key] = task
+        return task
+
+    def record(self, outcome_codes: np.ndarray) -> None:
+        for c in (outcome_codes == 0).astype(np.int8).tolist():
+            if len(self.window) == self.window.maxlen:
+                self._window_sum -= self.window[0]
+            self.window.append(c)
+            self._window_sum += c
+
+    @property
+    def window_accuracy(self) -> float | None:
+        return self._window_sum / len(self.window) if self.window else None
+
+    def void_in_flight(self, reason: str) -> int:
+        """End every in-flight batch unscored (its RESULT will get UNKNOWN_BATCH)."""
+        n = len(self.in_flight)
+        for bid in self.in_flight:
+            self.void_ids[bid] = reason
+        self.in_flight.clear()
+        if len(self.void_ids) > 4096:
+            for bid in sorted(self.void_ids)[:2048]:
+                del self.void_ids[bid]
+        return n
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> dict:
+        """Plain-data snapshot (journaled after every batch)."""
+        return {"policy": self.policy.state(), "next_batch": self.next_batch, "trials": self.trials,
+                "batches": self.batches, "epoch": self.epoch, "window": list(self.window)}
+
+    def restore(self, state: Mapping[str, Any], last_batch: int) -> None:
+        self.policy.restore(state["policy"])
+        self.trials = int(state["trials"])
+        self.batches = int(state["batches"])
+        self.window.clear()
+        self._window_sum = 0
+        self.record(np.asarray([0 if w else 1 for w in state.get("window", [])], dtype=np.int8))
+        # Batches issued after the last journaled one were never acknowledged: issue their ids again.
+        self.next_batch = int(last_batch) + 1
+        self.conditions = self.policy.conditions()
+
+    def welcome_stage(self) -> dict:
+        return {"stage": str(self.conditions["stage"]), "stage_index": int(self.conditions["stage_index"]),
+                "knobs": _plain_knobs(self.conditions["knobs"])}
+
+    def __repr__(self) -> str:
+        return (f"Session(agent={self.agent!r}, session={self.session_id!r}, curriculum={self.curriculum!r}, "
+                f"epoch={self.epoch}, trials={self.trials}, stage={self.conditions['stage']!r})")
+
+
+def _make_task(config: Mapping[str, Any], seed: int) -> Any:
+    from .tasks import make  # noqa: PLC0415
+
+    kwargs = {k: v for k, v in config.items() if k != "name"}
+    kwargs["seed"] = seed
+    return make(config["name"], **kwargs)
+
+
+def _plain_knobs(knobs: Mapping[str, Any]) -> dict:
+    return json.loads(J.dumps(dict(knobs)))
+
+
+# ---------------------------------------------------------------------------------------------- server
+class TaskServer:
+    """The task server (see the module docstring).
+
+    Args:
+        config: a :class:`ServerConfig` or a dict of its fields.
+        context: a ZeroMQ context to use (default: a private one, terminated on stop).
+
+    Attributes:
+        endpoint: the bound endpoint (after :meth:`start`), e.g. ``tcp://127.0.0.1:40123``.
+        sessions: agent name -> :class:`Session`.
+        stats: counters: ``trials``, ``batches``, ``messages``, ``errors``, ``cpu_s`` (CPU time of the
+            loop's thread), ``process_cpu_s`` (of the whole process, ZeroMQ I/O threads included), ``wall_s``.
+        on_session_start, on_scored, on_session_end, on_stop: hooks (None or a callable).
+    """
+
+    def __init__(self, config: ServerConfig | Mapping[str, Any], context: zmq.Context | None = None):
+        self.config = config if isinstance(config, ServerConfig) else ServerConfig.from_dict(config)
+        self.limits = self.config.protocol_limits
+        self.seed = self.config.seed if self.config.seed is not None else \
+            int(np.random.SeedSequence().entropy % (2**63))
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self.endpoint: str | None = None
+        self.sessions: dict[str, Session] = {}
+        self._by_identity: dict[bytes, Session] = {}
+        self.journal: J.Journal | None = None
+        self.socket: zmq.Socket | None = None
+        self._auth = None
+        self._stop = threading.Event()
+        self._started = False
+        self._closed = False
+        self.fatal: BaseException | None = None
+        self.stats = {"trials": 0, "batches": 0, "messages": 0, "errors": 0, "cpu_s": 0.0, "process_cpu_s": 0.0,
+                      "wall_s": 0.0}
+        self.on_session_start: Callable | None = None
+        self.on_scored: Callable | None = None
+        self.on_session_end: Callable | None = None
+        self.on_stop: Callable | None = None
+        self._hook_failed: set[str] = set()
+        self._next_tick = 0.0
+        self._handlers = {"HELLO": self._hello, "GET": self._get, "RESULT": self._result,
+                          "HEARTBEAT": self._heartbeat, "BYE": self._bye}
+        self._check_curricula()
+
+    def _check_curricula(self) -> None:
+        """Build every curriculum once on a throwaway task, so a bad spec fails at start, naming it."""
+        from .policies import from_spec  # noqa: PLC0415
+
+        task = _make_task(self.config.task, 0)
+        for name, spec in self.config.curricula.items():
+            try:
+                from_spec(dict(spec), task, seed=0)
+            except Exception as err:
+                raise ValueError(f"server config: curricula.{name}: {err}") from err
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> str:
+        """Open the journal, restore its sessions, bind the socket; returns the bound endpoint."""
+        if self._started:
+            return self.endpoint
+        cfg = self.config
+        self.journal = J.Journal(cfg.journal, fsync=cfg.fsync, fsync_interval_s=cfg.fsync_interval_s)
+        try:
+            self._restore()
+            self.journal.write(J.OPEN, {"time": time.time(), "pid": os.getpid(), "seed": self.seed,
+                                        "config": json.loads(J.dumps(cfg.to_dict()))})
+            self.socket = self._bind()
+        except BaseException:
+            self.journal.close()
+            raise
+        self._write_endpoint()
+        self._started = True
+        log.info("task server on %s (journal %s, %d session(s) restored, seed %d)", self.endpoint, cfg.journal,
+                 len(self.sessions), self.seed)
+        return self.endpoint
+
+    def _bind(self) -> zmq.Socket:
+        cfg = self.config
+        sock = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.setsockopt(zmq.SNDHWM, cfg.send_hwm)
+        sock.setsockopt(zmq.RCVHWM, cfg.send_hwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
+        ivl_ms = int(cfg.heartbeat_interval_s * 1000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, ivl_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, LIVENESS * ivl_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, LIVENESS * ivl_ms)
+        if cfg.use_curve:
+            from zmq.auth.thread import ThreadAuthenticator  # noqa: PLC0415
+
+            public, secret = K.server_keys(cfg.keys)
+            self._auth = ThreadAuthenticator(self.context, log=logging.getLogger(__name__ + ".auth"))
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=str(K.authorized_dir(cfg.keys)))
+            sock.curve_secretkey = secret
+            sock.curve_publickey = public
+            sock.curve_server = True
+        bind = cfg.bind
+        if bind.startswith("tcp://") and bind.endswith(":0"):
+            bind = bind[:-2] + ":*"
+        try:
+            sock.bind(bind)
+        except zmq.ZMQError as err:
+            sock.close(0)
+            if self._auth is not None:
+                self._auth.stop()
+            raise OSError(f"task server: cannot bind {cfg.bind!r}: {err}") from None
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        return sock
+
+    def _write_endpoint(self) -> None:
+        info = {"endpoint": self.endpoint, "pid": os.getpid(), "started": time.time(),
+                "curve": self.config.use_curve}
+        if self.config.use_curve:
+            info["server_public_key"] = K.server_keys(self.config.keys)[0].decode()
+        path = Path(self.config.journal) / ENDPOINT_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, path)
+
+    def _restore(self) -> None:
+        for agent, entry in J.restore_sessions(self.config.journal).items():
+            hello = entry.get("hello")
+            if hello is None:
+                log.warning("journal has batches of agent %r but no HELLO record; skipping it", agent)
+                continue
+            s = Session(agent, hello["session"], hello["curriculum"], hello["spec"], hello["task"],
+                        hello["seed"], self.config.window_trials)
+            s.epoch = int(hello["epoch"])
+            s.run = dict(hello.get("run") or {})
+            s.info = dict(hello.get("info") or {})
+            if entry["state"] is not None:
+                s.restore(entry["state"], entry["last_batch"])
+            self.sessions[agent] = s
+            log.info("restored %r", s)
+
+    def run(self) -> None:
+        """Serve until :meth:`stop` is called (from another thread or a signal handler), then shut down."""
+        self.start()
+        cpu0, pcpu0, wall0 = time.thread_time(), time.process_time(), time.perf_counter()
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        timeout_ms = max(10, min(100, int(self.config.heartbeat_interval_s * 250)))
+        try:
+            while not self._stop.is_set():
+                if poller.poll(timeout_ms):
+                    self._drain()
+                now = time.monotonic()
+                if now >= self._next_tick:
+                    self._tick(now)
+        finally:
+            self.stats["cpu_s"] += time.thread_time() - cpu0
+            self.stats["process_cpu_s"] += time.process_time() - pcpu0
+            self.stats["wall_s"] += time.perf_counter() - wall0
+            self.close()
+
+    def stop(self) -> None:
+        """Ask the loop to finish (thread- and signal-safe)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self, reason: str = "shutdown") -> None:
+        """Tell connected agents (BYE), flush and close the journal, close the socket. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.socket is not None:
+            for s in self.sessions.values():
+                if s.connected and s.identity is not None:
+                    self._send(s, P.encode("BYE", {"reason": reason}))
+                    self._call_hook("on_session_end", s, reason)
+        if self.journal is not None:
+            try:
+                self.journal.write(J.CLOSE, {"time": time.time(), "reason": reason,
+                                             "stats": {k: v for k, v in self.stats.items()}})
+            except Exception:  # the journal may be the reason we are closing
+                log.exception("could not write the journal's close record")
+            self.journal.close()
+        if self.socket is not None:
+            self.socket.close(linger=1000)
+        if self._auth is not None:
+            self._auth.stop()
+        if self.journal is not None and self.endpoint:
+            try:
+                (Path(self.config.journal) / ENDPOINT_FILE).unlink()
+            except FileNotFoundError:
+                pass
+        self._call_hook("on_stop", self)
+        if self._own_context:
+            self.context.term()
+        log.info("task server stopped (%s): %d trials in %d batches", reason, self.stats["trials"],
+                 self.stats["batches"])
+
+    def __enter__(self) -> "TaskServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+        if not self._closed:
+            self.close()
+
+    # ------------------------------------------------------------------ the loop
+    def _drain(self) -> None:
+        sock = self.socket
+        for _ in range(_DRAIN):
+            try:
+                msg = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self.stats["messages"] += 1
+            self._handle(msg[0].bytes, msg[1:])
+            if self.fatal is not None:
+                self.stop()
+                return
+
+    def _handle(self, identity: bytes, frames: list) -> None:
+        seq = None
+        session = self._by_identity.get(identity)
+        if session is not None:
+            session.last_heard = time.monotonic()
+            session.connected = True
+        try:
+            msg = P.decode(frames, self.limits)
+            seq = msg.seq
+            if msg.type not in P.AGENT_COMMANDS:
+                raise ProtocolError("UNEXPECTED", f"{msg.type} is sent by servers only; agents send "
+                                                  f"{', '.join(sorted(P.AGENT_COMMANDS))}")
+            if self._stop.is_set() and msg.type not in ("BYE", "HEARTBEAT"):
+                raise ProtocolError("SHUTTING_DOWN", "the server is stopping")
+            self._handlers[msg.type](identity, session, msg)
+        except ProtocolError as err:
+            self.stats["errors"] += 1
+            who = session.agent if session is not None else f"connection {identity.hex()}"
+            log.warning("%s: %s", who, err)
+            seq = err.seq if seq is None else seq
+            self._send_to(identity, P.error_frames(err.code, err.detail, seq=seq, batch=err.batch), session)
+        except OSError as err:  # the journal could not be written: nothing more can be acknowledged
+            self.fatal = err
+            log.critical("journal write failed, stopping: %s", err)
+            self._send_to(identity, P.error_frames("INTERNAL", f"server journal failed: {err}", seq=seq), session)
+        except Exception as err:
+            self.stats["errors"] += 1
+            log.exception("internal error handling a message from %s",
+                          session.agent if session is not None else identity.hex())
+            self._send_to(identity, P.error_frames("INTERNAL", f"{type(err).__name__}: {err}", seq=seq), session)
+
+    def _tick(self, now: float) -> None:
+        cfg = self.config
+        self._next_tick = now + cfg.heartbeat_interval_s / 4
+        beat = None
+        for s in self.sessions.values():
+            if not s.connected:
+                continue
+            if now - s.last_heard > cfg.expiry_s:
+                n = s.void_in_flight("expired")
+                s.connected = False
+                log.warning("%s silent for %.1f s: %d in-flight batch(es) expired", s.agent, now - s.last_heard, n)
+                self._call_hook("on_session_end", s, "expired")
+                continue
+            if now - s.last_sent >= cfg.heartbeat_interval_s:
+                if beat is None:
+                    beat = P.encode("HEARTBEAT")
+                self._send(s, beat)
+        self.journal.maybe_sync(now)
+
+    # ------------------------------------------------------------------ sending
+    def _send(self, session: Session, frames: list) -> bool:
+        if session.identity is None:
+            return False
+        return self._send_to(session.identity, frames, session)
+
+    def _send_to(self, identity: bytes, frames: list, session: Session | None = None) -> bool:
+        try:
+            self.socket.send_multipart([identity, *frames], zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            log.warning("%s: send queue full (send_hwm=%d); message dropped",
+                        session.agent if session else identity.hex(), self.config.send_hwm)
+            return False
+        except zmq.ZMQError as err:
+            if err.errno == zmq.EHOSTUNREACH:
+                if session is not None and session.identity == identity:
+                    session.connected = False
+                log.info("%s: peer gone; message dropped", session.agent if session else identity.hex())
+            else:
+                log.warning("%s: send failed (%s); message dropped", session.agent if session else identity.hex(),
+                            err)
+            return False
+        if session is not None:
+            session.last_sent = time.monotonic()
+        return True
+
+    # ------------------------------------------------------------------ hooks
+    def _call_hook(self, name: str, *args: Any) -> Any:
+        hook = getattr(self, name)
+        if hook is None:
+            return None
+        try:
+            return hook(*args)
+        except Exception:
+            if name not in self._hook_failed:
+                self._hook_failed.add(name)
+                log.warning("hook %s failed (further failures of it are logged at debug level)", name,
+                            exc_info=True)
+            else:
+                log.debug("hook %s failed again", name, exc_info=True)
+            return None
+
+    # ------------------------------------------------------------------ commands
+    def _require(self, session: Session | None, command: str) -> Session:
+        if session is None:
+            raise ProtocolError("NO_SESSION", f"{command} before HELLO on this connection (or the session was "
+                                              "taken over, or the server restarted): send HELLO")
+        return session
+
+    def _hello(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
+        h = msg.header
+        agent = h["agent"]
+        P.check_agent_name(agent, self.limits)
+        wanted = h.get("curriculum")
+        s = self.sessions.get(agent)
+        if s is not None:
+            if wanted is not None and wanted != s.curriculum:
+                raise ProtocolError("CONFLICT", f"agent {agent!r} already follows curriculum {s.curriculum!r}, "
+                                                f"not {wanted!r}; use another agent name")
+            resumed = True
+        else:
+            name = wanted if wanted is not None else self.config.default_curriculum
+            if name not in self.config.curricula:
+                raise ProtocolError("UNKNOWN_CURRICULUM", f"curriculum {name!r} is not served here; curricula: "
+                                                          f"{', '.join(self.config.curricula)}")
+            s = Session(agent, f"{agent}-{uuid.uuid4().hex[:12]}", name, dict(self.config.curricula[name]),
+                        self.config.task, agent_seed(self.seed, agent), self.config.window_trials)
+            resumed = False
+        if session is not None and session is not s:  # this connection changes agent name
+            self._unbind(session)
+        if s.identity is not None and s.identity != identity:
+            self._send(s, P.encode("BYE", {"reason": "replaced"}))
+            log.warning("%s: a new connection takes over the session", agent)
+            self._unbind(s)
+        voided = s.void_in_flight("epoch ended")
+        s.epoch += 1
+        s.info = dict(h.get("info") or s.info)
+        if "resume" in h and h["resume"] not in (None, s.session_id):
+            log.info("%s asked to resume session %r; continuing %r", agent, h["resume"], s.session_id)
+        extra = self._call_hook("on_session_start", s)
+        if isinstance(extra, Mapping):
+            s.run.update(extra)
+        self.journal.write(J.HELLO, {
+            "time": time.time(), "agent": agent, "session": s.session_id, "curriculum": s.curriculum,
+            "spec": s.spec, "task": s.task_config, "seed": s.seed, "epoch": s.epoch, "resumed": resumed,
+            "info": s.info, "run": s.run})
+        self.sessions[agent] = s
+        s.identity = identity
+        s.connected = True
+        s.last_heard = time.monotonic()
+        self._by_identity[identity] = s
+        header = {"session": s.session_id, "agent": agent, "curriculum": s.curriculum, "resumed": resumed,
+                  "epoch": s.epoch, "trials": s.trials, "batches": s.batches, **s.welcome_stage(),
+                  "complete": bool(s.policy.complete), "task": _plain_knobs(s.task.spec()),
+                  "credit": self.config.credit, "heartbeat_interval_s": float(self.config.heartbeat_interval_s),
+                  "expiry_s": float(self.config.expiry_s), "limits": self.limits.to_dict(), "run": s.run}
+        if msg.seq is not None:
+            header["seq"] = msg.seq
+        self._send(s, P.encode("WELCOME", header))
+        log.info("%s %s session %s (epoch %d, %d trials, stage %r%s)", agent,
+                 "resumed" if resumed else "opened", s.session_id, s.epoch, s.trials, s.conditions["stage"],
+                 f", {voided} in-flight batch(es) void" if voided else "")
+
+    def _unbind(self, s: Session) -> None:
+        if s.identity is not None:
+            self._by_identity.pop(s.identity, None)
+        s.identity = None
+        s.connected = False
+
+    def _get(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
+        s = self._require(session, "GET")
+        n = msg.header.get("n", s.task.N_batch)
+        if not 1 <= n <= self.limits.max_trials:
+            raise ProtocolError("BAD_VALUE", f"GET n = {n}; expected 1 to max_trials = {self.limits.max_trials}")
+        if len(s.in_flight) >= self.config.credit:
+            raise ProtocolError("NO_CREDIT", f"{len(s.in_flight)} batch(es) already in flight "
+                                             f"({sorted(s.in_flight)}); the credit is {self.config.credit}: send "
+                                             "a RESULT first")
+        cond = s.conditions
+        task = s.task_for(cond)
+        bid = s.next_batch
+        batch = task.generate(n=n, knobs=cond["knobs"], batch_id=bid, repeat=cond.get("repeat") or None)
+        s.next_batch += 1
+        s.in_flight[bid] = InFlight(batch, task, cond, s.epoch, time.monotonic())
+        arrays: dict[str, Any] = {"x": batch.x, "y": batch.y, "mask": batch.mask}
+        obj_params = {}
+        for col in batch.params.columns:
+            values = batch.params[col].to_numpy()
+            if values.dtype.kind in "biuf":
+                arrays[P.PARAM_PREFIX + col] = values
+            else:
+                obj_params[col] = [v.tolist() if isinstance(v, np.ndarray) else v for v in values.tolist()]
+        header = {"batch": bid, "epoch": s.epoch, "n": n, "task": type(task).__name__,
+                  "stage": str(cond["stage"]), "stage_index": int(cond["stage_index"]),
+                  "knobs": _plain_knobs(batch.knobs)}
+        if obj_params:
+            header["params"] = obj_params
+        if msg.seq is not None:
+            header["seq"] = msg.seq
+        self._send(s, P.encode("BATCH", header, arrays))
+
+    def _result(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
+        s = self._require(session, "RESULT")
+        bid, epoch = msg.header["batch"], msg.header["epoch"]
+        if epoch != s.epoch:
+            raise ProtocolError("UNKNOWN_BATCH", f"RESULT for batch {bid} of epoch {epoch}; the session is in "
+                                                 f"epoch {s.epoch} (batches of earlier epochs are void)", bid)
+        f = s.in_flight.get(bid)
+        if f is None:
+            if bid in s.scored_ids:
+                raise ProtocolError("ALREADY_SCORED", f"batch {bid} was already scored", bid)
+            if bid in s.void_ids:
+                raise ProtocolError("UNKNOWN_BATCH", f"batch {bid} is void ({s.void_ids[bid]})", bid)
+            raise ProtocolError("UNKNOWN_BATCH", f"batch {bid} was never sent in epoch {s.epoch} (in flight: "
+                                                 f"{sorted(s.in_flight)})", bid)
+        y_hat = msg.arrays["y_hat"]
+        if y_hat.shape != f.batch.y.shape:
+            raise ProtocolError("BAD_SHAPE", f"y_hat of batch {bid} has shape {y_hat.shape}; expected (n, N_steps, "
+                                             f"N_out) = {f.batch.y.shape}", bid)
+        if not np.isfinite(y_hat).all():
+            raise ProtocolError("BAD_VALUE", f"y_hat of batch {bid} holds non-finite values (NaN or inf); "
+                                             "outputs must be finite", bid)
+        scored = f.task.score(f.batch.y, y_hat, f.batch.mask, f.batch.params)
+        if "correction" not in scored.columns:
+            scored["correction"] = False
+        events = s.policy.update(scored)
+        codes = _outcome_codes(scored["outcome"].to_numpy())
+        n = len(codes)
+        correct = int(np.count_nonzero(codes == 0))
+        del s.in_flight[bid]
+        s.scored_ids.add(bid)
+        s.trials += n
+        s.batches += 1
+        s.record(codes)
+        s.conditions = s.policy.conditions()
+        self.journal.append_batch(agent=s.agent, session=s.session_id, batch=bid, epoch=f.epoch,
+                                  task=type(f.task).__name__, stage=str(f.conditions["stage"]),
+                                  stage_index=int(f.conditions["stage_index"]), knobs=f.batch.knobs,
+                                  scored=scored, events=events, state=s.state())
+        self.stats["trials"] += n
+        self.stats["batches"] += 1
+        header = {"batch": bid, "n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
+                  "window_accuracy": s.window_accuracy, "policy_accuracy": _float_or_none(s.policy.accuracy),
+                  "trials": s.trials, "batches": s.batches, **s.welcome_stage(), "events": events,
+                  "complete": bool(s.policy.complete)}
+        if msg.seq is not None:
+            header["seq"] = msg.seq
+        arrays = {"outcome": codes, "choice": scored["choice"].to_numpy().astype(np.int32),
+                  "target": scored["target"].to_numpy().astype(np.int32)}
+        self._send(s, P.encode("SCORE", header, arrays))
+        for ev in events:
+            log.info("%s: %s", s.agent, _describe(ev))
+        self._call_hook("on_scored", s, scored, events, f.conditions)
+
+    def _heartbeat(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
+        self._require(session, "HEARTBEAT")
+
+    def _bye(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
+        if session is None:
+            return
+        reason = msg.header.get("reason", "bye")
+        n = session.void_in_flight("agent said BYE")
+        self._unbind(session)
+        self.journal.write(J.END, {"time": time.time(), "agent": session.agent, "session": session.session_id,
+                                   "reason": reason, "void": n})
+        log.info("%s said BYE (%s)", session.agent, reason)
+        self._call_hook("on_session_end", session, reason)
+
+
+def _outcome_codes(outcome: np.ndarray) -> np.ndarray:
+    codes = np.full(len(outcome), -1, dtype=np.int8)
+    for label, code in P.OUTCOME_CODES.items():
+        codes[outcome == label] = code
+    return codes
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _describe(event: Mapping[str, Any]) -> str:
+    parts = [str(event.get("event"))]
+    for key in ("stage", "from_stage", "to_stage", "knob", "old", "new", "rule"):
+        if key in event:
+            parts.append(f"{key}={event[key]}")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def read_endpoint(journal: str | os.PathLike, timeout_s: float = 10.0) -> dict:
+    """Wait for a server to write its endpoint file in ``journal`` and return it (``endpoint``, ``pid``,
+    ``curve``, ``server_public_key``...). ``TimeoutError`` after ``timeout_s``."""
+    path = Path(journal) / ENDPOINT_FILE
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no task server endpoint at {path} after {timeout_s} s") from None
+            time.sleep(0.02)
+
+
+def serve(config: ServerConfig | Mapping[str, Any]) -> int:
+    """Run a server in this process until SIGINT/SIGTERM; returns the exit status (0 on a clean stop)."""
+    server = TaskServer(config)
+    previous = {}
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %d: shutting down", signum)
+        server.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, _on_signal)
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 1 if server.fatal is not None else 0

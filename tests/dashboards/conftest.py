@@ -1,0 +1,20 @@
+"""Fixtures of the dashboard tests: one short real lab run per test session (see labsim.py)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import labsim  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory) -> dict:
+    """A finished lab: three simulated agents (two seeds shaped with Dale, one unshaped without), its
+    journal with status.json, weight files and MLflow store. See labsim.py."""
+    return labsim.build_lab(tmp_path_factory.mktemp("dash") / "lab")

@@ -1,0 +1,116 @@
+"""The running dashboard in a real headless browser (Debian's chromium + chromedriver, driven by Selenium):
+the charts appear, no view shows an error, and a screenshot is saved."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dashboards.launch import app_command
+from labsim import free_port
+
+pytestmark = pytest.mark.slow
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+TABS = "[data-testid='stTab'], [role='tab']"  # a tab header (div in Streamlit 1.5x+, button before)
+CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1800")
+
+
+def ensure_chromium() -> str:
+    """Path of the chromium binary, installing Debian's chromium and chromium-driver when missing."""
+    binary = shutil.which("chromium")
+    if binary and CHROMEDRIVER.exists():
+        return binary
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromium/chromium-driver missing and apt-get is not usable here (needs root)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium",
+                                        "chromium-driver"]):
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            pytest.skip(f"could not install chromium: {' '.join(cmd)} failed ({err})")
+        if done.returncode != 0:
+            pytest.skip(f"could not install chromium: {' '.join(cmd)} exited {done.returncode}: "
+                        f"{done.stderr[-500:]}")
+    binary = shutil.which("chromium")
+    if not binary or not CHROMEDRIVER.exists():
+        pytest.skip("apt-get installed chromium but chromium or /usr/bin/chromedriver is still missing")
+    return binary
+
+
+@pytest.fixture
+def server(lab, tmp_path):
+    """The dashboard served by `streamlit run` on a free loopback port; yields its URL."""
+    port = free_port()
+    log = open(tmp_path / "streamlit.log", "w")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    proc = subprocess.Popen(app_command(lab["lab"], port=port, refresh_s=0), stdout=log, stderr=subprocess.STDOUT,
+                            env=env, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                raise AssertionError(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+def test_dashboard_in_a_headless_browser(server, tmp_path):
+    binary = ensure_chromium()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.set_page_load_timeout(60)
+        driver.get(server)
+        wait = WebDriverWait(driver, 90, poll_frequency=0.5)
+        css = driver.find_elements
+        # the Status tab's live chart (Vega-Lite) is drawn...
+        wait.until(lambda d: css(By.CSS_SELECTOR, "[data-testid='stVegaLiteChart'] canvas, "
+                                                  "[data-testid='stVegaLiteChart'] svg"))
+        # ...then each tab's figures (PNG images) load
+        for label in ("Agent", "Compare", "Psychometrics", "Connectivity"):
+            button = next(b for b in css(By.CSS_SELECTOR, TABS) if b.text.strip() == label)
+            button.click()
+            wait.until(lambda d: any(img.is_displayed() and d.execute_script(
+                "return arguments[0].complete && arguments[0].naturalWidth > 0", img)
+                for img in css(By.CSS_SELECTOR, "[data-testid='stImage'] img, [data-testid='stFullScreenFrame'] img")))
+        assert not css(By.CSS_SELECTOR, "[data-testid='stException']")
+        assert not css(By.CSS_SELECTOR, "[data-testid='stAlertContentError']")
+        next(b for b in css(By.CSS_SELECTOR, TABS) if b.text.strip() == "Agent").click()
+        time.sleep(1.0)
+        shot = tmp_path / "dashboard.png"
+        assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+        print(f"screenshot: {shot}")
+    finally:
+        driver.quit()

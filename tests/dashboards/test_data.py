@@ -1,0 +1,284 @@
+"""dashboards.data: every table against an independent computation from the journal of a real lab run."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labsim import JournalWriter
+from dashboards import data as D
+from shaping import journal as J
+
+
+@pytest.fixture(scope="module")
+def tables(lab):
+    return D.read_lab(lab["lab"])
+
+
+@pytest.fixture(scope="module")
+def trials(lab):
+    return J.load(lab["lab"] / "journal")
+
+
+@pytest.fixture(scope="module")
+def events(lab):
+    return J.load_events(lab["lab"] / "journal")
+
+
+def test_the_lab_run_has_what_the_views_need(lab, tables, events):
+    """The fixture itself: several agents, graduations, a regression, reversals, completions."""
+    assert D.agent_names(tables) == lab["agents"]
+    kinds = events["event"].value_counts()
+    assert kinds["graduated"] >= 3 and kinds["regressed"] >= 1 and kinds["reversal"] >= 4
+    assert kinds["complete"] == len(lab["agents"])
+    assert len(tables.trials) > 4000
+
+
+def test_tables_equal_the_journal_loaders(lab, tables, trials):
+    pd.testing.assert_frame_equal(tables.trials, trials)
+    batches = J.load_batches(lab["lab"] / "journal")
+    common = [c for c in batches.columns if c != "accuracy"]
+    pd.testing.assert_frame_equal(tables.batches[common].reset_index(drop=True), batches[common])
+    assert np.allclose(tables.batches["accuracy"], batches["accuracy"])
+    assert len(tables.events) == len(J.load_events(lab["lab"] / "journal"))
+    assert list(tables.sessions["agent"]) == list(J.load_sessions(lab["lab"] / "journal")["agent"])
+    assert tables.opened is not None and tables.closed is not None
+
+
+def test_lab_paths_accept_the_journal_directory(lab):
+    a, b = D.lab_paths(lab["lab"]), D.lab_paths(lab["lab"] / "journal")
+    assert a == b and a.weights == lab["lab"] / "weights"
+
+
+def test_progress_matches_an_independent_count(tables, trials):
+    for agent in D.agent_names(tables):
+        t = trials[trials["agent"] == agent]
+        p = D.agent_progress(tables, agent, window=50)
+        sizes = t.groupby("batch", sort=False).size().to_numpy()
+        assert p["trials"].tolist() == np.cumsum(sizes).tolist()
+        # window accuracy of the last batch, by hand: the last 50 trials of the final stage segment
+        stage = t["stage_index"].to_numpy()
+        start = len(stage) - np.argmax(stage[::-1] != stage[-1]) if (stage != stage[-1]).any() else 0
+        tail = (t["outcome"].to_numpy()[start:] == "correct")[-50:]
+        assert p["window_accuracy"].iloc[-1] == pytest.approx(tail.mean())
+        assert p["stage"].iloc[-1] == t["stage"].iloc[-1]
+
+
+def test_knob_values_are_numbers_per_batch(tables):
+    p = D.agent_progress(tables, "shaped-dale-s0")
+    assert p["knob.coherence"].dtype == float
+    assert p["knob.coherence"].iloc[0] == pytest.approx(0.7)  # stage "easy"
+    contrasts = p[p["stage"] == "contrasts"]["knob.coherence"]
+    assert np.allclose(contrasts, np.mean([0.05, 0.1, 0.2, 0.4, 0.7]))  # a list of choices: its mean
+    assert p[p["stage"] == "titrate"]["knob.coherence"].nunique() > 3  # the staircase moved
+
+
+def test_stage_changes_and_reversals_equal_the_events(tables, events):
+    for agent in D.agent_names(tables):
+        e = events[events["agent"] == agent]
+        moves = D.stage_changes(tables, agent)
+        assert moves["trial"].tolist() == e[e["event"].isin(D.MOVE_EVENTS)]["trial"].tolist()
+        r = D.reversals(tables, agent)
+        assert r["level"].tolist() == e[e["event"] == "reversal"]["level"].tolist()
+        assert r["reversals"].tolist() == list(range(1, len(r) + 1))
+
+
+def test_conditions_from_hello_info(tables):
+    c = D.agent_conditions(tables).set_index("agent")
+    assert c.loc["shaped-dale-s0", "condition"] == "shaped · Dale"
+    assert c.loc["shaped-dale-s1", "seed"] == 1
+    assert c.loc["unshaped-free-s0", "condition"] == "unshaped · free"
+
+
+def test_graduations_are_first_times_and_the_spread_is_over_seeds(tables, events):
+    g = D.graduations(tables)
+    s1 = g[g["agent"] == "shaped-dale-s1"].set_index("milestone")["trial"]
+    e = events[(events["agent"] == "shaped-dale-s1") & (events["event"] == "graduated")]
+    assert s1["graduated easy"] == e[e["from_stage"] == "easy"]["trial"].iloc[0]  # before its regression
+    assert (e["from_stage"] == "easy").sum() == 2
+    assert s1["complete"] == events[(events["agent"] == "shaped-dale-s1") &
+                                    (events["event"] == "complete")]["trial"].iloc[0]
+    summary = D.graduation_summary(g).set_index(["milestone", "condition"])
+    both = g[(g["condition"] == "shaped · Dale") & (g["milestone"] == "complete")]["trial"].to_numpy(float)
+    row = summary.loc[("complete", "shaped · Dale")]
+    assert row["n"] == 2 and row["mean"] == pytest.approx(both.mean())
+    assert row["sd"] == pytest.approx(both.std(ddof=1))
+    assert np.isnan(summary.loc[("complete", "unshaped · free"), "sd"])
+    assert list(summary.index.get_level_values(0))[-1] == "complete"  # milestones in curriculum order
+
+
+def test_psychometric_fit_recovers_a_known_logistic():
+    rng = np.random.default_rng(1)
+    n = 6000
+    coherence = rng.choice([0.05, 0.1, 0.2, 0.4], n)
+    target = rng.integers(0, 2, n)
+    signed = coherence * np.where(target == 1, 1, -1)
+    p1 = 1 / (1 + np.exp(-(0.3 + 8.0 * signed)))
+    choice = (rng.random(n) < p1).astype(int)
+    choice[:50] = -1  # no responses are left out of the fit but counted
+    fit = D.psychometric_fit(pd.DataFrame({"coherence": coherence, "target": target, "choice": choice}),
+                             "coherence")
+    assert fit["n"] == n and fit["n_no_response"] == 50
+    assert fit["slope"] == pytest.approx(8.0, rel=0.15)
+    assert fit["pse"] == pytest.approx(-0.3 / 8.0, abs=0.02)
+
+
+def test_psychometric_table_has_one_row_per_stage_run(tables, trials):
+    assert D.evidence_knob(tables, "shaped-dale-s0") == "coherence"
+    for agent in D.agent_names(tables):
+        t = trials[trials["agent"] == agent]
+        table = D.psychometric_table(tables, agent)
+        assert table["stage"].tolist() == list(t.drop_duplicates("stage_index").sort_values("stage_index")["stage"])
+        assert table["n"].sum() == len(t)
+    contrasts = D.psychometric_table(tables, "shaped-dale-s0").set_index("stage").loc["contrasts"]
+    assert contrasts["slope"] > 1  # the simulated agent really uses the evidence
+
+
+def test_weight_files_are_ordered_and_dated(lab, tables, events):
+    files = D.weight_files(lab["lab"], tables=tables)
+    for agent, paths in lab["weights"].items():
+        f = files[files["agent"] == agent]
+        assert [p.name for p in f["path"]] == [p.name for p in paths]
+        assert f["tag"].iloc[-1] == "final"
+        assert f["trial"].iloc[-1] == tables.batches[tables.batches["agent"] == agent]["trials"].iloc[-1]
+    easy = files[(files["agent"] == "shaped-dale-s1") & (files["tag"] == "stage0_easy")]["trial"].iloc[0]
+    left = events[(events["agent"] == "shaped-dale-s1") & (events["from_stage"] == "easy")]["trial"]
+    assert easy == left.iloc[-1]  # the file was overwritten when the agent left "easy" the second time
+
+
+def test_connectivity_follows_psychrnn_conventions(lab):
+    c = D.load_connectivity(lab["weights"]["shaped-dale-s0"][-1])
+    from agents.weights import load_weights
+
+    raw, _ = load_weights(lab["weights"]["shaped-dale-s0"][-1])
+    sign = np.diag(raw["Dale_rec"])
+    assert np.array_equal(c.dale_sign, sign)
+    assert (c.W_rec[:, sign > 0] >= 0).all() and (c.W_rec[:, sign < 0] <= 0).all()  # Dale: presynaptic columns
+    assert np.array_equal(c.W_rec == 0, (raw["rec_connectivity"] == 0) | (raw["W_rec"] == 0))
+    assert c.spectral_radius == pytest.approx(np.max(np.abs(np.linalg.eigvals(raw["W_rec"] * raw["rec_connectivity"]))))
+    ordered = sign[c.order]
+    labels = np.asarray(c.region_labels)[c.order]
+    for region in dict.fromkeys(labels):  # within each region, E before I
+        s = ordered[labels == region]
+        assert (np.diff(s) <= 0).all()
+    free = D.load_connectivity(lab["weights"]["unshaped-free-s0"][-1])
+    assert free.dale_sign is None and (free.W_rec < 0).any() and (free.W_rec > 0).any()
+
+
+def test_connectivity_changes_by_hand(lab):
+    snaps = [D.load_connectivity(p) for p in lab["weights"]["shaped-dale-s1"]]
+    ch = D.connectivity_changes(snaps, ["a", "b", "c"], [1, 2, 3])
+    w0, w1 = snaps[0].W_rec, snaps[1].W_rec
+    assert np.isnan(ch["rel_change"].iloc[0])
+    assert ch["rel_change"].iloc[1] == pytest.approx(np.linalg.norm(w1 - w0) / np.linalg.norm(w0))
+    assert ch["ei_ratio"].iloc[1] == pytest.approx(w1[w1 > 0].sum() / -w1[w1 < 0].sum())
+    assert ch["spectral_radius"].tolist() == [s.spectral_radius for s in snaps]
+
+
+def test_status_from_the_server_file_and_from_the_journal(lab, tables, tmp_path):
+    status = D.read_status(lab["lab"])
+    assert status == json.loads((lab["lab"] / "journal" / "status.json").read_text())
+    t = D.status_table(status, tables, now=status["time"] + 2.0)
+    assert (t["source"] == "server").all() and t["age_s"].tolist() == [2.0] * len(t)
+    assert t.set_index("agent")["trials"].to_dict() == {s["agent"]: s["trials"] for s in status["sessions"]}
+    derived = D.status_table(None, tables).set_index("agent")
+    counts = tables.trials.groupby("agent").size()
+    assert derived["trials"].to_dict() == counts.to_dict()
+    assert not derived["connected"].any()  # the server closed the journal
+    assert (derived["trials_per_s"] > 0).all()
+    # a half-written or foreign status file is not a status
+    (tmp_path / "journal").mkdir()
+    (tmp_path / "journal" / "status.json").write_text('{"time": 1, "sess')
+    assert D.read_status(tmp_path) is None
+    assert D.server_info(lab["lab"], tables)["running"] is False
+
+
+def test_an_empty_or_missing_lab_gives_empty_tables(tmp_path):
+    t = D.read_lab(tmp_path / "nothing")
+    assert t.empty and D.agent_names(t) == [] and len(t.trials) == 0
+    assert D.agent_summary(t).empty and D.graduations(t).empty and D.graduation_summary(D.graduations(t)).empty
+    assert D.status_table(None, t).empty and D.weight_files(tmp_path, tables=t).empty
+    assert D.read_status(tmp_path) is None and D.evidence_knob(t) is None
+
+
+def test_a_journal_with_sessions_but_no_batches(tmp_path):
+    w = JournalWriter(tmp_path)
+    w.hello()
+    try:
+        t = D.read_lab(tmp_path)
+        assert t.empty and D.agent_names(t) == ["a1"]
+        assert D.agent_progress(t, "a1").empty and D.psychometric_table(t, "a1").empty
+        s = D.status_table(None, t)
+        assert s["trials"].tolist() == [0] and s["connected"].tolist() == [True]
+        assert D.agent_summary(t)["trials"].tolist() == [0]
+    finally:
+        w.close()
+
+
+def test_the_reader_follows_a_growing_journal_and_skips_a_torn_tail(tmp_path):
+    w = JournalWriter(tmp_path, n=8)
+    w.hello()
+    reader = D.LabReader(tmp_path)
+    try:
+        for _ in range(3):
+            w.scored()
+        assert len(reader.poll().trials) == 24
+        seg = w.journal.segment
+        good = seg.stat().st_size
+        w.scored()
+        data = seg.read_bytes()
+        # simulate a reader arriving mid-write: keep the new record's first half only
+        copy = tmp_path / "copy"
+        shutil.copytree(tmp_path / "journal", copy / "journal", ignore=shutil.ignore_patterns("*.lock"))
+        (copy / "journal" / seg.name).write_bytes(data[: good + (len(data) - good) // 2])
+        torn = D.LabReader(copy)
+        assert len(torn.poll().trials) == 24
+        (copy / "journal" / seg.name).write_bytes(data)  # the write completes
+        assert len(torn.poll().trials) == 32
+        assert len(reader.poll().trials) == 32
+        p = D.agent_progress(reader.poll(), "a1")
+        assert p["trials"].tolist() == [8, 16, 24, 32]
+    finally:
+        w.close()
+
+
+def test_mlflow_runs_are_the_journaled_ones(lab, tables):
+    uri = D.tracking_uri_of(tables)
+    assert uri == lab["tracking_uri"] and D.parent_run_id_of(tables) == lab["parent_run_id"]
+    runs = D.load_runs(uri, D.run_ids_of(tables))
+    assert runs["agent"].tolist() == lab["agents"]
+    assert (runs["parent_run_id"] == lab["parent_run_id"]).all()
+    by_parent = D.load_runs(uri, parent_run_id=lab["parent_run_id"])
+    assert sorted(by_parent["run_id"]) == sorted(runs["run_id"])
+    # the server's window metric (64 trials, restarted at stage changes) is the dashboard's at window=64
+    for agent, rid in D.run_ids_of(tables).items():
+        hist = D.metric_history(uri, rid, "curriculum/accuracy_window")
+        p = D.agent_progress(tables, agent, window=64)
+        assert hist["step"].tolist() == p["trials"].tolist()
+        assert np.allclose(hist["value"], p["window_accuracy"])
+
+
+def test_conditions_fall_back_on_mlflow_params_then_weight_files(lab, tables):
+    runs = D.load_runs(D.tracking_uri_of(tables), D.run_ids_of(tables))
+    assert runs.set_index("agent")["param.constraint.dale_ratio"].to_dict() == {
+        "shaped-dale-s0": "0.8", "shaped-dale-s1": "0.8", "unshaped-free-s0": "null"}
+    bare = dataclasses.replace(tables, sessions=tables.sessions.assign(info=[{}] * len(tables.sessions)))
+    unknown = D.agent_conditions(bare)
+    assert (unknown["dale"] == "?").all()
+    from_runs = D.agent_conditions(bare, runs=runs).set_index("agent")
+    assert from_runs["condition"].to_dict() == {"shaped-dale-s0": "shaped · Dale", "shaped-dale-s1": "shaped · Dale",
+                                                "unshaped-free-s0": "unshaped · free"}
+    assert from_runs.loc["shaped-dale-s1", "seed"] == 1
+    from_files = D.agent_conditions(bare, weights=D.weight_files(lab["lab"], tables=tables)).set_index("agent")
+    assert from_files["dale"].to_dict() == from_runs["dale"].to_dict()
+
+
+def test_a_missing_sqlite_store_is_not_created(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert D.load_runs(uri, {"a": "0" * 32}).empty
+    assert D.metric_history(uri, "0" * 32, "x").empty
+    assert not (tmp_path / "mlflow.db").exists()

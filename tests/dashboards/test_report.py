@@ -1,0 +1,92 @@
+"""The static HTML report: self-contained, every figure present and a real PNG, logged to the parent run."""
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import pytest
+from PIL import Image
+
+from labsim import JournalWriter
+from dashboards import report as R
+from shaping import journal as J
+
+FIGURE = re.compile(r"<figure id='fig-([^']+)' data-figure='[^']+'><img alt='[^']+' "
+                    r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'>")
+
+
+@pytest.fixture(scope="module")
+def written(lab, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "sub" / "lab-report.html"
+    path = R.write_report(lab["lab"], out)
+    return path, path.read_text(encoding="utf-8")
+
+
+def expected_figures(lab) -> set[str]:
+    """What the report must hold, from the journal and the weights folder (not from the report code)."""
+    trials = J.load(lab["lab"] / "journal")
+    names = {"lab-accuracy", "compare"}
+    for agent in lab["agents"]:
+        names |= {f"{agent}-timeline", f"{agent}-curves", f"{agent}-eigenspectrum", f"{agent}-connectivity-across"}
+        names |= {f"{agent}-psychometric-{i}" for i in trials[trials["agent"] == agent]["stage_index"].unique()}
+        names |= {f"{agent}-wrec-{p.stem[len(agent) + 1:] or 'final'}" for p in lab["weights"][agent]}
+    return names
+
+
+def test_every_figure_is_an_embedded_png(lab, written):
+    path, html = written
+    assert path.name == "lab-report.html" and path.is_file()
+    found = dict(FIGURE.findall(html))
+    assert set(found) == expected_figures(lab)
+    for name, data in found.items():
+        png = base64.b64decode(data)
+        with Image.open(io.BytesIO(png)) as im:
+            im.verify()
+            assert im.size[0] > 200 and im.size[1] > 100, name
+    assert "http://" not in html and "https://" not in html and "<script" not in html  # self-contained
+
+
+def test_figure_list_and_tables(lab, written):
+    _, html = written
+    report = R.build_report(lab["lab"])
+    assert set(report.figures) == expected_figures(lab)
+    for name in report.tables:
+        assert f'id="table-{name}"' in html
+    assert {"agents", "graduation-summary", "mlflow-runs"} <= set(report.tables)
+    for agent in lab["agents"]:
+        assert f"Agent {agent}" in html
+
+
+def test_numbers_in_the_report_are_the_journal_ones(lab, written):
+    _, html = written
+    trials = J.load(lab["lab"] / "journal")
+    table = html[html.index('id="table-agents"'):]
+    table = table[:table.index("</table>")]
+    for agent, n in trials.groupby("agent").size().items():
+        row = table[table.index(f"<td>{agent}</td>"):]
+        row = row[:row.index("</tr>")]
+        assert f"<td>{n}</td>" in row
+
+
+def test_logged_to_the_parent_run(lab, tmp_path):
+    from mlflow import MlflowClient
+
+    path = R.write_report(lab["lab"], tmp_path / "report.html", log_to_mlflow=True)
+    client = MlflowClient(tracking_uri=lab["tracking_uri"])
+    names = [f.path for f in client.list_artifacts(lab["parent_run_id"], "report")]
+    assert names == ["report/report.html"]
+    local = client.download_artifacts(lab["parent_run_id"], "report/report.html", str(tmp_path / "dl"))
+    assert open(local, encoding="utf-8").read() == path.read_text(encoding="utf-8")
+
+
+def test_report_of_a_lab_that_just_started(tmp_path):
+    w = JournalWriter(tmp_path)
+    w.hello()
+    try:
+        path = R.write_report(tmp_path, log_to_mlflow=True)  # no parent run: a warning, no failure
+    finally:
+        w.close()
+    html = path.read_text(encoding="utf-8")
+    assert path == tmp_path / "report.html"
+    assert "no scored batch yet" in html and {"lab-accuracy", "compare"} <= set(dict(FIGURE.findall(html)))

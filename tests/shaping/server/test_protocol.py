@@ -1,0 +1,212 @@
+"""protocol.py: round trips, the decode order, limits, zero-copy read-only arrays."""
+from __future__ import annotations
+
+import struct
+
+import msgpack
+import numpy as np
+import pytest
+
+from shaping import protocol as P
+from shaping.protocol import ProtocolError
+
+rng = np.random.default_rng(0)
+
+VALID = {
+    "HELLO": ({"agent": "a1", "curriculum": None, "info": {"N_rec": 50, "dale_ratio": 0.8}}, None),
+    "WELCOME": ({"session": "s", "agent": "a1", "curriculum": "c", "resumed": False, "epoch": 1, "trials": 0,
+                 "batches": 0, "stage": "easy", "stage_index": 0, "knobs": {"coherence": [0.1, 0.7]},
+                 "complete": False, "task": {"N_in": 2}, "credit": 2, "heartbeat_interval_s": 1,
+                 "expiry_s": 60.0, "limits": P.LIMITS.to_dict(), "run": {}}, None),
+    "GET": ({"n": 8}, None),
+    "BATCH": ({"batch": 3, "epoch": 1, "n": 4, "task": "T", "stage": "easy", "stage_index": 0, "knobs": {},
+               "params": {"label": ["a", "b", "c", "d"]}},
+              {"x": rng.standard_normal((4, 10, 2), dtype=np.float32), "y": np.zeros((4, 10, 2), np.float32),
+               "mask": np.ones((4, 10, 2), np.float32), "p:coherence": np.arange(4.0),
+               "p:direction": np.array([0, 1, 1, 0]), "p:correction": np.array([True, False, False, False])}),
+    "RESULT": ({"batch": 3, "epoch": 1}, {"y_hat": np.ones((4, 10, 2), np.float32)}),
+    "SCORE": ({"batch": 3, "n": 2, "correct": 1, "accuracy": 0.5, "window_accuracy": None,
+               "policy_accuracy": 0.5, "trials": 2, "batches": 1, "stage": "easy", "stage_index": 0,
+               "knobs": {}, "events": [{"event": "graduated"}], "complete": False},
+              {"outcome": np.array([0, 1], np.int8), "choice": np.array([1, 1], np.int32),
+               "target": np.array([1, 0], np.int32)}),
+    "HEARTBEAT": ({}, None),
+    "BYE": ({"reason": "done"}, None),
+    "ERROR": ({"code": 404, "name": "BAD_HEADER", "detail": "x", "batch": None}, None),
+}
+
+
+def frames_of(command: str, header: dict, arrays: dict | None = None) -> list[bytes]:
+    return [bytes(f) for f in P.encode(command, header, arrays)]
+
+
+@pytest.mark.parametrize("command", list(VALID))
+def test_round_trip(command):
+    header, arrays = VALID[command]
+    msg = P.decode(frames_of(command, {**header, "seq": 9}, arrays))
+    assert msg.type == command
+    assert msg.seq == 9
+    assert {k: v for k, v in msg.header.items() if k != "seq"} == header
+    for name, a in (arrays or {}).items():
+        np.testing.assert_array_equal(msg.arrays[name], a)
+        assert msg.arrays[name].dtype == np.asarray(a).dtype.newbyteorder("<") or a.dtype.kind == "b"
+        assert not msg.arrays[name].flags.writeable
+
+
+def test_every_command_has_a_valid_example():
+    assert set(VALID) == set(P.COMMANDS)
+
+
+def test_arrays_are_views_of_the_frames_not_copies():
+    frames = frames_of("RESULT", {"batch": 0, "epoch": 1}, {"y_hat": np.arange(6, dtype=np.float32)})
+    buf = bytearray(frames[3])
+    frames[3] = buf
+    msg = P.decode(frames)
+    buf[0:4] = struct.pack("<f", 42.0)
+    assert msg.arrays["y_hat"][0] == 42.0  # it sees the buffer change: zero copy
+
+
+def test_encode_makes_non_contiguous_and_big_endian_arrays_wire_ready():
+    a = np.arange(24, dtype=">f4").reshape(4, 6)[:, ::2]
+    msg = P.decode(frames_of("RESULT", {"batch": 0, "epoch": 1}, {"y_hat": a}))
+    np.testing.assert_array_equal(msg.arrays["y_hat"], a)
+    with pytest.raises(ValueError, match="not allowed on the wire"):
+        P.encode("BATCH", {}, {"x": np.array(["a"])})
+    with pytest.raises(ValueError, match="unknown command"):
+        P.encode("NOPE")
+
+
+def test_encode_converts_numpy_scalars_in_headers():
+    msg = P.decode(frames_of("GET", {"n": np.int64(5)}))
+    assert msg.header["n"] == 5 and type(msg.header["n"]) is int
+
+
+# ------------------------------------------------------------------ decode order: the first failing check wins
+def sig(version=P.VERSION):
+    return P.MAGIC + struct.pack(">H", version)
+
+
+def cmd(name):
+    return bytes((P.COMMANDS[name],))
+
+
+def pack(obj):
+    return msgpack.packb(obj)
+
+
+CASES = {
+    "too few frames": ([sig(), cmd("GET")], "MALFORMED"),
+    "too many frames": ([sig(), cmd("GET"), pack({})] + [b""] * 70, "TOO_LARGE"),
+    "foreign signature": ([b"GET / HTTP/1.1", cmd("GET"), pack({})], "BAD_MAGIC"),
+    "short signature": ([b"SKB", cmd("GET"), pack({})], "BAD_MAGIC"),
+    "other version": ([sig(2), b"\xff\xff", b"\xc1"], "BAD_VERSION"),
+    "unknown command": ([sig(), b"\x63", b"\xc1"], "UNKNOWN_TYPE"),
+    "two-byte command": ([sig(), b"\x01\x01", pack({})], "UNKNOWN_TYPE"),
+    "header too big": ([sig(), cmd("GET"), b"\x00" * 70000], "TOO_LARGE"),
+    "header not msgpack": ([sig(), cmd("GET"), b"\xc1"], "MALFORMED"),
+    "header truncated": ([sig(), cmd("GET"), pack({"n": "abcdef"})[:-2]], "MALFORMED"),
+    "header not a map": ([sig(), cmd("GET"), pack([1, 2])], "MALFORMED"),
+    "header int keys": ([sig(), cmd("GET"), pack({1: 2})], "MALFORMED"),
+    "msgpack ext type": ([sig(), cmd("GET"), msgpack.packb({"n": msgpack.ExtType(5, b"x")})], "MALFORMED"),
+    "missing field": ([sig(), cmd("RESULT"), pack({"epoch": 1})], "BAD_HEADER"),
+    "wrong field type": ([sig(), cmd("GET"), pack({"n": "8"})], "BAD_HEADER"),
+    "bool is not int": ([sig(), cmd("GET"), pack({"n": True})], "BAD_HEADER"),
+    "non-plain map": ([sig(), cmd("HELLO"), msgpack.packb({"agent": "a", "info": {"k": b"bytes"}},
+                                                            use_bin_type=True)], "BAD_HEADER"),
+    "arrays vs frames": ([sig(), cmd("RESULT"), pack({"batch": 0, "epoch": 1, "arrays": []}), b"1234"],
+                         "MALFORMED"),
+    "array descr not triple": ([sig(), cmd("RESULT"), pack({"batch": 0, "epoch": 1, "arrays": [["y_hat"]]}),
+                                b""], "MALFORMED"),
+    "dtype not allowed": ([sig(), cmd("RESULT"),
+                           pack({"batch": 0, "epoch": 1, "arrays": [["y_hat", "<c8", [1]]]}), b"\x00" * 8],
+                          "BAD_DTYPE"),
+    "big endian": ([sig(), cmd("RESULT"), pack({"batch": 0, "epoch": 1, "arrays": [["y_hat", ">f4", [1]]]}),
+                    b"\x00" * 4], "BAD_DTYPE"),
+    "object dtype": ([sig(), cmd("RESULT"), pack({"batch": 0, "epoch": 1, "arrays": [["y_hat", "|O", [1]]]}),
+                      b"\x00" * 8], "BAD_DTYPE"),
+    "negative dim": ([sig(), cmd("RESULT"), pack({"batch": 0, "epoch": 1, "arrays": [["y_hat", "<f4", [-1]]]}),
+                      b""], "BAD_SHAPE"),
+    "too many dims": ([sig(), cmd("RESULT"),
+                       pack({"batch": 0, "epoch": 1, "arrays": [["y_hat", "<f4", [1, 1, 1, 1, 1]]]}),
+                       b"\x00" * 4], "BAD_SHAPE"),
+    "huge declared array": ([sig(), cmd("RESULT"),
+                             pack({"batch": 0, "epoch": 1, "arrays": [["y_hat", "<f4", [2**20, 2**20, 64]]]}),
+                             b""], "TOO_LARGE"),
+    "frame shorter than shape": ([sig(), cmd("RESULT"),
+                                  pack({"batch": 0, "epoch": 1, "arrays": [["y_hat", "<f4", [4]]]}), b"\x00" * 12],
+                                 "BAD_SHAPE"),
+    "wrong dtype for y_hat": ([sig(), cmd("RESULT"),
+                               pack({"batch": 0, "epoch": 1, "arrays": [["y_hat", "<f8", [1]]]}), b"\x00" * 8],
+                              "BAD_DTYPE"),
+    "missing y_hat": ([sig(), cmd("RESULT"), pack({"batch": 0, "epoch": 1})], "BAD_HEADER"),
+    "duplicate array": ([sig(), cmd("RESULT"),
+                         pack({"batch": 0, "epoch": 1, "arrays": [["y_hat", "<f4", [1]], ["y_hat", "<f4", [1]]]}),
+                         b"\x00" * 4, b"\x00" * 4], "BAD_HEADER"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_decode_rejects(case):
+    frames, name = CASES[case]
+    with pytest.raises(ProtocolError) as info:
+        P.decode(frames)
+    assert info.value.name == name
+    assert info.value.code == P.ERRORS[name]
+    assert info.value.action == P.ERROR_ACTIONS[name]
+    assert str(info.value).startswith(f"{name} ({P.ERRORS[name]}): ")
+
+
+def test_limits_apply_before_the_frame_is_viewed():
+    small = P.Limits(max_array_bytes=1024, max_message_bytes=1536)
+    frames = frames_of("RESULT", {"batch": 0, "epoch": 1}, {"y_hat": np.zeros(300, np.float32)})
+    with pytest.raises(ProtocolError, match="max_array_bytes is 1024") as info:
+        P.decode(frames, small)
+    assert info.value.name == "TOO_LARGE"
+    frames = frames_of("BATCH", {"batch": 0, "epoch": 1, "n": 1, "task": "T", "stage": "s", "stage_index": 0,
+                                 "knobs": {}},
+                       {"x": np.zeros(200, np.float32), "y": np.zeros(200, np.float32),
+                        "mask": np.zeros(200, np.float32)})
+    with pytest.raises(ProtocolError, match="max_message_bytes") as info:
+        P.decode(frames, small)
+    assert info.value.name == "TOO_LARGE"
+
+
+def test_error_details_name_the_value_and_the_expectation():
+    with pytest.raises(ProtocolError) as info:
+        P.decode([sig(), cmd("GET"), pack({"n": "8"})])
+    assert "'n'" in info.value.detail and "int" in info.value.detail and "'8'" in info.value.detail
+    with pytest.raises(ProtocolError) as info:
+        P.decode([sig(), cmd("RESULT"), pack({"batch": 0, "epoch": 1, "arrays": [["y_hat", "<f4", [4]]]}),
+                  b"\x00" * 12])
+    assert "(4,)" in info.value.detail and "16 bytes" in info.value.detail and "12 bytes" in info.value.detail
+
+
+def test_unknown_header_fields_are_ignored():
+    msg = P.decode([sig(), cmd("GET"), pack({"n": 3, "future_field": [1, 2]})])
+    assert msg.header["n"] == 3
+
+
+def test_limits_validation():
+    with pytest.raises(ValueError, match="max_ndim must be a positive integer, got 0"):
+        P.Limits(max_ndim=0)
+    with pytest.raises(ValueError, match="unknown limit"):
+        P.Limits.from_dict({"max_bytes": 3})
+    assert P.Limits.from_dict({"max_trials": 8}).max_trials == 8
+
+
+def test_protocol_error_and_agent_names():
+    err = ProtocolError("NO_CREDIT", "wait", batch=3)
+    assert (err.code, err.name, err.action, err.batch) == (413, "NO_CREDIT", "retry", 3)
+    with pytest.raises(ValueError, match="unknown error name"):
+        ProtocolError("NOPE", "x")
+    P.check_agent_name("rat-07_a.b")
+    for bad in ("", "a b", "a/b", "x" * 65, "é"):
+        with pytest.raises(ProtocolError) as info:
+            P.check_agent_name(bad)
+        assert info.value.name == "BAD_VALUE"
+
+
+def test_error_frames_decode_to_error():
+    msg = P.decode([bytes(f) for f in P.error_frames("UNKNOWN_BATCH", "never sent", seq=4, batch=9)])
+    assert msg.type == "ERROR"
+    assert msg.header == {"code": 414, "name": "UNKNOWN_BATCH", "detail": "never sent", "seq": 4, "batch": 9}
