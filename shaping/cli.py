@@ -1,7 +1,12 @@
 """The ``skinnerbox`` command: one small function per subcommand.
 
+    skinnerbox lab CONFIG.toml             run a whole lab (server + agents), print a summary
     skinnerbox server CONFIG.toml          run a task server until Ctrl-C / SIGTERM
+    skinnerbox agent --server EP --name N --config CONFIG.toml    one agent process (TensorFlow)
     skinnerbox keys DIR [--client NAME]    make CurveZMQ keys for a server off loopback
+    skinnerbox dashboard LAB_DIR           the live shaping dashboard (Streamlit, loopback)
+    skinnerbox report LAB_DIR              a self-contained HTML report (and log it to MLflow)
+    skinnerbox sync LAB_DIR                push a lab's journal into MLflow after the fact
 
 To add a subcommand, write ``_NAME_args(parser)`` and ``cmd_NAME(args) -> int`` and append a
 :class:`Subcommand` to ``SUBCOMMANDS``.
@@ -47,9 +52,10 @@ def cmd_server(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             data[key] = value
+    tracking = data.pop("tracking", None)
     config = ServerConfig.from_dict(data, base_dir=Path(args.config).resolve().parent,
                                     ignore_unknown=args.ignore_unknown)
-    return serve(config)
+    return serve(config, tracking=tracking)
 
 
 # ---------------------------------------------------------------------------------------------- keys
@@ -70,10 +76,115 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- lab
+def _lab_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="lab config (TOML): [lab], [task], [curricula.*], [[agents]]")
+    p.add_argument("--workdir", help="override lab.workdir")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI ('none' disables; default sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--timeout-s", type=float, help="stop the lab after this many seconds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    import pandas as pd  # noqa: PLC0415
+
+    from .lab import Lab  # noqa: PLC0415
+
+    lab = Lab(args.config, workdir=args.workdir, tracking_uri=args.tracking_uri, timeout_s=args.timeout_s,
+              progress=not args.no_progress)
+    summary = lab.run()
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print("\n" + summary.to_string(index=False))
+    print(f"\nlab directory: {lab.dir}")
+    if lab.tracking_uri:
+        print(f"MLflow store:  {lab.tracking_uri}   (make ui)")
+    print(f"dashboard:     make dashboard LAB={lab.dir}")
+    failed = [name for name, proc in lab.agents.items() if proc.returncode not in (0, None)]
+    if failed:
+        print(f"agents that failed: {', '.join(failed)} (logs in {lab.dir / 'logs'})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------------------- agent
+def cmd_agent(args: argparse.Namespace) -> int:
+    import importlib  # noqa: PLC0415
+
+    # The agent process lives in the TensorFlow package; shaping itself never imports it.
+    return importlib.import_module("agents.agent").main(args.agent_args)
+
+
+def _agent_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("agent_args", nargs=argparse.REMAINDER,
+                   help="--server EP --name NAME --config CONFIG [--workdir DIR] [--keys DIR] ...")
+
+
+# ---------------------------------------------------------------------------------------------- dashboards
+def _dashboard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("lab_dir", help="a lab directory (holding journal/)")
+    p.add_argument("--port", type=int, help="TCP port (default 8501)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: the lab's)")
+    p.add_argument("--refresh-s", type=float, default=5.0, help="seconds between refreshes (0: never)")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from dashboards.launch import serve as serve_dashboard  # noqa: PLC0415
+
+    print(f"dashboard of {args.lab_dir}: http://127.0.0.1:{args.port or 8501}  (Ctrl-C to stop)")
+    return serve_dashboard(args.lab_dir, port=args.port, tracking_uri=args.tracking_uri, refresh_s=args.refresh_s)
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("lab_dir", help="a lab directory (holding journal/)")
+    p.add_argument("--out", help="HTML file (default LAB_DIR/report.html)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: the lab's)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log the report to the lab's parent run")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dashboards.report import write_report  # noqa: PLC0415
+
+    path = write_report(args.lab_dir, args.out, tracking_uri=args.tracking_uri, log_to_mlflow=not args.no_mlflow)
+    print(f"report: {path}")
+    return 0
+
+
+def _sync_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("lab_dir", help="a lab directory (holding journal/ and lab.json) or a journal directory")
+    p.add_argument("--tracking-uri", help="MLflow store (default sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--experiment", help="experiment name (default: the lab's)")
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from .lab import default_tracking_uri  # noqa: PLC0415
+    from .tracking import sync  # noqa: PLC0415
+
+    lab_dir = Path(args.lab_dir)
+    journal_dir = lab_dir / "journal" if (lab_dir / "journal").is_dir() else lab_dir
+    lab_json = journal_dir.parent / "lab.json"
+    config = json.loads(lab_json.read_text()) if lab_json.exists() else None
+    experiment = args.experiment or (config or {}).get("lab", {}).get("experiment", "skinnerbox")
+    uri = args.tracking_uri or (config or {}).get("lab", {}).get("tracking_uri") or default_tracking_uri()
+    result = sync(journal_dir, uri, experiment, lab_config=config)
+    if result.get("skipped"):
+        print(f"{journal_dir} was already synced (parent run {result['parent_run_id']})")
+    else:
+        print(f"synced {journal_dir} into {uri}: parent run {result['parent_run_id']}, "
+              f"{len(result['runs'])} agent run(s)")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- main
 SUBCOMMANDS: list[Subcommand] = [
+    Subcommand("lab", "run a whole lab (task server + agent processes) from one config", _lab_args, cmd_lab),
     Subcommand("server", "run a task server", _server_args, cmd_server),
+    Subcommand("agent", "run one agent process (TensorFlow) against a task server", _agent_args, cmd_agent),
     Subcommand("keys", "make CurveZMQ keys for agents on other machines", _keys_args, cmd_keys),
+    Subcommand("dashboard", "serve the live shaping dashboard of a lab", _dashboard_args, cmd_dashboard),
+    Subcommand("report", "write a self-contained HTML report of a lab", _report_args, cmd_report),
+    Subcommand("sync", "push a lab's journal into MLflow (after the store was down)", _sync_args, cmd_sync),
 ]
 
 

@@ -55,6 +55,8 @@ from .protocol import ProtocolError
 log = logging.getLogger(__name__)
 
 ENDPOINT_FILE = "server.json"
+STATUS_FILE = "status.json"  # rewritten atomically every STATUS_INTERVAL_S for labs and dashboards
+STATUS_INTERVAL_S = 1.0
 LIVENESS = 3  # heartbeat intervals of silence before a peer is presumed dead (ZeroMQ RFC 6)
 _DRAIN = 64  # messages handled per poll before timers run again
 
@@ -373,6 +375,8 @@ class TaskServer:
         self.on_stop: Callable | None = None
         self._hook_failed: set[str] = set()
         self._next_tick = 0.0
+        self._next_status = 0.0
+        self._status_prev: dict[str, tuple[float, int]] = {}
         self._handlers = {"HELLO": self._hello, "GET": self._get, "RESULT": self._result,
                           "HEARTBEAT": self._heartbeat, "BYE": self._bye}
         self._check_curricula()
@@ -508,6 +512,8 @@ class TaskServer:
                 if s.connected and s.identity is not None:
                     self._send(s, P.encode("BYE", {"reason": reason}))
                     self._call_hook("on_session_end", s, reason)
+        if self._started:
+            self.write_status()
         if self.journal is not None:
             try:
                 self.journal.write(J.CLOSE, {"time": time.time(), "reason": reason,
@@ -602,6 +608,37 @@ class TaskServer:
                     beat = P.encode("HEARTBEAT")
                 self._send(s, beat)
         self.journal.maybe_sync(now)
+        if now >= self._next_status:
+            self._next_status = now + STATUS_INTERVAL_S
+            self.write_status(now)
+
+    def status(self, now: float | None = None) -> dict:
+        """What the server is doing: per session stage, trials, window accuracy, batches in flight and the
+        trial rate since the previous call (trials/s)."""
+        now = time.monotonic() if now is None else now
+        sessions = []
+        for s in self.sessions.values():
+            t0, n0 = self._status_prev.get(s.agent, (now, s.trials))
+            rate = (s.trials - n0) / (now - t0) if now > t0 else 0.0
+            self._status_prev[s.agent] = (now, s.trials)
+            sessions.append({"agent": s.agent, "curriculum": s.curriculum, "stage": s.conditions["stage"],
+                             "stage_index": int(s.conditions["stage_index"]), "trials": s.trials,
+                             "batches": s.batches, "in_flight": len(s.in_flight),
+                             "accuracy": s.window_accuracy, "trials_per_s": round(rate, 1),
+                             "connected": s.connected, "complete": bool(s.policy.complete)})
+        return {"time": time.time(), "endpoint": self.endpoint, "pid": os.getpid(),
+                "stats": {k: self.stats[k] for k in ("trials", "batches", "messages", "errors")},
+                "sessions": sessions}
+
+    def write_status(self, now: float | None = None) -> None:
+        """Rewrite ``<journal>/status.json`` atomically (readers never see half a file)."""
+        path = Path(self.config.journal) / STATUS_FILE
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(self.status(now), default=_float_or_none))
+            os.replace(tmp, path)
+        except OSError as err:  # a full disk must not stop the server; the journal is what matters
+            log.warning("could not write %s: %s", path, err)
 
     # ------------------------------------------------------------------ sending
     def _send(self, session: Session, frames: list) -> bool:
@@ -846,9 +883,41 @@ def read_endpoint(journal: str | os.PathLike, timeout_s: float = 10.0) -> dict:
             time.sleep(0.02)
 
 
-def serve(config: ServerConfig | Mapping[str, Any]) -> int:
-    """Run a server in this process until SIGINT/SIGTERM; returns the exit status (0 on a clean stop)."""
+def attach_tracking(server: TaskServer, tracking: Mapping[str, Any]) -> Any:
+    """Log every session's curriculum to MLflow: a child run of the lab's parent run per agent.
+
+    Args:
+        tracking: ``{"tracking_uri", "run_id"}`` of the lab's parent run (what :class:`shaping.lab.Lab` writes).
+
+    Returns:
+        The :class:`shaping.tracking.CurriculumTracker`, closed when the server stops.
+    """
+    from .tracking import CurriculumTracker, LabRun  # noqa: PLC0415  (mlflow is slow to import)
+
+    tracker = CurriculumTracker(LabRun.attach(tracking["tracking_uri"], tracking["run_id"]),
+                                window_trials=server.config.window_trials)
+
+    def session_end(s: Session, reason: str) -> None:
+        if reason in ("replaced", "expired"):
+            return  # the agent is coming back (or may): its run stays open
+        trials = J.load(server.config.journal)
+        mine = trials[trials["agent"] == s.agent] if len(trials) else trials
+        tracker.on_session_end(s.agent, mine, status="FINISHED" if s.policy.complete else "KILLED")
+
+    server.on_session_start = lambda s: tracker.on_session_start(s.agent, s.spec, s.task.spec())
+    server.on_scored = lambda s, scored, events, cond: tracker.on_scored(s.agent, scored, events, cond, s.trials)
+    server.on_session_end = session_end
+    server.on_stop = lambda _server: tracker.close()
+    return tracker
+
+
+def serve(config: ServerConfig | Mapping[str, Any], tracking: Mapping[str, Any] | None = None) -> int:
+    """Run a server in this process until SIGINT/SIGTERM; returns the exit status (0 on a clean stop).
+
+    ``tracking`` (``{"tracking_uri", "run_id"}`` of a lab's parent run) logs the curricula to MLflow."""
     server = TaskServer(config)
+    if tracking:
+        attach_tracking(server, tracking)
     previous = {}
 
     def _on_signal(signum: int, frame: Any) -> None:

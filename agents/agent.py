@@ -1,0 +1,217 @@
+"""The agent process: a task client, a model and its checkpoints, in closed loop with the task server.
+
+One job: train one network on the trials the server sends. The loop is GET, one optimizer step on the batch,
+RESULT with the outputs of the forward pass that step computed (what is scored is the agent's behaviour on those
+trials *before* it learned from them), then SCORE. The agent never grades itself.
+
+Checkpoints (weights, optimizer state and noise stream, written atomically) are taken every
+``checkpoint_every`` batches, at every stage change, on SIGTERM/SIGINT and at the end; a restarted agent loads
+its latest one, and the server resumes its curriculum from the journal. With a ``run`` in the server's WELCOME,
+the model's settings and its learned connectivity are logged to that MLflow run (see :mod:`agents.tracking`).
+
+Usage: ``skinnerbox agent --server tcp://127.0.0.1:5555 --name shaped --config examples/demo.toml``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from shaping.client import TaskClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentConfig:
+    """What an agent process runs.
+
+    Args:
+        name: the agent's name (its session key at the server; restarting under it resumes).
+        server: the task server's endpoint, e.g. ``tcp://127.0.0.1:5555``.
+        model: model settings for :func:`agents.build_model` (``model``, ``N_rec``, ``dale_ratio``,
+            ``autapses``, ``regions``, ``rec_noise``, ``learning_rate``, ``seed``, ...).
+        curriculum: which of the server's curricula to follow (None: the server's default).
+        workdir: where checkpoints (``checkpoints/<name>.ckpt.npz``) and weight files go.
+        checkpoint_every: batches between checkpoints.
+        max_batches: stop after this many batches in this process (None: until the curriculum is complete).
+        threads: TensorFlow intra/inter-op threads (1 is best when agents share cores).
+        device: ``"CPU"``, ``"GPU"`` (any, memory growth on) or ``"GPU:k"`` (pinned).
+        keys, client_name: CurveZMQ keys directory and client key name, for a server off loopback.
+        log_every_s: seconds between connectivity images logged to MLflow (besides graduations and the end).
+        timeout_s: give up when the server has been silent this long (s).
+    """
+
+    name: str
+    server: str
+    model: dict = field(default_factory=dict)
+    curriculum: str | None = None
+    workdir: str = "."
+    checkpoint_every: int = 20
+    max_batches: int | None = None
+    threads: int = 1
+    device: str = "CPU"
+    keys: str | None = None
+    client_name: str = "client"
+    log_every_s: float = 60.0
+    timeout_s: float = 120.0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.workdir) / "checkpoints" / f"{self.name}.ckpt.npz"
+
+
+def _configure_device(device: str, threads: int) -> None:
+    """Pin the process to a device before TensorFlow starts (GPU memory growth so agents can share one GPU)."""
+    if device.upper().startswith("GPU:"):
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", device.split(":", 1)[1])
+    elif device.upper() == "CPU":
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+    from . import configure_threads
+
+    configure_threads(threads)
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
+
+
+class Agent:
+    """One network in closed loop with the task server (see the module docstring)."""
+
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        self.model = None
+        self.tracker = None
+        self.batches = 0
+        self.stage_changes = 0
+        self._stop = False
+        self._last_image = 0.0
+
+    def request_stop(self, *_: Any) -> None:
+        """Finish the current batch, checkpoint and leave (the SIGTERM/SIGINT handler)."""
+        self._stop = True
+
+    def run(self) -> dict:
+        """Train until the curriculum is complete, ``max_batches`` or a stop request; returns a summary."""
+        cfg = self.config
+        _configure_device(cfg.device, cfg.threads)
+        from . import build_model
+
+        started = time.monotonic()
+        client = TaskClient(cfg.server, cfg.name, curriculum=cfg.curriculum, info={"model": cfg.model},
+                            keys=cfg.keys, client_name=cfg.client_name, timeout_s=cfg.timeout_s)
+        last_score = None
+        try:
+            welcome = client.hello()
+            self.model = build_model(cfg.model, welcome.task)
+            resumed = cfg.checkpoint_path.exists()
+            if resumed:
+                self.model.load_checkpoint(cfg.checkpoint_path)
+                log.info("%s: resumed from %s (server: stage %s, %d trials)", cfg.name, cfg.checkpoint_path,
+                         welcome.stage, welcome.trials)
+            self._start_tracking(welcome.run, resumed)
+            stage = welcome.stage_index
+            for batch in client.batches():
+                _, outputs = self.model.train_on_batch(batch.x, batch.y, batch.mask)
+                score = client.result(batch, outputs)
+                self.batches += 1
+                if score is None:  # void after a reconnect or expired: the server re-issues it
+                    continue
+                last_score = score
+                changed = score.stage_index != stage
+                if changed:
+                    self.stage_changes += 1
+                    self._log_connectivity(score.trials, f"stage{stage}_{batch.stage}")
+                    stage = score.stage_index
+                if changed or self.batches % cfg.checkpoint_every == 0:
+                    self.model.save_checkpoint(cfg.checkpoint_path)
+                if self.tracker is not None and time.monotonic() - self._last_image > cfg.log_every_s:
+                    self._log_connectivity(score.trials, None)
+                if self._stop or (cfg.max_batches is not None and self.batches >= cfg.max_batches):
+                    break
+            self.model.save_checkpoint(cfg.checkpoint_path)
+            final = self.model.save(Path(cfg.workdir) / "weights" / f"{cfg.name}.npz")
+            self._log_connectivity(last_score.trials if last_score else 0, "final", final)
+            client.bye("complete" if client.complete else "stopped")
+        finally:
+            client.close()
+            if self.tracker is not None:
+                self.tracker.close()
+        return {"agent": cfg.name, "batches": self.batches, "complete": client.complete,
+                "trials": last_score.trials if last_score else None,
+                "stage": last_score.stage if last_score else None,
+                "wall_s": time.monotonic() - started}
+
+    # ------------------------------------------------------------------ tracking
+    def _start_tracking(self, run: Mapping[str, Any] | None, resumed: bool) -> None:
+        if not run or not run.get("run_id"):
+            return
+        from .tracking import AgentTracker
+
+        self.tracker = AgentTracker(dict(run))
+        if not resumed:
+            self.tracker.log_model_config(self.model.config())
+            self.tracker.log_masks(self.model.masks())
+
+    def _log_connectivity(self, trials: int, tag: str | None, weights_path: Path | None = None) -> None:
+        if self.tracker is None:
+            return
+        self._last_image = time.monotonic()
+        if tag is not None and weights_path is None:
+            weights_path = self.model.save(Path(self.config.workdir) / "weights" / f"{self.config.name}_{tag}.npz")
+        self.tracker.log_connectivity(str(weights_path) if weights_path else None, self.model.get_weights(),
+                                      region_labels=self.model.region_labels, step=int(trials), tag=tag)
+
+
+def run_agent(config: AgentConfig) -> dict:
+    """Run one agent process in the foreground, with SIGTERM/SIGINT handled as a clean stop."""
+    agent = Agent(config)
+    signal.signal(signal.SIGTERM, agent.request_stop)
+    signal.signal(signal.SIGINT, agent.request_stop)
+    return agent.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m agents.agent`` / ``skinnerbox agent``: one agent process from a lab config entry."""
+    import argparse
+    import json
+
+    from shaping.lab import agent_entry, load_config, model_spec
+
+    ap = argparse.ArgumentParser(prog="skinnerbox agent", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--server", required=True, help="task server endpoint, e.g. tcp://127.0.0.1:5555")
+    ap.add_argument("--name", required=True, help="agent name (an [[agents]] entry of the config)")
+    ap.add_argument("--config", required=True, help="lab config (.toml, or the lab.json a lab writes)")
+    ap.add_argument("--workdir", default=None, help="checkpoints and weights go here (default: lab.workdir)")
+    ap.add_argument("--curriculum", default=None, help="override the entry's curriculum")
+    ap.add_argument("--keys", default=None, help="CurveZMQ keys directory (needed off loopback)")
+    ap.add_argument("--client-name", default="client", help="client key pair to use from --keys")
+    ap.add_argument("--max-batches", type=int, default=None)
+    ap.add_argument("--device", default=None, help="CPU, GPU or GPU:k")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.config.endswith(".json"):
+        cfg = json.loads(Path(args.config).read_text())
+    else:
+        cfg = load_config(args.config)
+    entry = agent_entry(cfg, args.name)
+    config = AgentConfig(
+        name=args.name, server=args.server, model=model_spec(entry),
+        curriculum=args.curriculum or entry.get("curriculum"),
+        workdir=args.workdir or cfg.get("lab", {}).get("workdir", "."),
+        checkpoint_every=int(entry.get("checkpoint_every", 20)),
+        max_batches=args.max_batches if args.max_batches is not None else entry.get("max_batches"),
+        threads=int(entry.get("threads", 1)), device=args.device or entry.get("device", "CPU"),
+        keys=args.keys, client_name=args.client_name)
+    summary = run_agent(config)
+    log.info("agent %s done: %s", args.name, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,444 @@
+"""A whole lab from one config file: the task server and one process per agent, supervised.
+
+One job: start, watch and stop the processes of one experiment. The lab starts the server
+(``python -m shaping.cli server``) and one agent process per ``[[agents]]`` entry (``python -m agents.agent``,
+so this module never imports TensorFlow), shows a progress bar per agent (stage, trials, window accuracy, from
+the server's ``status.json``), restarts an agent that crashes (at most ``max_restarts`` times; it resumes from its
+checkpoint and the server's journal), stops everything cleanly on Ctrl-C, and prints a summary table.
+
+A lab config (TOML; see ``examples/demo.toml``)::
+
+    [lab]
+    name = "demo"                  # also the MLflow experiment, unless `experiment` is given
+    workdir = "labs/demo"          # journal/, checkpoints/, weights/, logs/, server.toml
+    seed = 0
+    max_restarts = 2
+    tracking_uri = ""              # default: sqlite:///<cwd>/mlflow.db ("none" disables MLflow)
+
+    [task]                         # a registered task and its constructor arguments
+    name = "PerceptualDiscrimination"
+    T = 1000
+
+    [curricula.shaped]             # one policy spec per curriculum (docs/policies.md)
+    kind = "stages"
+    ...
+
+    [[agents]]                     # one process each; every key but name/curriculum is the model spec
+    name = "shaped"
+    curriculum = "shaped"
+    N_rec = 50
+    learning_rate = 0.001
+
+Every process gets ``OPENBLAS_NUM_THREADS=1`` and one TensorFlow thread (``threads`` per agent overrides it).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+AGENT_KEYS = ("name", "curriculum", "checkpoint_every", "threads", "device", "max_batches")
+SERVER_KEYS = ("credit", "heartbeat_interval_s", "expiry_s", "window_trials", "fsync", "bind", "keys")
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read a lab config file (TOML) and validate it (``ValueError`` naming the field)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            cfg = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ValueError(f"lab config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"lab config {path} is not valid TOML: {err}") from None
+    return validate_config(cfg, source=str(path))
+
+
+def validate_config(cfg: Mapping[str, Any], source: str = "lab config") -> dict:
+    """Check a lab config's structure and build its task and curricula once, so errors surface before any
+    process starts."""
+    from . import policies, tasks
+
+    cfg = json.loads(json.dumps(cfg))  # plain data, and a private copy
+    for key in ("task", "curricula", "agents"):
+        if key not in cfg:
+            raise ValueError(f"{source}: missing [{key}] section")
+    lab = cfg.setdefault("lab", {})
+    lab.setdefault("name", Path(source).stem if source != "lab config" else "lab")
+    lab.setdefault("experiment", lab["name"])
+    lab.setdefault("workdir", f"labs/{lab['name']}")
+    lab.setdefault("seed", 0)
+    lab.setdefault("max_restarts", 2)
+    task_spec = dict(cfg["task"])
+    if not isinstance(task_spec.get("name"), str):
+        raise ValueError(f"{source}: task.name must name a registered task")
+    kwargs = {k: v for k, v in task_spec.items() if k != "name"}
+    try:
+        task = tasks.make(task_spec["name"], **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: [task]: {err}") from None
+    if not isinstance(cfg["curricula"], Mapping) or not cfg["curricula"]:
+        raise ValueError(f"{source}: [curricula] must hold at least one named policy spec")
+    for name, spec in cfg["curricula"].items():
+        try:
+            policies.from_spec(spec, task, seed=0)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: curricula.{name}: {err}") from None
+    agents = cfg["agents"]
+    if not isinstance(agents, list) or not agents:
+        raise ValueError(f"{source}: [[agents]] must list at least one agent")
+    seen = set()
+    for i, agent in enumerate(agents):
+        name = agent.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{source}: agents[{i}].name must be a non-empty string")
+        if name in seen:
+            raise ValueError(f"{source}: agents[{i}].name = {name!r} is used twice")
+        seen.add(name)
+        cur = agent.get("curriculum")
+        if cur is not None and cur not in cfg["curricula"]:
+            raise ValueError(f"{source}: agents[{i}].curriculum = {cur!r} is not one of the curricula: "
+                             f"{', '.join(cfg['curricula'])}")
+    return cfg
+
+
+def agent_entry(cfg: Mapping[str, Any], name: str) -> dict:
+    """The ``[[agents]]`` entry called ``name``."""
+    for agent in cfg["agents"]:
+        if agent["name"] == name:
+            return dict(agent)
+    raise ValueError(f"no agent named {name!r} in the lab config; agents: "
+                     f"{', '.join(a['name'] for a in cfg['agents'])}")
+
+
+def model_spec(entry: Mapping[str, Any]) -> dict:
+    """The model settings of an agent entry (every key that is not about the process)."""
+    return {k: v for k, v in entry.items() if k not in AGENT_KEYS}
+
+
+def default_tracking_uri(cwd: str | os.PathLike | None = None) -> str:
+    """``sqlite:///<absolute cwd>/mlflow.db``: the embedded store ``make ui`` opens."""
+    return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
+
+
+def process_env(threads: int = 1) -> dict:
+    """Environment for a lab process: one BLAS thread, quiet TensorFlow, MLflow telemetry off."""
+    env = dict(os.environ)
+    env.update({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2",
+                "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"})
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+@dataclass
+class _Proc:
+    name: str
+    args: list
+    log_path: Path
+    popen: subprocess.Popen | None = None
+    restarts: int = 0
+    started: float = 0.0
+    ended: float | None = None
+    returncode: int | None = None
+    wall_s: float = 0.0
+    done: bool = False
+
+    def start(self, env: dict) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                      start_new_session=True)
+        out.close()
+        self.started = time.monotonic()
+
+    def poll(self) -> int | None:
+        return None if self.popen is None else self.popen.poll()
+
+    def signal(self, sig: int) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            try:
+                self.popen.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout_s: float) -> int | None:
+        if self.popen is None:
+            return None
+        try:
+            return self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+@dataclass
+class Lab:
+    """One experiment: the server and its agents (see the module docstring).
+
+    Args:
+        config: a validated lab config (:func:`load_config`) or a path to one.
+        workdir: overrides ``lab.workdir``.
+        tracking_uri: overrides ``lab.tracking_uri``; ``"none"`` disables MLflow.
+        progress: show progress bars (tqdm).
+        timeout_s: stop the lab after this long (None: when every agent is done).
+    """
+
+    config: Any
+    workdir: str | os.PathLike | None = None
+    tracking_uri: str | None = None
+    progress: bool = True
+    timeout_s: float | None = None
+    agents: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.config, (str, os.PathLike)):
+            self.config_path = Path(self.config).resolve()
+            self.config = load_config(self.config_path)
+        else:
+            self.config = validate_config(self.config)
+            self.config_path = None
+        lab = self.config["lab"]
+        self.dir = Path(self.workdir or lab["workdir"]).resolve()
+        uri = self.tracking_uri or lab.get("tracking_uri") or default_tracking_uri()
+        self.tracking_uri = None if uri == "none" else uri
+        self.server: _Proc | None = None
+        self.endpoint: str | None = None
+        self.lab_run = None
+        self._stop = False
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def journal_dir(self) -> Path:
+        return self.dir / "journal"
+
+    def _write_configs(self) -> Path:
+        """The lab config as run (the agents read their entries from it) and the server's own config."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "lab.json").write_text(json.dumps(self.config, indent=2))
+        lab = self.config["lab"]
+        server = {"task": self.config["task"], "curricula": self.config["curricula"], "seed": lab["seed"],
+                  "journal": str(self.journal_dir)}
+        server.update({k: v for k, v in self.config.get("server", {}).items() if k in SERVER_KEYS})
+        if self.lab_run is not None and self.lab_run.run_id is not None:
+            server["tracking"] = {"tracking_uri": self.lab_run.tracking_uri, "run_id": self.lab_run.run_id}
+        path = self.dir / "server_config.json"
+        path.write_text(json.dumps(server, indent=2))
+        return path
+
+    # ------------------------------------------------------------------ running
+    def start(self) -> None:
+        """Start the MLflow parent run, the server and every agent."""
+        if self.tracking_uri is not None:
+            from .tracking import LabRun
+
+            self.lab_run = LabRun.start(self.tracking_uri, self.config["lab"]["experiment"], self.config,
+                                        run_name=self.config["lab"]["name"])
+        server_cfg = self._write_configs()
+        endpoint_file = self.journal_dir / "server.json"
+        if endpoint_file.exists():
+            endpoint_file.unlink()
+        self.server = _Proc("server", [sys.executable, "-m", "shaping.cli", "server", str(server_cfg)],
+                            self.dir / "logs" / "server.log")
+        self.server.start(process_env())
+        self.endpoint = self._wait_endpoint(endpoint_file)
+        for entry in self.config["agents"]:
+            args = [sys.executable, "-m", "agents.agent", "--server", self.endpoint, "--name", entry["name"],
+                    "--config", str(self.dir / "lab.json"), "--workdir", str(self.dir)]
+            proc = _Proc(entry["name"], args, self.dir / "logs" / f"{entry['name']}.log")
+            proc.start(process_env(int(entry.get("threads", 1))))
+            self.agents[entry["name"]] = proc
+
+    def _wait_endpoint(self, path: Path, timeout_s: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if path.exists():
+                try:
+                    return json.loads(path.read_text())["endpoint"]
+                except (ValueError, KeyError):
+                    pass
+            code = self.server.poll()
+            if code is not None:
+                raise RuntimeError(f"the task server exited with status {code} before binding; see "
+                                   f"{self.server.log_path}:\n{_tail(self.server.log_path)}")
+            time.sleep(0.05)
+        raise RuntimeError(f"the task server did not bind within {timeout_s:.0f} s; see {self.server.log_path}")
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop = True
+
+    def supervise(self) -> None:
+        """Wait for every agent, restarting crashed ones, updating progress bars."""
+        bars = self._bars()
+        started = time.monotonic()
+        max_restarts = int(self.config["lab"]["max_restarts"])
+        try:
+            while not self._stop:
+                for name, proc in self.agents.items():
+                    if proc.done:
+                        continue
+                    code = proc.poll()
+                    if code is None:
+                        continue
+                    proc.wall_s += time.monotonic() - proc.started
+                    proc.returncode = code
+                    if code == 0:
+                        proc.done = True
+                    elif proc.restarts < max_restarts:
+                        proc.restarts += 1
+                        log.warning("agent %s exited with status %s; restart %d of %d", name, code,
+                                    proc.restarts, max_restarts)
+                        proc.start(process_env())
+                    else:
+                        proc.done = True
+                        log.error("agent %s failed %d times; giving up. Last lines of %s:\n%s", name,
+                                  proc.restarts + 1, proc.log_path, _tail(proc.log_path))
+                if self.server.poll() is not None:
+                    log.error("the task server exited (status %s); see %s", self.server.poll(),
+                              self.server.log_path)
+                    break
+                self._update_bars(bars)
+                if all(p.done for p in self.agents.values()):
+                    break
+                if self.timeout_s is not None and time.monotonic() - started > self.timeout_s:
+                    log.warning("lab timeout (%.0f s): stopping", self.timeout_s)
+                    break
+                time.sleep(0.5)
+            self._update_bars(bars)
+        finally:
+            for bar in bars.values():
+                bar.close()
+
+    def stop(self) -> None:
+        """SIGTERM every agent (each checkpoints), then the server (it flushes its journal); exit codes kept."""
+        for proc in self.agents.values():
+            proc.signal(signal.SIGTERM)
+        for proc in self.agents.values():
+            if proc.popen is not None and proc.wait(60) is None:
+                proc.signal(signal.SIGKILL)
+                proc.wait(5)
+            if proc.popen is not None and not proc.done:
+                proc.wall_s += time.monotonic() - proc.started
+                proc.returncode = proc.popen.returncode
+                proc.done = True
+        if self.server is not None:
+            self.server.signal(signal.SIGTERM)
+            if self.server.wait(30) is None:
+                self.server.signal(signal.SIGKILL)
+                self.server.wait(5)
+        if self.lab_run is not None:
+            self._log_summary()
+            self.lab_run.end("FINISHED" if all(p.returncode == 0 for p in self.agents.values()) else "FAILED")
+
+    def _log_summary(self) -> None:
+        if self.lab_run.run_id is None:
+            return
+        try:
+            self.lab_run.client.log_text(self.lab_run.run_id, self.summary().to_csv(index=False), "summary.csv")
+        except Exception as err:  # the store being down never fails the lab; the journal has everything
+            log.warning("could not log the lab summary to MLflow: %s", err)
+
+    def run(self) -> pd.DataFrame:
+        """Start, supervise and stop the lab; returns the summary table."""
+        old = signal.signal(signal.SIGINT, self.request_stop)
+        old_term = signal.signal(signal.SIGTERM, self.request_stop)
+        try:
+            self.start()
+            self.supervise()
+        finally:
+            self.stop()
+            signal.signal(signal.SIGINT, old)
+            signal.signal(signal.SIGTERM, old_term)
+        return self.summary()
+
+    # ------------------------------------------------------------------ progress and summary
+    def status(self) -> dict:
+        """The server's latest ``status.json`` (empty before it writes one)."""
+        try:
+            return json.loads((self.journal_dir / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _bars(self) -> dict:
+        if not self.progress:
+            return {}
+        from tqdm import tqdm
+
+        return {name: tqdm(total=None, desc=f"{name:>12}", unit="trial", position=i, leave=True,
+                           dynamic_ncols=True)
+                for i, name in enumerate(self.agents)}
+
+    def _update_bars(self, bars: dict) -> None:
+        if not bars:
+            return
+        sessions = {s["agent"]: s for s in self.status().get("sessions", [])}
+        for name, bar in bars.items():
+            s = sessions.get(name)
+            if s is None:
+                continue
+            bar.n = int(s.get("trials", 0))
+            acc = s.get("accuracy")
+            bar.set_postfix_str(f"stage {s.get('stage')} | acc {acc:.2f}" if acc is not None
+                                else f"stage {s.get('stage')}", refresh=False)
+            bar.refresh()
+
+    def summary(self) -> pd.DataFrame:
+        """Per agent: curriculum, trials to each graduation, final stage and accuracy, restarts, wall time."""
+        return summarize(self.journal_dir, self.config, {n: p for n, p in self.agents.items()})
+
+
+def summarize(journal_dir: str | os.PathLike, config: Mapping[str, Any] | None = None,
+              procs: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The lab's summary table from its journal (one row per agent)."""
+    from . import journal
+
+    try:
+        trials = journal.load(journal_dir)
+        events = journal.load_events(journal_dir)
+    except (OSError, ValueError):
+        trials, events = pd.DataFrame(), pd.DataFrame()
+    names = [a["name"] for a in config["agents"]] if config else sorted(trials.get("agent", pd.Series()).unique())
+    rows = []
+    for name in names:
+        t = trials[trials["agent"] == name] if len(trials) else trials
+        e = events[events["agent"] == name] if len(events) and "agent" in events else pd.DataFrame()
+        grads = e[e["event"] == "graduated"] if len(e) else e
+        last = t.tail(200)
+        row = {
+            "agent": name,
+            "curriculum": (agent_entry(config, name).get("curriculum") if config else None),
+            "trials": int(len(t)),
+            "graduations": int(len(grads)),
+            "trials_to_graduations": ", ".join(str(int(v)) for v in grads["trial"]) if len(grads) else "",
+            "final_stage": t["stage"].iloc[-1] if len(t) else None,
+            "final_accuracy": float((last["outcome"] == "correct").mean()) if len(last) else float("nan"),
+            "complete": bool(len(e) and (e["event"] == "complete").any()),
+        }
+        if procs and name in procs:
+            row["restarts"] = procs[name].restarts
+            row["exit"] = procs[name].returncode
+            row["wall_s"] = round(procs[name].wall_s, 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
