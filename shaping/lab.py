@@ -308,9 +308,7 @@ class Lab:
                         proc.done = True
                         log.error("agent %s failed %d times; giving up. Last lines of %s:\n%s", name,
                                   proc.restarts + 1, proc.log_path, _tail(proc.log_path))
-                if self.server.poll() is not None:
-                    log.error("the task server exited (status %s); see %s", self.server.poll(),
-                              self.server.log_path)
+                if self.server.poll() is not None and not self._restart_server(max_restarts):
                     break
                 self._update_bars(bars)
                 if all(p.done for p in self.agents.values()):
@@ -323,6 +321,21 @@ class Lab:
         finally:
             for bar in bars.values():
                 bar.close()
+
+    def _restart_server(self, max_restarts: int) -> bool:
+        """Restart a crashed server on its journal and endpoint (agents reconnect by themselves)."""
+        code = self.server.poll()
+        if self.server.restarts >= max_restarts:
+            log.error("the task server exited (status %s) %d times; giving up. Last lines of %s:\n%s", code,
+                      self.server.restarts + 1, self.server.log_path, _tail(self.server.log_path))
+            return False
+        self.server.restarts += 1
+        log.warning("the task server exited (status %s); restarting it on its journal (%d of %d)", code,
+                    self.server.restarts, max_restarts)
+        if "--bind" not in self.server.args:
+            self.server.args += ["--bind", self.endpoint]
+        self.server.start(process_env())
+        return True
 
     def stop(self) -> None:
         """SIGTERM every agent (each checkpoints), then the server (it flushes its journal); exit codes kept."""

@@ -13,6 +13,10 @@ Invariants:
   an error, not a stall), and no request waits on another agent's.
 - **Bad input never stops it.** Every malformed or unexpected message gets an ERROR reply and a log line;
   other agents do not notice.
+- **Stages count their own trials.** A batch prefetched under a stage the agent has left by the time its
+  RESULT arrives (at most ``credit - 1`` batches after a graduation or regression) is scored, journaled
+  (flagged ``stale``) and acknowledged, but not fed to the policy: the new stage's window holds only its own
+  trials.
 - **Reproducible.** Each agent's trial stream and policy are seeded from (server seed, agent name), and batch
   ``k`` of a stream is a function of (seed, k, knobs): a restarted server re-issues what was never scored.
 
@@ -275,11 +279,8 @@ class Session:
         return task
 
     def record(self, outcome_codes: np.ndarray) -> None:
-        for c in (outcome_codes == 0).astype(np.int8).tolist():
-            if len(self.window) == self.window.maxlen:
-                self._window_sum -= self.window[0]
-            self.window.append(c)
-            self._window_sum += c
+        self.window.extend((outcome_codes == 0).astype(np.int8).tolist())  # the oldest fall out
+        self._window_sum = sum(self.window)
 
     @property
     def window_accuracy(self) -> float | None:
@@ -805,7 +806,11 @@ class TaskServer:
         scored = f.task.score(f.batch.y, y_hat, f.batch.mask, f.batch.params)
         if "correction" not in scored.columns:
             scored["correction"] = False
-        events = s.policy.update(scored)
+        if int(f.conditions["stage_index"]) == int(s.conditions["stage_index"]):
+            events = s.policy.update(scored)
+        else:  # drawn (prefetched) under a stage the agent has since left: journaled, not counted
+            events = []
+            scored["stale"] = True
         codes = _outcome_codes(scored["outcome"].to_numpy())
         n = len(codes)
         correct = int(np.count_nonzero(codes == 0))

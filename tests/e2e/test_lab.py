@@ -1,0 +1,196 @@
+"""The closed loop end to end: a real task server, real TensorFlow agent processes, the lab supervising them.
+
+Checks that a short curriculum completes, that the journal holds every trial exactly once, that difficulty
+moved as the policy dictates, and that kill -9 of an agent or of the server loses no acknowledged trial.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shaping import journal
+from shaping.lab import Lab, load_config, validate_config
+
+from labcfg import lab_config
+
+pytestmark = [pytest.mark.procs, pytest.mark.tf]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def assert_exactly_once(trials, n_batch: int) -> None:
+    """Every (agent, batch) appears once with its full set of trials, and no trial twice."""
+    keys = trials[["agent", "batch", "trial"]]
+    assert not keys.duplicated().any(), "a trial was journaled twice"
+    per_batch = trials.groupby(["agent", "batch"]).size()
+    assert (per_batch == n_batch).all(), per_batch[per_batch != n_batch]
+    for agent, t in trials.groupby("agent"):
+        ids = np.sort(t["batch"].unique())
+        assert np.array_equal(ids, np.arange(len(ids))), f"{agent}: batch ids have a gap: {ids}"
+
+
+def test_short_lab_completes_its_curriculum(short_lab):
+    summary = short_lab.summary_table.set_index("agent")
+    assert set(summary.index) == {"free", "dale"}
+    assert summary["complete"].all(), summary
+    assert (summary["exit"] == 0).all(), summary
+    assert (summary["graduations"] >= 1).all()
+
+
+def test_journal_holds_every_trial_exactly_once(short_lab):
+    trials = journal.load(short_lab.journal_dir)
+    assert len(trials) > 0
+    assert_exactly_once(trials, n_batch=32)
+    status = json.loads((short_lab.journal_dir / "status.json").read_text())
+    by_agent = {s["agent"]: s["trials"] for s in status["sessions"]}
+    assert by_agent == trials.groupby("agent").size().to_dict()
+
+
+def test_difficulty_moved_as_the_policy_dictates(short_lab):
+    trials = journal.load(short_lab.journal_dir)
+    events = journal.load_events(short_lab.journal_dir)
+    for agent, t in trials.groupby("agent"):
+        t = t.sort_values(["batch", "trial"])
+        easy, final = t[t["stage"] == "easy"], t[t["stage"] == "final"]
+        assert len(easy) >= 128 and len(final) >= 128  # min_trials of each stage
+        assert (easy["coherence"] == 0.7).all() and (easy["stim_noise"] == 0.05).all()
+        assert set(final["coherence"].unique()) <= {0.3, 0.5, 0.7}
+        assert final["coherence"].nunique() == 3
+        # The policy graduated the agent on the trials journaled up to that batch, and the batches drawn
+        # afterwards are in the final stage, but for at most credit - 1 = 1 batch prefetched before it.
+        grad = events[(events["agent"] == agent) & (events["event"] == "graduated")].iloc[0]
+        assert grad["trial"] == (t["batch"] <= grad["batch"]).sum()
+        assert grad["batch"] < final["batch"].min() <= grad["batch"] + 2
+        stale = t[(t["batch"] > grad["batch"]) & (t["stage"] == "easy")]
+        assert stale["stale"].eq(True).all()
+        # And the graduation was earned: the last 64 easy trials were >= 75% correct.
+        earned = easy[easy["batch"] <= grad["batch"]].tail(64)
+        assert (earned["outcome"] == "correct").mean() >= 0.75
+
+
+def test_agents_logged_their_constraints_in_hello(short_lab):
+    sessions = journal.load_sessions(short_lab.journal_dir)
+    info = {row["agent"]: row for _, row in sessions.iterrows()}
+    assert set(info) == {"free", "dale"}
+    weights = np.load(short_lab.dir / "weights" / "dale.npz")
+    w_rec, sign = weights["W_rec"], np.diag(weights["Dale_rec"])
+    assert (w_rec[:, sign > 0] >= 0).all() and (w_rec[:, sign < 0] <= 0).all()
+    assert np.all(np.diag(w_rec) == 0)
+
+
+def _run_in_thread(lab: Lab) -> threading.Thread:
+    def target():
+        lab.start()
+        try:
+            lab.supervise()
+        finally:
+            lab.stop()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _trials_of(lab: Lab, agent: str) -> int:
+    sessions = {s["agent"]: s for s in lab.status().get("sessions", [])}
+    return int(sessions.get(agent, {}).get("trials", 0))
+
+
+def _longer_curriculum() -> dict:
+    cfg = lab_config()
+    for stage in cfg["curricula"]["shaped"]["stages"]:
+        stage["graduate"]["min_trials"] = 384
+    cfg["agents"] = [cfg["agents"][0]]
+    return cfg
+
+
+def test_agent_killed_with_sigkill_resumes_its_stage(tmp_path):
+    lab = Lab(_longer_curriculum(), workdir=tmp_path / "lab", tracking_uri="none", progress=False, timeout_s=240)
+    thread = _run_in_thread(lab)
+    _wait_for(lambda: "free" in lab.agents and _trials_of(lab, "free") >= 448, 120, "the agent to reach stage 2")
+    stage_before = journal.load(lab.journal_dir).query("agent == 'free'")["stage"].iloc[-1]
+    os.kill(lab.agents["free"].popen.pid, signal.SIGKILL)
+    thread.join(240)
+    assert not thread.is_alive()
+    summary = lab.summary().set_index("agent")
+    assert summary.loc["free", "restarts"] == 1
+    assert summary.loc["free", "complete"]
+    trials = journal.load(lab.journal_dir)
+    assert_exactly_once(trials, n_batch=32)
+    log = (lab.dir / "logs" / "free.log").read_text()
+    assert "resumed from" in log  # the restarted process loaded its checkpoint
+    if stage_before == "final":  # it never went back to the easy stage after the crash
+        killed_at = trials.index[trials["stage"] == "final"][0]
+        assert (trials.loc[killed_at:, "stage"] == "final").all()
+
+
+def test_server_killed_with_sigkill_is_restarted_and_agents_carry_on(tmp_path):
+    lab = Lab(_longer_curriculum(), workdir=tmp_path / "lab", tracking_uri="none", progress=False, timeout_s=240)
+    thread = _run_in_thread(lab)
+    _wait_for(lambda: lab.server is not None and _trials_of(lab, "free") >= 256, 120, "trials to be scored")
+    acknowledged = journal.load(lab.journal_dir)
+    os.kill(lab.server.popen.pid, signal.SIGKILL)
+    thread.join(240)
+    assert not thread.is_alive()
+    assert lab.server.restarts == 1
+    summary = lab.summary().set_index("agent")
+    assert summary.loc["free", "complete"] and summary.loc["free", "exit"] == 0
+    trials = journal.load(lab.journal_dir)
+    assert_exactly_once(trials, n_batch=32)
+    # Nothing acknowledged before the crash was lost or changed.
+    before = trials.merge(acknowledged[["agent", "batch", "trial"]], on=["agent", "batch", "trial"])
+    assert len(before) == len(acknowledged)
+    cols = ["agent", "batch", "trial", "stage", "coherence", "outcome", "choice"]
+    assert before[cols].reset_index(drop=True).equals(
+        acknowledged.sort_values(["agent", "batch", "trial"])[cols].reset_index(drop=True))
+
+
+def test_lab_config_errors_name_the_field(tmp_path):
+    bad = lab_config()
+    bad["agents"][1]["curriculum"] = "nope"
+    with pytest.raises(ValueError, match=r"agents\[1\]\.curriculum = 'nope'"):
+        validate_config(bad)
+    bad = lab_config()
+    bad["curricula"]["shaped"]["stages"][0]["graduate"]["accuracy"] = 1.5
+    with pytest.raises(ValueError, match=r"curricula\.shaped: .*accuracy"):
+        validate_config(bad)
+    bad = lab_config(task={"name": "NoSuchTask"})
+    with pytest.raises(ValueError, match="unknown task 'NoSuchTask'"):
+        validate_config(bad)
+    path = tmp_path / "broken.toml"
+    path.write_text("[lab\nname = 1")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_demo_config_is_valid():
+    cfg = load_config(ROOT / "examples" / "demo.toml")
+    assert [a["name"] for a in cfg["agents"]] == ["shaped", "control", "dale"]
+
+
+def test_cli_lab_reports_a_bad_config_without_a_traceback(tmp_path):
+    path = tmp_path / "lab.toml"
+    path.write_text('[task]\nname = "PerceptualDiscrimination"\n[curricula.a]\nkind = "fixed"\n')
+    proc = subprocess.run([sys.executable, "-m", "shaping.cli", "lab", str(path)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert "missing [agents] section" in proc.stderr
+    assert "Traceback" not in proc.stderr
