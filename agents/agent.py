@@ -91,6 +91,7 @@ class Agent:
         self.stage_changes = 0
         self._stop = False
         self._last_image = 0.0
+        self._task_spec: dict | None = None
 
     def request_stop(self, *_: Any) -> None:
         """Finish the current batch, checkpoint and leave (the SIGTERM/SIGINT handler)."""
@@ -108,6 +109,7 @@ class Agent:
         last_score = None
         try:
             welcome = client.hello()
+            self._task_spec = dict(welcome.task)
             self.model = build_model(cfg.model, welcome.task)
             resumed = cfg.checkpoint_path.exists()
             if resumed:
@@ -164,8 +166,10 @@ class Agent:
         self._last_image = time.monotonic()
         if tag is not None and weights_path is None:
             weights_path = self.model.save(Path(self.config.workdir) / "weights" / f"{self.config.name}_{tag}.npz")
+        spec = self._task_spec or {}
         self.tracker.log_connectivity(str(weights_path) if weights_path else None, self.model.get_weights(),
-                                      region_labels=self.model.region_labels, step=int(trials), tag=tag)
+                                      region_labels=self.model.region_labels, step=int(trials), tag=tag,
+                                      input_names=spec.get("input_names"), output_names=spec.get("output_names"))
 
 
 def run_agent(config: AgentConfig) -> dict:

@@ -415,16 +415,18 @@ def build_wiring(params: Mapping[str, Any], N_in: int, N_rec: int, N_out: int, s
     elif isinstance(dale_ratio, np.ndarray):
         dale_ratio = dale_ratio.item()
     if params.get("regions") is not None:
-        regions = build_regions(params["regions"], N_in=N_in, N_out=N_out, seed=sub_seed(seed, "regions"))
+        spec = dict(params["regions"]) if isinstance(params["regions"], Mapping) else params["regions"]
+        if dale_ratio is not None and isinstance(spec, dict) and spec.get("dale_ratio") is None:
+            spec["dale_ratio"] = dale_ratio  # the model's ratio is each region's default: Dale per region
+        regions = build_regions(spec, N_in=N_in, N_out=N_out, seed=sub_seed(seed, "regions"))
         if regions.N_rec != N_rec:
             raise ValueError(f"regions add up to {regions.N_rec} units but N_rec={N_rec}")
         masks = {m: masks[m] * regions.masks[m] for m in MATRICES}
         labels = regions.labels
         if regions.sign_rec is not None:
-            if dale_ratio is not None:
-                raise ValueError("give Dale's principle either as dale_ratio or per region in regions, not both")
             sign_rec = regions.sign_rec
-            dale_ratio = float(np.mean(sign_rec > 0))
+            if dale_ratio is None:
+                dale_ratio = float(np.mean(sign_rec > 0))
     if sign_rec is None and dale_ratio is not None:
         if params.get("Dale_rec") is not None:
             sign_rec = _diag_signs(params["Dale_rec"], "Dale_rec", N_rec)

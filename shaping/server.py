@@ -806,11 +806,10 @@ class TaskServer:
         scored = f.task.score(f.batch.y, y_hat, f.batch.mask, f.batch.params)
         if "correction" not in scored.columns:
             scored["correction"] = False
-        if int(f.conditions["stage_index"]) == int(s.conditions["stage_index"]):
-            events = s.policy.update(scored)
-        else:  # drawn (prefetched) under a stage the agent has since left: journaled, not counted
-            events = []
-            scored["stale"] = True
+        stale = int(f.conditions["stage_index"]) != int(s.conditions["stage_index"])
+        scored["stale"] = stale
+        # A batch drawn (prefetched) under a stage the agent has since left is journaled, not counted.
+        events = [] if stale else s.policy.update(scored)
         codes = _outcome_codes(scored["outcome"].to_numpy())
         n = len(codes)
         correct = int(np.count_nonzero(codes == 0))

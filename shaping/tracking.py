@@ -554,12 +554,29 @@ def _evidence_knob(task_spec: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _is_missing(value: Any) -> bool:
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def _parquet_kind(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return "number"
+    return "str" if isinstance(value, str) else "other"
+
+
 def _frame_for_parquet(df: pd.DataFrame) -> pd.DataFrame:
-    """Object columns that are not plain strings become JSON text, so any trial log writes as parquet."""
+    """The trial log as parquet can hold it: an object column whose values are all strings, all bools or
+    all numbers (missing values aside) stays as it is; any other becomes JSON text. Missing values stay
+    missing (a flag set on some batches only, e.g. ``stale``, is NaN elsewhere and must not become "nan")."""
     out = df.reset_index(drop=True).copy()
     for col in out.columns:
-        if out[col].dtype == object and not out[col].map(lambda v: v is None or isinstance(v, str)).all():
-            out[col] = out[col].map(lambda v: json.dumps(plain(v)))
+        if out[col].dtype != object:
+            continue
+        kinds = {_parquet_kind(v) for v in out[col] if not _is_missing(v)}
+        if len(kinds) > 1 or kinds == {"other"}:
+            out[col] = out[col].map(lambda v: None if _is_missing(v) else json.dumps(plain(v)))
     out.columns = [str(c) for c in out.columns]
     return out
 

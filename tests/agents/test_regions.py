@@ -61,3 +61,15 @@ def test_density_channels_and_seed():
 def test_errors_name_what_is_wrong(spec, message):
     with pytest.raises(ValueError, match=message):
         build_regions(spec, N_in=1, N_out=1)
+
+
+def test_model_dale_ratio_applies_to_each_region():
+    from agents.constraints import build_wiring
+
+    spec = {"regions": {"A": 12, "B": 8}, "connections": ["A -> A", "A -> B: 0.5", "B -> B"]}
+    wiring = build_wiring({"regions": spec, "dale_ratio": 0.75}, 2, 20, 2, seed=0)
+    sign = np.diag(wiring.psychrnn_arrays()["Dale_rec"])
+    labels = np.asarray(wiring.labels)
+    assert (sign[labels == "A"] > 0).sum() == 9 and (sign[labels == "A"] < 0).sum() == 3
+    assert (sign[labels == "B"] > 0).sum() == 6 and (sign[labels == "B"] < 0).sum() == 2
+    assert wiring.dale_ratio == 0.75
