@@ -70,6 +70,7 @@ def _summary(timed: _Timed, first_request: int, t_import: float, t_built: float)
 
 
 def worker_ours(n_rec: int, steps: int, n_batch: int, updates: int) -> dict:
+    sys.modules.setdefault("pyarrow", None)  # as in an agent process (`python -m agents`)
     import agents
 
     agents.configure_threads(1)

@@ -109,6 +109,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     import importlib  # noqa: PLC0415
 
+    if "pandas" not in sys.modules:  # as `python -m agents` does: an agent process needs no pyarrow
+        sys.modules.setdefault("pyarrow", None)
     # The agent process lives in the TensorFlow package; shaping itself never imports it.
     return importlib.import_module("agents.agent").main(args.agent_args)
 

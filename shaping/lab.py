@@ -1,7 +1,7 @@
 """A whole lab from one config file: the task server and one process per agent, supervised.
 
 One job: start, watch and stop the processes of one experiment. The lab starts the server
-(``python -m shaping.cli server``) and one agent process per ``[[agents]]`` entry (``python -m agents.agent``,
+(``python -m shaping.cli server``) and one agent process per ``[[agents]]`` entry (``python -m agents``,
 so this module never imports TensorFlow), shows a progress bar per agent (stage, trials, window accuracy, from
 the server's ``status.json``), restarts an agent that crashes (at most ``max_restarts`` times; it resumes from its
 checkpoint and the server's journal), stops everything cleanly on Ctrl-C, and prints a summary table.
@@ -258,7 +258,7 @@ class Lab:
         self.server.start(process_env())
         self.endpoint = self._wait_endpoint(endpoint_file)
         for entry in self.config["agents"]:
-            args = [sys.executable, "-m", "agents.agent", "--server", self.endpoint, "--name", entry["name"],
+            args = [sys.executable, "-m", "agents", "--server", self.endpoint, "--name", entry["name"],
                     "--config", str(self.dir / "lab.json"), "--workdir", str(self.dir)]
             proc = _Proc(entry["name"], args, self.dir / "logs" / f"{entry['name']}.log")
             proc.start(process_env(int(entry.get("threads", 1))))

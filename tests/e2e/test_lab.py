@@ -27,15 +27,19 @@ pytestmark = [pytest.mark.procs, pytest.mark.tf]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def assert_exactly_once(trials, n_batch: int) -> None:
-    """Every (agent, batch) appears once with its full set of trials, and no trial twice."""
+def assert_exactly_once(trials, n_batch: int, gaps: bool = False) -> None:
+    """Every (agent, batch) appears once with its full set of trials, and no trial twice. Batch ids run
+    without gaps, unless ``gaps``: an agent that died leaves its in-flight batches void (never scored)."""
     keys = trials[["agent", "batch", "trial"]]
     assert not keys.duplicated().any(), "a trial was journaled twice"
     per_batch = trials.groupby(["agent", "batch"]).size()
     assert (per_batch == n_batch).all(), per_batch[per_batch != n_batch]
     for agent, t in trials.groupby("agent"):
         ids = np.sort(t["batch"].unique())
-        assert np.array_equal(ids, np.arange(len(ids))), f"{agent}: batch ids have a gap: {ids}"
+        if gaps:
+            assert len(ids) - 1 <= ids[-1] <= len(ids) - 1 + 2 * 2, f"{agent}: more void batches than credit"
+        else:
+            assert np.array_equal(ids, np.arange(len(ids))), f"{agent}: batch ids have a gap: {ids}"
 
 
 def test_short_lab_completes_its_curriculum(short_lab):
@@ -116,8 +120,9 @@ def _trials_of(lab: Lab, agent: str) -> int:
 
 def _longer_curriculum() -> dict:
     cfg = lab_config()
-    for stage in cfg["curricula"]["shaped"]["stages"]:
-        stage["graduate"]["min_trials"] = 384
+    easy, final = cfg["curricula"]["shaped"]["stages"]
+    easy["graduate"]["min_trials"] = 384
+    final["graduate"]["min_trials"] = 1536  # long enough to be killed in, whatever the machine's speed
     cfg["agents"] = [cfg["agents"][0]]
     return cfg
 
@@ -134,7 +139,7 @@ def test_agent_killed_with_sigkill_resumes_its_stage(tmp_path):
     assert summary.loc["free", "restarts"] == 1
     assert summary.loc["free", "complete"]
     trials = journal.load(lab.journal_dir)
-    assert_exactly_once(trials, n_batch=32)
+    assert_exactly_once(trials, n_batch=32, gaps=True)  # the killed agent's in-flight batches are void
     log = (lab.dir / "logs" / "free.log").read_text()
     assert "resumed from" in log  # the restarted process loaded its checkpoint
     if stage_before == "final":  # it never went back to the easy stage after the crash
