@@ -781,6 +781,11 @@ class TaskServer:
         if msg.seq is not None:
             header["seq"] = msg.seq
         self._send(s, P.encode("BATCH", header, arrays))
+        # The two columns every scored trial carries, added now while the agent trains: score() copies the
+        # params' columns, so the RESULT -> SCORE path the agent waits on inserts none (about 0.3 ms per batch).
+        if "correction" not in batch.params.columns:
+            batch.params["correction"] = False
+        batch.params["stale"] = False
 
     def _result(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
         s = self._require(session, "RESULT")
@@ -804,10 +809,11 @@ class TaskServer:
             raise ProtocolError("BAD_VALUE", f"y_hat of batch {bid} holds non-finite values (NaN or inf); "
                                              "outputs must be finite", bid)
         scored = f.task.score(f.batch.y, y_hat, f.batch.mask, f.batch.params)
-        if "correction" not in scored.columns:
+        if "correction" not in scored.columns:  # a task whose score() drops trial parameters
             scored["correction"] = False
         stale = int(f.conditions["stage_index"]) != int(s.conditions["stage_index"])
-        scored["stale"] = stale
+        if stale or "stale" not in scored.columns:
+            scored["stale"] = stale
         # A batch drawn (prefetched) under a stage the agent has since left is journaled, not counted.
         events = [] if stale else s.policy.update(scored)
         codes = _outcome_codes(scored["outcome"].to_numpy())

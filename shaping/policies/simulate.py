@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
 from shaping.tasks import registry
+from shaping.tasks.base import apply_repeats
 
 
 def weibull(x: Any, alpha: float, beta: float, guess: float = 0.5, lapse: float = 0.0) -> np.ndarray:
@@ -106,24 +107,6 @@ def scored_table(params: pd.DataFrame, choice: np.ndarray, target: np.ndarray) -
     for c in params.columns:
         cols.setdefault(c, params[c].to_numpy())
     return pd.DataFrame(cols)
-
-
-def apply_repeats(params: pd.DataFrame, repeat: Sequence[Mapping[str, Any]] | None) -> pd.DataFrame:
-    """Pin the first trials' parameters to ``repeat`` (as ``Task.generate`` does) and flag them in a
-    ``correction`` column; an entry with ``"correction": False`` pins parameters without the flag."""
-    if not repeat:
-        return params
-    k = min(len(repeat), len(params))
-    flags = np.zeros(len(params), dtype=bool)
-    for i in range(k):
-        entry = dict(repeat[i])
-        flags[i] = bool(entry.pop("correction", True))
-        for col, val in entry.items():
-            if col not in params.columns:
-                raise ValueError(f"cannot repeat trial parameter {col!r}; parameters are {', '.join(params.columns)}")
-            params.at[i, col] = val
-    params["correction"] = flags
-    return params
 
 
 def outputs_for(choice: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:

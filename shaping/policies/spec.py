@@ -86,14 +86,20 @@ def choice(path: str, value: Any, options: Iterable[str]) -> str:
     return value
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def plain(obj: Any) -> Any:
     """``obj`` with NumPy scalars/arrays and tuples turned into plain Python data (JSON-able)."""
-    if obj is None or type(obj) in (str, int, float, bool):
+    # The server snapshots a policy after every batch: plain scalars are passed through without a call
+    # per element (windows hold hundreds of them).
+    t = type(obj)
+    if t in _SCALARS:
         return obj
-    if isinstance(obj, Mapping):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
+    if t is dict or isinstance(obj, Mapping):
+        return {k if type(k) is str else str(k): v if type(v) in _SCALARS else plain(v) for k, v in obj.items()}
+    if t is list or t is tuple or isinstance(obj, (list, tuple)):
+        return [v if type(v) in _SCALARS else plain(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return plain(obj.tolist())
     if isinstance(obj, np.bool_):

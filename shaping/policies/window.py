@@ -128,8 +128,12 @@ class AccuracyWindow:
         return {float(v): (float(h / c), int(c)) for v, h, c in zip(values, hits, counts)}
 
     def state(self) -> dict:
-        return {"correct": self._correct.astype(int).tolist(), "values": [None if np.isnan(v) else float(v)
-                                                                          for v in self._values]}
+        missing = np.isnan(self._values)
+        if missing.all():  # no condition kept
+            values = [None] * self._values.size
+        else:
+            values = [None if m else v for v, m in zip(self._values.tolist(), missing.tolist())]
+        return {"correct": self._correct.astype(int).tolist(), "values": values}
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self._correct = np.asarray(state["correct"], dtype=bool)

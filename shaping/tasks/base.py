@@ -33,6 +33,15 @@ import pandas as pd
 from .knobs import Knob
 
 OUTCOMES = ("correct", "error", "no_response")
+_OUTCOME_LABELS = np.array(OUTCOMES, dtype=object)
+
+
+def _time_sum(a: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``(a * mask).sum(axis=1)``: ``(N_batch, N_steps, N_out) -> (N_batch, N_out)``, summed over time.
+
+    einsum adds the steps in the same order without the product temporary, and avoids NumPy's slow
+    strided reduction over the middle axis (about 4x faster at 200 steps)."""
+    return np.einsum("ntk,ntk->nk", a, mask)
 
 
 @dataclass
@@ -339,7 +348,7 @@ class Task:
         rng = self.batch_rng(batch_id)
         if self.vectorised:
             params = self.sample_params(n, rng, knob_values)
-            params = _apply_repeats(params, repeat, type(self).__name__)
+            params = apply_repeats(params, repeat, type(self).__name__)
             if stepwise:
                 live, self.rng = self.rng, rng  # per-step noise from the batch's own stream: reproducible
                 try:
@@ -386,13 +395,13 @@ class Task:
     # ------------------------------------------------------------------ scoring
     def target_choice(self, y: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
         """The correct choice per trial ``(N_batch,)`` int; -1 where withholding a response is correct."""
-        return np.argmax((y * mask).sum(axis=1), axis=1)
+        return np.argmax(_time_sum(y, mask), axis=1)
 
     def choice_from_output(self, y_hat: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
         """The agent's choice per trial ``(N_batch,)`` int: the output channel with the largest masked mean
         in the response window; -1 (no response) when it stays below ``response_threshold``."""
-        w = mask.sum(axis=1)
-        mean = (y_hat * mask).sum(axis=1) / np.maximum(w, 1e-12)
+        w = np.einsum("ntk->nk", mask)
+        mean = _time_sum(y_hat, mask) / np.maximum(w, 1e-12)
         choice = np.argmax(mean, axis=1)
         if self.response_threshold is not None:
             choice = np.where(mean.max(axis=1) < self.response_threshold, -1, choice)
@@ -414,13 +423,18 @@ class Task:
             raise ValueError(f"{type(self).__name__}.score: y {y.shape}, y_hat {y_hat.shape} and mask "
                              f"{mask.shape} must all be (N_batch, N_steps, N_out)")
         params = _records_frame(trial_params) if trial_params is not None else pd.DataFrame(index=range(len(y)))
-        target = np.asarray(self.target_choice(y, mask, params), dtype=np.int64)
-        choice = np.asarray(self.choice_from_output(y_hat, mask, params), dtype=np.int64)
-        outcome = np.where(choice == target, "correct", np.where(choice < 0, "no_response", "error"))
-        out = pd.DataFrame({"trial": np.arange(len(y)), "outcome": outcome, "choice": choice,
-                            "target": target})
-        extra = params.reset_index(drop=True).drop(columns=[c for c in out.columns if c in params.columns])
-        return pd.concat([out, extra], axis=1)
+        target = np.array(self.target_choice(y, mask, params), dtype=np.int64)  # copies: may be a params view
+        choice = np.array(self.choice_from_output(y_hat, mask, params), dtype=np.int64)
+        # 0 correct, 1 error, 2 no response, as indices into OUTCOMES
+        code = np.where(choice == target, 0, np.where(choice < 0, 2, 1))
+        columns = {"trial": np.arange(len(y)), "outcome": _OUTCOME_LABELS[code], "choice": choice,
+                   "target": target}
+        # One DataFrame from a dict of fresh column arrays, taken as they are (copy=False: no consolidating
+        # copy); concat/drop and pandas' own copies cost more than the scoring itself. The server waits on this.
+        for col, values in params.items():
+            if col not in columns:
+                columns[col] = values.array.copy()  # the table never aliases trial_params
+        return pd.DataFrame(columns, copy=False)
 
     # ------------------------------------------------------------------ description
     def spec(self) -> dict:
@@ -443,8 +457,8 @@ class Task:
                 f"T={self.T}, N_batch={self.N_batch}, seed={self.seed})")
 
 
-def _apply_repeats(params: pd.DataFrame, repeat: Sequence[Mapping[str, Any]] | None,
-                   task: str) -> pd.DataFrame:
+def apply_repeats(params: pd.DataFrame, repeat: Sequence[Mapping[str, Any]] | None,
+                  task: str = "task") -> pd.DataFrame:
     """Overwrite the first trials' parameters with ``repeat``; each entry's optional ``correction`` key
     (default True) flags the trial as a correction trial and is not itself a trial parameter."""
     if not repeat:
@@ -466,6 +480,9 @@ def _apply_repeats(params: pd.DataFrame, repeat: Sequence[Mapping[str, Any]] | N
 def _records_frame(records: pd.DataFrame | Sequence[dict]) -> pd.DataFrame:
     """Trial parameters as a DataFrame; array-valued parameters are kept as objects."""
     if isinstance(records, pd.DataFrame):
+        idx = records.index
+        if isinstance(idx, pd.RangeIndex) and idx.start == 0 and idx.step == 1:
+            return records  # already 0..n-1: no copy (callers only read it)
         return records.reset_index(drop=True)
     records = list(records)
     return pd.DataFrame.from_records(records) if records else pd.DataFrame()
