@@ -393,7 +393,7 @@ class Lab:
         from tqdm import tqdm
 
         return {name: tqdm(total=None, desc=f"{name:>12}", unit="trial", position=i, leave=True,
-                           dynamic_ncols=True)
+                           dynamic_ncols=True, disable=None)  # None: no bars when not on a terminal
                 for i, name in enumerate(self.agents)}
 
     def _update_bars(self, bars: dict) -> None:
@@ -442,6 +442,8 @@ def summarize(journal_dir: str | os.PathLike, config: Mapping[str, Any] | None =
             "final_accuracy": float((last["outcome"] == "correct").mean()) if len(last) else float("nan"),
             "complete": bool(len(e) and (e["event"] == "complete").any()),
         }
+        done = e[e["event"] == "complete"] if len(e) else e
+        row["trials_to_complete"] = int(done["trial"].iloc[0]) if len(done) else None
         if procs and name in procs:
             row["restarts"] = procs[name].restarts
             row["exit"] = procs[name].returncode
