@@ -68,6 +68,19 @@ def one_hot_levels(choice: Any, n_out: int, hi: float = HI, lo: float = LO) -> n
     return out
 
 
+def choice_targets(decide: np.ndarray, choice: Any, n_out: int, hi: float = HI, lo: float = LO
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and mask of a choice task: one-hot levels (``hi`` on the chosen output, ``lo`` elsewhere) and
+    mask 1 during the decision window ``decide`` ``(n, N_steps)``, zero outside it; both
+    ``(n, N_steps, n_out)`` float32."""
+    n, n_steps = decide.shape
+    y = np.zeros((n, n_steps, n_out), dtype=np.float32)
+    paint(y, decide, one_hot_levels(choice, n_out, hi, lo))
+    mask = np.zeros((n, n_steps, n_out), dtype=np.float32)
+    paint(mask, decide, 1.0)
+    return y, mask
+
+
 def paint(arr: np.ndarray, where: np.ndarray, levels: Any, channels: Any = None) -> None:
     """Add ``levels`` to ``arr`` ``(n, N_steps, C)`` in place during ``where`` (``(n, N_steps)`` bool).
 

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .base import Task
-from .common import (HI, LO, check_fits, check_timing, draw_side, input_noise_sd, knob_samples, noise,
-                     one_hot_levels, paint, side_probability_knob, step_times, window)
+from .common import (HI, LO, check_fits, check_timing, choice_targets, draw_side, input_noise_sd, knob_samples, noise,
+                     paint, side_probability_knob, step_times, window)
 from .knobs import Knob
 from .registry import register
 
@@ -120,10 +120,7 @@ class ContextDependentDM(Task):
         cue[np.arange(n), params["context"].to_numpy(dtype=np.int64)] = 1.0
         paint(x, window(t, 0.0, col["decision_off_ms"]), cue, channels=[3, 4])
         decide = window(t, col["decision_on_ms"], col["decision_off_ms"])
-        y = np.zeros((n, self.N_steps, 2), dtype=np.float32)
-        paint(y, decide, one_hot_levels(params["choice"].to_numpy(), 2, self.hi, self.lo))
-        mask = np.zeros((n, self.N_steps, 2), dtype=np.float32)
-        paint(mask, decide, 1.0)
+        y, mask = choice_targets(decide, params["choice"].to_numpy(), 2, self.hi, self.lo)
         return x, y, mask
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .base import Task
-from .common import (HI, LO, check_fits, check_timing, cos_tuning, input_noise_sd, knob_samples, noise,
-                     one_hot_levels, paint, ring_angles, step_times, window)
+from .common import (HI, LO, check_fits, check_timing, choice_targets, cos_tuning, input_noise_sd, knob_samples,
+                     noise, paint, ring_angles, step_times, window)
 from .knobs import Knob
 from .registry import register
 
@@ -107,10 +107,7 @@ class ProAntiSaccade(Task):
         paint(x, window(t, col["stim_on_ms"], col["stim_off_ms"]), cos_tuning(col["stim_theta"], self.dim_ring),
               channels=np.arange(3, self.N_in))
         decide = window(t, col["decision_on_ms"], col["decision_off_ms"])
-        y = np.zeros((n, self.N_steps, self.N_out), dtype=np.float32)
-        paint(y, decide, one_hot_levels(params["choice"].to_numpy(), self.N_out, self.hi, self.lo))
-        mask = np.zeros((n, self.N_steps, self.N_out), dtype=np.float32)
-        paint(mask, decide, 1.0)
+        y, mask = choice_targets(decide, params["choice"].to_numpy(), self.N_out, self.hi, self.lo)
         return x, y, mask
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

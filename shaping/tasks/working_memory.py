@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from .base import Task
-from .common import (HI, LO, check_fits, check_timing, cos_tuning, draw_side, input_noise_sd, knob_samples,
-                     noise, one_hot_levels, paint, param_column, psychrnn_noise_sd, ring_angles,
-                     side_probability_knob, step_times, window)
+from .common import (HI, LO, check_fits, check_timing, choice_targets, cos_tuning, draw_side, input_noise_sd,
+                     knob_samples, noise, paint, param_column, psychrnn_noise_sd, ring_angles, side_probability_knob,
+                     step_times, window)
 from .knobs import Knob
 from .registry import register
 
@@ -147,10 +147,7 @@ class DelayedDiscrimination(Task):
         for f, on, off in (("f1", "stimulus_1", "delay"), ("f2", "stimulus_2", "decision")):
             paint(x, window(t, col[on], col[off]), np.stack([_scale_p(col[f]), _scale_n(col[f])], axis=1))
         decide = window(t, col["decision"], col["end"])
-        y = np.zeros((n, self.N_steps, 2), dtype=np.float32)
-        paint(y, decide, one_hot_levels(params["choice"].to_numpy(), 2, self.hi, self.lo))
-        mask = np.zeros((n, self.N_steps, 2), dtype=np.float32)
-        paint(mask, decide, 1.0)
+        y, mask = choice_targets(decide, params["choice"].to_numpy(), 2, self.hi, self.lo)
         return x, y, mask
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -261,10 +258,7 @@ class DelayedMatchToSample(Task):
         paint(x, window(t, col["test_on_ms"], col["test_off_ms"]),
               cos_tuning(col["test_theta"], self.dim_ring), channels=ring)
         decide = window(t, col["decision_on_ms"], col["decision_off_ms"])
-        y = np.zeros((n, self.N_steps, 2), dtype=np.float32)
-        paint(y, decide, one_hot_levels(params["choice"].to_numpy(), 2, self.hi, self.lo))
-        mask = np.zeros((n, self.N_steps, 2), dtype=np.float32)
-        paint(mask, decide, 1.0)
+        y, mask = choice_targets(decide, params["choice"].to_numpy(), 2, self.hi, self.lo)
         return x, y, mask
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
