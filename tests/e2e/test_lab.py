@@ -199,3 +199,59 @@ def test_cli_lab_reports_a_bad_config_without_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert "missing [agents] section" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_stops_the_whole_lab_cleanly(tmp_path):
+    """SIGINT to `skinnerbox lab`: agents checkpoint and leave, the server flushes its journal, a summary."""
+    cfg = _longer_curriculum()
+    cfg["curricula"]["shaped"]["stages"][1]["graduate"]["min_trials"] = 10**6  # never completes by itself
+    lab_dir = tmp_path / "lab"
+    toml = tmp_path / "lab.toml"
+    toml.write_text(_to_toml(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "shaping.cli", "lab", str(toml), "--workdir", str(lab_dir),
+                             "--tracking-uri", "none", "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    status = lab_dir / "journal" / "status.json"
+
+    def trials() -> int:
+        try:
+            return sum(s["trials"] for s in json.loads(status.read_text())["sessions"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    _wait_for(lambda: trials() >= 256 or proc.poll() is not None, 120, "the lab to train")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert "free" in out and "final_accuracy" in out  # the summary table
+    assert (lab_dir / "checkpoints" / "free.ckpt.npz").exists()
+    assert (lab_dir / "weights" / "free.npz").exists()
+    records = [kind for kind, _ in journal.iter_records(lab_dir / "journal")]
+    assert records[-1] == journal.CLOSE  # the server closed its journal, it did not die
+    assert_exactly_once(journal.load(lab_dir / "journal"), n_batch=32)
+
+
+def _to_toml(cfg: dict) -> str:
+    """The small TOML writer the test needs (inline tables; the standard library only reads TOML)."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+
+    lines = []
+    for section in ("lab", "task"):
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {value(v)}" for k, v in cfg[section].items()]
+    for name, spec in cfg["curricula"].items():
+        lines.append(f"[curricula.{name}]")
+        lines += [f"{k} = {value(v)}" for k, v in spec.items()]
+    for agent in cfg["agents"]:
+        lines.append("[[agents]]")
+        lines += [f"{k} = {value(v)}" for k, v in agent.items()]
+    return "\n".join(lines) + "\n"
