@@ -5,13 +5,11 @@ and one Dale's-principle agent in two regions. Tests read its journal, its MLflo
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from shaping.lab import Lab
 
-from labcfg import SHORT_LAB, lab_config  # noqa: F401  (re-exported for the tests)
+from labcfg import lab_config
 
 
 @pytest.fixture(scope="session")
