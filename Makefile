@@ -37,6 +37,7 @@ dashboard: install
 bench: install
 	$(PY) bench/tasks.py
 	$(PY) bench/agents.py
+	$(PY) bench/learning.py
 	$(PY) bench/policies.py
 	$(PY) bench/loop.py
 

@@ -24,15 +24,30 @@ TRANSFER_FUNCTIONS: dict[str, Callable] = {
     "retanh": lambda s: tf.nn.relu(tf.math.tanh(s)),
 }
 
-# f'(s) from the pre-activation s (and f(s) where cheaper).
-_DERIVATIVES: dict[str, Callable] = {
-    "relu": lambda s, r: tf.cast(s > 0, s.dtype),
-    "tanh": lambda s, r: 1.0 - tf.square(r),
-    "sigmoid": lambda s, r: r * (1.0 - r),
-    "softplus": lambda s, r: tf.math.sigmoid(s),
-    "linear": lambda s, r: tf.ones_like(s),
-    "retanh": lambda s, r: tf.cast(s > 0, s.dtype) * (1.0 - tf.square(r)),
+# Backpropagation through f: dy * f'(s), from the pre-activation s and/or the rate r = f(s), with
+# TensorFlow's fused gradient kernels where one exists (one pass instead of two or three).
+_BACKPROP: dict[str, Callable] = {
+    "relu": lambda dy, s, r: tf.raw_ops.ReluGrad(gradients=dy, features=s),
+    "tanh": lambda dy, s, r: tf.raw_ops.TanhGrad(y=r, dy=dy),
+    "sigmoid": lambda dy, s, r: tf.raw_ops.SigmoidGrad(y=r, dy=dy),
+    "softplus": lambda dy, s, r: tf.raw_ops.SoftplusGrad(gradients=dy, features=s),
+    "linear": lambda dy, s, r: dy,
+    "retanh": lambda dy, s, r: tf.raw_ops.ReluGrad(gradients=tf.raw_ops.TanhGrad(y=r, dy=dy), features=s),
 }
+# Which of (s, r) each one reads, so the backward loop slices only those.
+_BACKPROP_READS = {"relu": "s", "tanh": "r", "sigmoid": "r", "softplus": "s", "linear": "", "retanh": "sr"}
+
+
+def _is_zero(g: Any) -> bool:
+    """True for a missing gradient or one the tape filled with zeros (an output nobody used)."""
+    if g is None:
+        return True
+    value = tf.get_static_value(g)
+    if value is not None:
+        return not value.any()
+    return g.op.type in ("ZerosLike", "Zeros") or (
+        g.op.type == "Fill" and tf.get_static_value(g.op.inputs[1]) == 0)
+
 
 # PsychRNN users pass TensorFlow functions; these are the ones we recognise by identity.
 _ALIASES = {
@@ -79,7 +94,7 @@ def rate_recurrence(s0: tf.Tensor, drive: tf.Tensor, Wa: tf.Tensor, decay: Any,
 
 def _recurrence_bptt(s0, drive, Wa, decay, name: str):
     f = TRANSFER_FUNCTIONS[name]
-    fprime = _DERIVATIVES[name]
+    backprop, reads = _BACKPROP[name], _BACKPROP_READS[name]
 
     @tf.custom_gradient
     def recur(s0, drive, Wa):
@@ -87,20 +102,31 @@ def _recurrence_bptt(s0, drive, Wa, decay, name: str):
         rates = f(states)
 
         def grad(g_states, g_rates):
-            gain = fprime(states, rates)                                            # f'(s_t)
-            upstream = g_rates * gain
-            if g_states is not None:
-                upstream += g_states
-            # lam_t = dL/ds_t = G_t + decay * lam_{t+1} + (lam_{t+1} @ Wa.T) * f'(s_t), lam_{T+1} = 0 (so the
-            # gain of the last step is never used and f'(states) serves as the "next step" gain).
+            # lam_t = dL/ds_t = f'(s_t) * (g_rates_t + lam_{t+1} @ Wa.T) + decay * lam_{t+1} + g_states_t,
+            # lam_{T+1} = 0: one reverse loop, f' applied by a fused gradient kernel inside it.
             WaT = tf.transpose(Wa)
-            lam = tf.scan(lambda l, inp: inp[0] + decay * l + tf.matmul(l, WaT) * inp[1],
-                          (upstream, gain), initializer=tf.zeros_like(s0), reverse=True)
+            if g_rates is None:
+                g_rates = tf.zeros_like(rates)
+            elems = [g_rates] + [states] * ("s" in reads) + [rates] * ("r" in reads)
+            with_states = not _is_zero(g_states)
+            if with_states:
+                elems.append(g_states)
+
+            def back(lam_next, inp):
+                inp = list(inp)
+                g = inp.pop(0)
+                s = inp.pop(0) if "s" in reads else None
+                r = inp.pop(0) if "r" in reads else None
+                lam = backprop(g + tf.matmul(lam_next, WaT), s, r) + decay * lam_next
+                return lam + inp[0] if with_states else lam
+
+            lam = tf.scan(back, elems, initializer=tf.zeros_like(s0), reverse=True)
             r0 = f(s0)
-            d_s0 = decay * lam[0] + tf.matmul(lam[0], WaT) * fprime(s0, r0)
+            d_s0 = backprop(tf.matmul(lam[0], WaT), s0, r0) + decay * lam[0]
+            # dWa = sum_t f(s_{t-1}).T @ lam_t; rates[:-1] and lam[1:] are views, not copies.
             n = tf.shape(Wa)[0]
-            rates_prev = tf.concat([r0[None], rates[:-1]], axis=0)                 # f(s_{t-1})
-            d_Wa = tf.matmul(tf.reshape(rates_prev, [-1, n]), tf.reshape(lam, [-1, n]), transpose_a=True)
+            d_Wa = (tf.matmul(tf.reshape(rates[:-1], [-1, n]), tf.reshape(lam[1:], [-1, n]), transpose_a=True)
+                    + tf.matmul(r0, lam[0], transpose_a=True))
             return d_s0, lam, d_Wa
 
         return (states, rates), grad

@@ -484,8 +484,9 @@ class Basic(RNN):
         n_batch, n_steps = tf.shape(x)[0], tf.shape(x)[1]
         # Work time-major, (T, B, units): the loop slices the first axis.
         x_tm = tf.transpose(x, [1, 0, 2])
-        drive = alpha * (tf.reshape(tf.matmul(tf.reshape(x_tm, [-1, self.N_in]), W_in, transpose_b=True),
-                                    [n_steps, n_batch, self.N_rec]) + v["b_rec"])
+        # alpha * (u_t @ W_in.T + b_rec) with alpha folded into the small weights: one pass over the block
+        drive = tf.reshape(tf.nn.bias_add(tf.matmul(tf.reshape(x_tm, [-1, self.N_in]), tf.transpose(W_in) * alpha),
+                                          v["b_rec"] * alpha), [n_steps, n_batch, self.N_rec])
         if self.rec_noise > 0:
             sd = tf.sqrt(2.0 * alpha * self.rec_noise ** 2)
             drive += sd * tf.random.stateless_normal([n_steps, n_batch, self.N_rec], seed=seed)

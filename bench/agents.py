@@ -69,11 +69,11 @@ def _summary(timed: _Timed, first_request: int, t_import: float, t_built: float)
     }
 
 
-def worker_ours(n_rec: int, steps: int, n_batch: int, updates: int) -> dict:
+def worker_ours(n_rec: int, steps: int, n_batch: int, updates: int, threads: int = 1) -> dict:
     sys.modules.setdefault("pyarrow", None)  # as in an agent process (`python -m agents`)
     import agents
 
-    agents.configure_threads(1)
+    agents.configure_threads(threads)
     from agents import Basic
     from shaping.tasks import PerceptualDiscrimination
 
@@ -90,11 +90,11 @@ def worker_ours(n_rec: int, steps: int, n_batch: int, updates: int) -> dict:
     return _summary(timed, 0, t_import, t_built)
 
 
-def worker_psychrnn(n_rec: int, steps: int, n_batch: int, updates: int) -> dict:
+def worker_psychrnn(n_rec: int, steps: int, n_batch: int, updates: int, threads: int = 1) -> dict:
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
     import numpy as np
     from psychrnn.backend.models.basic import Basic
     from psychrnn.tasks.perceptual_discrimination import PerceptualDiscrimination
@@ -125,16 +125,21 @@ def _psychrnn_command() -> tuple[list[str], dict] | None:
     return None
 
 
-def run_worker(side: str, n_rec: int, steps: int, n_batch: int, updates: int, timeout_s: float) -> dict | None:
+def worker_command(side: str) -> tuple[list[str], dict] | None:
+    """The interpreter and environment of a worker process for ``side`` ("ours" or "psychrnn"); None when
+    PsychRNN is not installed."""
     if side == "psychrnn":
-        cmd = _psychrnn_command()
-        if cmd is None:
-            return None
-        prefix, env = cmd
-    else:
-        prefix = [sys.executable]
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3",
-                   PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        return _psychrnn_command()
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return [sys.executable], env
+
+
+def run_worker(side: str, n_rec: int, steps: int, n_batch: int, updates: int, timeout_s: float) -> dict | None:
+    cmd = worker_command(side)
+    if cmd is None:
+        return None
+    prefix, env = cmd
     args = [*prefix, __file__, "--worker", side, "--n-rec", str(n_rec), "--steps", str(steps),
             "--batch", str(n_batch), "--updates", str(updates)]
     try:
@@ -162,13 +167,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[200, 500, 1000])
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--updates", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="TensorFlow intra- and inter-op threads on both sides (0 = TensorFlow's default)")
     ap.add_argument("--quick", action="store_true", help="N_rec 50 only, 200 and 1000 steps, fewer updates")
     ap.add_argument("--no-psychrnn", action="store_true")
     ap.add_argument("--timeout", type=float, default=900.0, help="per measurement (s)")
     a = ap.parse_args()
     if a.worker:
         fn = worker_ours if a.worker == "ours" else worker_psychrnn
-        res = fn(a.n_rec[0], a.steps[0], a.batch, a.updates or 12)
+        res = fn(a.n_rec[0], a.steps[0], a.batch, a.updates or 12, a.threads)
         print("RESULT " + json.dumps(res), flush=True)
         return
     if a.quick:

@@ -82,6 +82,33 @@ def test_relu_gradient_equals_automatic_gradient(small_params, batch):
     np.testing.assert_allclose(a.vars["W_rec"].numpy(), b.vars["W_rec"].numpy(), atol=1e-6)
 
 
+def _state_penalty(model, params):
+    from agents._tf import tf
+
+    return 0.05 * tf.reduce_mean(tf.square(model.states))
+
+
+@pytest.mark.parametrize("transfer", ["relu", "tanh"])
+def test_written_out_gradient_with_a_penalty_on_states(transfer, small_params, batch):
+    """A custom regularizer on the states sends a gradient into the states themselves, not only the rates."""
+    from agents import Basic
+    from agents._tf import tf
+
+    fn = {"relu": tf.nn.relu, "tanh": tf.tanh}[transfer]
+    a = Basic(small_params(transfer_function=transfer, custom_regularization=_state_penalty))
+    b = Basic(small_params(transfer_function=lambda s: fn(s), custom_regularization=_state_penalty))
+    c = Basic(small_params(transfer_function=transfer))
+    x, y, mask = batch(4, 25)
+    for _ in range(3):
+        la, _ = a.train_on_batch(x, y, mask)
+        lb, _ = b.train_on_batch(x, y, mask)
+        c.train_on_batch(x, y, mask)
+        assert la == pytest.approx(lb, rel=1e-5)
+    for name in a.vars:
+        np.testing.assert_allclose(a.vars[name].numpy(), b.vars[name].numpy(), atol=1e-6, err_msg=name)
+    assert np.abs(a.vars["W_rec"].numpy() - c.vars["W_rec"].numpy()).max() > 1e-5   # the penalty mattered
+
+
 def test_seed_makes_init_and_noise_reproducible(small_params, batch):
     from agents import Basic
 
