@@ -4,9 +4,17 @@ One job: train one network on the trials the server sends. The loop is GET, one 
 RESULT with the outputs of the forward pass that step computed (what is scored is the agent's behaviour on those
 trials *before* it learned from them), then SCORE. The agent never grades itself.
 
+The loop is pipelined: the SCORE of batch k is read after the step on batch k + 1, so the server's scoring,
+journaling and reply overlap training instead of stalling it (with the server's default credit of 3, the next
+batch is always already generated). Consequences: the agent sees a stage change one batch later (the batch
+already prefetched under the old stage is scored as ``stale``, as with any prefetch); when the curriculum
+completes, the one batch trained meanwhile is still sent and scored (journaled as ``stale``, not counted by the
+policy), so the journal holds every trial the network learned from.
+
 Checkpoints (weights, optimizer state and noise stream, written atomically) are taken every
-``checkpoint_every`` batches, at every stage change, on SIGTERM/SIGINT and at the end; a restarted agent loads
-its latest one, and the server resumes its curriculum from the journal. With a ``run`` in the server's WELCOME,
+``checkpoint_every`` batches, at every stage change, on SIGTERM/SIGINT and at the end, each after waiting for
+the outstanding SCORE, so a checkpoint never holds learning from trials the journal lacks; a restarted agent
+loads its latest one, and the server resumes its curriculum from the journal. With a ``run`` in the server's WELCOME,
 the model's settings and its learned connectivity are logged to that MLflow run (see :mod:`agents.tracking`).
 
 Usage: ``skinnerbox agent --server tcp://127.0.0.1:5555 --name shaped --config examples/demo.toml``.
@@ -92,6 +100,8 @@ class Agent:
         self._stop = False
         self._last_image = 0.0
         self._task_spec: dict | None = None
+        self._stage = 0
+        self._stage_changed = False
 
     def request_stop(self, *_: Any) -> None:
         """Finish the current batch, checkpoint and leave (the SIGTERM/SIGINT handler)."""
@@ -117,25 +127,31 @@ class Agent:
                 log.info("%s: resumed from %s (server: stage %s, %d trials)", cfg.name, cfg.checkpoint_path,
                          welcome.stage, welcome.trials)
             self._start_tracking(welcome.run, resumed)
-            stage = welcome.stage_index
+            self._stage = welcome.stage_index
+            pending = None  # the batch whose RESULT is sent and whose SCORE has not been read yet
             for batch in client.batches():
-                _, outputs = self.model.train_on_batch(batch.x, batch.y, batch.mask)
-                score = client.result(batch, outputs)
-                self.batches += 1
-                if score is None:  # void after a reconnect or expired: the server re-issues it
-                    continue
-                last_score = score
-                changed = score.stage_index != stage
-                if changed:
-                    self.stage_changes += 1
-                    self._log_connectivity(score.trials, f"stage{stage}_{batch.stage}")
-                    stage = score.stage_index
-                if changed or self.batches % cfg.checkpoint_every == 0:
-                    self.model.save_checkpoint(cfg.checkpoint_path)
-                if self.tracker is not None and time.monotonic() - self._last_image > cfg.log_every_s:
-                    self._log_connectivity(score.trials, None)
-                if self._stop or (cfg.max_batches is not None and self.batches >= cfg.max_batches):
+                if client.complete:
                     break
+                _, outputs = self.model.train_on_batch(batch.x, batch.y, batch.mask)
+                client.result(batch, outputs, wait=False)
+                self.batches += 1
+                if pending is not None:  # arrived while this batch trained: reading it costs nothing
+                    last_score = self._on_score(client.score(pending), pending) or last_score
+                pending = batch
+                stop = self._stop or (cfg.max_batches is not None and self.batches >= cfg.max_batches)
+                if stop or self._stage_changed or self.batches % cfg.checkpoint_every == 0:
+                    # Drain first, so that a checkpoint never holds learning from trials the journal lacks.
+                    last_score = self._on_score(client.score(pending), pending) or last_score
+                    pending = None
+                    self.model.save_checkpoint(cfg.checkpoint_path)
+                    self._stage_changed = False
+                due_image = time.monotonic() - self._last_image > cfg.log_every_s
+                if self.tracker is not None and last_score is not None and due_image:
+                    self._log_connectivity(last_score.trials, None)
+                if stop:
+                    break
+            if pending is not None:
+                last_score = self._on_score(client.score(pending), pending) or last_score
             self.model.save_checkpoint(cfg.checkpoint_path)
             final = self.model.save(Path(cfg.workdir) / "weights" / f"{cfg.name}.npz")
             self._log_connectivity(last_score.trials if last_score else 0, "final", final)
@@ -148,6 +164,17 @@ class Agent:
                 "trials": last_score.trials if last_score else None,
                 "stage": last_score.stage if last_score else None,
                 "wall_s": time.monotonic() - started}
+
+    def _on_score(self, score: Any, batch: Any) -> Any:
+        """Note a stage change (checkpoint and connectivity image follow); None for a void batch."""
+        if score is None:  # void after a reconnect or expired: the server re-issues it
+            return None
+        if score.stage_index != self._stage:
+            self.stage_changes += 1
+            self._stage_changed = True
+            self._log_connectivity(score.trials, f"stage{self._stage}_{batch.stage}")
+            self._stage = score.stage_index
+        return score
 
     # ------------------------------------------------------------------ tracking
     def _start_tracking(self, run: Mapping[str, Any] | None, resumed: bool) -> None:
@@ -177,7 +204,14 @@ def run_agent(config: AgentConfig) -> dict:
     agent = Agent(config)
     signal.signal(signal.SIGTERM, agent.request_stop)
     signal.signal(signal.SIGINT, agent.request_stop)
-    return agent.run()
+    try:
+        return agent.run()
+    finally:
+        # Checkpointed and gone from the server: a stop signal has nothing left to do. Ignoring it (rather
+        # than Python's default, restored at interpreter exit) keeps a lab's SIGTERM that crosses a finished
+        # agent's teardown from turning its exit status into -15.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def main(argv: list[str] | None = None) -> int:

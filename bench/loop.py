@@ -1,8 +1,9 @@
 """Closed-loop benchmarks: one TF agent through the task server versus locally, MLflow logging overhead,
 task-server capacity, and scaling with several agent processes. Each part prints a table.
 
-1. **Agent throughput** (issue 5): one real agent (``agents.agent.Agent``, the product's loop: GET with a
-   credit of 2 batches in flight, one optimizer step, RESULT, SCORE; one TensorFlow thread) trains through a
+1. **Agent throughput** (issue 5): one real agent (``agents.agent.Agent``, the product's loop: the server's
+   default credit of 3 batches in flight, one optimizer step, RESULT, the previous batch's SCORE read after
+   the step; one TensorFlow thread) trains through a
    real task server (``shaping.server.TaskServer`` in its own process) and the same model trains locally
    (``task.generate`` + ``train_on_batch``) in the same run. Trials/s of each and their ratio (target >= 0.9).
    ``PerceptualDiscrimination(dt=10, tau=100, T=2000, N_batch=128)``, ``Basic`` with ``N_rec=50``, a fixed
@@ -209,7 +210,7 @@ class _GatedModel:
 
 def _agent_worker(wid: int, endpoint: str, name: str, model: dict, workdir: str, cmd: mp.Queue,
                   out: mp.Queue) -> None:
-    """The product's agent (``agents.agent.Agent``: GET with 2 batches in flight, train, RESULT, SCORE).
+    """The product's agent (``agents.agent.Agent``: train, RESULT, read the previous batch's SCORE).
 
     Two additions, neither inside the measured loop's work: a gate before each training step that waits
     for the next command (a segment is ``n`` whole cycles, gate to gate), and timing of the one-off MLflow
@@ -318,8 +319,7 @@ class Group:
         self.exits: list = []
 
     def _start_server(self, ctx, workdir: str, tracking: bool) -> str:
-        config = {"task": dict(AGENT_TASK), "curricula": {"fixed": CURRICULUM}, "seed": 0, "journal": self.journal,
-                  "credit": 2}
+        config = {"task": dict(AGENT_TASK), "curricula": {"fixed": CURRICULUM}, "seed": 0, "journal": self.journal}
         track = None
         if tracking:
             from shaping.tracking import LabRun  # noqa: PLC0415

@@ -286,11 +286,17 @@ class TaskClient:
         self._pending[seq] = ("RESULT", bid)
         if not wait:
             return None
+        return self.score(bid)
+
+    def score(self, batch: RemoteBatch | int) -> Score | None:
+        """Wait for the :class:`Score` of a batch whose RESULT was sent with ``wait=False`` (at once if it has
+        arrived already); None when the server did not score it (void or expired: it re-issues the trials)."""
+        bid = batch.batch_id if isinstance(batch, RemoteBatch) else int(batch)
         self._pump(lambda: bid in self._scores or bid not in self._in_flight)
         return self._scores.pop(bid, None)
 
     def scores(self) -> list[Score]:
-        """Scores received for results sent with ``wait=False`` (and not yet collected)."""
+        """Scores received for results sent with ``wait=False`` (and not yet collected by :meth:`score`)."""
         self._poll_once(0)
         out = [s for s in self._scores.values() if s is not None]
         self._scores.clear()

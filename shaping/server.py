@@ -14,9 +14,9 @@ Invariants:
 - **Bad input never stops it.** Every malformed or unexpected message gets an ERROR reply and a log line;
   other agents do not notice.
 - **Stages count their own trials.** A batch prefetched under a stage the agent has left by the time its
-  RESULT arrives (at most ``credit - 1`` batches after a graduation or regression) is scored, journaled
-  (flagged ``stale``) and acknowledged, but not fed to the policy: the new stage's window holds only its own
-  trials.
+  RESULT arrives (at most ``credit - 1`` batches after a graduation or regression), or answered after the
+  curriculum completed (a pipelined agent's last batch), is scored, journaled (flagged ``stale``) and
+  acknowledged, but not fed to the policy: the new stage's window holds only its own trials.
 - **Reproducible.** Each agent's trial stream and policy are seeded from (server seed, agent name), and batch
   ``k`` of a stream is a function of (seed, k, knobs): a restarted server re-issues what was never scored.
 
@@ -78,7 +78,7 @@ class ServerConfig:
             entropy (logged and journaled per session).
         journal: journal directory.
         bind: ZeroMQ endpoint; port 0 (or ``*``) picks a free one. Non-loopback addresses need ``keys``.
-        credit: batches an agent may have in flight.
+        credit: batches an agent may have in flight (3: one training, one being scored, one generated).
         heartbeat_interval_s: application and ZMTP heartbeat interval (s).
         expiry_s: silence after which an agent's in-flight batches expire (s); longer than a training step.
         window_trials: trials in the server's accuracy window (reported as ``window_accuracy``).
@@ -96,7 +96,7 @@ class ServerConfig:
     seed: int | None = None
     journal: str = "journal"
     bind: str = "tcp://127.0.0.1:0"
-    credit: int = 2
+    credit: int = 3
     heartbeat_interval_s: float = 1.0
     expiry_s: float = 60.0
     window_trials: int = 200
@@ -811,10 +811,11 @@ class TaskServer:
         scored = f.task.score(f.batch.y, y_hat, f.batch.mask, f.batch.params)
         if "correction" not in scored.columns:  # a task whose score() drops trial parameters
             scored["correction"] = False
-        stale = int(f.conditions["stage_index"]) != int(s.conditions["stage_index"])
+        stale = int(f.conditions["stage_index"]) != int(s.conditions["stage_index"]) or bool(s.policy.complete)
         if stale or "stale" not in scored.columns:
             scored["stale"] = stale
-        # A batch drawn (prefetched) under a stage the agent has since left is journaled, not counted.
+        # A batch drawn (prefetched) under a stage the agent has since left, or answered after completion, is
+        # journaled, not counted.
         events = [] if stale else s.policy.update(scored)
         codes = _outcome_codes(scored["outcome"].to_numpy())
         n = len(codes)

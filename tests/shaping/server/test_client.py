@@ -34,7 +34,7 @@ def test_agent_loop_until_the_curriculum_is_complete(tmp_path):
     with ServerThread(cfg) as st:
         with TaskClient(st.endpoint, "a1", info={"N_rec": 50}, heartbeat_interval_s=0.2, timeout_s=5) as c:
             w = c.hello()
-            assert w.curriculum == "short" and c.task_spec["N_steps"] == 50 and c.credit == 2
+            assert w.curriculum == "short" and c.task_spec["N_steps"] == 50 and c.credit == 3
             scores = []
             for batch in c.batches():
                 assert isinstance(batch, RemoteBatch) and batch.x.shape == (16, 50, 2)
@@ -52,7 +52,7 @@ def test_agent_loop_until_the_curriculum_is_complete(tmp_path):
 
 def test_prefetch_keeps_credit_batches_in_flight(tmp_path):
     with ServerThread(config(tmp_path)) as st:
-        for credit, expected in ((None, 2), (1, 1)):
+        for credit, expected in ((None, 3), (1, 1)):
             name = f"p{credit}"
             c = TaskClient(st.endpoint, name, credit=credit, n=5, timeout_s=5)
             b = c.get()  # hello() on first use
@@ -109,8 +109,8 @@ def test_graceful_shutdown_reaches_the_agent_as_server_closed(tmp_path):
     c.get()
     st.stop()
     with pytest.raises(ServerClosed, match="shutdown") as info:
-        c.get()
-        c.get()
+        for _ in range(c.credit + 1):  # batches already prefetched are handed out first
+            c.get()
     assert info.value.reason == "shutdown"
     c.close()
 
@@ -163,3 +163,19 @@ def test_a_reply_lost_on_the_way_is_recovered_by_resynchronising(tmp_path):
         assert c.epoch == 2 and c.reconnects == 1
         assert c.result(b, b.y).n == 16
         c.close()
+
+
+def test_a_result_after_completion_is_journaled_as_stale(tmp_path):
+    """A pipelined agent answers the batch it trained while the completing SCORE was on its way."""
+    cfg = config(tmp_path, curricula={"short": {"kind": "fixed", "max_trials": 32}})
+    with ServerThread(cfg) as st:
+        with TaskClient(st.endpoint, "late", timeout_s=5) as c:
+            b0, b1, b2 = c.get(), c.get(), c.get()
+            c.result(b0, b0.y, wait=False)
+            c.result(b1, b1.y, wait=False)
+            assert c.score(b0).trials == 16 and c.score(b1).complete
+            late = c.result(b2, b2.y)
+            assert late is not None and late.complete and late.trials == 48
+            assert st.server.sessions["late"].policy.state()["trials"] == 32  # the policy did not count it
+    trials = J.load(tmp_path)
+    assert trials.groupby("batch")["stale"].all().to_dict() == {0: False, 1: False, 2: True}

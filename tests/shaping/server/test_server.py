@@ -31,7 +31,7 @@ def test_hello_get_result_round(tmp_path):
         assert (w["resumed"], w["epoch"], w["trials"], w["batches"], w["complete"]) == (False, 1, 0, 0, False)
         assert w["task"]["N_in"] == 2 and w["task"]["N_out"] == 2 and w["task"]["N_steps"] == 50
         assert w["task"]["dt"] == 10 and w["task"]["output_names"] == ["choice0", "choice1"]
-        assert w["credit"] == 2 and w["limits"] == P.LIMITS.to_dict() and w["run"] == {}
+        assert w["credit"] == 3 and w["limits"] == P.LIMITS.to_dict() and w["run"] == {}
         assert w["stage"] == "final" and w["knobs"]["coherence"] == [0.1, 0.3, 0.5, 0.7]
         b = raw.request("GET", {"seq": 2})
         assert b.type == "BATCH" and b.header["seq"] == 2 and b.header["batch"] == 0 and b.header["epoch"] == 1
@@ -244,7 +244,7 @@ def test_config_errors_name_the_key(tmp_path):
         ServerConfig.from_dict({**good, "bind": "tcp://0.0.0.0:5555"})
     with pytest.raises(ValueError, match="unknown key\\(s\\) colour"):
         ServerConfig.from_dict({**good, "colour": "red"})
-    assert ServerConfig.from_dict({**good, "colour": "red"}, ignore_unknown=True).credit == 2
+    assert ServerConfig.from_dict({**good, "colour": "red"}, ignore_unknown=True).credit == 3
     with pytest.raises(ValueError, match="default_curriculum = 'x' is not one of the curricula: fixed, shaped"):
         ServerConfig.from_dict({**good, "default_curriculum": "x"})
     with pytest.raises(ValueError, match="credit must be an integer >= 1, got 0"):
