@@ -9,13 +9,15 @@ journaling and reply overlap training instead of stalling it (with the server's 
 batch is always already generated). Consequences: the agent sees a stage change one batch later (the batch
 already prefetched under the old stage is scored as ``stale``, as with any prefetch); when the curriculum
 completes, the one batch trained meanwhile is still sent and scored (journaled as ``stale``, not counted by the
-policy), so the journal holds every trial the network learned from.
+policy), so the journal holds every trial the network learned from (but for a batch voided by a reconnect,
+which the server never scores, in any loop).
 
 Checkpoints (weights, optimizer state and noise stream, written atomically) are taken every
 ``checkpoint_every`` batches, at every stage change, on SIGTERM/SIGINT and at the end, each after waiting for
 the outstanding SCORE, so a checkpoint never holds learning from trials the journal lacks; a restarted agent
-loads its latest one, and the server resumes its curriculum from the journal. With a ``run`` in the server's WELCOME,
-the model's settings and its learned connectivity are logged to that MLflow run (see :mod:`agents.tracking`).
+loads its latest one, and the server resumes its curriculum from the journal. With a ``run`` in the server's
+WELCOME, the model's settings and its learned connectivity are logged to that MLflow run (see
+:mod:`agents.tracking`).
 
 Usage: ``skinnerbox agent --server tcp://127.0.0.1:5555 --name shaped --config examples/demo.toml``.
 """
@@ -202,16 +204,12 @@ class Agent:
 def run_agent(config: AgentConfig) -> dict:
     """Run one agent process in the foreground, with SIGTERM/SIGINT handled as a clean stop."""
     agent = Agent(config)
-    signal.signal(signal.SIGTERM, agent.request_stop)
-    signal.signal(signal.SIGINT, agent.request_stop)
+    old = {sig: signal.signal(sig, agent.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return agent.run()
     finally:
-        # Checkpointed and gone from the server: a stop signal has nothing left to do. Ignoring it (rather
-        # than Python's default, restored at interpreter exit) keeps a lab's SIGTERM that crosses a finished
-        # agent's teardown from turning its exit status into -15.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,7 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         max_batches=args.max_batches if args.max_batches is not None else entry.get("max_batches"),
         threads=int(entry.get("threads", 1)), device=args.device or entry.get("device", "CPU"),
         keys=args.keys, client_name=args.client_name)
-    summary = run_agent(config)
+    try:
+        summary = run_agent(config)
+    finally:
+        # Checkpointed and gone from the server: a stop signal has nothing left to do in this process.
+        # Ignoring it (rather than Python's default, restored at interpreter exit) keeps a lab's SIGTERM that
+        # crosses a finished agent's teardown from turning its exit status into -15.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     log.info("agent %s done: %s", args.name, summary)
     return 0
 

@@ -68,7 +68,7 @@ def lab_paths(lab_dir: str | os.PathLike) -> LabPaths:
 
 # ---------------------------------------------------------------------------------------------- journal
 _BATCH_COLUMNS = ["agent", "session", "batch", "epoch", "time", "task", "stage", "stage_index", "n",
-                  "correct", "no_response", "accuracy", "trials"]
+                  "correct", "no_response", "accuracy", "policy_accuracy", "trials"]
 _EVENT_COLUMNS = ["agent", "session", "batch", "time", "event", "trial"]
 _SESSION_COLUMNS = ["agent", "session", "curriculum", "epoch", "resumed", "time", "seed", "info", "run",
                     "spec", "task"]
@@ -82,8 +82,9 @@ class LabTables:
     Attributes:
         trials: one row per trial (:func:`shaping.journal.load`'s columns).
         batches: one row per scored batch: ``agent, session, batch, epoch, time, task, stage, stage_index,
-            n, correct, no_response, accuracy, trials`` (the agent's cumulative trial count at the end of the
-            batch), then ``knob.NAME`` (the setting as journaled: number, list or ``{"uniform": [lo, hi]}``).
+            n, correct, no_response, accuracy, policy_accuracy`` (the policy's own accuracy after the batch,
+            what its criteria read; None when it keeps none), ``trials`` (the agent's cumulative trial count at
+            the end of the batch), then ``knob.NAME`` (the setting as journaled: number, list or ``{"uniform": [lo, hi]}``).
         events: one row per policy event: ``agent, session, batch, time, event, trial``, then its fields.
         sessions: one row per accepted HELLO: ``agent, session, curriculum, epoch, resumed, time, seed,
             info, run, spec`` (the curriculum spec) and ``task`` (the task config).
@@ -118,6 +119,7 @@ def _batch_row(rec: Mapping[str, Any]) -> dict:
     else:
         row["correct"] = row["no_response"] = None
     row["accuracy"] = row["correct"] / rec["n"] if row["correct"] is not None and rec["n"] else None
+    row["policy_accuracy"] = rec.get("policy_accuracy")
     for k, v in json.loads(rec["knobs"]).items():
         row[f"knob.{k}"] = v
     return row

@@ -203,7 +203,9 @@ class TaskClient:
         self._queue: deque[RemoteBatch] = deque()
         self._in_flight: set[int] = set()
         self._gets = 0  # GETs sent and not answered
-        self._scores: dict[int, Score | None] = {}
+        # Keyed by (epoch, batch id): a restarted server issues the ids of unscored batches again.
+        self._scores: dict[tuple[int, int], Score | None] = {}
+        self._answered: set[tuple[int, int]] = set()  # RESULT sent, score not yet collected by score()
         self._need_hello = False
         self._bye: str | None = None  # the reason of a BYE from the server
         self._closed = False
@@ -277,30 +279,48 @@ class TaskClient:
             The score, or None when the server did not score the batch (it was void after a reconnect,
             expired, or already scored) or ``wait`` is False.
         """
-        bid = batch.batch_id if isinstance(batch, RemoteBatch) else int(batch)
-        if (isinstance(batch, RemoteBatch) and batch.epoch != self.epoch) or bid not in self._in_flight:
-            log.warning("%s: batch %d is not in flight (void after a reconnect?); result dropped", self.agent, bid)
-            return None
-        out = np.ascontiguousarray(y_hat, dtype=np.float32)
-        seq = self._send("RESULT", {"batch": bid, "epoch": self.epoch}, {"y_hat": out})
-        self._pending[seq] = ("RESULT", bid)
-        if not wait:
-            return None
-        return self.score(bid)
+        key = self._key(batch)
+        self._answered.add(key)
+        if key[0] != self.epoch or key[1] not in self._in_flight:
+            log.warning("%s: batch %d is not in flight (void after a reconnect?); result dropped", self.agent,
+                        key[1])
+            self._scores[key] = None
+        else:
+            out = np.ascontiguousarray(y_hat, dtype=np.float32)
+            seq = self._send("RESULT", {"batch": key[1], "epoch": self.epoch}, {"y_hat": out})
+            self._pending[seq] = ("RESULT", key[1])
+        return self.score(batch) if wait else None
 
     def score(self, batch: RemoteBatch | int) -> Score | None:
         """Wait for the :class:`Score` of a batch whose RESULT was sent with ``wait=False`` (at once if it has
-        arrived already); None when the server did not score it (void or expired: it re-issues the trials)."""
-        bid = batch.batch_id if isinstance(batch, RemoteBatch) else int(batch)
-        self._pump(lambda: bid in self._scores or bid not in self._in_flight)
-        return self._scores.pop(bid, None)
+        arrived already); None when the server did not score it (void after a reconnect, expired or already
+        scored: it issues those trials again).
+
+        Raises:
+            ValueError: no RESULT was sent for this batch (or its score was collected already).
+        """
+        key = self._key(batch)
+        if key not in self._answered:
+            raise ValueError(f"TaskClient.score: no RESULT is waiting for a score for batch {key[1]} "
+                             f"(epoch {key[0]})")
+        epoch, bid = key
+        self._pump(lambda: key in self._scores or self.epoch != epoch or bid not in self._in_flight)
+        self._answered.discard(key)
+        return self._scores.pop(key, None)
 
     def scores(self) -> list[Score]:
         """Scores received for results sent with ``wait=False`` (and not yet collected by :meth:`score`)."""
         self._poll_once(0)
         out = [s for s in self._scores.values() if s is not None]
+        self._answered.difference_update(self._scores)
         self._scores.clear()
         return out
+
+    def _key(self, batch: RemoteBatch | int) -> tuple[int, int]:
+        """``(epoch, batch id)``: a batch id alone means one of the current epoch."""
+        if isinstance(batch, RemoteBatch):
+            return batch.epoch, batch.batch_id
+        return self.epoch, int(batch)
 
     def heartbeat(self) -> None:
         """Read whatever arrived and send a HEARTBEAT if one is due (call it inside very long steps)."""
@@ -411,9 +431,7 @@ class TaskClient:
         if self.welcome is not None and self._in_flight:
             log.info("%s: reconnected (epoch %d); %d batch(es) in flight are void", self.agent, welcome.epoch,
                      len(self._in_flight))
-        for bid in self._in_flight:
-            self._scores.setdefault(bid, None)
-        self._in_flight.clear()
+        self._in_flight.clear()  # void: score() of one of them returns None (its epoch has ended)
         self._queue.clear()
         self._pending.clear()
         self._gets = 0
@@ -505,10 +523,10 @@ class TaskClient:
             self._in_flight.discard(bid)
             self.complete = bool(h["complete"])
             a = msg.arrays
-            self._scores[bid] = Score(bid, h["n"], h["correct"], h["accuracy"], h["window_accuracy"],
-                                      h["policy_accuracy"], h["trials"], h["batches"], h["stage"],
-                                      h["stage_index"], h["knobs"], h["events"], self.complete,
-                                      a["outcome"], a["choice"], a["target"])
+            self._scores[(self.epoch, bid)] = Score(
+                bid, h["n"], h["correct"], h["accuracy"], h["window_accuracy"], h["policy_accuracy"], h["trials"],
+                h["batches"], h["stage"], h["stage_index"], h["knobs"], h["events"], self.complete, a["outcome"],
+                a["choice"], a["target"])
         elif msg.type == "ERROR":
             self._on_error(h, request)
         elif msg.type == "BYE":  # raised by _pump once what arrived before it has been handed out
@@ -526,7 +544,7 @@ class TaskClient:
                 self._gets = max(0, self._gets - 1)
             if bid is not None and err.name in ("UNKNOWN_BATCH", "ALREADY_SCORED"):
                 self._in_flight.discard(bid)
-                self._scores.setdefault(bid, None)
+                self._scores.setdefault((self.epoch, bid), None)
             return
         if err.action == P.RECONNECT:
             log.warning("%s: %s; saying HELLO again", self.agent, err)

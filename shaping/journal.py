@@ -205,14 +205,16 @@ class Journal:
     def append_batch(self, *, agent: str, session: str, batch: int, epoch: int, task: str, stage: str,
                      stage_index: int, knobs: Mapping[str, Any], scored: pd.DataFrame,
                      events: Sequence[Mapping[str, Any]], state: Mapping[str, Any],
-                     time_s: float | None = None) -> None:
+                     time_s: float | None = None, policy_accuracy: float | None = None) -> None:
         """Append one scored batch: its trials (``task.score`` output), the policy's events and the session
-        state after it, as one record."""
+        state after it, as one record; ``policy_accuracy`` is the policy's own accuracy after it (what its
+        graduation criterion reads; None when it keeps none)."""
         self.write(BATCH, {
             "time": time.time() if time_s is None else time_s, "agent": agent, "session": session,
             "batch": int(batch), "epoch": int(epoch), "task": task, "stage": stage,
             "stage_index": int(stage_index), "knobs": dumps(knobs), "n": len(scored),
             "cols": encode_columns(scored), "events": dumps(list(events)), "state": dumps(state),
+            "policy_accuracy": None if policy_accuracy is None else float(policy_accuracy),
         })
 
     def maybe_sync(self, now: float | None = None) -> None:
@@ -401,7 +403,8 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
 
 def load_batches(path: str | os.PathLike) -> pd.DataFrame:
     """One row per scored batch: ``agent, session, batch, epoch, time, task, stage, stage_index, n,
-    correct, accuracy``, then ``knob.NAME`` for each knob's setting (a number, a list of choices or a
+    correct, accuracy, policy_accuracy`` (the policy's own accuracy after the batch; None when it keeps none
+    or the journal predates it), then ``knob.NAME`` for each knob's setting (a number, a list of choices or a
     ``{"uniform": [lo, hi]}`` range)."""
     rows = []
     for _, rec in iter_records(path, kinds=[BATCH]):
@@ -411,6 +414,7 @@ def load_batches(path: str | os.PathLike) -> pd.DataFrame:
                                    "stage_index", "n")}
         row["correct"] = correct
         row["accuracy"] = correct / rec["n"] if correct is not None and rec["n"] else None
+        row["policy_accuracy"] = rec.get("policy_accuracy")
         for k, v in json.loads(rec["knobs"]).items():
             row[f"knob.{k}"] = v
         rows.append(row)

@@ -826,14 +826,15 @@ class TaskServer:
         s.batches += 1
         s.record(codes)
         s.conditions = s.policy.conditions()
+        policy_accuracy = _float_or_none(s.policy.accuracy)
         self.journal.append_batch(agent=s.agent, session=s.session_id, batch=bid, epoch=f.epoch,
                                   task=type(f.task).__name__, stage=str(f.conditions["stage"]),
                                   stage_index=int(f.conditions["stage_index"]), knobs=f.batch.knobs,
-                                  scored=scored, events=events, state=s.state())
+                                  scored=scored, events=events, state=s.state(), policy_accuracy=policy_accuracy)
         self.stats["trials"] += n
         self.stats["batches"] += 1
         header = {"batch": bid, "n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
-                  "window_accuracy": s.window_accuracy, "policy_accuracy": _float_or_none(s.policy.accuracy),
+                  "window_accuracy": s.window_accuracy, "policy_accuracy": policy_accuracy,
                   "trials": s.trials, "batches": s.batches, **s.welcome_stage(), "events": events,
                   "complete": bool(s.policy.complete)}
         if msg.seq is not None:
@@ -916,7 +917,8 @@ def attach_tracking(server: TaskServer, tracking: Mapping[str, Any]) -> Any:
         tracker.on_session_end(s.agent, mine, status="FINISHED" if s.policy.complete else "KILLED")
 
     server.on_session_start = lambda s: tracker.on_session_start(s.agent, s.spec, s.task.spec())
-    server.on_scored = lambda s, scored, events, cond: tracker.on_scored(s.agent, scored, events, cond, s.trials)
+    server.on_scored = lambda s, scored, events, cond: tracker.on_scored(
+        s.agent, scored, events, cond, s.trials, policy_accuracy=_float_or_none(s.policy.accuracy))
     server.on_session_end = session_end
     server.on_stop = lambda _server: tracker.close()
     return tracker

@@ -9,7 +9,9 @@ the same run. What the curriculum tracker writes into an agent's run:
 - params ``policy.*`` and ``task.*``: the curriculum and task specs flattened to dotted names (see
   :func:`flatten_params`), and both whole as ``curriculum/policy.json`` and ``curriculum/task.json``;
 - metrics with the trial count as step: ``curriculum/accuracy`` (the batch), ``curriculum/accuracy_window``
-  (the last ``window_trials`` trials of the current stage), ``curriculum/p_no_response``,
+  (the last ``window_trials`` trials of the current stage, the server's view), ``curriculum/policy_accuracy``
+  (the policy's own accuracy, over its own window: what its graduation and regression criteria read; absent
+  for policies that keep none), ``curriculum/p_no_response``,
   ``curriculum/stage_index``, ``curriculum/reversals`` (cumulative count of staircase reversal events) and
   ``knob/<name>`` for each knob (a list-valued knob logs the mean of its choices, a ``{"uniform": [lo, hi]}``
   knob the midpoint; non-numeric knobs are skipped);
@@ -671,7 +673,7 @@ class CurriculumTracker:
         return run
 
     def on_scored(self, agent: str, scored: pd.DataFrame, events: Sequence[Mapping[str, Any]],
-                  conditions: Mapping[str, Any], trials_so_far: int) -> None:
+                  conditions: Mapping[str, Any], trials_so_far: int, policy_accuracy: float | None = None) -> None:
         """Record one scored batch (cheap: metrics are buffered).
 
         Args:
@@ -680,6 +682,7 @@ class CurriculumTracker:
             events: the policy's events for this batch (dicts with ``event``, ``trial``, ...).
             conditions: ``{"stage", "stage_index", "knobs"}`` the batch was drawn under.
             trials_so_far: trials scored for this agent including this batch: the metrics' step.
+            policy_accuracy: the policy's own accuracy after this batch (None: it keeps none).
         """
         sess = self._sessions.get(agent)
         if sess is None or sess.run_id is None or not self.enabled:
@@ -703,6 +706,8 @@ class CurriculumTracker:
             values["curriculum/p_no_response"] = float(np.mean(outcome == "no_response"))
         if sess.window:
             values["curriculum/accuracy_window"] = float(np.mean(sess.window))
+        if policy_accuracy is not None and math.isfinite(policy_accuracy):
+            values["curriculum/policy_accuracy"] = float(policy_accuracy)
         if (s := knob_scalar(stage_index)) is not None:
             values["curriculum/stage_index"] = s
         for name, value in (conditions.get("knobs") or {}).items():
@@ -870,8 +875,9 @@ def sync_frames(trial_log: pd.DataFrame, tracking_uri: str, experiment: str,
         for key, rows in groups:
             key = (agent, *(key if isinstance(key, tuple) else (key,)))
             done += len(rows)
-            tracker.on_scored(agent, rows, event_rows.get(key, []), _conditions(rows, batch_rows.get(key)),
-                              done)
+            batch = batch_rows.get(key)
+            tracker.on_scored(agent, rows, event_rows.get(key, []), _conditions(rows, batch), done,
+                              policy_accuracy=batch.get("policy_accuracy") if batch else None)
         tracker.on_session_end(agent, log)
     tracker.flush()
     lab.end()

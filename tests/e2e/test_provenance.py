@@ -127,6 +127,13 @@ def check_curriculum_metrics(client: MlflowClient, run_id: str, journal_dir: Pat
     got = history(client, run_id, "curriculum/accuracy")
     assert [s for s, _ in got] == steps
     np.testing.assert_allclose([v for _, v in got], mine["accuracy"].astype(float), rtol=1e-12)
+    # the policy's own accuracy (its graduation criterion's), whenever it keeps one (not before a new stage's
+    # first counted batch)
+    kept = mine["policy_accuracy"].notna().to_numpy()
+    assert kept.sum() >= len(mine) // 2, f"{agent}: a stages policy keeps an accuracy"
+    got = history(client, run_id, "curriculum/policy_accuracy")
+    assert [s for s, _ in got] == [s for s, k in zip(steps, kept) if k]
+    np.testing.assert_allclose([v for _, v in got], mine.loc[kept, "policy_accuracy"].astype(float), rtol=1e-12)
     events = journal.load_events(journal_dir)
     n_reversals = int(((events["agent"] == agent) & (events["event"] == "reversal")).sum()) if len(events) else 0
     assert history(client, run_id, "curriculum/reversals")[-1][1] == n_reversals

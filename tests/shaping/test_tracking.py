@@ -78,8 +78,10 @@ def play(tracker, agent, n_batches=10, seed=0):
             events.append({"event": "reversal", "trial": n, "stage": "staircase", "stage_index": 1,
                            "accuracy": None, "rule": "2-down/1-up"})
         conditions = {"stage": scored["stage"][0], "stage_index": stage, "knobs": knobs}
-        tracker.on_scored(agent, scored, events, conditions, n)
-        fed.append({"step": n, "scored": scored, "events": events, "knobs": knobs, "stage": stage})
+        policy_accuracy = None if b == 0 else 0.5 + 0.03 * b  # a policy keeps none before its first batch
+        tracker.on_scored(agent, scored, events, conditions, n, policy_accuracy=policy_accuracy)
+        fed.append({"step": n, "scored": scored, "events": events, "knobs": knobs, "stage": stage,
+                    "policy_accuracy": policy_accuracy})
         logs.append(scored)
     return fed, pd.concat(logs, ignore_index=True)
 
@@ -193,12 +195,14 @@ def test_metric_histories_equal_what_was_fed(played, client):
         window = (window + (f["scored"].outcome == "correct").tolist())[-100:]
         expected.append(np.mean(window))
     assert history("curriculum/accuracy_window")[1] == pytest.approx(expected)
+    assert history("curriculum/policy_accuracy") == (steps[1:], pytest.approx([f["policy_accuracy"] for f in fed[1:]]))
 
 
 def test_metrics_are_written_in_batches(played):
-    # 10 batches × 6 metrics: buffered until an event or the end, never one call per value
+    # 10 batches × 6 metrics, + policy_accuracy from the second batch: buffered until an event or the end,
+    # never one call per value
     metric_calls = [n for n in played["calls"] if n]
-    assert sum(metric_calls) == 10 * 6
+    assert sum(metric_calls) == 10 * 6 + 9
     assert len(metric_calls) <= 4  # graduation, two reversals, end
 
 
@@ -349,7 +353,7 @@ def write_journal(path, agents=("a1", "a2")):
                 j.append_batch(agent=agent, session=f"{agent}-s1", batch=b, epoch=0,
                                task="PerceptualDiscrimination", stage=SPEC["stages"][stage]["name"],
                                stage_index=stage, knobs=knobs, scored=scored, events=events,
-                               state={"trials": 32 * (b + 1)})
+                               state={"trials": 32 * (b + 1)}, policy_accuracy=None if b == 0 else 0.1 * b)
 
 
 def test_sync_rebuilds_the_runs_from_a_journal(store, client, tmp_path):
@@ -369,6 +373,8 @@ def test_sync_rebuilds_the_runs_from_a_journal(store, client, tmp_path):
         assert [m.value for m in history] == pytest.approx([float(np.mean(v)) for v in mine["knob.coherence"]])
         acc = sorted(client.get_metric_history(run["run_id"], "curriculum/accuracy"), key=lambda m: m.step)
         assert [m.value for m in acc] == pytest.approx(mine["accuracy"].tolist())
+        pacc = sorted(client.get_metric_history(run["run_id"], "curriculum/policy_accuracy"), key=lambda m: m.step)
+        assert [(m.step, m.value) for m in pacc] == [(32 * (b + 1), pytest.approx(0.1 * b)) for b in range(1, 6)]
         paths = artifact_paths(client, run["run_id"])
         assert {"curriculum/trials.parquet", "curriculum/events.json", "curriculum/psychometric/00_easy.png",
                 "curriculum/psychometric/01_staircase.png"} <= set(paths)

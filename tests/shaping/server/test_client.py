@@ -93,8 +93,10 @@ def test_reconnects_to_a_restarted_server_and_resumes(tmp_path):
         assert c.result(pending, pending.y) is None  # its epoch ended with the old server: void, not scored
         assert c.reconnects >= 1 and c.epoch == 2 and c.welcome.resumed and c.welcome.trials == trials
         b = c.get()
-        score = c.result(b, b.y)
-        assert score.trials == trials + 16
+        assert b.batch_id == pending.batch_id  # never scored, so issued again: the same id in a new epoch
+        c.result(b, b.y, wait=False)
+        score = c.score(b)  # the new batch's real score, not the void one of the old epoch
+        assert score is not None and score.trials == trials + 16
     finally:
         timer.join()
         c.close()
@@ -162,6 +164,19 @@ def test_a_reply_lost_on_the_way_is_recovered_by_resynchronising(tmp_path):
         assert dropped and 0.5 < time.monotonic() - t0 < 3
         assert c.epoch == 2 and c.reconnects == 1
         assert c.result(b, b.y).n == 16
+        c.close()
+
+
+def test_score_needs_a_result_first(tmp_path):
+    with ServerThread(config(tmp_path)) as st:
+        c = TaskClient(st.endpoint, "s", timeout_s=5)
+        b = c.get()
+        with pytest.raises(ValueError, match="no RESULT is waiting for a score for batch 0"):
+            c.score(b)
+        c.result(b, b.y, wait=False)
+        assert c.score(b).n == 16
+        with pytest.raises(ValueError, match="batch 0"):  # collected already
+            c.score(b)
         c.close()
 
 
