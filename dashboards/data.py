@@ -301,14 +301,15 @@ def agent_progress(tables: LabTables, agent: str, window: int | None = None) -> 
 
     Columns: ``batch, time, trials`` (cumulative count at the batch's end), ``n, stage, stage_index,
     accuracy`` (the batch's), ``window_accuracy`` (the last ``window`` trials of the current stage; default
-    the curriculum's window), ``p_no_response``, then ``knob.NAME`` as one number per knob (the mean of a
+    the curriculum's window), ``policy_accuracy`` (the policy's own, what its criteria read; NaN where it
+    keeps none), ``p_no_response``, then ``knob.NAME`` as one number per knob (the mean of a
     list of choices, the midpoint of a uniform range; see :func:`shaping.tracking.knob_scalar`).
     """
     from shaping.tracking import knob_scalar  # noqa: PLC0415  (imports mlflow: only when needed)
 
     b = tables.batches[tables.batches["agent"] == agent].reset_index(drop=True)
     cols = ["batch", "time", "trials", "n", "stage", "stage_index", "accuracy", "window_accuracy",
-            "p_no_response"]
+            "policy_accuracy", "p_no_response"]
     if not len(b):
         return pd.DataFrame(columns=cols)
     if window is None:
@@ -321,6 +322,8 @@ def agent_progress(tables: LabTables, agent: str, window: int | None = None) -> 
     ends = b["trials"].to_numpy(dtype=int) - 1
     out = b[["batch", "time", "trials", "n", "stage", "stage_index", "accuracy"]].copy()
     out["window_accuracy"] = win.to_numpy()[ends] if len(win) else np.nan
+    out["policy_accuracy"] = pd.to_numeric(b["policy_accuracy"], errors="coerce") if "policy_accuracy" in b \
+        else np.nan
     out["p_no_response"] = b["no_response"] / b["n"]
     for c in [c for c in b.columns if str(c).startswith("knob.")]:
         out[c] = [knob_scalar(v) for v in b[c]]

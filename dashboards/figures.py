@@ -52,9 +52,10 @@ def agent_curves(progress: pd.DataFrame, reversals: pd.DataFrame | None = None,
         chosen = varying or cols[:1]
     else:
         chosen = [f"knob.{k}" for k in knobs if f"knob.{k}" in cols]
+    policy = progress["policy_accuracy"].to_numpy(dtype=float) if "policy_accuracy" in progress else None
     fig = SF.curriculum_curves(progress["trials"].to_numpy(), progress["window_accuracy"].to_numpy(),
                                {c[len("knob."):]: progress[c].to_numpy() for c in chosen},
-                               progress["stage_index"].to_numpy())
+                               progress["stage_index"].to_numpy(), policy_accuracy=policy)
     fig.axes[0].set_ylabel("window accuracy")
     if reversals is not None and len(reversals) and "knob" in reversals.columns:
         for ax, col in zip(fig.axes[1:], chosen):

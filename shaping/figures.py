@@ -389,7 +389,8 @@ def stage_timeline(trial: np.ndarray, stage_index: np.ndarray, events: pd.DataFr
 
 
 def curriculum_curves(trial: np.ndarray, accuracy: np.ndarray, knobs: Mapping[str, np.ndarray] | None = None,
-                      stage_index: np.ndarray | None = None, chance: float | None = 0.5) -> Figure:
+                      stage_index: np.ndarray | None = None, chance: float | None = 0.5,
+                      policy_accuracy: np.ndarray | None = None) -> Figure:
     """Accuracy and knob values against trial count, one panel each, sharing the x axis.
 
     Args:
@@ -398,12 +399,18 @@ def curriculum_curves(trial: np.ndarray, accuracy: np.ndarray, knobs: Mapping[st
         knobs: knob name -> ``(n,)`` values of the trials up to each count (drawn as steps ending there).
         stage_index: optional ``(n,)``; stage changes are drawn as dotted vertical lines.
         chance: chance level drawn on the accuracy panel (None: no line).
+        policy_accuracy: optional ``(n,)``: the policy's own accuracy (what its graduation criterion reads;
+            NaN where it keeps none), drawn over ``accuracy`` in colour, with a legend.
     """
     knobs = dict(knobs or {})
     trial = np.asarray(trial, dtype=float)
     fig = _figure(7.0, 2.0 + 1.4 * len(knobs))
     axes = fig.subplots(1 + len(knobs), 1, sharex=True, squeeze=False)[:, 0]
-    axes[0].plot(trial, np.asarray(accuracy, dtype=float), color="k", lw=1.2)
+    axes[0].plot(trial, np.asarray(accuracy, dtype=float), color="k", lw=1.2, label="window")
+    if policy_accuracy is not None and np.isfinite(np.asarray(policy_accuracy, dtype=float)).any():
+        axes[0].plot(trial, np.asarray(policy_accuracy, dtype=float), color="C1", lw=1.2,
+                     label="policy (its criteria)")
+        axes[0].legend(loc="lower right", fontsize="small")
     if chance is not None:
         axes[0].axhline(chance, color="0.6", ls="--", lw=0.8)
     axes[0].set_ylim(-0.03, 1.03)

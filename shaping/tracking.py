@@ -796,8 +796,11 @@ class CurriculumTracker:
                      if c.startswith("knob/")}
             acc = history.get("curriculum/accuracy_window", pd.Series(np.nan, index=history.index))
             stage = history.get("curriculum/stage_index", pd.Series(0.0, index=history.index))
+            policy_acc = history.get("curriculum/policy_accuracy")
             guard.run("curves figure", lambda: self.client.log_figure(
-                run_id, figures.curriculum_curves(history["trial"], acc, knobs, stage.to_numpy()),
+                run_id, figures.curriculum_curves(history["trial"], acc, knobs, stage.to_numpy(),
+                                                  policy_accuracy=None if policy_acc is None else
+                                                  policy_acc.to_numpy(dtype=float)),
                 "curriculum/curves.png"))
             guard.run("timeline figure", lambda: self.client.log_figure(
                 run_id, figures.stage_timeline(history["trial"], stage.ffill().fillna(0), events,

@@ -68,6 +68,16 @@ def test_progress_matches_an_independent_count(tables, trials):
         assert p["stage"].iloc[-1] == t["stage"].iloc[-1]
 
 
+def test_progress_carries_the_policys_own_accuracy(lab, tables):
+    batches = J.load_batches(lab["lab"] / "journal")
+    for agent in D.agent_names(tables):
+        got = D.agent_progress(tables, agent)["policy_accuracy"].to_numpy(dtype=float)
+        want = batches[batches["agent"] == agent]["policy_accuracy"].to_numpy(dtype=float)
+        np.testing.assert_allclose(got, want)  # NaN where the policy keeps none, in both
+        assert np.isfinite(want).sum() > len(want) // 2
+        assert ((want[np.isfinite(want)] >= 0) & (want[np.isfinite(want)] <= 1)).all()
+
+
 def test_knob_values_are_numbers_per_batch(tables):
     p = D.agent_progress(tables, "shaped-dale-s0")
     assert p["knob.coherence"].dtype == float

@@ -208,4 +208,15 @@ def test_curriculum_curves_one_panel_per_knob():
     assert [ax.get_ylabel() for ax in fig.axes] == ["accuracy", "coherence", "stim_noise"]
     stage_lines = [ln for ln in fig.axes[1].lines if ln.get_linestyle() == ":"]
     assert len(stage_lines) == 1 and stage_lines[0].get_xdata()[0] == trial[4]
+    assert fig.axes[0].get_legend() is None  # one accuracy line, no legend needed
+    png_size(fig)
+
+
+def test_curriculum_curves_draw_the_policys_accuracy_when_given():
+    trial = np.arange(1, 11) * 64
+    policy = np.r_[np.nan, np.linspace(0.55, 0.85, 9)]
+    fig = figures.curriculum_curves(trial, np.linspace(0.5, 0.9, 10), policy_accuracy=policy)
+    lines = [ln for ln in fig.axes[0].lines if ln.get_linestyle() == "-"]
+    assert len(lines) == 2 and np.allclose(lines[1].get_ydata()[1:], policy[1:])
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["window", "policy (its criteria)"]
     png_size(fig)
