@@ -84,7 +84,8 @@ class LabTables:
         batches: one row per scored batch: ``agent, session, batch, epoch, time, task, stage, stage_index,
             n, correct, no_response, accuracy, policy_accuracy`` (the policy's own accuracy after the batch,
             what its criteria read; None when it keeps none), ``trials`` (the agent's cumulative trial count at
-            the end of the batch), then ``knob.NAME`` (the setting as journaled: number, list or ``{"uniform": [lo, hi]}``).
+            the end of the batch), then ``knob.NAME`` (the setting as journaled: number, list or
+            ``{"uniform": [lo, hi]}``).
         events: one row per policy event: ``agent, session, batch, time, event, trial``, then its fields.
         sessions: one row per accepted HELLO: ``agent, session, curriculum, epoch, resumed, time, seed,
             info, run, spec`` (the curriculum spec) and ``task`` (the task config).
