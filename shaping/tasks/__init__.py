@@ -10,6 +10,8 @@ Built-in tasks, one module per family:
 - :mod:`.saccade`: ``ProAntiSaccade``
 - :mod:`.timing`: ``ReadySetGo``
 - :mod:`.flipflop`: ``FlipFlop``
+- :mod:`.confidence`: ``PostDecisionWager``
+- :mod:`.multisensory`: ``MultiSensoryIntegration``
 
 :func:`check_task` checks any task, a user's PsychRNN subclass included, against the contract.
 """
@@ -24,8 +26,11 @@ from .gonogo import GoNoGo
 from .saccade import ProAntiSaccade
 from .timing import ReadySetGo
 from .flipflop import FlipFlop
+from .confidence import PostDecisionWager
+from .multisensory import MultiSensoryIntegration
 from .check import check_task
 
 __all__ = ["Task", "Batch", "TrialBuilder", "Knob", "OUTCOMES", "make", "get", "catalog", "register",
            "check_task", "PerceptualDiscrimination", "DelayedDiscrimination", "DelayedMatchToSample",
-           "MatchToCategory", "ContextDependentDM", "GoNoGo", "ProAntiSaccade", "ReadySetGo", "FlipFlop"]
+           "MatchToCategory", "ContextDependentDM", "GoNoGo", "ProAntiSaccade", "ReadySetGo", "FlipFlop",
+           "PostDecisionWager", "MultiSensoryIntegration"]

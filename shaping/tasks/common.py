@@ -111,6 +111,18 @@ def noise(rng: np.random.Generator, shape: tuple[int, int, int], sd: Any) -> np.
     return x
 
 
+def fixation_step(task: Any, t: float, params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The start of a per-step ``trial_function`` for a task whose input 0 is fixation.
+
+    Returns ``(x_t, y_t, mask_t)``: input noise drawn from the task's stream (``N_in``,), fixation 1 until
+    ``params["decision_on_ms"]``, targets and mask zero (``N_out``,).
+    """
+    x_t = input_noise_sd(task.dt, task.tau, params["stim_noise"]) * task.rng.standard_normal(task.N_in)
+    if t < params["decision_on_ms"]:
+        x_t[0] += 1.0
+    return x_t, np.zeros(task.N_out), np.zeros(task.N_out)
+
+
 def knob_samples(task: Any, knobs: Mapping[str, Any], n: int, rng: np.random.Generator
                  ) -> dict[str, np.ndarray]:
     """Per-trial values of every knob of ``task`` under ``knobs``, drawn in declaration order."""

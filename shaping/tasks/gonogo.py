@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .base import Task
-from .common import (check_fits, check_timing, input_noise_sd, knob_samples, noise, paint, param_column,
+from .common import (check_fits, check_timing, fixation_step, input_noise_sd, knob_samples, noise, paint, param_column,
                      step_times, window)
 from .knobs import Knob
 from .registry import register
@@ -103,12 +103,8 @@ class GoNoGo(Task):
         return x, y, mask
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x_t = input_noise_sd(self.dt, self.tau, params["stim_noise"]) * self.rng.standard_normal(self.N_in)
-        y_t = np.zeros(self.N_out)
-        mask_t = np.zeros(self.N_out)
+        x_t, y_t, mask_t = fixation_step(self, t, params)
         nogo = int(params["nogo"])
-        if t < params["decision_on_ms"]:
-            x_t[0] += 1.0
         if params["stim_on_ms"] <= t < params["stim_off_ms"]:
             x_t[2 - nogo] += 1.0
         if params["decision_on_ms"] <= t < params["decision_off_ms"]:

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .base import Task
-from .common import (HI, LO, check_fits, check_timing, choice_targets, cos_tuning, input_noise_sd, knob_samples,
-                     noise, paint, ring_angles, step_times, window)
+from .common import (HI, LO, check_fits, check_timing, choice_targets, cos_tuning, fixation_step, input_noise_sd,
+                     knob_samples, noise, paint, ring_angles, step_times, window)
 from .knobs import Knob
 from .registry import register
 
@@ -111,11 +111,7 @@ class ProAntiSaccade(Task):
         return x, y, mask
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x_t = input_noise_sd(self.dt, self.tau, params["stim_noise"]) * self.rng.standard_normal(self.N_in)
-        y_t = np.zeros(self.N_out)
-        mask_t = np.zeros(self.N_out)
-        if t < params["decision_on_ms"]:
-            x_t[0] += 1.0
+        x_t, y_t, mask_t = fixation_step(self, t, params)
         if t < params["decision_off_ms"]:
             x_t[1 + int(params["anti"])] += 1.0
         if params["stim_on_ms"] <= t < params["stim_off_ms"]:

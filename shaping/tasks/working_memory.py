@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from .base import Task
-from .common import (HI, LO, check_fits, check_timing, choice_targets, cos_tuning, draw_side, input_noise_sd,
-                     knob_samples, noise, paint, param_column, psychrnn_noise_sd, ring_angles, side_probability_knob,
-                     step_times, window)
+from .common import (HI, LO, check_fits, check_timing, choice_targets, cos_tuning, draw_side, fixation_step,
+                     input_noise_sd, knob_samples, noise, paint, param_column, psychrnn_noise_sd, ring_angles,
+                     side_probability_knob, step_times, window)
 from .knobs import Knob
 from .registry import register
 
@@ -262,11 +262,7 @@ class DelayedMatchToSample(Task):
         return x, y, mask
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x_t = input_noise_sd(self.dt, self.tau, params["stim_noise"]) * self.rng.standard_normal(self.N_in)
-        y_t = np.zeros(self.N_out)
-        mask_t = np.zeros(self.N_out)
-        if t < params["decision_on_ms"]:
-            x_t[0] += 1.0
+        x_t, y_t, mask_t = fixation_step(self, t, params)
         if params["sample_on_ms"] <= t < params["sample_off_ms"]:
             x_t[1:] += cos_tuning(params["sample_theta"], self.dim_ring)[0]
         if params["test_on_ms"] <= t < params["test_off_ms"]:

@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 
 from shaping.tasks import (Batch, ContextDependentDM, DelayedDiscrimination, DelayedMatchToSample, FlipFlop,
-                           GoNoGo, MatchToCategory, PerceptualDiscrimination, ProAntiSaccade, ReadySetGo, Task)
+                           GoNoGo, MatchToCategory, MultiSensoryIntegration, PerceptualDiscrimination,
+                           PostDecisionWager, ProAntiSaccade, ReadySetGo, Task)
 from shaping.tasks.common import input_noise_sd, ring_angles
 
 MEMORY_SD_PER_SQRT_S = 1.0  # observer's memory diffusion: sd grows with sqrt(delay in s)
+SURE_CONFIDENCE = 0.7  # the wagering observer takes the sure option below this posterior P(correct)
 
 
 def times(task: Task) -> np.ndarray:
@@ -75,6 +77,12 @@ def mask_decision_period(task, p):
     return all_channels(task, between(task, col(p, "decision_on_ms"), col(p, "decision_off_ms")))
 
 
+def mask_wager(task, p):
+    mask = all_channels(task, between(task, col(p, "decision_on_ms"), col(p, "decision_off_ms")))
+    mask[:, :, 2] *= (p["wager"].to_numpy() == 1)[:, None]  # the sure option is offered on wager trials only
+    return mask
+
+
 def mask_ready_set_go(task, p):
     set_on = col(p, "set_on_ms")
     return all_channels(task, between(task, set_on, set_on + 2 * col(p, "production_ms")))
@@ -123,6 +131,45 @@ def observe_context(task, b, rng):
     context = np.argmax(window_sum(b.x[:, :, 3:5], between(task, 0.0, col(p, "decision_on_ms"))), axis=1)
     evidence = window_sum(b.x[:, :, 1:3], between(task, col(p, "stim_on_ms"), col(p, "stim_off_ms")))
     return one_hot_outputs(b, (evidence[np.arange(len(p)), context] > 0).astype(int))
+
+
+def side_log_odds(weighted_sum: np.ndarray, sd: np.ndarray, p_choice1: np.ndarray) -> np.ndarray:
+    """Posterior log odds of side 1 from ``sum(coherence * (evidence1 - evidence0))`` and the per-channel
+    noise ``sd`` (the likelihood ratio is ``weighted_sum / sd^2``), with the side prior."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        llr = np.where(sd > 0, weighted_sum / sd ** 2, np.sign(weighted_sum) * np.inf)
+        return llr + np.log(p_choice1) - np.log1p(-p_choice1)
+
+
+def observe_wager(task, b, rng):
+    """Knows the noise level, the trial's coherence and the side prior; reports the likelier side, and writes
+    the sure output above it when its posterior P(correct) is below SURE_CONFIDENCE (the task reads the sure
+    output only where it is offered, so the observer need not read the cue)."""
+    p = b.params
+    s = window_sum(b.x[:, :, 1:3], between(task, col(p, "stim_on_ms"), col(p, "stim_off_ms")))
+    sd = input_noise_sd(task.dt, task.tau, col(p, "stim_noise"))
+    log_odds = np.nan_to_num(side_log_odds(col(p, "coherence") * (s[:, 1] - s[:, 0]), sd, col(p, "p_choice1")))
+    side = (log_odds > 0).astype(int)
+    unsure = 1.0 / (1.0 + np.exp(-np.abs(log_odds))) < SURE_CONFIDENCE
+    y_hat = np.zeros_like(b.y)
+    y_hat[np.arange(len(p)), :, side] = np.where(unsure, 0.5, 1.0)[:, None]
+    y_hat[:, :, 2] = unsure[:, None]
+    return y_hat
+
+
+def observe_multisensory(task, b, rng):
+    """Detects which modalities are shown (their channels' summed mean, 1 or 0), then weighs each shown
+    modality's evidence by its coherence (the optimal weights at equal noise) and reports the likelier side."""
+    p = b.params
+    w = between(task, col(p, "stim_on_ms"), col(p, "stim_off_ms"))
+    s = window_sum(b.x[:, :, 1:5], w)
+    steps = w.sum(axis=1)
+    weighted = np.zeros(len(p))
+    for first, coh in ((0, col(p, "coh_visual")), (2, col(p, "coh_auditory"))):
+        shown = s[:, first] + s[:, first + 1] > 0.5 * steps
+        weighted += np.where(shown, coh * (s[:, first + 1] - s[:, first]), 0.0)
+    sd = input_noise_sd(task.dt, task.tau, col(p, "stim_noise"))
+    return one_hot_outputs(b, (np.nan_to_num(side_log_odds(weighted, sd, col(p, "p_choice1"))) > 0).astype(int))
 
 
 def observe_gonogo(task, b, rng):
@@ -203,6 +250,12 @@ def chance_delayed_discrimination(task, b):
     return float(np.mean(empty) + 0.5 * np.mean(~empty))
 
 
+def chance_wager(task, b):
+    """A blind agent answers a side (1/2), or picks uniformly among the three options offered on wager trials
+    (1/3): wager trials are credited halfway between."""
+    return float(np.mean(np.where(b.params["wager"].to_numpy() == 1, 5 / 12, 1 / 2)))
+
+
 def chance_gonogo(task, b):
     p = float(b.params["p_nogo"].mean())
     return max(p, 1 - p)
@@ -250,6 +303,11 @@ CASES: dict[str, Case] = {
     "ReadySetGo": Case(ReadySetGo, mask_ready_set_go, lambda task, b: 0.0, observe_ready_set_go, {}),
     "FlipFlop": Case(FlipFlop, mask_flip_flop, lambda task, b: 0.0, observe_flip_flop,
                      {"stim_noise": 0.5, "n_pulses": 4.0}),
+    "PostDecisionWager": Case(PostDecisionWager, mask_wager, chance_wager, observe_wager,
+                              {"stim_noise": 0.3, "coherence": 0.25, "stim_ms": 300.0}),
+    "MultiSensoryIntegration": Case(MultiSensoryIntegration, mask_decision_period, chance_uniform(2),
+                                    observe_multisensory,
+                                    {"stim_noise": 0.3, "coh_visual": 0.15, "coh_auditory": 0.15}),
 }
 
 

@@ -1,0 +1,32 @@
+"""Every built-in task through a real task server: generated, sent, answered, scored and journaled."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from loophelp import ServerThread, config
+from shaping import journal as J
+from shaping.client import TaskClient
+from shaping.tasks import catalog
+
+NAMES = catalog()["name"].tolist()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_task_round_trip_through_server_and_journal(name, tmp_path):
+    cfg = config(tmp_path, task={"name": name, "N_batch": 8}, curricula={"fixed": {"kind": "fixed"}})
+    with ServerThread(cfg) as st:
+        with TaskClient(st.endpoint, "a", timeout_s=10) as c:
+            batch = c.get()
+            assert batch.x.shape[0] == 8 and batch.x.shape[2] == c.task_spec["N_in"]
+            score = c.result(batch, batch.y)  # the targets themselves: every trial correct
+            assert score is not None and score.n == 8 and score.accuracy == 1.0
+    trials = J.load(tmp_path)
+    assert len(trials) == 8 and (trials["outcome"] == "correct").all()
+    # Every trial parameter the agent saw is in the journal (but for a parameter named like a score column,
+    # e.g. the correct "choice" of some tasks: the score's value is kept, and "target" holds the correct one).
+    for column in set(batch.params.columns) - {"trial", "outcome", "choice", "target"}:
+        assert column in trials.columns, column
+        sent = batch.params[column].to_numpy()
+        if sent.dtype.kind in "biuf":
+            np.testing.assert_allclose(trials[column].to_numpy(dtype=float), sent.astype(float))
