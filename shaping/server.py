@@ -14,9 +14,10 @@ Invariants:
 - **Bad input never stops it.** Every malformed or unexpected message gets an ERROR reply and a log line;
   other agents do not notice.
 - **Stages count their own trials.** A batch prefetched under a stage the agent has left by the time its
-  RESULT arrives (at most ``credit - 1`` batches after a graduation or regression), or answered after the
-  curriculum completed (a pipelined agent's last batch), is scored, journaled (flagged ``stale``) and
-  acknowledged, but not fed to the policy: the new stage's window holds only its own trials.
+  RESULT arrives, even if it has come back to that stage since (at most ``credit - 1`` batches after a
+  graduation or regression), or answered after the curriculum completed (a pipelined agent's last batch), is
+  scored, journaled (flagged ``stale``) and acknowledged, but not fed to the policy: the new stage's window
+  holds only its own trials.
 - **Reproducible.** Each agent's trial stream and policy are seeded from (server seed, agent name), and batch
   ``k`` of a stream is a function of (seed, k, knobs): a restarted server re-issues what was never scored.
 
@@ -216,6 +217,7 @@ class InFlight:
     conditions: dict
     epoch: int
     issued: float  # monotonic s
+    stage_visit: int = 0  # the session's stage visit it was drawn in (see Session.stage_visit)
 
 
 class Session:
@@ -227,6 +229,8 @@ class Session:
         epoch: connection count (a HELLO starts a new epoch). identity: current ROUTER routing id or None.
         next_batch: id of the next batch in the stream. in_flight: batch id -> :class:`InFlight`.
         trials, batches: scored so far. window: the last ``window_trials`` outcomes (1 = correct).
+        stage_visit: counts the stage changes seen by this server process, so that a batch drawn in an
+            earlier visit of the same stage (A -> B -> A while it was in flight) is recognised as stale.
         run: provenance record sent in WELCOME (hooks fill it). info: the agent's HELLO info.
     """
 
@@ -258,6 +262,7 @@ class Session:
         self.info: dict = {}
         self.last_heard = 0.0
         self.last_sent = 0.0
+        self.stage_visit = 0
         self.conditions = self.policy.conditions()
 
     # ---------------------------------------------------------------- stream
@@ -764,7 +769,7 @@ class TaskServer:
         bid = s.next_batch
         batch = task.generate(n=n, knobs=cond["knobs"], batch_id=bid, repeat=cond.get("repeat") or None)
         s.next_batch += 1
-        s.in_flight[bid] = InFlight(batch, task, cond, s.epoch, time.monotonic())
+        s.in_flight[bid] = InFlight(batch, task, cond, s.epoch, time.monotonic(), s.stage_visit)
         arrays: dict[str, Any] = {"x": batch.x, "y": batch.y, "mask": batch.mask}
         obj_params = {}
         for col in batch.params.columns:
@@ -811,7 +816,7 @@ class TaskServer:
         scored = f.task.score(f.batch.y, y_hat, f.batch.mask, f.batch.params)
         if "correction" not in scored.columns:  # a task whose score() drops trial parameters
             scored["correction"] = False
-        stale = int(f.conditions["stage_index"]) != int(s.conditions["stage_index"]) or bool(s.policy.complete)
+        stale = f.stage_visit != s.stage_visit or bool(s.policy.complete)
         if stale or "stale" not in scored.columns:
             scored["stale"] = stale
         # A batch drawn (prefetched) under a stage the agent has since left, or answered after completion, is
@@ -825,7 +830,10 @@ class TaskServer:
         s.trials += n
         s.batches += 1
         s.record(codes)
+        stage_before = int(s.conditions["stage_index"])
         s.conditions = s.policy.conditions()
+        if int(s.conditions["stage_index"]) != stage_before:
+            s.stage_visit += 1
         policy_accuracy = _float_or_none(s.policy.accuracy)
         self.journal.append_batch(agent=s.agent, session=s.session_id, batch=bid, epoch=f.epoch,
                                   task=type(f.task).__name__, stage=str(f.conditions["stage"]),

@@ -194,3 +194,23 @@ def test_a_result_after_completion_is_journaled_as_stale(tmp_path):
             assert st.server.sessions["late"].policy.state()["trials"] == 32  # the policy did not count it
     trials = J.load(tmp_path)
     assert trials.groupby("batch")["stale"].all().to_dict() == {0: False, 1: False, 2: True}
+
+
+def test_a_batch_from_an_earlier_visit_of_the_same_stage_is_stale(tmp_path):
+    """Stage a -> b -> a while batch 2 (drawn in the first visit of a) was in flight: it is not counted."""
+    stages = {"kind": "stages", "window": 16, "regress": {"accuracy": 0.9, "min_dwell": 16},
+              "stages": [{"name": "a", "knobs": {"coherence": 0.7}, "graduate": {"accuracy": 0.5, "min_trials": 16}},
+                         {"name": "b", "knobs": {"coherence": 0.3},
+                          "graduate": {"accuracy": 0.99, "min_trials": 10**6}}]}
+    with ServerThread(config(tmp_path, curricula={"aba": stages})) as st:
+        with TaskClient(st.endpoint, "v", timeout_s=5) as c:
+            b0, b1, b2 = c.get(), c.get(), c.get()
+            assert c.result(b0, b0.y).stage == "b"  # graduated
+            c.result(b1, b1.y)  # drawn in a, answered in b: stale
+            b3 = c.get()
+            assert b3.stage == "b"
+            assert c.result(b3, b3.y[:, :, ::-1]).stage == "a"  # every trial wrong: regressed
+            c.result(b2, b2.y)  # drawn in the first visit of a, answered in the second
+    trials = J.load(tmp_path)
+    stale = trials.groupby("batch")["stale"].all().to_dict()
+    assert stale == {0: False, 1: True, 2: True, 3: False}
