@@ -6,8 +6,9 @@ whole ``(N_steps, N_batch, N_rec)`` block before the loop, and the outputs after
 only ``s_t = decay * s_{t-1} + f(s_{t-1}) @ Wa + drive_t``.
 
 For the named transfer functions the backward pass is written out (backpropagation through time as one
-reverse ``tf.scan``, the weight gradient as one matmul over all steps), which is cheaper than TensorFlow's
-automatic gradient of a while loop; a user's own transfer function falls back to the automatic one.
+reverse loop, the weight gradient as one matmul over all steps), which is cheaper than TensorFlow's automatic
+gradient of a while loop; a user's own transfer function falls back to the automatic one (through
+``tf.scan``).
 """
 from __future__ import annotations
 
