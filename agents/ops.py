@@ -126,6 +126,9 @@ def _recurrence_bptt(s0, drive, Wa, decay, name: str):
             WaT = tf.transpose(Wa)
             if g_rates is None:
                 g_rates = tf.zeros_like(rates)
+            # a gather on the states or rates (in a user's loss or penalty) sends IndexedSlices: make them dense
+            g_rates = tf.convert_to_tensor(g_rates)
+            g_states = None if g_states is None else tf.convert_to_tensor(g_states)
             with_states = not _is_zero(g_states)
 
             def back(t, lam_next):

@@ -451,7 +451,7 @@ def psychometric_xy(trials: pd.DataFrame, evidence: str) -> tuple[np.ndarray, np
     """
     if evidence not in trials.columns or not len(trials):
         return np.empty(0), np.empty(0), "P(correct)"
-    t = trials[trials["choice"] >= 0]
+    t = trials[F.responded(trials)]
     ev = pd.to_numeric(t[evidence], errors="coerce").to_numpy(dtype=float)
     target = t["target"].to_numpy()
     choice = t["choice"].to_numpy()
@@ -470,7 +470,7 @@ def psychometric_fit(trials: pd.DataFrame, evidence: str) -> dict:
         cannot constrain it (fewer than two evidence levels or a single answer).
     """
     x, y, _ = psychometric_xy(trials, evidence)
-    out = {"n": int(len(trials)), "n_no_response": int((trials["choice"] < 0).sum()) if len(trials) else 0,
+    out = {"n": int(len(trials)), "n_no_response": int((~F.responded(trials)).sum()) if len(trials) else 0,
            "b0": np.nan, "b1": np.nan, "pse": np.nan, "slope": np.nan}
     if len(np.unique(x)) > 1 and len(np.unique(y)) > 1:
         b0, b1 = F.fit_logistic(x, y)

@@ -301,6 +301,8 @@ class TaskClient:
         """
         key = self._key(batch)
         if key not in self._answered:
+            if key[0] != self.epoch:
+                return None  # a batch of an ended epoch: void
             raise ValueError(f"TaskClient.score: no RESULT is waiting for a score for batch {key[1]} "
                              f"(epoch {key[0]})")
         epoch, bid = key
@@ -312,7 +314,8 @@ class TaskClient:
         """Scores received for results sent with ``wait=False`` (and not yet collected by :meth:`score`)."""
         self._poll_once(0)
         out = [s for s in self._scores.values() if s is not None]
-        self._answered.difference_update(self._scores)
+        # collected, or void (an ended epoch never scores)
+        self._answered = {k for k in self._answered if k not in self._scores and k[0] == self.epoch}
         self._scores.clear()
         return out
 

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 __all__ = [
     "effective_weights", "dale_sign_from_weights", "unit_order", "w_rec_heatmap", "w_rec_image",
     "eigenspectrum", "w_in_map", "w_out_map", "fit_logistic", "psychometric_points", "psychometric_curve",
-    "stage_timeline", "curriculum_curves", "to_png",
+    "stage_timeline", "curriculum_curves", "to_png", "responded",
 ]
 
 _CMAP = "RdBu_r"  # red excitatory (positive), blue inhibitory (negative)
@@ -281,11 +281,19 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1e-4, n_iter: int 
     return float(b[0]), float(b[1])
 
 
+def responded(trials: pd.DataFrame) -> np.ndarray:
+    """``(n,)`` bool: trials with a response to one of the task's options, i.e. not ``no_response`` (which
+    also covers an opt-out such as :class:`~shaping.tasks.PostDecisionWager`'s sure choice)."""
+    if "outcome" in trials.columns:
+        return (trials["outcome"] != "no_response").to_numpy()
+    return (trials["choice"] >= 0).to_numpy()
+
+
 def _signed_binary(trials: pd.DataFrame, evidence: str) -> tuple[np.ndarray, np.ndarray, str] | None:
     """(x, y, ylabel) for a psychometric plot, or None when the table lacks what it needs."""
     if evidence not in trials.columns or not {"choice", "target"} <= set(trials.columns):
         return None
-    t = trials[trials["choice"] >= 0]
+    t = trials[responded(trials)]
     ev = pd.to_numeric(t[evidence], errors="coerce").to_numpy(dtype=float)
     target = t["target"].to_numpy()
     if set(np.unique(trials["target"])) <= {0, 1}:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 import pandas as pd
 
+from ..tasks.base import PARAM_PREFIX
 from . import spec as S
 from .base import Policy, check_scored, child_seed, from_spec, register, trial_param_names
 from .spec import SpecError
@@ -231,7 +232,7 @@ class BiasCorrection(Policy):
         choice = scored["choice"].to_numpy(dtype=np.int64)
         target = scored["target"].to_numpy(dtype=np.int64)
         if self.side is not None:
-            ok = choice >= 0
+            ok = (choice == 0) | (choice == 1)  # a response to a side (not none, not an opt-out)
             n = self.side["window"]
             self._choices = (self._choices + (choice[ok] == 1).astype(int).tolist())[-n:]
             self._targets = (self._targets + (target[ok] == 1).astype(int).tolist())[-n:]
@@ -278,7 +279,10 @@ class BiasCorrection(Policy):
         rows = np.nonzero(hit)[0]
         if rows.size > rp["max_per_batch"]:
             rows = np.sort(self.rng.choice(rows, rp["max_per_batch"], replace=False))
-        values = {p: scored[p].to_numpy()[rows].tolist() for p in rp["params"] if p in scored.columns}
+        # a trial parameter named like a score column (e.g. a task's correct "choice") is under "param.<name>":
+        # a repeat must take the trial's own value, not the network's answer
+        columns = {p: PARAM_PREFIX + p if PARAM_PREFIX + p in scored.columns else p for p in rp["params"]}
+        values = {p: scored[c].to_numpy()[rows].tolist() for p, c in columns.items() if c in scored.columns}
         return [{p: v[i] for p, v in values.items()} for i in range(rows.size)]  # tolist(): plain scalars
 
     def _plan_sides(self) -> list[int]:

@@ -33,6 +33,8 @@ import pandas as pd
 from .knobs import Knob
 
 OUTCOMES = ("correct", "error", "no_response")
+SCORE_COLUMNS = ("trial", "outcome", "choice", "target")  # what score() puts first, before the trial params
+PARAM_PREFIX = "param."  # a trial parameter named like a score column is kept under this prefix
 _OUTCOME_LABELS = np.array(OUTCOMES, dtype=object)
 
 
@@ -410,7 +412,9 @@ class Task:
     def score(self, y: np.ndarray, y_hat: np.ndarray, mask: np.ndarray,
               trial_params: pd.DataFrame | Sequence[dict] | None = None) -> pd.DataFrame:
         """Score each trial: one row per trial with ``trial``, ``outcome`` (correct / error /
-        no_response), ``choice`` (-1 for none), ``target`` and every trial parameter and knob value.
+        no_response), ``choice`` (-1 for none), ``target`` and every trial parameter and knob value. A trial
+        parameter named like one of those four (PsychRNN's DelayedDiscrimination draws the correct
+        ``choice``) is kept as ``param.<name>``; correction trials repeat it from there.
 
         Args:
             y: targets ``(N_batch, N_steps, N_out)``.
@@ -432,8 +436,9 @@ class Task:
         # One DataFrame from a dict of fresh column arrays, taken as they are (copy=False: no consolidating
         # copy); concat/drop and pandas' own copies cost more than the scoring itself. The server waits on this.
         for col, values in params.items():
-            if col not in columns:
-                columns[col] = values.array.copy()  # the table never aliases trial_params
+            # the table never aliases trial_params; a parameter named like a score column (PsychRNN's
+            # DelayedDiscrimination draws the correct "choice") is kept as "param.<name>"
+            columns[col if col not in SCORE_COLUMNS else PARAM_PREFIX + col] = values.array.copy()
         return pd.DataFrame(columns, copy=False)
 
     # ------------------------------------------------------------------ description

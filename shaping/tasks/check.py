@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .base import OUTCOMES, Batch, Task
+from .base import OUTCOMES, PARAM_PREFIX, SCORE_COLUMNS, Batch, Task
 from .knobs import Knob
 
 __all__ = ["check_task"]
 
-_SCORE_COLUMNS = ["trial", "outcome", "choice", "target"]
+_SCORE_COLUMNS = list(SCORE_COLUMNS)
 
 
 class _Checker:
@@ -179,7 +179,8 @@ class _Checker:
         for c in ("choice", "target"):
             self.expect(pd.api.types.is_integer_dtype(scored[c]), f"score(): {c} has dtype {scored[c].dtype}, "
                                                                   f"expected integers (-1: none)")
-        missing = [c for c in b.params.columns if c not in scored.columns]
+        missing = [c for c in b.params.columns
+                   if (PARAM_PREFIX + c if c in SCORE_COLUMNS else c) not in scored.columns]
         self.expect(not missing, f"score() dropped trial parameters {missing}")
         wrong = np.flatnonzero(scored["outcome"].to_numpy() != "correct")
         self.expect(wrong.size == 0, f"the targets themselves do not score correct on trials "

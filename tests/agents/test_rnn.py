@@ -109,6 +109,27 @@ def test_written_out_gradient_with_a_penalty_on_states(transfer, small_params, b
     assert np.abs(a.vars["W_rec"].numpy() - c.vars["W_rec"].numpy()).max() > 1e-5   # the penalty mattered
 
 
+@pytest.mark.parametrize("which", ["states", "rates"])
+def test_written_out_gradient_takes_a_sparse_gradient(which):
+    """A loss that gathers some steps of the states or rates sends IndexedSlices into the backward pass."""
+    from agents._tf import tf
+    from agents.ops import rate_recurrence
+
+    rng = np.random.default_rng(0)
+    s0 = tf.constant(rng.normal(0, 0.5, (3, 6)), tf.float32)
+    drive = tf.constant(rng.normal(0, 0.5, (12, 3, 6)), tf.float32)
+    Wa = tf.Variable(rng.normal(0, 0.3, (6, 6)).astype(np.float32))
+
+    def grad(transfer):
+        with tf.GradientTape() as tape:
+            states, rates = rate_recurrence(s0, drive, Wa, 0.9, transfer)
+            picked = tf.gather(states if which == "states" else rates, [0, 4, 11])
+            loss = tf.reduce_sum(tf.square(picked))
+        return tape.gradient(loss, Wa)
+
+    np.testing.assert_allclose(grad("tanh").numpy(), grad(lambda s: tf.tanh(s)).numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_seed_makes_init_and_noise_reproducible(small_params, batch):
     from agents import Basic
 

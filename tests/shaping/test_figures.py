@@ -220,3 +220,19 @@ def test_curriculum_curves_draw_the_policys_accuracy_when_given():
     assert len(lines) == 2 and np.allclose(lines[1].get_ydata()[1:], policy[1:])
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["window", "policy (its criteria)"]
     png_size(fig)
+
+
+def test_opt_outs_are_not_responses_in_psychometric_data():
+    """PostDecisionWager's sure choice (choice 2, outcome no_response) is left out like a missing answer."""
+    from shaping.tasks import PostDecisionWager
+
+    task = PostDecisionWager(seed=0, N_batch=64)
+    b = task.generate(batch_id=0)
+    y_hat = b.y.copy()
+    y_hat[:, :, 2] = 2.0  # take the sure option wherever it is offered
+    scored = task.score(b.y, y_hat, b.mask, b.params)
+    opted = scored["opted_out"].to_numpy()
+    assert opted.any() and (~opted).any()
+    np.testing.assert_array_equal(figures.responded(scored), ~opted)
+    points = figures.psychometric_points(scored, "coherence")
+    assert points["n"].sum() == (~opted).sum()  # P(choice = 1) from the trials that chose a side

@@ -1,6 +1,7 @@
 """Bias correction: side drawn against the measured bias brings a biased observer's choices back toward
 balance; correction trials repeat errored trials (through the real task.generate) and stay out of the
 wrapped policy's accuracy; same-side runs are capped."""
+import pandas as pd
 import pytest
 
 from shaping.policies import from_spec
@@ -113,3 +114,45 @@ def test_same_side_runs_through_task_generate(task):
     except ValueError as err:
         pytest.skip(f"Task.generate does not take non-correction repeat entries yet: {err}")
     assert runs(batch.params["direction"].tolist()) <= 2 and not batch.params["correction"].any()
+
+
+def test_a_repeat_keeps_the_trials_own_correct_choice_when_the_task_names_it_choice():
+    """ContextDependentDM's trial parameter "choice" (the correct answer) shares its name with the score's
+    "choice" (the network's answer): score() keeps the parameter as "param.choice", and a correction trial
+    repeats the trial with its own correct answer, not the network's wrong one."""
+    import numpy as np
+
+    from shaping.tasks import ContextDependentDM
+
+    task = ContextDependentDM(seed=0, N_batch=16)
+    policy = from_spec({"kind": "bias", "policy": {"kind": "fixed"}, "repeat": True}, task, seed=0)
+    batch = task.generate(batch_id=0)
+    wrong = batch.y[:, :, ::-1]  # every answer on the other side
+    scored = task.score(batch.y, wrong, batch.mask, batch.params)
+    assert (scored["param.choice"] == batch.params["choice"]).all()
+    assert (scored["choice"] != scored["param.choice"]).all() and (scored["outcome"] == "error").all()
+    policy.update(scored)
+    repeat = policy.conditions()["repeat"]
+    assert len(repeat) == policy.repeat["max_per_batch"]
+    again = task.generate(batch_id=1, repeat=repeat)
+    k = len(repeat)
+    np.testing.assert_array_equal(again.params["choice"].to_numpy()[:k],
+                                  [r["choice"] for r in repeat])
+    for entry in repeat:  # each repeat is one of the errored trials, with every parameter as it was drawn
+        same = (batch.params[list(entry)] == pd.Series(entry)).all(axis=1)
+        assert same.any(), entry
+
+
+def test_opt_outs_do_not_count_as_side_choices():
+    """A sure choice (PostDecisionWager, choice 2) is not a choice of side 0: it does not feed the bias."""
+    from shaping.tasks import PostDecisionWager
+
+    task = PostDecisionWager(seed=0, N_batch=64)
+    policy = from_spec({"kind": "bias", "policy": {"kind": "fixed", "knobs": {"p_wager": 1.0}},
+                        "side": {"rule": "thresholded_linear", "window": 50}}, task, seed=0)
+    for i in range(4):
+        b = task.generate(batch_id=i, **{"knobs": policy.conditions()["knobs"]})
+        y_hat = b.y.copy()
+        y_hat[:, :, 2] = 2.0  # opt out of every trial
+        policy.update(task.score(b.y, y_hat, b.mask, b.params))
+    assert policy.conditions()["knobs"]["p_choice1"] == 0.5 and not policy.bias

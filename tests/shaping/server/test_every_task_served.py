@@ -23,10 +23,11 @@ def test_task_round_trip_through_server_and_journal(name, tmp_path):
             assert score is not None and score.n == 8 and score.accuracy == 1.0
     trials = J.load(tmp_path)
     assert len(trials) == 8 and (trials["outcome"] == "correct").all()
-    # Every trial parameter the agent saw is in the journal (but for a parameter named like a score column,
-    # e.g. the correct "choice" of some tasks: the score's value is kept, and "target" holds the correct one).
-    for column in set(batch.params.columns) - {"trial", "outcome", "choice", "target"}:
-        assert column in trials.columns, column
+    # Every trial parameter the agent saw is in the journal; one named like a score column (the correct
+    # "choice" of some tasks) as "param.<name>".
+    for column in batch.params.columns:
+        stored = f"param.{column}" if column in ("trial", "outcome", "choice", "target") else column
+        assert stored in trials.columns, column
         sent = batch.params[column].to_numpy()
         if sent.dtype.kind in "biuf":
-            np.testing.assert_allclose(trials[column].to_numpy(dtype=float), sent.astype(float))
+            np.testing.assert_allclose(trials[stored].to_numpy(dtype=float), sent.astype(float))
