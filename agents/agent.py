@@ -86,7 +86,12 @@ def _configure_device(device: str, threads: int) -> None:
     configure_threads(threads)
     import tensorflow as tf
 
-    for gpu in tf.config.list_physical_devices("GPU"):
+    gpus = tf.config.list_physical_devices("GPU")
+    if device.upper().startswith("GPU") and not gpus:
+        raise RuntimeError(f"device = {device!r}, but TensorFlow sees no GPU in this process (is tensorflow-cpu "
+                           f"installed? the [gpu] extra installs the CUDA build; CUDA_VISIBLE_DEVICES="
+                           f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}); use device = 'CPU' to train on the CPU")
+    for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 

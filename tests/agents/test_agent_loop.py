@@ -70,3 +70,15 @@ def test_completion_stops_the_agent_after_at_most_one_batch_more(server, tmp_pat
     assert len(counted) == 80  # the policy completed on exactly its max_trials
     assert extra["batch"].nunique() <= 1 and (extra["batch"] > counted["batch"].max()).all()
     assert summary["batches"] == trials["batch"].nunique()  # nothing trained that is not journaled
+
+
+def test_asking_for_a_gpu_that_is_not_there_is_a_clear_error(tmp_path):
+    from agents._tf import tf
+    from agents.agent import Agent, AgentConfig
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible here")
+    agent = Agent(AgentConfig(name="g", server="tcp://127.0.0.1:1", model=dict(MODEL), workdir=str(tmp_path),
+                              device="GPU"))
+    with pytest.raises(RuntimeError, match="device = 'GPU', but TensorFlow sees no GPU"):
+        agent.run()
