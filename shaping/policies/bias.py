@@ -269,7 +269,10 @@ class BiasCorrection(Policy):
 
     def _corrections(self, scored: pd.DataFrame) -> list[dict]:
         rp = self.repeat
-        hit = np.isin(scored["outcome"].to_numpy(), rp["on"])
+        outcome = scored["outcome"].to_numpy()
+        hit = np.isin(outcome, rp["on"])
+        # an opt-out (a no_response with a choice, e.g. PostDecisionWager's sure target) was an answer
+        hit &= ~((outcome == "no_response") & (scored["choice"].to_numpy() >= 0))
         if rp["min_evidence"] is not None:
             ev = self.task.evidence_knob
             values = scored[ev].to_numpy(dtype=float)

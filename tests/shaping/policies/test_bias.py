@@ -156,3 +156,20 @@ def test_opt_outs_do_not_count_as_side_choices():
         y_hat[:, :, 2] = 2.0  # opt out of every trial
         policy.update(task.score(b.y, y_hat, b.mask, b.params))
     assert policy.conditions()["knobs"]["p_choice1"] == 0.5 and not policy.bias
+
+
+def test_opt_outs_are_not_repeated_as_missed_trials():
+    from shaping.tasks import PostDecisionWager
+
+    task = PostDecisionWager(seed=0, N_batch=32)
+    spec = {"kind": "bias", "policy": {"kind": "fixed", "knobs": {"p_wager": 1.0}},
+            "repeat": {"on": ["error", "no_response"], "max_per_batch": 32}}
+    policy = from_spec(spec, task, seed=0)
+    b = task.generate(batch_id=0, knobs=policy.conditions()["knobs"])
+    y_hat = b.y.copy()
+    y_hat[:, :, 2] = 2.0  # opt out everywhere
+    scored = task.score(b.y, y_hat, b.mask, b.params)
+    scored.loc[:3, "choice"] = -1  # and the first four: no answer at all
+    assert (scored["outcome"] == "no_response").all()
+    policy.update(scored)
+    assert len(policy.conditions()["repeat"]) == 4  # only the trials without an answer
