@@ -1,7 +1,8 @@
 """Multisensory integration: one side, shown through vision, audition or both.
 
 Each trial presents evidence for one side through a visual pair of channels, an auditory pair, or both at
-once (the same side, each modality at its own strength); the network reports the side after the stimulus.
+once (the same side and the same coherence, each modality scaled by its own gain); the network reports the
+side after the stimulus.
 An observer that combines the two modalities is more accurate on multisensory trials than with either one
 alone. Raposo, Sheppard, Schrater & Churchland 2012, J Neurosci 32:3726, "Multisensory decision-making in
 rats and humans" (https://doi.org/10.1523/JNEUROSCI.4998-11.2012): rats and humans judged whether a 1000 ms
@@ -9,8 +10,9 @@ train of flashes, clicks or both (synchronous, same rate) was faster or slower t
 auditory and multisensory trials were interleaved, and multisensory trials gave steeper psychometric curves,
 close to the optimal combination of the two single-modality reliabilities.
 
-Deviations: the event rate is abstracted as a coherence per modality (its distance from the category
-boundary): each modality is a pair of evidence channels with means ``(1 +- coherence) / 2`` toward the
+Deviations: the event rate is abstracted as one ``coherence`` (its distance from the category boundary,
+shared by both modalities as the paper's matched rates are), and each modality's reliability as a gain on
+it: a shown modality is a pair of evidence channels with means ``(1 +- gain * coherence) / 2`` toward the
 correct side, 0 when that modality is absent; a fixation input (1 until the decision period) is the go
 signal, the fixation period lasts 300 ms and the decision period 300 ms; outputs are one-hot 1.0 / 0.2
 (PsychRNN style); every input carries noise ``stim_noise * sqrt(2 tau / dt)`` (Yang et al. 2019), an absent
@@ -41,7 +43,8 @@ class MultiSensoryIntegration(Task):
     Inputs ``(N_batch, N_steps, 5)``: ``fixation`` (1 until the decision period), ``visual0``, ``visual1``,
     ``auditory0``, ``auditory1``; during the stimulus a present modality's channel for the correct side has
     mean ``(1 + coh) / 2`` and the other ``(1 - coh) / 2`` (``coh``: that modality's coherence); an absent
-    modality's channels have mean 0. All inputs carry noise. Outputs ``(N_batch, N_steps, 2)``: ``choice0``,
+    modality's channels have mean 0 (``coh`` = ``coherence`` times that modality's gain). All inputs carry
+    noise. Outputs ``(N_batch, N_steps, 2)``: ``choice0``,
     ``choice1``, one-hot 1.0 / 0.2 during the decision period (mask 1 there, 0 elsewhere).
 
     Args:
@@ -52,8 +55,8 @@ class MultiSensoryIntegration(Task):
         **knobs: initial knob values.
 
     Trial params: ``modality`` (0 visual only, 1 auditory only, 2 both: ``VISUAL``, ``AUDITORY``, ``BOTH``),
-    ``choice`` (the correct side), ``coh_visual``, ``coh_auditory`` (drawn on every trial, used where
-    the modality is shown), ``p_multisensory``, ``stim_noise``, ``p_choice1`` and the period bounds
+    ``choice`` (the correct side), ``coherence`` (shown on every trial, the evidence of psychometric curves),
+    ``gain_visual``, ``gain_auditory``, ``p_multisensory``, ``stim_noise``, ``p_choice1`` and the period bounds
     ``stim_on_ms``, ``stim_off_ms``, ``decision_on_ms``, ``decision_off_ms`` in absolute ms.
     """
 
@@ -65,10 +68,12 @@ class MultiSensoryIntegration(Task):
         "tags": ["perceptual", "multisensory", "2AFC"],
     }
     knobs = (
-        Knob("coh_visual", 0.0, 1.0, [0.05, 0.1, 0.2, 0.4], "higher", "fraction",
-             doc="strength of the visual evidence: its channels' means are (1 +- coherence) / 2"),
-        Knob("coh_auditory", 0.0, 1.0, [0.05, 0.1, 0.2, 0.4], "higher", "fraction",
-             doc="strength of the auditory evidence: its channels' means are (1 +- coherence) / 2"),
+        Knob("coherence", 0.0, 1.0, [0.05, 0.1, 0.2, 0.4], "higher", "fraction",
+             doc="strength of the evidence, the same in both modalities (the paper's matched event rates)"),
+        Knob("gain_visual", 0.0, 1.0, 1.0, "higher", "fraction",
+             doc="the visual channels' means are (1 +- gain_visual * coherence) / 2: the modality's reliability"),
+        Knob("gain_auditory", 0.0, 1.0, 1.0, "higher", "fraction",
+             doc="the auditory channels' means are (1 +- gain_auditory * coherence) / 2"),
         Knob("p_multisensory", 0.0, 1.0, 1.0 / 3.0, "higher", "probability",
              doc="fraction of trials showing both modalities; the others are split evenly between them"),
         Knob("stim_noise", 0.0, 2.0, 0.2, "lower", "a.u.", doc="input noise, scaled by sqrt(2 tau / dt)"),
@@ -77,7 +82,7 @@ class MultiSensoryIntegration(Task):
     input_names = ("fixation", "visual0", "visual1", "auditory0", "auditory1")
     output_names = ("choice0", "choice1")
     side_knob = "p_choice1"
-    evidence_knob = "coh_visual"
+    evidence_knob = "coherence"
     default_timing = {"fixation": 300.0, "stimulus": 1000.0, "decision": 300.0}
 
     def __init__(self, dt: float = 10, tau: float = 100, T: float = 1600, N_batch: int = 128,
@@ -101,8 +106,9 @@ class MultiSensoryIntegration(Task):
         decision_off = decision_on + tm["decision"]
         check_fits(self, decision_off, knobs)
         return pd.DataFrame({
-            "modality": modality, "choice": choice, "coh_visual": v["coh_visual"], "coh_auditory": v["coh_auditory"],
-            "p_multisensory": v["p_multisensory"], "stim_noise": v["stim_noise"], "p_choice1": v["p_choice1"],
+            "modality": modality, "choice": choice, "coherence": v["coherence"], "gain_visual": v["gain_visual"],
+            "gain_auditory": v["gain_auditory"], "p_multisensory": v["p_multisensory"],
+            "stim_noise": v["stim_noise"], "p_choice1": v["p_choice1"],
             "stim_on_ms": stim_on, "stim_off_ms": stim_off,
             "decision_on_ms": decision_on, "decision_off_ms": decision_off,
         })
@@ -127,8 +133,10 @@ class MultiSensoryIntegration(Task):
         col = {c: params[c].to_numpy(dtype=float) for c in params.columns if c.endswith("_ms")}
         x = noise(rng, (n, self.N_steps, 5), input_noise_sd(self.dt, self.tau, params["stim_noise"].to_numpy()))
         paint(x, window(t, 0.0, col["decision_on_ms"]), 1.0, channels=0)
+        coh = params["coherence"].to_numpy(dtype=float)
         levels = self._levels(params["modality"].to_numpy(), params["choice"].to_numpy(),
-                              params["coh_visual"].to_numpy(dtype=float), params["coh_auditory"].to_numpy(dtype=float))
+                              coh * params["gain_visual"].to_numpy(dtype=float),
+                              coh * params["gain_auditory"].to_numpy(dtype=float))
         paint(x, window(t, col["stim_on_ms"], col["stim_off_ms"]), levels, channels=[1, 2, 3, 4])
         decide = window(t, col["decision_on_ms"], col["decision_off_ms"])
         y, mask = choice_targets(decide, params["choice"].to_numpy(), 2, self.hi, self.lo)
@@ -137,8 +145,9 @@ class MultiSensoryIntegration(Task):
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x_t, y_t, mask_t = fixation_step(self, t, params)
         if params["stim_on_ms"] <= t < params["stim_off_ms"]:
-            x_t[1:] += self._levels(params["modality"], params["choice"], params["coh_visual"],
-                                    params["coh_auditory"])[0]
+            coh = float(params["coherence"])
+            x_t[1:] += self._levels(params["modality"], params["choice"], coh * float(params["gain_visual"]),
+                                    coh * float(params["gain_auditory"]))[0]
         if params["decision_on_ms"] <= t < params["decision_off_ms"]:
             y_t[:] = self.lo
             y_t[int(params["choice"])] = self.hi

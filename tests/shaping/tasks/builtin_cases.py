@@ -165,7 +165,8 @@ def observe_multisensory(task, b, rng):
     s = window_sum(b.x[:, :, 1:5], w)
     steps = w.sum(axis=1)
     weighted = np.zeros(len(p))
-    for first, coh in ((0, col(p, "coh_visual")), (2, col(p, "coh_auditory"))):
+    for first, gain in ((0, col(p, "gain_visual")), (2, col(p, "gain_auditory"))):
+        coh = col(p, "coherence") * gain
         shown = s[:, first] + s[:, first + 1] > 0.5 * steps
         weighted += np.where(shown, coh * (s[:, first + 1] - s[:, first]), 0.0)
     sd = input_noise_sd(task.dt, task.tau, col(p, "stim_noise"))
@@ -307,7 +308,7 @@ CASES: dict[str, Case] = {
                               {"stim_noise": 0.3, "coherence": 0.25, "stim_ms": 300.0}),
     "MultiSensoryIntegration": Case(MultiSensoryIntegration, mask_decision_period, chance_uniform(2),
                                     observe_multisensory,
-                                    {"stim_noise": 0.3, "coh_visual": 0.15, "coh_auditory": 0.15}),
+                                    {"stim_noise": 0.3, "coherence": 0.15}),
 }
 
 

@@ -85,7 +85,7 @@ def test_wagering_observer_opts_out_when_evidence_is_weak_and_is_better_when_it_
 # ---------------------------------------------------------------------- MultiSensoryIntegration
 def test_modalities_carry_the_same_side_and_absent_ones_are_silent():
     task = MultiSensoryIntegration(seed=0)
-    b = task.generate(256, knobs={"stim_noise": 0.0, "coh_visual": 0.2, "coh_auditory": 0.4}, batch_id=0)
+    b = task.generate(256, knobs={"stim_noise": 0.0, "coherence": 0.4, "gain_visual": 0.5}, batch_id=0)
     p = b.params
     modality, side = p["modality"].to_numpy(), p["choice"].to_numpy()
     assert set(modality) == {VISUAL, AUDITORY, BOTH}
@@ -115,7 +115,7 @@ def test_ideal_observer_gains_from_combining_modalities():
     """At the same coherences the observer combining both modalities beats either one alone, by about the
     sqrt(2) gain in sensitivity of two equally reliable, independent cues."""
     task = MultiSensoryIntegration(seed=5)
-    b = task.generate(6000, knobs={"stim_noise": 0.3, "coh_visual": 0.15, "coh_auditory": 0.15}, batch_id=0)
+    b = task.generate(6000, knobs={"stim_noise": 0.3, "coherence": 0.15}, batch_id=0)
     scored = task.score(b.y, CASES["MultiSensoryIntegration"].observer(task, b, np.random.default_rng(0)),
                         b.mask, b.params)
     acc = (scored["outcome"] == "correct").groupby(scored["modality"]).mean()
@@ -126,3 +126,13 @@ def test_ideal_observer_gains_from_combining_modalities():
     predicted = NormalDist().cdf(np.sqrt(2) * z((acc[VISUAL] + acc[AUDITORY]) / 2))
     assert acc[BOTH] == pytest.approx(predicted, abs=0.03)
     assert accuracy(task, b, b.y) == 1.0
+
+
+def test_a_modality_with_a_lower_gain_is_less_reliable():
+    task = MultiSensoryIntegration(seed=6)
+    b = task.generate(6000, knobs={"stim_noise": 0.3, "coherence": 0.15, "gain_visual": 0.5}, batch_id=0)
+    scored = task.score(b.y, CASES["MultiSensoryIntegration"].observer(task, b, np.random.default_rng(0)),
+                        b.mask, b.params)
+    acc = (scored["outcome"] == "correct").groupby(scored["modality"]).mean()
+    assert acc[VISUAL] < acc[AUDITORY] - 0.05 < acc[BOTH]
+    assert (scored["coherence"] == 0.15).all()  # the psychometric variable is the same on every trial
