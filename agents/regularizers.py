@@ -102,7 +102,7 @@ class CustomRegularizer(Regularizer):
         return {"fn": callable_path(self.fn), "params": self.params}
 
 
-_PSYCHRNN_KEYS = {"L1_in": (L1, "W_in"), "L1_rec": (L1, "W_rec"), "L1_out": (L1, "W_out"),
+PSYCHRNN_KEYS = {"L1_in": (L1, "W_in"), "L1_rec": (L1, "W_rec"), "L1_out": (L1, "W_out"),
                   "L2_in": (L2, "W_in"), "L2_rec": (L2, "W_rec"), "L2_out": (L2, "W_out"),
                   "L2_firing_rate": (L2, "rates")}
 
@@ -111,7 +111,7 @@ def from_params(params: Mapping[str, Any]) -> list[Regularizer]:
     """The regularizers of a parameter dict: PsychRNN's keys (``L1_in`` ... ``L2_firing_rate``,
     ``custom_regularization``) and ours (``regularizers``: a list of names, configs or instances)."""
     out: list[Regularizer] = []
-    for key, (cls, target) in _PSYCHRNN_KEYS.items():
+    for key, (cls, target) in PSYCHRNN_KEYS.items():
         w = params.get(key, 0)
         if w:
             out.append(cls(w, target))

@@ -33,6 +33,9 @@ from .weights import load_weights, package_version, read_npz, save_weights, writ
 
 _TRAIN_FLAGS = ("W_in_train", "W_rec_train", "W_out_train", "b_rec_train", "b_out_train", "init_state_train")
 _CONSTRAINT_KEYS = ("input_connectivity", "rec_connectivity", "output_connectivity", "Dale_rec", "Dale_out")
+# PsychRNN's initialisation keys (and initial arrays) a model accepts besides those of its config()
+_PSYCHRNN_INIT_KEYS = ("spec_rad", "which_rand_init", "init_minval", "init_maxval", "load_weights_path",
+                       "W_in", "W_rec", "W_out", "b_rec", "b_out", "init_state")
 
 
 def _fresh_seed() -> int:
@@ -520,9 +523,11 @@ def build_model(spec: Mapping[str, Any], task_spec: Mapping[str, Any]) -> RNN:
             and ``dt``, when given, win over the task's.
 
     Raises:
-        ValueError: an unknown model kind, or sizes that disagree with the task.
+        ValueError: an unknown model kind, an unknown key (a misspelt ``dale_ratio`` must not quietly build a
+            network without Dale's principle), or sizes that disagree with the task.
     """
     from .gated import GRU, LSTM
+    from .regularizers import PSYCHRNN_KEYS as REGULARIZER_KEYS
 
     kinds = {"Basic": Basic, "LSTM": LSTM, "GRU": GRU}
     kind = spec.get("model", "Basic")
@@ -533,4 +538,12 @@ def build_model(spec: Mapping[str, Any], task_spec: Mapping[str, Any]) -> RNN:
         if key in spec and key in params and spec[key] != params[key]:
             raise ValueError(f"model spec has {key}={spec[key]} but the task has {key}={params[key]}")
     params.update({k: v for k, v in spec.items() if k not in ("model", "version", "explicit_masks")})
-    return kinds[kind](params)
+    model = kinds[kind](params)
+    known = (set(model.config()) | set(REGULARIZER_KEYS) | set(_CONSTRAINT_KEYS) | set(_PSYCHRNN_INIT_KEYS)
+             | {"explicit_masks", "custom_regularization"})
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        model.destruct()
+        raise ValueError(f"model spec: unknown key(s) {', '.join(map(repr, unknown))}; a {kind} takes "
+                         f"{', '.join(sorted(k for k in known if not k.startswith('_')))}")
+    return model

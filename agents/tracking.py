@@ -10,9 +10,10 @@ What an agent writes:
   ``model/config.json``;
 - the masks as ``constraints/masks.npz`` (:meth:`AgentTracker.log_masks`), their densities as
   ``constraint.density.<name>`` params;
-- at each graduation and at the end (:meth:`AgentTracker.log_connectivity`): the weights file unchanged
-  under ``connectivity/<tag>/`` (loadable by ``agents.weights``), ``W_rec.png`` (E then I, by region),
-  ``eigenspectrum.png`` (effective ``W_rec`` with the unit circle), ``W_in.png`` and ``W_out.png``, the
+- at each stage change (graduation or regression) and at the end (:meth:`AgentTracker.log_connectivity`):
+  the weights file unchanged under ``connectivity/<tag>/`` (loadable by ``agents.weights``), ``W_rec.png``
+  (E then I, by region), ``eigenspectrum.png`` (effective ``W_rec`` with the unit circle), ``W_in.png`` and
+  ``W_out.png``, the
   metric ``connectivity/spectral_radius``, and a step-keyed image ``W_rec`` (``MlflowClient.log_image(run_id,
   image, key="W_rec", step=trials)``) so the UI's step slider shows connectivity changing;
 - any training metrics (:meth:`AgentTracker.log_metrics`), buffered and written with ``log_batch``.
@@ -156,7 +157,8 @@ class AgentTracker:
             dale_sign: ``(N_rec,)`` +1 (E) / -1 (I); default from ``Dale_rec`` when ``dale_ratio`` is set.
             region_labels: ``(N_rec,)`` region per unit (``model.region_labels``), or None.
             step: trial count (the x of the UI's step slider).
-            tag: folder name, e.g. ``"graduation_02"`` or ``"final"``; None: no folder, no file.
+            tag: folder name, e.g. ``"stage0_easy"`` (the agent's tag when it leaves stage 0, "easy") or
+                ``"final"``; None: no folder, no file.
             input_names, output_names: channel names for the W_in / W_out maps.
         """
         if not self.enabled:

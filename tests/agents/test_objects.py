@@ -108,3 +108,14 @@ def test_adam_matches_the_textbook_update():
     assert int(state["iterations"]) == 2 and set(state) >= {"0/m", "0/v", "learning_rate"}
     with pytest.raises(ValueError, match="TensorFlow 1 optimizer objects"):
         optimizers.from_params(object())
+
+
+def test_a_misspelt_model_key_is_an_error_not_a_different_network():
+    from agents import build_model
+    from shaping.tasks import PerceptualDiscrimination
+
+    task_spec = PerceptualDiscrimination(N_batch=8, T=300).spec()
+    with pytest.raises(ValueError, match="unknown key\\(s\\) 'dale_ration'.*dale_ratio"):
+        build_model({"N_rec": 8, "dale_ration": 0.8}, task_spec)
+    model = build_model({"N_rec": 8, "dale_ratio": 0.75, "L2_firing_rate": 0.01, "spec_rad": 1.2}, task_spec)
+    assert model.config()["dale_ratio"] == 0.75
