@@ -13,8 +13,9 @@ from typing import Any
 
 
 def snake(name: str) -> str:
-    """``GaussianSpectralRadius`` -> ``gaussian_spectral_radius``."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """``GaussianSpectralRadius`` -> ``gaussian_spectral_radius``; an acronym stays one word (``SGD`` ->
+    ``sgd``, ``L2FiringRate`` -> ``l2_firing_rate``)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
 class Serializable:

@@ -109,6 +109,7 @@ class Agent:
         self._task_spec: dict | None = None
         self._stage = 0
         self._stage_changed = False
+        self._losses: dict[int, float] = {}  # batch id -> the loss of its step, until its SCORE is read
 
     def request_stop(self, *_: Any) -> None:
         """Finish the current batch, checkpoint and leave (the SIGTERM/SIGINT handler)."""
@@ -139,7 +140,8 @@ class Agent:
             for batch in client.batches():
                 if client.complete:
                     break
-                _, outputs = self.model.train_on_batch(batch.x, batch.y, batch.mask)
+                loss, outputs = self.model.train_on_batch(batch.x, batch.y, batch.mask)
+                self._losses[batch.batch_id] = loss
                 client.result(batch, outputs, wait=False)
                 self.batches += 1
                 if pending is not None:  # arrived while this batch trained: reading it costs nothing
@@ -173,9 +175,13 @@ class Agent:
                 "wall_s": time.monotonic() - started}
 
     def _on_score(self, score: Any, batch: Any) -> Any:
-        """Note a stage change (checkpoint and connectivity image follow); None for a void batch."""
+        """Log the batch's training loss at its trial count; note a stage change (checkpoint and connectivity
+        image follow); None for a void batch."""
+        loss = self._losses.pop(batch.batch_id, None)
         if score is None:  # void after a reconnect or expired: the server re-issues it
             return None
+        if self.tracker is not None and loss is not None:
+            self.tracker.log_metrics({"train/loss": loss}, step=score.trials)
         if score.stage_index != self._stage:
             self.stage_changes += 1
             self._stage_changed = True

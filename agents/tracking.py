@@ -16,7 +16,8 @@ What an agent writes:
   ``W_out.png``, the
   metric ``connectivity/spectral_radius``, and a step-keyed image ``W_rec`` (``MlflowClient.log_image(run_id,
   image, key="W_rec", step=trials)``) so the UI's step slider shows connectivity changing;
-- any training metrics (:meth:`AgentTracker.log_metrics`), buffered and written with ``log_batch``.
+- training metrics (:meth:`AgentTracker.log_metrics`), buffered and written with ``log_batch``: the agent
+  process logs each batch's loss as ``train/loss`` at the batch's trial count (the curriculum metrics' step).
 
 Failure policy and timeouts are those of :mod:`shaping.tracking`: store calls run on a background thread,
 the first store failure warns once and turns tracking off, and training never sees an exception.

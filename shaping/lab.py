@@ -303,7 +303,7 @@ class Lab:
                         proc.restarts += 1
                         log.warning("agent %s exited with status %s; restart %d of %d", name, code,
                                     proc.restarts, max_restarts)
-                        proc.start(process_env())
+                        proc.start(process_env(int(agent_entry(self.config, name).get("threads", 1))))
                     else:
                         proc.done = True
                         log.error("agent %s failed %d times; giving up. Last lines of %s:\n%s", name,

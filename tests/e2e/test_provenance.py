@@ -238,6 +238,10 @@ def test_curriculum_params_are_the_flattened_policy_spec(short_lab, store, tmp_p
 def test_curriculum_metrics_equal_the_journal(short_lab, store):
     for agent, run in store.children.items():
         check_curriculum_metrics(store.client, run.info.run_id, short_lab.journal_dir, agent)
+        # the agent's own training loss: one value per scored batch, at the curriculum metrics' steps
+        loss = history(store.client, run.info.run_id, "train/loss")
+        assert [s for s, _ in loss] == [s for s, _ in history(store.client, run.info.run_id, "curriculum/accuracy")]
+        assert all(np.isfinite(v) and v >= 0 for _, v in loss) and loss[-1][1] < loss[0][1]
         # Not a constant: the knob moved when the agent graduated.
         coherence = {v for _, v in history(store.client, run.info.run_id, "knob/coherence")}
         assert coherence == {0.7, 0.5}
