@@ -23,6 +23,12 @@ class _Gated(RNN):
         if float(params.get("rec_noise", 0.0)) != 0.0:
             raise ValueError(f"{self.kind}: rec_noise is only implemented for Basic, got "
                              f"rec_noise={params['rec_noise']}")
+        frozen = [f for f in ("W_in_train", "W_rec_train", "b_rec_train", "init_state_train")
+                  if params.get(f, True) is False]
+        if frozen:
+            raise ValueError(f"{self.kind}: {', '.join(frozen)} name matrices a {self.kind} does not have (its gates "
+                             f"have W_<gate> and b_<gate>); of the *_train flags it honours W_out_train and "
+                             f"b_out_train")
         super().__init__(params)
 
     def _random_arrays(self, rng):
@@ -53,7 +59,7 @@ class _Gated(RNN):
         return ("init_hidden",)
 
     def _is_trainable(self, name):
-        return True
+        return self.trainable.get(f"{name}_train", True)  # W_out_train, b_out_train; the gates always learn
 
     def _kernels(self, x):
         """Input projections of every gate for all steps ``(T, B, G*N_rec)`` and the recurrent kernel."""

@@ -119,3 +119,20 @@ def test_a_misspelt_model_key_is_an_error_not_a_different_network():
         build_model({"N_rec": 8, "dale_ration": 0.8}, task_spec)
     model = build_model({"N_rec": 8, "dale_ratio": 0.75, "L2_firing_rate": 0.01, "spec_rad": 1.2}, task_spec)
     assert model.config()["dale_ratio"] == 0.75
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_gated_models_honour_the_output_flags_and_refuse_the_others(kind, small_params, batch):
+    import agents
+
+    cls = getattr(agents, kind)
+    with pytest.raises(ValueError, match="W_rec_train name matrices a .* does not have"):
+        cls(small_params(W_rec_train=False))
+    model = cls(small_params(W_out_train=False, b_out_train=False))
+    before = {k: v.numpy().copy() for k, v in model.vars.items()}
+    x, y, mask = batch(4, 20)
+    for _ in range(3):
+        model.train_on_batch(x, y, mask)
+    for name in ("W_out", "b_out"):
+        np.testing.assert_array_equal(model.vars[name].numpy(), before[name])
+    assert any(not np.array_equal(model.vars[k].numpy(), before[k]) for k in before if k.startswith("W_"))
