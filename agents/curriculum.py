@@ -1,7 +1,8 @@
 """PsychRNN's ``Curriculum`` for local training (``model.train(task, {"curriculum": c})``).
 
 PsychRNN 1.0.0 (Ehrlich et al. 2021; ``psychrnn/backend/curriculum.py``): a list of tasks trained in order;
-every ``metric_epoch`` batches the metric is computed on the current training batch and, when it says
+every ``metric_epoch`` batches the metric is computed on a fresh batch of the current task (as PsychRNN's
+``train`` draws one) and, when it says
 *advance*, training moves to the next task; after the last one ``stop_training`` is set. The default metric is
 the stage's accuracy function (the task's ``accuracy_function``) against the stage's threshold (default 0.9).
 A PsychRNN user's curriculum runs unchanged with its import changed to ``from agents import Curriculum``.
