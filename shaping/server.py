@@ -263,6 +263,7 @@ class Session:
         self.last_heard = 0.0
         self.last_sent = 0.0
         self.stage_visit = 0
+        self.policy_accuracy: float | None = None  # after the last scored batch (journaled, in SCORE)
         self.conditions = self.policy.conditions()
 
     # ---------------------------------------------------------------- stream
@@ -834,7 +835,7 @@ class TaskServer:
         s.conditions = s.policy.conditions()
         if int(s.conditions["stage_index"]) != stage_before:
             s.stage_visit += 1
-        policy_accuracy = _float_or_none(s.policy.accuracy)
+        s.policy_accuracy = policy_accuracy = _float_or_none(s.policy.accuracy)
         self.journal.append_batch(agent=s.agent, session=s.session_id, batch=bid, epoch=f.epoch,
                                   task=type(f.task).__name__, stage=str(f.conditions["stage"]),
                                   stage_index=int(f.conditions["stage_index"]), knobs=f.batch.knobs,
@@ -926,7 +927,7 @@ def attach_tracking(server: TaskServer, tracking: Mapping[str, Any]) -> Any:
 
     server.on_session_start = lambda s: tracker.on_session_start(s.agent, s.spec, s.task.spec())
     server.on_scored = lambda s, scored, events, cond: tracker.on_scored(
-        s.agent, scored, events, cond, s.trials, policy_accuracy=_float_or_none(s.policy.accuracy))
+        s.agent, scored, events, cond, s.trials, policy_accuracy=s.policy_accuracy)
     server.on_session_end = session_end
     server.on_stop = lambda _server: tracker.close()
     return tracker

@@ -160,7 +160,7 @@ def build_lab(lab: Path, track: bool = True) -> dict:
         tracker = tracking.CurriculumTracker(parent, window_trials=64)
         server.on_session_start = lambda s: tracker.on_session_start(s.agent, s.spec, s.task.spec())
         server.on_scored = lambda s, scored, events, cond: tracker.on_scored(
-            s.agent, scored, events, cond, s.trials, policy_accuracy=s.policy.accuracy)
+            s.agent, scored, events, cond, s.trials, policy_accuracy=s.policy_accuracy)
         server.on_session_end = lambda s, reason: tracker.on_session_end(s.agent, None)
     endpoint = server.start()
     thread = threading.Thread(target=server.run, daemon=True)
