@@ -167,9 +167,10 @@ class LabReader:
         except FileNotFoundError:  # the journal directory was removed under us
             return 0
         for kind, rec in records:
-            if kind == J.BATCH:
-                self._batch_recs.append(rec)
-                self._batch_rows.append(_batch_row(rec))
+            if kind in (J.BATCH, J.OVERRIDE):
+                if kind == J.BATCH:
+                    self._batch_recs.append(rec)
+                    self._batch_rows.append(_batch_row(rec))
                 for ev in json.loads(rec["events"]):
                     self._event_rows.append({"agent": rec["agent"], "session": rec["session"],
                                              "batch": rec["batch"], "time": rec["time"], **ev})
@@ -341,11 +342,12 @@ def _events_of(tables: LabTables, agent: str, kinds: Sequence[str]) -> pd.DataFr
 
 def stage_changes(tables: LabTables, agent: str) -> pd.DataFrame:
     """``agent``'s curriculum moves (``graduated``, ``regressed``, ``complete``) and stage overrides:
-    ``event, trial, from_stage, to_stage, stage, stage_index, accuracy, rule``."""
+    ``event, trial, from_stage, to_stage, stage, stage_index, accuracy, rule, note`` (an experimenter's note
+    on an override)."""
     e = _events_of(tables, agent, [*MOVE_EVENTS, "override"])
     if "override" in set(e.get("event", [])) and "to_stage" in e.columns:
         e = e[(e["event"] != "override") | e["to_stage"].notna()]
-    cols = ["event", "trial", "from_stage", "to_stage", "stage", "stage_index", "accuracy", "rule"]
+    cols = ["event", "trial", "from_stage", "to_stage", "stage", "stage_index", "accuracy", "rule", "note"]
     return e.reindex(columns=cols).reset_index(drop=True)
 
 

@@ -7,6 +7,7 @@
     skinnerbox dashboard LAB_DIR           the live shaping dashboard (Streamlit, loopback)
     skinnerbox report LAB_DIR              a self-contained HTML report (and log it to MLflow)
     skinnerbox sync LAB_DIR                push a lab's journal into MLflow after the fact
+    skinnerbox override LAB_DIR AGENT --stage S | --knob K=V    move a running agent's curriculum by hand
 
 To add a subcommand, write ``_NAME_args(parser)`` and ``cmd_NAME(args) -> int`` and append a
 :class:`Subcommand` to ``SUBCOMMANDS``.
@@ -178,6 +179,62 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- override
+def _override_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("lab_dir", help="a running lab's directory (holding journal/server.json) or its journal")
+    p.add_argument("agent", help="the agent whose curriculum to move")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--stage", help="move to this stage: a name, or an index (0 = first)")
+    what.add_argument("--knob", metavar="NAME=VALUE",
+                      help="set a knob of the current stage until the stage changes; VALUE is JSON "
+                           "(0.2, [0.1, 0.2] or '{\"uniform\": [0.1, 0.5]}')")
+    p.add_argument("--note", help="why (journaled with the event)")
+    p.add_argument("--keys", help="CurveZMQ keys directory, for a server off loopback")
+    p.add_argument("--client", default="client", help="which client key pair of --keys (default 'client')")
+    p.add_argument("--timeout-s", type=float, default=10.0, help="give up after this many seconds")
+
+
+def cmd_override(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+    import re  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from .client import override  # noqa: PLC0415
+    from .protocol import ProtocolError  # noqa: PLC0415
+    from .server import read_endpoint  # noqa: PLC0415
+
+    lab_dir = Path(args.lab_dir)
+    journal_dir = lab_dir / "journal" if (lab_dir / "journal").is_dir() else lab_dir
+    try:
+        endpoint = read_endpoint(journal_dir, timeout_s=1.0)["endpoint"]
+    except TimeoutError:
+        raise ValueError(f"no task server is running on {journal_dir} (no server.json there)") from None
+    change: dict = {}
+    if args.knob is not None:
+        name, sep, text = args.knob.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--knob {args.knob!r}: expected NAME=VALUE, e.g. coherence=0.2")
+        try:
+            change = {"knob": name.strip(), "value": json.loads(text)}
+        except json.JSONDecodeError:
+            change = {"knob": name.strip(), "value": text}  # a bare word: a categorical value
+    else:
+        change = {"stage": int(args.stage) if re.fullmatch(r"-?\d+", args.stage) else args.stage}
+    try:
+        reply = override(endpoint, args.agent, note=args.note, timeout_s=args.timeout_s, keys=args.keys,
+                         client_name=args.client, **change)
+    except ProtocolError as err:
+        print(f"skinnerbox override: refused: {err}", file=sys.stderr)
+        return 1
+    except TimeoutError as err:
+        print(f"skinnerbox override: {err}", file=sys.stderr)
+        return 1
+    knobs = ", ".join(f"{k}={v}" for k, v in reply["knobs"].items())
+    print(f"{reply['agent']}: stage {reply['stage']!r} (index {reply['stage_index']}) after {reply['trials']} "
+          f"trials; knobs {knobs}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- main
 SUBCOMMANDS: list[Subcommand] = [
     Subcommand("lab", "run a whole lab (task server + agent processes) from one config", _lab_args, cmd_lab),
@@ -187,6 +244,8 @@ SUBCOMMANDS: list[Subcommand] = [
     Subcommand("dashboard", "serve the live shaping dashboard of a lab", _dashboard_args, cmd_dashboard),
     Subcommand("report", "write a self-contained HTML report of a lab", _report_args, cmd_report),
     Subcommand("sync", "push a lab's journal into MLflow (after the store was down)", _sync_args, cmd_sync),
+    Subcommand("override", "move a running agent's curriculum by hand (a stage or a knob)", _override_args,
+               cmd_override),
 ]
 
 

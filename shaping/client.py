@@ -556,3 +556,67 @@ class TaskClient:
             self._need_hello = True
             return
         raise err
+
+
+# ---------------------------------------------------------------------------------------------- operators
+_NO_VALUE = object()
+
+
+def override(endpoint: str, agent: str, *, stage: str | int | None = None, knob: str | None = None,
+             value: Any = _NO_VALUE, note: str | None = None, timeout_s: float = 10.0,
+             keys: str | os.PathLike | None = None, client_name: str = "client",
+             server_key: str | bytes | os.PathLike | None = None,
+             client_secret_file: str | os.PathLike | None = None) -> dict:
+    """Move a running agent's curriculum by hand (PROTOCOL.md, "Operator overrides"): one OVERRIDE on a
+    connection of its own, journaled by the server before it answers.
+
+    Args:
+        endpoint: the server's endpoint (a lab's is in ``LAB_DIR/journal/server.json``).
+        agent: the agent whose curriculum to move.
+        stage: move to this stage, by name or index (0 = first); resumes a completed curriculum.
+        knob, value: or set this knob of the current stage (until the stage changes) to ``value``: a number,
+            a list of choices or ``{"uniform": [lo, hi]}``.
+        note: the reason, journaled with the event (a lab notebook line).
+        timeout_s: give up (``TimeoutError``) after this long without an answer (s).
+        keys, client_name, server_key, client_secret_file: CurveZMQ credentials, as for :class:`TaskClient`.
+
+    Returns:
+        The server's OVERRIDDEN header: ``agent, trials, stage, stage_index, knobs, events, complete``.
+
+    Raises:
+        ProtocolError: the server refused it (``UNKNOWN_AGENT``, ``BAD_VALUE``, ...), with its reason.
+    """
+    if (stage is None) == (knob is None):
+        raise ValueError("override: give either stage or knob (with value), not both or neither")
+    header: dict[str, Any] = {"agent": agent, "seq": 1}
+    if knob is not None:
+        if value is _NO_VALUE:
+            raise ValueError(f"override: knob {knob!r} needs a value")
+        header.update(knob=knob, value=value)
+    elif isinstance(stage, (int, np.integer)) and not isinstance(stage, bool):
+        header["stage_index"] = int(stage)
+    else:
+        header["stage"] = str(stage)
+    if note:
+        header["note"] = str(note)
+    curve = TaskClient._curve_keys(keys, client_name, server_key, client_secret_file)
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = (curve["server"], curve["public"],
+                                                                                curve["secret"])
+        sock.connect(endpoint)
+        sock.send_multipart(P.encode("OVERRIDE", header))
+        if not sock.poll(int(timeout_s * 1000)):
+            raise TimeoutError(f"override: no answer from {endpoint} within {timeout_s} s")
+        msg = P.decode(sock.recv_multipart())
+        if msg.type == "ERROR":
+            raise ProtocolError(msg.header["code"], msg.header["detail"])
+        if msg.type != "OVERRIDDEN":
+            raise ProtocolError("UNEXPECTED", f"override: the server answered {msg.type}, not OVERRIDDEN")
+        return {k: v for k, v in msg.header.items() if k != "seq"}
+    finally:
+        sock.close(0)
+        context.term()

@@ -53,8 +53,8 @@ LOCK_FILE = "journal.lock"
 OUTCOMES = ("correct", "error", "no_response")
 
 # Record kinds.
-OPEN, HELLO, BATCH, END, CLOSE = 1, 2, 3, 4, 5
-KIND_NAMES = {OPEN: "open", HELLO: "hello", BATCH: "batch", END: "end", CLOSE: "close"}
+OPEN, HELLO, BATCH, END, CLOSE, OVERRIDE = 1, 2, 3, 4, 5, 6
+KIND_NAMES = {OPEN: "open", HELLO: "hello", BATCH: "batch", END: "end", CLOSE: "close", OVERRIDE: "override"}
 FSYNC_MODES = ("always", "interval", "never")
 
 # Columns of load(), in this order, before the trial parameters.
@@ -216,6 +216,16 @@ class Journal:
             "cols": encode_columns(scored), "events": dumps(list(events)), "state": dumps(state),
             "policy_accuracy": None if policy_accuracy is None else float(policy_accuracy),
         })
+
+    def append_override(self, *, agent: str, session: str, batch: int, trials: int,
+                        events: Sequence[Mapping[str, Any]], state: Mapping[str, Any],
+                        time_s: float | None = None) -> None:
+        """Append an experimenter's override: its ``override`` events and the session state after it, as one
+        record. ``batch``: the session's last scored batch (-1: none yet), the one the override follows;
+        ``trials``: the session's scored trials then."""
+        self.write(OVERRIDE, {"time": time.time() if time_s is None else time_s, "agent": agent,
+                              "session": session, "batch": int(batch), "trials": int(trials),
+                              "events": dumps(list(events)), "state": dumps(state)})
 
     def maybe_sync(self, now: float | None = None) -> None:
         """Under ``fsync="interval"``, sync if a record has waited ``fsync_interval_s``."""
@@ -423,9 +433,10 @@ def load_batches(path: str | os.PathLike) -> pd.DataFrame:
 
 def load_events(path: str | os.PathLike) -> pd.DataFrame:
     """Every policy event: ``agent, session, batch, time``, then the event's own fields (``event, trial,
-    stage, stage_index, accuracy, rule``, ...)."""
+    stage, stage_index, accuracy, rule``, ...). An experimenter's ``override`` carries the batch it followed
+    (-1 before the first) and its ``note``."""
     rows = []
-    for _, rec in iter_records(path, kinds=[BATCH]):
+    for _, rec in iter_records(path, kinds=[BATCH, OVERRIDE]):
         for ev in json.loads(rec["events"]):
             rows.append({"agent": rec["agent"], "session": rec["session"], "batch": rec["batch"],
                          "time": rec["time"], **ev})
@@ -453,16 +464,17 @@ def load_sessions(path: str | os.PathLike) -> pd.DataFrame:
 
 def restore_sessions(path: str | os.PathLike) -> dict[str, dict]:
     """What a restarting server needs, per agent: the last HELLO record (``hello``) and the state after the
-    last scored batch (``state``, None before the first), plus the highest batch id journaled
+    last scored batch or override (``state``, None before the first), plus the highest batch id journaled
     (``last_batch``, -1 if none). Only the records needed are decoded."""
     out: dict[str, dict] = {}
     reader = JournalReader(path, kinds=[HELLO])
     for _, rec in reader.poll():
         out.setdefault(rec["agent"], {"state": None, "last_batch": -1, "last_record": None})["hello"] = rec
-    for _, rec in JournalReader(path, kinds=[BATCH]).poll():
+    for kind, rec in JournalReader(path, kinds=[BATCH, OVERRIDE]).poll():
         entry = out.setdefault(rec["agent"], {"state": None, "last_batch": -1, "hello": None})
         entry["last_record"] = rec
-        entry["last_batch"] = max(entry["last_batch"], rec["batch"])
+        if kind == BATCH:
+            entry["last_batch"] = max(entry["last_batch"], rec["batch"])
     for entry in out.values():
         rec = entry.pop("last_record", None)
         entry["state"] = json.loads(rec["state"]) if rec is not None else None

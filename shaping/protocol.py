@@ -27,24 +27,25 @@ SIGNATURE = MAGIC + struct.pack(">H", VERSION)
 
 COMMANDS: dict[str, int] = {
     "HELLO": 1, "WELCOME": 2, "GET": 3, "BATCH": 4, "RESULT": 5, "SCORE": 6, "HEARTBEAT": 7, "BYE": 8,
-    "ERROR": 9,
+    "ERROR": 9, "OVERRIDE": 10, "OVERRIDDEN": 11,
 }
 COMMAND_NAMES: dict[int, str] = {v: k for k, v in COMMANDS.items()}
 AGENT_COMMANDS = frozenset({"HELLO", "GET", "RESULT", "HEARTBEAT", "BYE"})
-SERVER_COMMANDS = frozenset({"WELCOME", "BATCH", "SCORE", "HEARTBEAT", "BYE", "ERROR"})
+SERVER_COMMANDS = frozenset({"WELCOME", "BATCH", "SCORE", "HEARTBEAT", "BYE", "ERROR", "OVERRIDDEN"})
+OPERATOR_COMMANDS = frozenset({"OVERRIDE"})  # sent by an experimenter's tool, on a connection of its own
 
 ERRORS: dict[str, int] = {
     "MALFORMED": 400, "BAD_MAGIC": 401, "BAD_VERSION": 402, "UNKNOWN_TYPE": 403, "BAD_HEADER": 404,
     "BAD_DTYPE": 405, "BAD_SHAPE": 406, "TOO_LARGE": 407, "BAD_VALUE": 408, "UNEXPECTED": 409,
     "NO_SESSION": 410, "UNKNOWN_CURRICULUM": 411, "CONFLICT": 412, "NO_CREDIT": 413, "UNKNOWN_BATCH": 414,
-    "ALREADY_SCORED": 415, "INTERNAL": 500, "SHUTTING_DOWN": 503,
+    "ALREADY_SCORED": 415, "UNKNOWN_AGENT": 416, "INTERNAL": 500, "SHUTTING_DOWN": 503,
 }
 ERROR_NAMES: dict[int, str] = {v: k for k, v in ERRORS.items()}
 GIVE_UP, RECONNECT, RETRY = "give up", "reconnect", "retry"
 ERROR_ACTIONS: dict[str, str] = {
     **{name: GIVE_UP for name in ("MALFORMED", "BAD_MAGIC", "BAD_VERSION", "UNKNOWN_TYPE", "BAD_HEADER",
                                   "BAD_DTYPE", "BAD_SHAPE", "TOO_LARGE", "BAD_VALUE", "UNEXPECTED",
-                                  "UNKNOWN_CURRICULUM", "CONFLICT")},
+                                  "UNKNOWN_CURRICULUM", "CONFLICT", "UNKNOWN_AGENT")},
     "NO_SESSION": RECONNECT, "NO_CREDIT": RETRY, "UNKNOWN_BATCH": RETRY, "ALREADY_SCORED": RETRY,
     "INTERNAL": RECONNECT, "SHUTTING_DOWN": RECONNECT,
 }
@@ -78,6 +79,11 @@ HEADER_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
     "HEARTBEAT": {},
     "BYE": {"reason": ("str", False)},
     "ERROR": {"code": ("int", True), "name": ("str", True), "detail": ("str", True), "batch": ("int?", False)},
+    "OVERRIDE": {"agent": ("str", True), "stage": ("str?", False), "stage_index": ("int?", False),
+                 "knob": ("str?", False), "value": ("plain", False), "note": ("str?", False)},
+    "OVERRIDDEN": {"agent": ("str", True), "trials": ("int", True), "stage": ("str", True),
+                   "stage_index": ("int", True), "knobs": ("map", True), "events": ("list", True),
+                   "complete": ("bool", True)},
 }
 
 # Arrays per command: name -> (dtype, required). "any" allows any dtype in DTYPES; "p:NAME" is a pattern.
@@ -294,6 +300,8 @@ def _type_ok(value: Any, kind: str) -> bool:
         return isinstance(value, dict) and _is_plain(value)
     if kind == "list":
         return isinstance(value, list) and _is_plain(value)
+    if kind == "plain":
+        return _is_plain(value)
     raise AssertionError(f"unknown field type {kind!r}")
 
 

@@ -263,6 +263,7 @@ class Session:
         self.last_heard = 0.0
         self.last_sent = 0.0
         self.stage_visit = 0
+        self.last_scored = -1  # id of the batch scored last (an override is journaled after it)
         self.policy_accuracy: float | None = None  # after the last scored batch (journaled, in SCORE)
         self.conditions = self.policy.conditions()
 
@@ -318,6 +319,7 @@ class Session:
         self.record(np.asarray([0 if w else 1 for w in state.get("window", [])], dtype=np.int8))
         # Batches issued after the last journaled one were never acknowledged: issue their ids again.
         self.next_batch = int(last_batch) + 1
+        self.last_scored = int(last_batch)
         self.conditions = self.policy.conditions()
 
     def welcome_stage(self) -> dict:
@@ -354,7 +356,7 @@ class TaskServer:
         sessions: agent name -> :class:`Session`.
         stats: counters: ``trials``, ``batches``, ``messages``, ``errors``, ``cpu_s`` (CPU time of the
             loop's thread), ``process_cpu_s`` (of the whole process, ZeroMQ I/O threads included), ``wall_s``.
-        on_session_start, on_scored, on_session_end, on_stop: hooks (None or a callable).
+        on_session_start, on_scored, on_override, on_session_end, on_stop: hooks (None or a callable).
     """
 
     def __init__(self, config: ServerConfig | Mapping[str, Any], context: zmq.Context | None = None):
@@ -378,6 +380,7 @@ class TaskServer:
                       "wall_s": 0.0}
         self.on_session_start: Callable | None = None
         self.on_scored: Callable | None = None
+        self.on_override: Callable | None = None
         self.on_session_end: Callable | None = None
         self.on_stop: Callable | None = None
         self._hook_failed: set[str] = set()
@@ -385,7 +388,7 @@ class TaskServer:
         self._next_status = 0.0
         self._status_prev: dict[str, tuple[float, int]] = {}
         self._handlers = {"HELLO": self._hello, "GET": self._get, "RESULT": self._result,
-                          "HEARTBEAT": self._heartbeat, "BYE": self._bye}
+                          "HEARTBEAT": self._heartbeat, "BYE": self._bye, "OVERRIDE": self._override}
         self._check_curricula()
 
     def _check_curricula(self) -> None:
@@ -575,9 +578,10 @@ class TaskServer:
         try:
             msg = P.decode(frames, self.limits)
             seq = msg.seq
-            if msg.type not in P.AGENT_COMMANDS:
+            if msg.type not in self._handlers:
                 raise ProtocolError("UNEXPECTED", f"{msg.type} is sent by servers only; agents send "
-                                                  f"{', '.join(sorted(P.AGENT_COMMANDS))}")
+                                                  f"{', '.join(sorted(P.AGENT_COMMANDS))} (operators "
+                                                  f"{', '.join(sorted(P.OPERATOR_COMMANDS))})")
             if self._stop.is_set() and msg.type not in ("BYE", "HEARTBEAT"):
                 raise ProtocolError("SHUTTING_DOWN", "the server is stopping")
             self._handlers[msg.type](identity, session, msg)
@@ -828,6 +832,7 @@ class TaskServer:
         correct = int(np.count_nonzero(codes == 0))
         del s.in_flight[bid]
         s.scored_ids.add(bid)
+        s.last_scored = bid
         s.trials += n
         s.batches += 1
         s.record(codes)
@@ -854,6 +859,45 @@ class TaskServer:
         for ev in events:
             log.info("%s: %s", s.agent, _describe(ev))
         self._call_hook("on_scored", s, scored, events, f.conditions)
+
+    def _override(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
+        h = msg.header
+        agent = h["agent"]
+        s = self.sessions.get(agent)
+        if s is None:
+            raise ProtocolError("UNKNOWN_AGENT", f"OVERRIDE names agent {agent!r}, which has no session here; "
+                                                 f"agents: {', '.join(sorted(self.sessions)) or 'none yet'}")
+        given = [k for k in ("stage", "stage_index", "knob") if h.get(k) is not None]
+        if len(given) != 1:
+            raise ProtocolError("BAD_HEADER", "OVERRIDE needs exactly one of 'stage', 'stage_index' or 'knob' "
+                                              f"(with 'value'); got {given or 'none'}")
+        if given == ["knob"] and "value" not in h:
+            raise ProtocolError("BAD_HEADER", f"OVERRIDE of knob {h['knob']!r} lacks 'value'")
+        try:
+            if given == ["knob"]:
+                events = s.policy.set_knob(h["knob"], h["value"])
+            else:
+                events = s.policy.set_stage(h.get("stage", h.get("stage_index")))
+        except NotImplementedError as err:
+            raise ProtocolError("BAD_VALUE", f"agent {agent!r} (curriculum {s.curriculum!r}): {err}") from None
+        except (ValueError, TypeError, KeyError, IndexError) as err:
+            detail = err.args[0] if isinstance(err, KeyError) and err.args else err  # KeyError quotes its text
+            raise ProtocolError("BAD_VALUE", f"agent {agent!r} (curriculum {s.curriculum!r}): {detail}") from None
+        if h.get("note"):
+            for ev in events:
+                ev["note"] = h["note"]
+        s.conditions = s.policy.conditions()
+        if given != ["knob"]:
+            s.stage_visit += 1  # batches in flight were drawn under the stage being left: stale
+        self.journal.append_override(agent=agent, session=s.session_id, batch=s.last_scored, trials=s.trials,
+                                     events=events, state=s.state())
+        header = {"agent": agent, "trials": s.trials, **s.welcome_stage(), "events": json.loads(J.dumps(events)),
+                  "complete": bool(s.policy.complete)}
+        if msg.seq is not None:
+            header["seq"] = msg.seq
+        self._send_to(identity, P.encode("OVERRIDDEN", header))
+        log.warning("%s: operator override: %s", agent, "; ".join(_describe(e) for e in events))
+        self._call_hook("on_override", s, events)
 
     def _heartbeat(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
         self._require(session, "HEARTBEAT")
@@ -883,7 +927,7 @@ def _float_or_none(value: Any) -> float | None:
 
 def _describe(event: Mapping[str, Any]) -> str:
     parts = [str(event.get("event"))]
-    for key in ("stage", "from_stage", "to_stage", "knob", "old", "new", "rule"):
+    for key in ("stage", "from_stage", "to_stage", "knob", "old", "new", "rule", "note"):
         if key in event:
             parts.append(f"{key}={event[key]}")
     return " ".join(parts)
@@ -928,6 +972,7 @@ def attach_tracking(server: TaskServer, tracking: Mapping[str, Any]) -> Any:
     server.on_session_start = lambda s: tracker.on_session_start(s.agent, s.spec, s.task.spec())
     server.on_scored = lambda s, scored, events, cond: tracker.on_scored(
         s.agent, scored, events, cond, s.trials, policy_accuracy=s.policy_accuracy)
+    server.on_override = lambda s, events: tracker.on_override(s.agent, events, s.trials)
     server.on_session_end = session_end
     server.on_stop = lambda _server: tracker.close()
     return tracker

@@ -614,8 +614,8 @@ class CurriculumTracker:
     """The server's MLflow hooks: one child run per agent, holding its curriculum.
 
     The server calls :meth:`on_session_start` when an agent says HELLO (and sends the returned ``run`` dict
-    in WELCOME), :meth:`on_scored` after each batch is journaled and :meth:`on_session_end` when the agent
-    leaves; the lab calls :meth:`close` before exiting. All three hooks return quickly: store calls run on a
+    in WELCOME), :meth:`on_scored` after each batch is journaled, :meth:`on_override` after an experimenter's
+    override and :meth:`on_session_end` when the agent leaves; the lab calls :meth:`close` before exiting. All three hooks return quickly: store calls run on a
     background thread (see the module docstring for what is logged and the failure policy).
 
     Args:
@@ -722,6 +722,17 @@ class CurriculumTracker:
         if len(sess.metrics) >= self.flush_metrics or events or \
                 time.monotonic() - sess.last_flush >= self.flush_interval_s:
             self._flush(sess)
+
+    def on_override(self, agent: str, events: Sequence[Mapping[str, Any]], trials_so_far: int) -> None:
+        """Record an experimenter's override (its ``override`` events) at the agent's trial count; the stage
+        and knob metrics follow from the next scored batch."""
+        sess = self._sessions.get(agent)
+        if sess is None or sess.run_id is None or not self.enabled or not events:
+            return
+        rows = [{"step": int(trials_so_far), **dict(ev)} for ev in events]
+        sess.events.extend(rows)
+        sess.events_pending.extend(rows)
+        self._flush(sess)
 
     def on_session_end(self, agent: str, trial_log: pd.DataFrame | None, status: str = "FINISHED") -> None:
         """Flush ``agent``'s metrics, log its trial log and figures, and end its run.

@@ -226,6 +226,22 @@ def test_events_table_trial_log_and_figures(played, client, tmp_path):
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
+def test_an_operator_override_is_in_the_events_table_at_its_trial_count(store, client, tmp_path):
+    lab = tracking.LabRun.start(store, "tests", {"lab": "override"})
+    tracker = tracking.CurriculumTracker(lab, flush_interval_s=3600)
+    run = tracker.on_session_start("a1", SPEC, PerceptualDiscrimination(N_batch=64, T=300).spec())
+    play(tracker, "a1", n_batches=2)
+    tracker.on_override("a1", [{"event": "override", "trial": 128, "stage": "staircase", "stage_index": 1,
+                                "from_stage": "easy", "to_stage": "staircase", "rule": "manual set_stage(1)",
+                                "note": "moved by hand"}], 128)
+    assert tracker.flush(timeout_s=60)
+    local = client.download_artifacts(run["run_id"], "curriculum/events.json", str(tmp_path))
+    table = json.loads(Path(local).read_text())
+    events = pd.DataFrame(table["data"], columns=table["columns"])
+    assert events[["event", "step", "to_stage", "note"]].values.tolist() == \
+        [["override", 128, "staircase", "moved by hand"]]
+
+
 def test_hooks_are_cheap(store):
     """The server's cost per on_scored stays far below a training step (measured, not mocked)."""
     lab = tracking.LabRun.start(store, "tests", {"lab": "timing"})

@@ -33,6 +33,9 @@ VALID = {
     "HEARTBEAT": ({}, None),
     "BYE": ({"reason": "done"}, None),
     "ERROR": ({"code": 404, "name": "BAD_HEADER", "detail": "x", "batch": None}, None),
+    "OVERRIDE": ({"agent": "a1", "knob": "coherence", "value": {"uniform": [0.1, 0.5]}, "note": "why"}, None),
+    "OVERRIDDEN": ({"agent": "a1", "trials": 64, "stage": "easy", "stage_index": 0, "knobs": {"coherence": 0.3},
+                    "events": [{"event": "override"}], "complete": False}, None),
 }
 
 

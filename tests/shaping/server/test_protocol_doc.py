@@ -46,6 +46,7 @@ def test_commands_table():
     senders = {r["Command"]: r["Sender"] for r in table}
     assert {c for c, s in senders.items() if s in ("agent", "both")} == P.AGENT_COMMANDS
     assert {c for c, s in senders.items() if s in ("server", "both")} == P.SERVER_COMMANDS
+    assert {c for c, s in senders.items() if s == "operator"} == P.OPERATOR_COMMANDS
 
 
 def test_header_fields_table():
