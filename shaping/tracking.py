@@ -615,8 +615,9 @@ class CurriculumTracker:
 
     The server calls :meth:`on_session_start` when an agent says HELLO (and sends the returned ``run`` dict
     in WELCOME), :meth:`on_scored` after each batch is journaled, :meth:`on_override` after an experimenter's
-    override and :meth:`on_session_end` when the agent leaves; the lab calls :meth:`close` before exiting. All three hooks return quickly: store calls run on a
-    background thread (see the module docstring for what is logged and the failure policy).
+    override and :meth:`on_session_end` when the agent leaves; the lab calls :meth:`close` before exiting.
+    The hooks return quickly: store calls run on a background thread (see the module docstring for what is
+    logged and the failure policy).
 
     Args:
         lab: the lab's parent run.
