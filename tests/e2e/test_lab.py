@@ -180,6 +180,32 @@ def test_server_killed_with_sigkill_is_restarted_and_agents_carry_on(tmp_path):
         acknowledged.sort_values(["agent", "batch", "trial"])[cols].reset_index(drop=True))
 
 
+def test_an_operator_moves_a_training_agent_to_the_next_stage(tmp_path, capsys):
+    from shaping.cli import main as cli
+
+    cfg = _longer_curriculum()
+    cfg["curricula"]["shaped"]["stages"][0]["graduate"]["min_trials"] = 10**6  # easy lasts until moved
+    cfg["curricula"]["shaped"]["max_trials"] = 10**6
+    lab = Lab(cfg, workdir=tmp_path / "lab", tracking_uri="none", progress=False, timeout_s=240)
+    thread = _run_in_thread(lab)
+    _wait_for(lambda: "free" in lab.agents and _trials_of(lab, "free") >= 96, 120, "the agent to train on easy")
+    assert cli(["override", str(lab.dir), "free", "--stage", "final", "--note", "skip easy"]) == 0
+    assert "free: stage 'final'" in capsys.readouterr().out
+    thread.join(240)
+    assert not thread.is_alive()
+    summary = lab.summary().set_index("agent")
+    assert summary.loc["free", "complete"] and summary.loc["free", "exit"] == 0
+    events = journal.load_events(lab.journal_dir)
+    (moved,) = events[events["event"] == "override"].to_dict("records")
+    assert (moved["from_stage"], moved["to_stage"], moved["note"]) == ("easy", "final", "skip easy")
+    assert "easy" not in set(events[events["event"] == "graduated"]["from_stage"])  # it never graduated easy
+    trials = journal.load(lab.journal_dir)
+    assert_exactly_once(trials, n_batch=32)
+    after = trials[trials["batch"] > moved["batch"]]
+    assert set(after[~after["stale"]]["stage"]) == {"final"}  # only batches in flight at the move were easy
+    assert after[after["stage"] == "easy"]["batch"].nunique() <= 3  # the credit
+
+
 def test_lab_config_errors_name_the_field(tmp_path):
     bad = lab_config()
     bad["agents"][1]["curriculum"] = "nope"
