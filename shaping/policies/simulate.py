@@ -16,6 +16,7 @@ same scored table without input arrays.
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -130,7 +131,8 @@ class Result:
 
 
 def run(policy: Any, task: Any, observer: Observer, n_trials: int, seed: int = 0, full: bool = False,
-        N_batch: int | None = None, first_batch: int = 0, stop_when_complete: bool = True) -> Result:
+        N_batch: int | None = None, first_batch: int = 0, stop_when_complete: bool = True,
+        in_flight: int = 1) -> Result:
     """Run ``policy`` on ``observer`` for about ``n_trials`` trials (whole batches).
 
     Args:
@@ -143,12 +145,22 @@ def run(policy: Any, task: Any, observer: Observer, n_trials: int, seed: int = 0
         N_batch: trials per batch (default ``task.N_batch``).
         first_batch: batch id of the first batch in the task's stream (to continue a run).
         stop_when_complete: stop early once ``policy.complete``.
+        in_flight: batches drawn before the first is scored, as an agent that pipelines keeps them (the
+            server's default credit is 3): the policy learns of batch k after batch k + in_flight - 1 was drawn.
     """
+    if not isinstance(in_flight, int) or in_flight < 1:
+        raise ValueError(f"run: in_flight must be a positive int, got {in_flight!r}")
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(first_batch,)))
     n = task.N_batch if N_batch is None else int(N_batch)
     tasks: dict[str, Any] = {}
     events, conds, raw, per_batch = [], [], [], []
     b, done = first_batch, 0
+    pending: deque = deque()
+
+    def score_oldest() -> None:
+        per_batch.append(policy.update(pending.popleft()))
+        events.extend(per_batch[-1])
+
     while done < n_trials:
         if stop_when_complete and policy.complete:
             break
@@ -170,11 +182,15 @@ def run(policy: Any, task: Any, observer: Observer, n_trials: int, seed: int = 0
             target = params[observer.side].to_numpy(dtype=np.int64)
             choice = observer.respond(params[evidence].to_numpy(), target, rng)
             scored = scored_table(params, choice, target)
-        per_batch.append(policy.update(scored))
-        events += per_batch[-1]
+        pending.append(scored)
+        if len(pending) >= in_flight:
+            score_oldest()
         raw.append(scored)
         done += len(scored)
         b += 1
+    while pending and not (stop_when_complete and policy.complete):
+        score_oldest()
+    per_batch += [[] for _ in pending]  # drawn after completion: never counted (the server's "stale")
     trials = pd.DataFrame()
     if raw:
         sizes = [len(s) for s in raw]

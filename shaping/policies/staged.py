@@ -29,7 +29,7 @@ from . import spec as S
 from .base import Policy
 from .spec import SpecError
 from .updown import Staircase
-from .window import AccuracyWindow
+from .window import AccuracyWindow, correction_flags
 
 if TYPE_CHECKING:  # pragma: no cover
     from shaping.tasks import Task
@@ -285,11 +285,11 @@ class StagedPolicy(Policy):
         correct = scored["outcome"].to_numpy()[keep] == "correct"
         events = []
         for name, sc in self._staircases.items():
-            r = sc.update(correct)
+            r = sc.update(correct, level=_level_run(scored, name, keep))
             if r["reversal"]:
                 events.append(self._event(
                     "reversal", f"{sc.describe()}: direction reversed (reversal {sc.reversals}); harder step now "
-                    f"{sc.current_step:g}", knob=name, level=r["old"], reversals=sc.reversals,
+                    f"{sc.current_step:g}", knob=name, level=r["ran"], reversals=sc.reversals,
                     threshold=sc.threshold))
             if r["new"] != r["old"]:
                 events.append(self._event(
@@ -344,3 +344,16 @@ class StagedPolicy(Policy):
             self._staircases[k].restore(st)
         self._overrides = copy.deepcopy(dict(state["overrides"]))
 
+
+def _level_run(scored: pd.DataFrame, knob: str, keep: np.ndarray) -> float | None:
+    """The level a staircased knob had in a scored batch: its trials' common value (None when the trials do
+    not record it, or disagree, e.g. a task that jitters it per trial)."""
+    keep = keep & ~correction_flags(scored)  # a correction trial repeats an earlier trial's level
+    if knob not in scored.columns or not keep.any():
+        return None
+    try:
+        values = scored[knob].to_numpy(dtype=float)[keep]
+    except (TypeError, ValueError):
+        return None
+    first = values[0]
+    return float(first) if np.isfinite(first) and np.allclose(values, first, rtol=1e-9, atol=0.0) else None

@@ -41,8 +41,8 @@ class StaircasePolicy(StagedPolicy):
     kind = "staircase"
 
     def __init__(self, task: "Task", knob: str, start: float | None = None, method: str = "transformed",
-                 up: int = 1, down: int = 2, target: float | None = None, step: float | None = None,
-                 scale: str = "linear", shrink: float = 1.0, min_step: float | None = None,
+                 up: int | None = None, down: int | None = None, target: float | None = None,
+                 step: float | None = None, scale: str = "linear", shrink: float = 1.0, min_step: float | None = None,
                  bounds: list | None = None, max_reversals: int | None = None, estimate_reversals: int = 6,
                  knobs: dict | None = None, stage: str = "staircase", window: Any = 200,
                  max_trials: int | None = None, *, seed: int | np.random.Generator | None = None):

@@ -61,17 +61,24 @@ class Staircase:
         path: where the staircase sits in the policy spec (for error messages).
     """
 
-    def __init__(self, knob: Knob, start: float | None = None, method: str = "transformed", up: int = 1,
-                 down: int = 2, target: float | None = None, step: float | None = None, scale: str = "linear",
+    def __init__(self, knob: Knob, start: float | None = None, method: str = "transformed",
+                 up: int | None = None, down: int | None = None, target: float | None = None,
+                 step: float | None = None, scale: str = "linear",
                  shrink: float = 1.0, min_step: float | None = None, bounds: list | None = None,
                  max_reversals: int | None = None, estimate_reversals: int = 6, path: str = "staircase"):
         j = lambda key: S.join(path, key)  # noqa: E731
+        if knob.easier not in ("higher", "lower"):
+            raise SpecError(f"{path}: knob {knob.name!r} has no easier direction (easier = {knob.easier!r}), so "
+                            f"a staircase cannot tell harder from easier; staircase a difficulty knob")
         self.knob = knob
         self.path = path
         self.method = S.choice(j("method"), method, ("transformed", "weighted"))
         self.scale = S.choice(j("scale"), scale, ("linear", "log"))
-        self.up = S.integer(j("up"), up)
-        self.down = S.integer(j("down"), down)
+        if self.method == "weighted" and (up is not None or down is not None):
+            raise SpecError(f"{j('up')}/{j('down')} = {up!r}/{down!r}: the weighted rule has no runs; its steps "
+                            f"follow from target (drop up and down, or use method = 'transformed')")
+        self.up = S.integer(j("up"), 1 if up is None else up)
+        self.down = S.integer(j("down"), 2 if down is None else down)
         if self.method == "transformed":
             if self.up != 1 and self.down != 1:
                 raise SpecError(f"{j('up')} = {self.up}, {j('down')} = {self.down}: a transformed rule needs "
@@ -122,7 +129,9 @@ class Staircase:
         return cls(knob, **m, path=path)
 
     def get_config(self) -> dict:
-        return {"start": self.start, "method": self.method, "up": self.up, "down": self.down,
+        weighted = self.method == "weighted"
+        return {"start": self.start, "method": self.method, "up": None if weighted else self.up,
+                "down": None if weighted else self.down,
                 "target": self.target_p if self.method == "weighted" else None, "step": self.step,
                 "scale": self.scale, "shrink": self.shrink, "min_step": self.min_step, "bounds": list(self.bounds),
                 "max_reversals": self.max_reversals, "estimate_reversals": self.estimate_reversals}
@@ -192,10 +201,12 @@ class Staircase:
 
     @property
     def threshold(self) -> float | None:
-        """Mean level at the last ``estimate_reversals`` reversals (on the staircase's scale); None before one."""
+        """Mean level at the last ``estimate_reversals`` reversals (on the staircase's scale; not rounded for an
+        integer knob); None before one."""
         if not self._reversal_levels:
             return None
-        return self._x(float(np.mean(self._reversal_levels)))
+        u = float(np.mean(self._reversal_levels))
+        return float(min(max(10.0 ** u if self.scale == "log" else u, self.bounds[0]), self.bounds[1]))
 
     @property
     def current_step(self) -> float:
@@ -221,14 +232,25 @@ class Staircase:
         return f"staircase on {self.knob.name}, {rule}"
 
     # ------------------------------------------------------------------ the rule
-    def update(self, correct: np.ndarray) -> dict:
+    def update(self, correct: np.ndarray, level: float | None = None) -> dict:
         """Apply the rule to one batch's outcomes (booleans, in trial order).
 
-        Returns ``{"old", "new", "harder", "easier", "reversal"}``: levels before/after (knob units), the
-        number of harder and easier steps the rule called for, and whether this batch was a reversal.
+        Args:
+            correct: the batch's outcomes.
+            level: the level (knob units) the batch ran at; None: the current level. An agent that keeps
+                batches in flight answers batches drawn before the last updates, and a step is taken from the
+                level the trials ran at, not from where the staircase has moved since (otherwise the lag
+                overshoots and biases the threshold: the updates become interleaved staircases, each
+                sequential). A reversal is recorded at that level too.
+
+        Returns ``{"old", "new", "ran", "harder", "easier", "reversal"}``: levels before/after and the level
+        run (knob units), the number of harder and easier steps the rule called for, and whether this batch
+        was a reversal.
         """
         correct = np.asarray(correct, dtype=bool)
         old = self.value
+        lo, hi = self._u(self.bounds[0]), self._u(self.bounds[1])
+        ran = self._level if level is None else min(max(self._u(float(level)), lo), hi)
         if self.method == "weighted":
             harder = int(correct.sum())
             easier = int(correct.size - harder)
@@ -252,9 +274,9 @@ class Staircase:
             if self._last and direction != self._last:
                 reversal = True
                 self._reversals += 1
-                self._reversal_levels = (self._reversal_levels + [self._level])[-self.estimate_reversals:]
+                self._reversal_levels = (self._reversal_levels + [ran])[-self.estimate_reversals:]
                 self._factor *= self.shrink
             self._last = direction
-            lo, hi = self._u(self.bounds[0]), self._u(self.bounds[1])
-            self._level = min(max(self._level + self._harder * net * self.current_step, lo), hi)
-        return {"old": old, "new": self.value, "harder": harder, "easier": easier, "reversal": reversal}
+            self._level = min(max(ran + self._harder * net * self.current_step, lo), hi)
+        return {"old": old, "new": self.value, "ran": self._x(ran), "harder": harder, "easier": easier,
+                "reversal": reversal}

@@ -29,6 +29,25 @@ def test_converges_on_its_target(rule, target):
     assert np.max(np.abs(errors)) < 0.03, errors
 
 
+def test_batches_in_flight_do_not_bias_the_threshold():
+    """With the server's default credit an agent answers each batch two updates after it was drawn; steps are
+    taken from the level each batch ran at, so the lag neither overshoots nor biases the estimate (stepping
+    from the moved level gave 67.7 % for 1-up/2-down here), and each reversal is recorded at its batch's level."""
+    spec = {**CONVERGE, "up": 1, "down": 2, "step": 0.05, "shrink": 1.0, "estimate_reversals": 6}
+    p_at_threshold = []
+    for seed in range(20):
+        task = PerceptualDiscrimination(seed=seed, N_batch=16)
+        policy = from_spec(spec, task, seed=seed)
+        observer = Observer(alpha=0.2, beta=1.5)
+        result = run(policy, task, observer, 3000, seed=seed, in_flight=3)
+        for cond, batch_events in zip(result.conditions, result.batch_events):
+            for ev in batch_events:
+                if ev["event"] == "reversal":
+                    assert ev["level"] == pytest.approx(cond["knobs"]["coherence"])
+        p_at_threshold.append(float(observer.p_correct(policy.threshold)))
+    assert np.mean(p_at_threshold) == pytest.approx(0.7071, abs=0.015), p_at_threshold
+
+
 def knob(name="coherence"):
     return PerceptualDiscrimination.knob(name)
 
@@ -68,6 +87,15 @@ def test_bounds_shrink_and_completion():
     assert sc.reversals == 3 and sc.done
     assert sc.current_step == pytest.approx(0.03)  # 0.1 * 0.5**3 floored at min_step
     assert sc.threshold == pytest.approx(np.mean(sc.reversal_levels))
+
+
+def test_an_integer_knobs_threshold_is_the_unrounded_mean_of_the_levels_run():
+    from shaping.tasks import FlipFlop
+
+    sc = Staircase(FlipFlop.knob("n_pulses"), start=8, up=1, down=1, step=1, estimate_reversals=4)
+    for ok, level in [(True, 8), (False, 9), (True, 8), (False, 9), (True, 8), (False, 10)]:
+        sc.update([ok], level=level)
+    assert sc.reversal_levels == [8, 9, 8, 10] and sc.threshold == 8.75  # was rounded to 9
 
 
 def test_log_scale_multiplies_and_estimates_geometrically():
