@@ -11,9 +11,11 @@ Three mechanisms, each optional:
 - **Side drawn against the measured bias** (``side``): the task's side knob (``task.side_knob``, the
   probability that the correct choice is 1) is set for the next batch from the agent's recent choices.
   ``"thresholded_linear"`` (Autopilot's ``Bias_Correction``, Saunders & Wehr 2019,
-  https://doi.org/10.1101/807693): bias = mean(choice == 1) - mean(target == 1) over the last ``window``
-  responded trials; when ``|bias| > threshold`` the side probability becomes ``p - bias`` (a 65 %-left
-  responder gets 65 % right targets, as Autopilot's docstring states the rule), else ``p``. ``"ibl"``: iblrig draws the side of a debias trial as
+  https://doi.org/10.1101/807693): when ``|bias| > threshold`` the side probability becomes ``p - bias`` (a
+  65 %-left responder gets 65 % right targets, as Autopilot's docstring states the rule), else ``p``. The bias
+  is measured over the last ``window`` responded trials as (P(choice 1 | target 0) - P(choice 0 | target 1)) / 2,
+  which the mix of targets cannot change: measured as mean(choice == 1) - mean(target == 1), it would grow as
+  the rule moves the targets away from the preferred side, and the side probability would run to its limit. ``"ibl"``: iblrig draws the side of a debias trial as
   ``N(mu, sigma) >= 0.5`` with ``mu`` from the fraction of rightward choices over the last 10 responded
   trials; here the side probability is that draw's probability, oriented against the bias:
   ``p + Phi((0.5 - r) / sigma) - 0.5`` with ``r`` = fraction of choice-1 responses. ``p`` is the wrapped
@@ -92,6 +94,8 @@ class BiasCorrection(Policy):
         if self.max_same_side is not None and side_param is None:
             raise SpecError("max_same_side needs side_param: the trial parameter that sets the correct side")
         self.side_param = side_param
+        if self.max_same_side is not None:
+            self._check_pinning()
         self._choices: list[int] = []
         self._targets: list[int] = []
         self._p_side: float | None = None
@@ -160,6 +164,27 @@ class BiasCorrection(Policy):
             out["sigma"] = S.number("side.sigma", m.get("sigma", 0.5), 1e-9)
         return out
 
+    def _check_pinning(self) -> None:
+        """Pinning ``side_param`` must set the side the inputs show: in a task whose side follows from other
+        parameters (e.g. DelayedDiscrimination's f1 > f2) pinning it alone leaves the stimulus as drawn, and the
+        trial's target would contradict its inputs. Checked on one batch with every trial's side flipped."""
+        n = 16
+        try:
+            drawn = self.task.generate(n, batch_id=0)
+            sides = drawn.params[self.side_param].to_numpy()
+            flipped = self.task.generate(n, batch_id=0, repeat=[{self.side_param: int(1 - v), "correction": False}
+                                                                 for v in sides.tolist()])
+        except Exception as err:  # a task that cannot take pinned sides
+            raise SpecError(f"max_same_side: {type(self.task).__name__} cannot pin {self.side_param!r} "
+                            f"({type(err).__name__}: {err})") from None
+        unchanged = sum(np.array_equal(drawn.x[i], flipped.x[i]) for i in range(n))
+        if unchanged > n // 2:  # a few may show no evidence either way (zero coherence)
+            raise SpecError(f"max_same_side: pinning side_param = {self.side_param!r} leaves the inputs of "
+                            f"{type(self.task).__name__} as drawn on {unchanged} of {n} trials whose side it flips: "
+                            f"the side follows from other trial parameters, so pinned trials would contradict "
+                            f"their stimulus; pin the parameter the stimulus is built from, or use side (the side "
+                            f"knob) instead")
+
     def _config(self) -> dict:
         return {"policy": self.inner.get_config(), "repeat": copy.deepcopy(self.repeat),
                 "side": copy.deepcopy(self.side), "max_same_side": self.max_same_side,
@@ -184,10 +209,16 @@ class BiasCorrection(Policy):
 
     @property
     def bias(self) -> float | None:
-        """mean(choice == 1) - mean(target == 1) over the bias window (None before a response)."""
+        """The choice bias towards side 1 over the bias window: (P(choice 1 | target 0) - P(choice 0 |
+        target 1)) / 2, in [-0.5, 0.5]; a responder that picks side 1 on a fraction q of trials whatever the
+        target has bias q - 0.5, and a perfect one 0, whatever mix of targets it was given (None until both
+        sides were responded to)."""
         if not self._choices:
             return None
-        return float(np.mean(self._choices) - np.mean(self._targets))
+        choices, targets = np.asarray(self._choices), np.asarray(self._targets)
+        if targets.all() or not targets.any():
+            return None
+        return float((choices[targets == 0].mean() - (1 - choices[targets == 1]).mean()) / 2)
 
     @property
     def p_side(self) -> float | None:
@@ -245,11 +276,13 @@ class BiasCorrection(Policy):
 
     def _draw_side(self) -> list[dict]:
         base = self._base_side()
+        bias = self.bias
         if not self._choices:
             p, why = base, "no responses yet"
         elif self.side["rule"] == "thresholded_linear":
-            bias = self.bias
-            if abs(bias) > self.side["threshold"]:
+            if bias is None:
+                p, why = (self._p_side if self._p_side is not None else base), "responses to one side only"
+            elif abs(bias) > self.side["threshold"]:
                 p, why = base - bias, f"|bias| {abs(bias):.3f} > {self.side['threshold']:g}: p = {base:g} - bias"
             else:
                 p, why = base, f"|bias| {abs(bias):.3f} <= {self.side['threshold']:g}"
@@ -265,7 +298,7 @@ class BiasCorrection(Policy):
         if abs(p - old) < 1e-12:
             return []
         rule = f"bias.side {self.side['rule']} over the last {len(self._choices)} responses: {why}"
-        return [self._event("level_changed", rule, knob=self.side_knob, old=old, new=p, bias=self.bias)]
+        return [self._event("level_changed", rule, knob=self.side_knob, old=old, new=p, bias=bias)]
 
     def _corrections(self, scored: pd.DataFrame) -> list[dict]:
         rp = self.repeat

@@ -42,6 +42,31 @@ def test_thresholded_linear_leaves_an_unbiased_observer_alone(task):
     assert abs(policy.bias) < 0.2 and policy.conditions()["knobs"]["p_choice1"] == 0.5
 
 
+def test_thresholded_linear_settles_where_autopilot_says_instead_of_running_away():
+    """A responder that picks side 1 on 65 % of trials whatever it sees gets 35 % side-1 targets (the rule's
+    fixed point). Measured as mean(choice) - mean(target), the bias grew as the targets moved and the side
+    probability ran to 0."""
+    task = PerceptualDiscrimination(seed=0, N_batch=50)
+    policy = from_spec({"kind": "bias", "policy": {"kind": "fixed", "knobs": {"coherence": 0.5}},
+                        "side": {"rule": "thresholded_linear", "window": 100, "threshold": 0.1}}, task, seed=0)
+    result = run(policy, task, Observer(alpha=1e6, p_guess1=0.65), 6000, seed=1)
+    p = [c["knobs"]["p_choice1"] for c in result.conditions][-60:]
+    assert sum(p) / len(p) == pytest.approx(0.35, abs=0.04) and min(p) > 0.1, p
+
+
+@pytest.mark.parametrize("name, side_param", [("DelayedDiscrimination", "choice"),
+                                              ("ContextDependentDM", "choice"),
+                                              ("DelayedMatchToSample", "choice")])
+def test_pinning_a_side_the_stimulus_does_not_follow_is_refused(name, side_param):
+    """Pinning a derived side would leave the stimulus as drawn: about half the trials' targets would contradict
+    their inputs."""
+    from shaping.tasks import make
+
+    with pytest.raises(ValueError, match=f"pinning side_param = '{side_param}' leaves the inputs of {name}"):
+        from_spec({"kind": "bias", "policy": {"kind": "fixed"}, "max_same_side": 3, "side_param": side_param},
+                  make(name, seed=0), seed=0)
+
+
 def test_correction_trials_repeat_errors_through_the_task():
     task = PerceptualDiscrimination(seed=3, N_batch=32)
     spec = {"kind": "bias", "policy": {"kind": "fixed", "knobs": {"coherence": [0.1, 0.7]}},
