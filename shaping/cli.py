@@ -190,7 +190,8 @@ def _override_args(p: argparse.ArgumentParser) -> None:
                            "(0.2, [0.1, 0.2] or '{\"uniform\": [0.1, 0.5]}')")
     p.add_argument("--note", help="why (journaled with the event)")
     p.add_argument("--keys", help="CurveZMQ keys directory, for a server off loopback")
-    p.add_argument("--client", default="client", help="which client key pair of --keys (default 'client')")
+    p.add_argument("--client-name", default="client",
+                   help="which client key pair of --keys (default 'client'), as for `skinnerbox agent`")
     p.add_argument("--timeout-s", type=float, default=10.0, help="give up after this many seconds")
 
 
@@ -222,7 +223,7 @@ def cmd_override(args: argparse.Namespace) -> int:
         change = {"stage": int(args.stage) if re.fullmatch(r"-?\d+", args.stage) else args.stage}
     try:
         reply = override(endpoint, args.agent, note=args.note, timeout_s=args.timeout_s, keys=args.keys,
-                         client_name=args.client, **change)
+                         client_name=args.client_name, **change)
     except ProtocolError as err:
         print(f"skinnerbox override: refused: {err}", file=sys.stderr)
         return 1
