@@ -29,6 +29,7 @@ import pandas as pd
 
 from shaping import figures as F
 from shaping import journal as J
+from shaping.scoring import fit_trials, signed_evidence
 
 __all__ = [
     "LabPaths", "lab_paths", "LabTables", "LabReader", "read_lab", "agent_names", "agent_conditions",
@@ -445,47 +446,44 @@ def evidence_knob(tables: LabTables, agent: str | None = None) -> str | None:
 
 
 def psychometric_xy(trials: pd.DataFrame, evidence: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """Per scorable trial (a choice was made): ``(x, y, ylabel)`` for a psychometric fit.
-
-    Two-alternative tasks (targets 0/1): ``x`` is the evidence signed towards option 1 and ``y`` the choice
-    of option 1 (``"P(choice = 1)"``); otherwise ``x`` is the evidence and ``y`` correct (``"P(correct)"``).
-    This is the convention of :func:`shaping.figures.psychometric_curve`.
-    """
-    if evidence not in trials.columns or not len(trials):
-        return np.empty(0), np.empty(0), "P(correct)"
-    t = trials[F.responded(trials)]
-    ev = pd.to_numeric(t[evidence], errors="coerce").to_numpy(dtype=float)
-    target = t["target"].to_numpy()
-    choice = t["choice"].to_numpy()
-    keep = np.isfinite(ev)
-    if set(np.unique(trials["target"])) <= {0, 1}:
-        return (ev * np.where(target == 1, 1.0, -1.0))[keep], (choice == 1).astype(float)[keep], \
-            "P(choice = 1)"
-    return ev[keep], (choice == target).astype(float)[keep], "P(correct)"
+    """Per scorable trial (a choice was made): ``(x, y, ylabel)`` for a psychometric fit
+    (:func:`shaping.scoring.signed_evidence`; empty arrays when the trials lack the evidence)."""
+    xy = signed_evidence(trials, evidence) if len(trials) else None
+    return xy if xy is not None else (np.empty(0), np.empty(0), "P(correct)")
 
 
 def psychometric_fit(trials: pd.DataFrame, evidence: str) -> dict:
-    """Logistic fit of one set of trials (:func:`shaping.figures.fit_logistic` on :func:`psychometric_xy`).
+    """Psychometric fit of one set of trials: the logistic regression ``b0 + b1 x`` on :func:`psychometric_xy`
+    (:func:`shaping.scoring.fit_logistic`; ``slope`` = b1 per evidence unit) and the lapse-aware fit of the
+    figures (:func:`shaping.scoring.fit_trials`): ``pse`` (its mu on P(choice = 1); -b0 / b1 otherwise),
+    ``lapse_low`` and ``lapse_high`` (its lower and upper lapse rates; the lower one is the guess rate on
+    P(correct)).
 
     Returns:
-        ``{"n", "n_no_response", "b0", "b1", "pse", "slope"}``; the fit's entries are NaN when the data
-        cannot constrain it (fewer than two evidence levels or a single answer).
+        ``{"n", "n_no_response", "b0", "b1", "pse", "slope", "lapse_low", "lapse_high"}``; the fit's entries are
+        NaN when the data cannot constrain it (fewer than two evidence levels or a single answer).
     """
     x, y, _ = psychometric_xy(trials, evidence)
     out = {"n": int(len(trials)), "n_no_response": int((~F.responded(trials)).sum()) if len(trials) else 0,
-           "b0": np.nan, "b1": np.nan, "pse": np.nan, "slope": np.nan}
+           "b0": np.nan, "b1": np.nan, "pse": np.nan, "slope": np.nan, "lapse_low": np.nan, "lapse_high": np.nan}
     if len(np.unique(x)) > 1 and len(np.unique(y)) > 1:
         b0, b1 = F.fit_logistic(x, y)
         out.update(b0=b0, b1=b1, slope=b1, pse=-b0 / b1 if b1 else np.nan)
+        fit = fit_trials(trials, evidence)
+        if fit is not None:
+            out.update(lapse_low=fit.gamma, lapse_high=fit.lapse)
+            if fit.kind == "logistic":
+                out["pse"] = fit.mu
     return out
 
 
 def psychometric_table(tables: LabTables, agent: str, evidence: str | None = None) -> pd.DataFrame:
     """One row per stage ``agent`` ran: ``stage_index, stage, evidence, n, n_no_response, accuracy, b0,
-    b1, pse, slope`` (see :func:`psychometric_fit`)."""
+    b1, pse, slope, lapse_low, lapse_high`` (see :func:`psychometric_fit`)."""
     evidence = evidence or evidence_knob(tables, agent)
     t = _agent_trials(tables, agent)
-    cols = ["stage_index", "stage", "evidence", "n", "n_no_response", "accuracy", "b0", "b1", "pse", "slope"]
+    cols = ["stage_index", "stage", "evidence", "n", "n_no_response", "accuracy", "b0", "b1", "pse", "slope",
+            "lapse_low", "lapse_high"]
     if evidence is None or not len(t):
         return pd.DataFrame(columns=cols)
     rows = []

@@ -21,6 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
+from .scoring import fit_logistic, fit_trials, psychometric_points, responded, signed_evidence
+
 __all__ = [
     "effective_weights", "dale_sign_from_weights", "unit_order", "w_rec_heatmap", "w_rec_image",
     "eigenspectrum", "w_in_map", "w_out_map", "fit_logistic", "psychometric_points", "psychometric_curve",
@@ -252,84 +254,9 @@ def _square(w: np.ndarray, name: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- behaviour
-def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1e-4, n_iter: int = 100) -> tuple[float, float]:
-    """Maximum-likelihood logistic fit ``P(y=1 | x) = 1 / (1 + exp(-(b0 + b1 x)))`` by Newton's method.
-
-    A small ridge penalty keeps the fit finite when the data are perfectly separable (a well-trained
-    network at high evidence), where the unpenalised slope diverges.
-
-    Args:
-        x: ``(n,)`` evidence per trial. y: ``(n,)`` 0/1 per trial. ridge: L2 weight on (b0, b1).
-
-    Returns:
-        ``(b0, b1)``; the point of subjective equality is ``-b0 / b1``.
-    """
-    x = np.asarray(x, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
-    if x.shape != y.shape or x.size == 0:
-        raise ValueError(f"fit_logistic: x {x.shape} and y {y.shape} must be equal, non-empty (n,) arrays")
-    X = np.column_stack([np.ones_like(x), x])
-    b = np.zeros(2)
-    for _ in range(n_iter):
-        p = 1.0 / (1.0 + np.exp(-np.clip(X @ b, -30, 30)))
-        grad = X.T @ (y - p) - ridge * b
-        hess = (X * (p * (1 - p))[:, None]).T @ X + ridge * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        b += step
-        if np.max(np.abs(step)) < 1e-8:
-            break
-    return float(b[0]), float(b[1])
-
-
-def responded(trials: pd.DataFrame) -> np.ndarray:
-    """``(n,)`` bool: trials with a response to one of the task's options, i.e. not ``no_response`` (which
-    also covers an opt-out such as :class:`~shaping.tasks.PostDecisionWager`'s sure choice)."""
-    if "outcome" in trials.columns:
-        return (trials["outcome"] != "no_response").to_numpy()
-    return (trials["choice"] >= 0).to_numpy()
-
-
-def _signed_binary(trials: pd.DataFrame, evidence: str) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """(x, y, ylabel) for a psychometric plot, or None when the table lacks what it needs."""
-    if evidence not in trials.columns or not {"choice", "target"} <= set(trials.columns):
-        return None
-    t = trials[responded(trials)]
-    ev = pd.to_numeric(t[evidence], errors="coerce").to_numpy(dtype=float)
-    target = t["target"].to_numpy()
-    if set(np.unique(trials["target"])) <= {0, 1}:
-        # two alternatives: signed evidence for option 1, and P(choose 1)
-        return ev * np.where(target == 1, 1.0, -1.0), (t["choice"].to_numpy() == 1).astype(float), \
-            "P(choice = 1)"
-    return ev, (t["choice"].to_numpy() == target).astype(float), "P(correct)"
-
-
-def psychometric_points(trials: pd.DataFrame, evidence: str, max_levels: int = 12) -> pd.DataFrame:
-    """Choice proportions by evidence level (quantile bins when there are more than ``max_levels``).
-
-    For two-alternative tasks (targets 0/1) the x axis is the evidence signed towards option 1 and the
-    proportion is P(choice = 1); otherwise it is P(correct). No-response trials are left out.
-
-    Returns:
-        one row per level: ``evidence`` (mean in the level), ``p``, ``n``, ``sem`` (binomial).
-    """
-    xy = _signed_binary(trials, evidence)
-    if xy is None or len(xy[0]) == 0:
-        return pd.DataFrame(columns=["evidence", "p", "n", "sem"])
-    x, y, _ = xy
-    levels = np.unique(x)
-    if len(levels) > max_levels:
-        edges = np.unique(np.quantile(x, np.linspace(0, 1, max_levels + 1)))
-        key = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
-    else:
-        key = np.searchsorted(levels, x)
-    df = pd.DataFrame({"key": key, "x": x, "y": y}).groupby("key").agg(
-        evidence=("x", "mean"), p=("y", "mean"), n=("y", "size"))
-    df["sem"] = np.sqrt(df["p"] * (1 - df["p"]) / df["n"])
-    return df.reset_index(drop=True)
-
-
 def psychometric_curve(trials: pd.DataFrame, evidence: str, title: str | None = None) -> Figure:
-    """Psychometric curve of one stage: choice proportions by evidence and a fitted logistic.
+    """Psychometric curve of one stage: choice proportions by evidence and the fitted psychometric function
+    (:func:`shaping.scoring.fit_trials`: lapse rates included).
 
     Args:
         trials: scored trials with ``choice``, ``target`` and the ``evidence`` column (e.g.
@@ -339,7 +266,7 @@ def psychometric_curve(trials: pd.DataFrame, evidence: str, title: str | None = 
     """
     fig = _figure(4.5, 3.6)
     ax = fig.add_subplot()
-    xy = _signed_binary(trials, evidence)
+    xy = signed_evidence(trials, evidence)
     n_all = len(trials)
     if xy is None or len(xy[0]) == 0:
         ax.text(0.5, 0.5, f"no scorable trials with '{evidence}'", ha="center", va="center",
@@ -350,11 +277,13 @@ def psychometric_curve(trials: pd.DataFrame, evidence: str, title: str | None = 
     pts = psychometric_points(trials, evidence)
     ax.errorbar(pts["evidence"], pts["p"], yerr=pts["sem"], fmt="o", color="k", ms=4, capsize=2)
     grid = np.linspace(x.min(), x.max(), 200) if x.max() > x.min() else np.array([x.min()])
-    label = "logistic fit"
-    if len(np.unique(y)) > 1 and len(np.unique(x)) > 1:
-        b0, b1 = fit_logistic(x, y)
-        ax.plot(grid, 1 / (1 + np.exp(-(b0 + b1 * grid))), color="C0",
-                label=f"{label}: PSE {-b0 / b1:.3g}, slope {b1:.3g}" if b1 else label)
+    fit = fit_trials(trials, evidence)
+    if fit is not None:
+        if fit.kind == "logistic":
+            label = f"logistic fit: PSE {fit.mu:.3g}, width {fit.width:.3g}, lapses {fit.gamma:.2f}/{fit.lapse:.2f}"
+        else:
+            label = f"Weibull fit: 75 % at {fit.threshold(0.75):.3g}, lapse {fit.lapse:.2f}"
+        ax.plot(grid, fit(grid), color="C0", label=label)
         ax.legend(loc="lower right", fontsize="small")
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel(f"signed {evidence}" if ylabel.startswith("P(choice") else evidence)

@@ -1,0 +1,253 @@
+"""Psychometrics of scored trials: which trials count, evidence signed towards a choice, choice proportions by
+evidence level, and psychometric-function fits with guess and lapse rates.
+
+Per-trial outcomes come from each task's own ``Task.score`` (they depend on the task's output layout) and
+accuracy windows from :mod:`shaping.policies.window`; this module works on their scored tables (one row per
+trial: ``outcome``, ``choice``, ``target`` and the trial parameters).
+
+The fitted function is Wichmann & Hill's (2001, Percept. Psychophys. 63:1293) ::
+
+    psi(x) = gamma + (1 - gamma - lapse) * F(x; mu, width)
+
+with ``F`` a logistic ``1 / (1 + exp(-(x - mu) / width))`` (for P(choice = 1) against signed evidence: ``mu``
+is the point of subjective equality, the bias; ``gamma`` and ``lapse`` the lapse rates towards each side) or
+a Weibull ``1 - exp(-(x / mu) ** width)`` (for P(correct) against unsigned evidence, ``gamma`` the guess rate,
+e.g. 0.5 for two alternatives; ``mu`` the threshold where F = 1 - 1/e). Fitted by maximum likelihood with
+lapse rates bounded to [0, ``max_lapse``], as Wichmann & Hill recommend: a lapse-free fit to a network that
+lapses underestimates its slope.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["responded", "signed_evidence", "psychometric_points", "fit_logistic", "PsychometricFit",
+           "fit_psychometric", "fit_trials"]
+
+
+def responded(trials: pd.DataFrame) -> np.ndarray:
+    """``(n,)`` bool: trials with a response to one of the task's options, i.e. not ``no_response`` (which
+    also covers an opt-out such as :class:`~shaping.tasks.PostDecisionWager`'s sure choice)."""
+    if "outcome" in trials.columns:
+        return (trials["outcome"] != "no_response").to_numpy()
+    return (trials["choice"] >= 0).to_numpy()
+
+
+def signed_evidence(trials: pd.DataFrame, evidence: str) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """Per responded trial with a finite ``evidence`` value: ``(x, y, ylabel)`` for a psychometric curve, or None
+    when the table lacks ``evidence``, ``choice`` or ``target``.
+
+    Two-alternative tasks (targets 0/1): ``x`` is the evidence signed towards option 1 and ``y`` the choice of
+    option 1 (``"P(choice = 1)"``); otherwise ``x`` is the evidence and ``y`` correct (``"P(correct)"``).
+    """
+    if evidence not in trials.columns or not {"choice", "target"} <= set(trials.columns):
+        return None
+    t = trials[responded(trials)]
+    ev = pd.to_numeric(t[evidence], errors="coerce").to_numpy(dtype=float)
+    target = t["target"].to_numpy()
+    choice = t["choice"].to_numpy()
+    keep = np.isfinite(ev)
+    if set(np.unique(trials["target"])) <= {0, 1}:
+        return (ev * np.where(target == 1, 1.0, -1.0))[keep], (choice == 1).astype(float)[keep], "P(choice = 1)"
+    return ev[keep], (choice == target).astype(float)[keep], "P(correct)"
+
+
+def psychometric_points(trials: pd.DataFrame, evidence: str, max_levels: int = 12) -> pd.DataFrame:
+    """Choice proportions by evidence level (quantile bins when there are more than ``max_levels``), on the axes
+    of :func:`signed_evidence`. No-response trials are left out.
+
+    Returns:
+        one row per level: ``evidence`` (mean in the level), ``p``, ``n``, ``sem`` (binomial).
+    """
+    xy = signed_evidence(trials, evidence)
+    if xy is None or len(xy[0]) == 0:
+        return pd.DataFrame(columns=["evidence", "p", "n", "sem"])
+    x, y, _ = xy
+    levels = np.unique(x)
+    if len(levels) > max_levels:
+        edges = np.unique(np.quantile(x, np.linspace(0, 1, max_levels + 1)))
+        key = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+    else:
+        key = np.searchsorted(levels, x)
+    df = pd.DataFrame({"key": key, "x": x, "y": y}).groupby("key").agg(
+        evidence=("x", "mean"), p=("y", "mean"), n=("y", "size"))
+    df["sem"] = np.sqrt(df["p"] * (1 - df["p"]) / df["n"])
+    return df.reset_index(drop=True)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1e-4, n_iter: int = 100) -> tuple[float, float]:
+    """Maximum-likelihood logistic fit ``P(y=1 | x) = 1 / (1 + exp(-(b0 + b1 x)))`` by Newton's method, without
+    lapse rates (see :func:`fit_psychometric` for those).
+
+    A small ridge penalty keeps the fit finite when the data are perfectly separable (a well-trained
+    network at high evidence), where the unpenalised slope diverges.
+
+    Args:
+        x: ``(n,)`` evidence per trial. y: ``(n,)`` 0/1 per trial. ridge: L2 weight on (b0, b1).
+
+    Returns:
+        ``(b0, b1)``; the point of subjective equality is ``-b0 / b1``.
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape or x.size == 0:
+        raise ValueError(f"fit_logistic: x {x.shape} and y {y.shape} must be equal, non-empty (n,) arrays")
+    X = np.column_stack([np.ones_like(x), x])
+    b = np.zeros(2)
+    for _ in range(n_iter):
+        p = 1.0 / (1.0 + np.exp(-np.clip(X @ b, -30, 30)))
+        grad = X.T @ (y - p) - ridge * b
+        hess = (X * (p * (1 - p))[:, None]).T @ X + ridge * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        b += step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    return float(b[0]), float(b[1])
+
+
+# ---------------------------------------------------------------------------------------------- fits
+@dataclass(frozen=True)
+class PsychometricFit:
+    """A fitted ``psi(x) = gamma + (1 - gamma - lapse) * F(x; mu, width)`` (see the module docstring).
+
+    Attributes:
+        kind: ``"logistic"`` or ``"weibull"``.
+        mu: logistic: the point of subjective equality (evidence units); Weibull: the threshold, F = 1 - 1/e.
+        width: logistic: the scale (evidence units; the slope at mu is (1 - gamma - lapse) / (4 width));
+            Weibull: the shape (beta).
+        gamma: the lower asymptote (lapse towards 0, or the guess rate when fixed). lapse: 1 - upper asymptote.
+        n: trials fitted. log_likelihood: at the fit.
+    """
+
+    kind: str
+    mu: float
+    width: float
+    gamma: float
+    lapse: float
+    n: int
+    log_likelihood: float
+
+    def __call__(self, x: Any) -> np.ndarray:
+        """``psi(x)``."""
+        return self.gamma + (1 - self.gamma - self.lapse) * _core(self.kind, np.asarray(x, dtype=float),
+                                                                  self.mu, self.width)
+
+    def threshold(self, p: float) -> float:
+        """The evidence at which ``psi`` reaches ``p`` (NaN when it never does), e.g. 0.75 correct for a
+        two-alternative Weibull fit."""
+        f = (p - self.gamma) / (1 - self.gamma - self.lapse)
+        if not 0 < f < 1:
+            return math.nan
+        if self.kind == "logistic":
+            return float(self.mu + self.width * math.log(f / (1 - f)))
+        return float(self.mu * (-math.log1p(-f)) ** (1 / self.width))
+
+    @property
+    def slope(self) -> float:
+        """``d psi / dx`` at the midpoint of F (logistic: at mu; Weibull: at F = 0.5)."""
+        scale = 1 - self.gamma - self.lapse
+        if self.kind == "logistic":
+            return scale / (4 * self.width)
+        x = self.mu * math.log(2) ** (1 / self.width)
+        return scale * 0.5 * self.width / self.mu * (x / self.mu) ** (self.width - 1)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "mu": self.mu, "width": self.width, "gamma": self.gamma, "lapse": self.lapse,
+                "slope": self.slope, "n": self.n, "log_likelihood": self.log_likelihood}
+
+
+def _core(kind: str, x: np.ndarray, mu: float, width: float) -> np.ndarray:
+    if kind == "logistic":
+        return 1.0 / (1.0 + np.exp(-np.clip((x - mu) / width, -60, 60)))
+    return 1.0 - np.exp(-(np.maximum(x, 0.0) / mu) ** width)
+
+
+def fit_psychometric(x: Any, y: Any, kind: str = "logistic", guess: float | None = None,
+                     max_lapse: float = 0.25) -> PsychometricFit:
+    """Maximum-likelihood fit of ``psi(x) = gamma + (1 - gamma - lapse) * F(x; mu, width)`` to 0/1 responses.
+
+    Args:
+        x: ``(n,)`` evidence per trial (signed towards option 1 for ``"logistic"`` on P(choice = 1); unsigned,
+            >= 0, for ``"weibull"`` on P(correct)).
+        y: ``(n,)`` 0/1 per trial (chose option 1, or correct).
+        kind: ``"logistic"`` or ``"weibull"``.
+        guess: fix ``gamma`` to this value (e.g. 0.5 for P(correct) with two alternatives; default for
+            ``"weibull"``); None fits it as a lapse rate in [0, ``max_lapse``] (default for ``"logistic"``).
+        max_lapse: upper bound of the fitted lapse rates.
+
+    Returns:
+        a :class:`PsychometricFit`.
+    """
+    from scipy.optimize import minimize  # noqa: PLC0415  (only fits need scipy)
+
+    if kind not in ("logistic", "weibull"):
+        raise ValueError(f"fit_psychometric: kind = {kind!r}; expected 'logistic' or 'weibull'")
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape or x.size < 2 or not np.all(np.isfinite(x)):
+        raise ValueError(f"fit_psychometric: x {x.shape} and y {y.shape} must be equal (n,) arrays of finite "
+                         f"values, n >= 2")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("fit_psychometric: y must hold 0/1 responses")
+    if not 0 <= max_lapse < 0.5:
+        raise ValueError(f"fit_psychometric: max_lapse = {max_lapse!r} must be in [0, 0.5)")
+    if kind == "weibull":
+        if np.any(x < 0):
+            raise ValueError("fit_psychometric: a Weibull fit needs unsigned evidence (x >= 0)")
+        guess = 0.5 if guess is None else guess
+    if guess is not None and not 0 <= guess < 1:
+        raise ValueError(f"fit_psychometric: guess = {guess!r} must be in [0, 1)")
+    spread = float(np.std(x)) or 1.0
+    if kind == "logistic":
+        starts = [(float(np.median(x)), spread / s) for s in (1.0, 4.0, 16.0)]
+        bounds_core = [(float(x.min() - 2 * spread), float(x.max() + 2 * spread)), (spread * 1e-4, spread * 100)]
+    else:
+        positive = x[x > 0]
+        mid = float(np.median(positive)) if positive.size else 1.0
+        starts = [(mid / s, b) for s in (1.0, 3.0) for b in (1.0, 3.0)]
+        bounds_core = [(mid * 1e-4, float(x.max()) * 100 or 1.0), (0.1, 20.0)]
+
+    def unpack(theta: np.ndarray) -> tuple[float, float, float, float]:
+        mu, width = theta[0], theta[1]
+        gamma = guess if guess is not None else theta[2]
+        lapse = theta[-1]
+        return mu, width, gamma, lapse
+
+    def nll(theta: np.ndarray) -> float:
+        mu, width, gamma, lapse = unpack(theta)
+        p = gamma + (1 - gamma - lapse) * _core(kind, x, mu, width)
+        p = np.clip(p, 1e-12, 1 - 1e-12)
+        return -float(np.sum(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+    lapse_bounds = [(0.0, max_lapse)] * (1 if guess is not None else 2)
+    best = None
+    for start in starts:
+        theta0 = np.array([*start, *([0.02] * len(lapse_bounds))])
+        res = minimize(nll, theta0, method="L-BFGS-B", bounds=bounds_core + lapse_bounds)
+        if best is None or res.fun < best.fun:
+            best = res
+    mu, width, gamma, lapse = unpack(best.x)
+    return PsychometricFit(kind, float(mu), float(width), float(gamma), float(lapse), int(x.size), -float(best.fun))
+
+
+def fit_trials(trials: pd.DataFrame, evidence: str, max_lapse: float = 0.25) -> PsychometricFit | None:
+    """Fit the psychometric function of scored trials on the axes of :func:`signed_evidence`: a logistic with
+    two lapse rates on P(choice = 1) for two-alternative tasks, else a Weibull on P(correct) with the guess rate
+    1 / (number of targets). None when the trials cannot constrain a fit (fewer than two evidence levels or a
+    single answer)."""
+    xy = signed_evidence(trials, evidence)
+    if xy is None:
+        return None
+    x, y, ylabel = xy
+    if len(np.unique(x)) < 2 or len(np.unique(y)) < 2:
+        return None
+    if ylabel.startswith("P(choice"):
+        return fit_psychometric(x, y, "logistic", max_lapse=max_lapse)
+    n_targets = max(2, int(pd.Series(trials["target"]).nunique()))
+    if np.any(x < 0):
+        return None
+    return fit_psychometric(x, y, "weibull", guess=1.0 / n_targets, max_lapse=max_lapse)
