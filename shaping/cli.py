@@ -36,26 +36,35 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="TOML (or .json) file: task, curricula, journal, bind, ... "
                                   "(see shaping.server.ServerConfig)")
     p.add_argument("--bind", help="override the config's bind endpoint, e.g. tcp://127.0.0.1:5555")
-    p.add_argument("--journal", help="override the config's journal directory")
+    p.add_argument("--journal", help="override the config's journal directory (relative to the working directory)")
     p.add_argument("--seed", type=int, help="override the config's server seed")
-    p.add_argument("--keys", help="override the config's CurveZMQ keys directory")
+    p.add_argument("--keys", help="override the config's CurveZMQ keys directory (relative to the working directory)")
     p.add_argument("--ignore-unknown", action="store_true",
                    help="ignore keys the server does not use (e.g. a lab file's agents)")
 
 
-def cmd_server(args: argparse.Namespace) -> int:
+def server_config(args: argparse.Namespace) -> tuple:
+    """The :class:`~shaping.server.ServerConfig` and tracking record ``skinnerbox server`` runs with: the config
+    file's paths are relative to its folder, the command line's to the working directory."""
     from pathlib import Path  # noqa: PLC0415
 
-    from .server import ServerConfig, read_toml, serve  # noqa: PLC0415
+    from .server import ServerConfig, read_toml  # noqa: PLC0415
 
     data = read_toml(args.config)
     for key in ("bind", "journal", "seed", "keys"):
         value = getattr(args, key)
         if value is not None:
-            data[key] = value
+            data[key] = str(Path(value).resolve()) if key in ("journal", "keys") else value
     tracking = data.pop("tracking", None)
     config = ServerConfig.from_dict(data, base_dir=Path(args.config).resolve().parent,
                                     ignore_unknown=args.ignore_unknown)
+    return config, tracking
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from .server import serve  # noqa: PLC0415
+
+    config, tracking = server_config(args)
     return serve(config, tracking=tracking)
 
 

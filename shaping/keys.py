@@ -4,7 +4,8 @@ Layout of a keys directory (``skinnerbox keys DIR`` makes it)::
 
     DIR/server.key, DIR/server.key_secret          the server's key pair (the secret stays on the server)
     DIR/clients/NAME.key, NAME.key_secret          one key pair per client (copy it to that agent's machine)
-    DIR/authorized_clients/NAME.key                public keys the server accepts (delete one to revoke it)
+    DIR/authorized_clients/NAME.key                public keys the server accepts (read when it starts: delete
+                                                   one and restart the server to revoke it)
 
 Agents need ``server.key`` (public) and their own ``NAME.key_secret``. Keys are Z85 text, made by libzmq's
 bundled libsodium (``zmq.curve_keypair``) in the certificate format of ``zmq.auth``.

@@ -272,3 +272,17 @@ def test_config_from_json(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps({"task": {"name": "PerceptualDiscrimination"},
                                                  "curricula": {"c": {"kind": "fixed"}}, "journal": "j"}))
     assert ServerConfig.from_toml(tmp_path / "s.json").journal == str(tmp_path / "j")
+
+
+def test_server_command_line_paths_are_the_shells_and_config_paths_the_files(tmp_path, monkeypatch):
+    from shaping.cli import build_parser, server_config
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "s.toml").write_text('journal = "j"\n[task]\nname = "PerceptualDiscrimination"\n'
+                                              '[curricula.fixed]\nkind = "fixed"\n')
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["server", "conf/s.toml"])
+    assert server_config(args)[0].journal == str(tmp_path / "conf" / "j")  # next to the file
+    args = build_parser().parse_args(["server", "conf/s.toml", "--journal", "runs/j", "--keys", "k"])
+    config, _ = server_config(args)
+    assert config.journal == str(tmp_path / "runs" / "j") and config.keys == str(tmp_path / "k")  # the shell's
