@@ -241,9 +241,9 @@ def _server_file_keys() -> set[str]:
 
     popped = set()
     for node in ast.walk(ast.parse((ROOT / "shaping/cli.py").read_text())):
-        if isinstance(node, ast.FunctionDef) and node.name == "cmd_server":
+        if isinstance(node, ast.FunctionDef) and node.name == "server_config":
             popped = _keys_read_in(node)
-    assert popped, "cmd_server pops nothing from the file any more: update this test"
+    assert popped, "server_config pops nothing from the file any more: update this test"
     return {f.name for f in dataclasses.fields(ServerConfig)} | popped
 
 
