@@ -45,12 +45,16 @@ def _server_args(p: argparse.ArgumentParser) -> None:
 
 def server_config(args: argparse.Namespace) -> tuple:
     """The :class:`~shaping.server.ServerConfig` and tracking record ``skinnerbox server`` runs with: the config
-    file's paths are relative to its folder, the command line's to the working directory."""
+    file's paths are relative to its folder, the command line's to the working directory; a ``"module:Class"``
+    task is imported from the config file's folder or the working directory."""
     from pathlib import Path  # noqa: PLC0415
 
     from .server import ServerConfig, read_toml  # noqa: PLC0415
 
     data = read_toml(args.config)
+    for folder in (str(Path.cwd()), str(Path(args.config).resolve().parent)):  # a "module:Class" task's module
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
     for key in ("bind", "journal", "seed", "keys"):
         value = getattr(args, key)
         if value is not None:

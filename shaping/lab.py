@@ -16,7 +16,7 @@ A lab config (TOML; see ``examples/demo.toml``)::
     tracking_uri = ""              # default: sqlite:///<cwd>/mlflow.db ("none" disables MLflow)
 
     [task]                         # a registered task and its constructor arguments
-    name = "PerceptualDiscrimination"
+    name = "PerceptualDiscrimination"  # or "mytasks:MyTask": class MyTask of mytasks.py beside this file
     T = 1000
 
     [curricula.shaped]             # one policy spec per curriculum (docs/policies.md)
@@ -30,9 +30,12 @@ A lab config (TOML; see ``examples/demo.toml``)::
     learning_rate = 0.001
 
 Every process gets ``OPENBLAS_NUM_THREADS=1`` and one TensorFlow thread (``threads`` per agent overrides it).
+The directory of the config file is on ``PYTHONPATH`` for every process, and on ``sys.path`` while the config
+is validated, so a task of one's own is named ``"module:Class"`` with ``module.py`` beside the TOML file.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,7 +45,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
@@ -67,12 +70,34 @@ def load_config(path: str | os.PathLike) -> dict:
         raise ValueError(f"lab config {path} does not exist") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"lab config {path} is not valid TOML: {err}") from None
-    return validate_config(cfg, source=str(path))
+    return validate_config(cfg, source=str(path), task_path=[path.resolve().parent])
 
 
-def validate_config(cfg: Mapping[str, Any], source: str = "lab config") -> dict:
+@contextlib.contextmanager
+def _on_sys_path(dirs: Sequence[str | os.PathLike]) -> Iterator[None]:
+    """Put ``dirs`` first on ``sys.path`` for the duration (a user task module is imported from there)."""
+    added = [d for d in dict.fromkeys(str(Path(d).resolve()) for d in dirs) if d not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for d in added:
+            if d in sys.path:
+                sys.path.remove(d)
+
+
+def validate_config(cfg: Mapping[str, Any], source: str = "lab config",
+                    task_path: Sequence[str | os.PathLike] = ()) -> dict:
     """Check a lab config's structure and build its task and curricula once, so errors surface before any
-    process starts."""
+    process starts.
+
+    Args:
+        cfg: the lab config as plain data.
+        source: where it came from, for error messages.
+        task_path: directories put on ``sys.path`` while the task is built, so that ``[task] name =
+            "module:Class"`` finds ``module.py`` there (:func:`load_config` passes the TOML file's directory).
+            The working directory is searched too, as the ``python -m`` processes a lab starts do.
+    """
     from . import policies, tasks
 
     cfg = json.loads(json.dumps(cfg))  # plain data, and a private copy
@@ -87,10 +112,12 @@ def validate_config(cfg: Mapping[str, Any], source: str = "lab config") -> dict:
     lab.setdefault("max_restarts", 2)
     task_spec = dict(cfg["task"])
     if not isinstance(task_spec.get("name"), str):
-        raise ValueError(f"{source}: task.name must name a registered task")
+        raise ValueError(f"{source}: task.name must name a registered task or 'module:Class', got "
+                         f"{task_spec.get('name')!r}")
     kwargs = {k: v for k, v in task_spec.items() if k != "name"}
     try:
-        task = tasks.make(task_spec["name"], **kwargs)
+        with _on_sys_path([*task_path, Path.cwd()]):
+            task = tasks.make(task_spec["name"], **kwargs)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{source}: [task]: {err}") from None
     if not isinstance(cfg["curricula"], Mapping) or not cfg["curricula"]:
@@ -137,13 +164,15 @@ def default_tracking_uri(cwd: str | os.PathLike | None = None) -> str:
     return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
 
 
-def process_env(threads: int = 1) -> dict:
-    """Environment for a lab process: one BLAS thread, quiet TensorFlow, MLflow telemetry off."""
+def process_env(threads: int = 1, task_path: Sequence[str | os.PathLike] = ()) -> dict:
+    """Environment for a lab process: one BLAS thread, quiet TensorFlow, MLflow telemetry off; the package
+    root and ``task_path`` (where a ``"module:Class"`` task's module lives) on ``PYTHONPATH``."""
     env = dict(os.environ)
     env.update({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2",
                 "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"})
     root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    extra = [str(Path(d).resolve()) for d in task_path]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, *extra, env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -213,6 +242,8 @@ class Lab:
         else:
             self.config = validate_config(self.config)
             self.config_path = None
+        # where a "module:Class" task's module is found, in every process the lab starts
+        self.task_path = [self.config_path.parent] if self.config_path is not None else []
         lab = self.config["lab"]
         self.dir = Path(self.workdir or lab["workdir"]).resolve()
         uri = self.tracking_uri or lab.get("tracking_uri") or default_tracking_uri()
@@ -255,14 +286,17 @@ class Lab:
             endpoint_file.unlink()
         self.server = _Proc("server", [sys.executable, "-m", "shaping.cli", "server", str(server_cfg)],
                             self.dir / "logs" / "server.log")
-        self.server.start(process_env())
+        self.server.start(self._env())
         self.endpoint = self._wait_endpoint(endpoint_file)
         for entry in self.config["agents"]:
             args = [sys.executable, "-m", "agents", "--server", self.endpoint, "--name", entry["name"],
                     "--config", str(self.dir / "lab.json"), "--workdir", str(self.dir)]
             proc = _Proc(entry["name"], args, self.dir / "logs" / f"{entry['name']}.log")
-            proc.start(process_env(int(entry.get("threads", 1))))
+            proc.start(self._env(int(entry.get("threads", 1))))
             self.agents[entry["name"]] = proc
+
+    def _env(self, threads: int = 1) -> dict:
+        return process_env(threads, self.task_path)
 
     def _wait_endpoint(self, path: Path, timeout_s: float = 60.0) -> str:
         deadline = time.monotonic() + timeout_s
@@ -303,7 +337,7 @@ class Lab:
                         proc.restarts += 1
                         log.warning("agent %s exited with status %s; restart %d of %d", name, code,
                                     proc.restarts, max_restarts)
-                        proc.start(process_env(int(agent_entry(self.config, name).get("threads", 1))))
+                        proc.start(self._env(int(agent_entry(self.config, name).get("threads", 1))))
                     else:
                         proc.done = True
                         log.error("agent %s failed %d times; giving up. Last lines of %s:\n%s", name,
@@ -334,7 +368,7 @@ class Lab:
                     self.server.restarts, max_restarts)
         if "--bind" not in self.server.args:
             self.server.args += ["--bind", self.endpoint]
-        self.server.start(process_env())
+        self.server.start(self._env())
         return True
 
     def stop(self) -> None:

@@ -10,13 +10,17 @@ Beyond PsychRNN:
 
 - **Vectorised batches.** A task that implements ``sample_params(n, rng, knobs) -> DataFrame`` and
   ``build_trials(params, rng) -> (x, y, mask)`` builds a whole batch with array operations over trials and
-  time (all built-in tasks do). Other tasks fall back to PsychRNN's per-time-step loop automatically.
+  time (all built-in tasks do). Other tasks fall back to PsychRNN's per-time-step loop automatically, and so
+  does a subclass of a built-in task that overrides ``generate_trial_params`` or ``trial_function``.
 - **Seeds.** ``Task(..., seed=...)``; batch ``k`` is drawn from ``SeedSequence(seed, spawn_key=(k,))``, so a
   batch is reproducible from (seed, batch id, knob values) alone, whatever was generated before it.
-  PsychRNN-style tasks draw from NumPy's global RNG; for those the global state is seeded from the same
-  sequence for the duration of the batch and then put back, so they are reproducible too.
+  Without a seed, one is drawn from NumPy's global RNG, so PsychRNN's idiom ``np.random.seed(2020)`` at the
+  top of a script makes the whole script reproducible. PsychRNN-style tasks draw from NumPy's global RNG;
+  for those the global state is seeded from the same sequence for the duration of the batch and then put
+  back, so they are reproducible too.
 - **Knobs** (:mod:`shaping.tasks.knobs`): the difficulty parameters a policy moves.
-- **Scoring** per trial into a pandas DataFrame (``score``), richer than PsychRNN's ``accuracy_function``.
+- **Scoring** per trial into a pandas DataFrame (``score``), richer than PsychRNN's ``accuracy_function``; a
+  user task that only defines ``accuracy_function`` is scored trial by trial with it.
 
 Arrays are float32 and shaped ``(N_batch, N_steps, channels)``; time is ``t = i * dt`` ms for step ``i``
 (an integer step counter, never accumulated).
@@ -57,6 +61,8 @@ class Batch:
         params: one row per trial: every trial parameter (the record the journal and scoring use).
         knobs: the knob values the batch was drawn under.
         batch_id: index of the batch in the task's seeded stream.
+        records: a per-step (PsychRNN-style) task's own ``generate_trial_params`` dicts, as it made them
+            (keys and types untouched); None for a vectorised batch.
     """
 
     x: np.ndarray
@@ -65,14 +71,19 @@ class Batch:
     params: pd.DataFrame
     knobs: dict = field(default_factory=dict)
     batch_id: int = 0
+    records: list | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def trial_params(self) -> np.ndarray:
-        """Per-trial parameter dicts as PsychRNN yields them (an object array of dicts)."""
+        """Per-trial parameter dicts as PsychRNN yields them (an object array of dicts).
+
+        A per-step task gets back the dicts its ``generate_trial_params`` returned (a key only some trials
+        have stays absent from the others; an int stays an int). A vectorised task gets one dict per row of
+        ``params``, with Python ints for integer columns and Python floats for float columns."""
         out = np.empty(len(self.params), dtype=object)
-        out[:] = self.params.to_dict("records")
+        out[:] = self.records if self.records is not None else self.params.to_dict("records")
         return out
 
     def as_psychrnn(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -189,9 +200,21 @@ class Task:
         tau: unit time constant (ms); a scalar or one per recurrent unit.
         T: trial duration (ms); ``N_steps = ceil(T / dt)``.
         N_batch: trials per batch.
-        seed: an int, a ``numpy.random.Generator`` (an int is drawn from it) or None (fresh entropy, kept in
+        seed: an int, a ``numpy.random.Generator`` (an int is drawn from it) or None (an int drawn from NumPy's
+            global RNG, so ``np.random.seed(...)`` before building the task reproduces it; kept in
             ``self.seed`` so the stream can be reproduced later).
         **knob_values: initial knob values (see :class:`~shaping.tasks.knobs.Knob`).
+
+    Which path builds a batch: the vectorised one (``sample_params`` + ``build_trials``) when the class
+    implements both, unless ``generate_trial_params`` or ``trial_function`` is overridden in a subclass of the
+    class that implements them (PsychRNN's way to customise a task, e.g. ``class MyPD(PerceptualDiscrimination)``
+    with its own ``trial_function``): such a task, like any task without the pair, runs on the per-step path.
+
+    How a trial is scored (:meth:`score`): by comparing ``choice_from_output`` with ``target_choice``; an exact
+    tie between the two highest output channels is no choice (-1, ``no_response``). A task that overrides
+    ``accuracy_function`` below the classes defining those two methods (a PsychRNN user's task that defines
+    only ``accuracy_function``) is scored with it instead, one trial at a time: ``correct`` when it returns
+    >= 0.5. A task with one output channel must define ``accuracy_function`` or the choice methods.
 
     Class attributes a subclass may set:
         metadata: ``{"paper_name", "paper_link", "tags", "description"}``.
@@ -237,11 +260,12 @@ class Task:
 
     # ------------------------------------------------------------------ seeds and knobs
     def reseed(self, seed: int | np.random.Generator | None) -> None:
-        """Restart the task's batch stream from ``seed``."""
+        """Restart the task's batch stream from ``seed`` (None: an int drawn from NumPy's global RNG)."""
         if isinstance(seed, np.random.Generator):
             seed = int(seed.integers(0, 2**63))
         elif seed is None:
-            seed = int(np.random.SeedSequence().entropy % (2**63))
+            # PsychRNN scripts seed NumPy's global RNG (np.random.seed(2020)) to be reproducible: honour that.
+            seed = int(np.random.randint(0, 2**63 - 1, dtype=np.int64))
         self.seed = int(seed)
         self.batch_index = 0
         self.rng = np.random.default_rng(self.seed)
@@ -272,10 +296,10 @@ class Task:
 
     # ------------------------------------------------------------------ PsychRNN API
     def generate_trial_params(self, batch: int, trial: int) -> dict:
-        """Parameters of one trial (PsychRNN API). Vectorised tasks derive it from ``sample_params``."""
-        if not self.vectorised:
+        """Parameters of one trial (PsychRNN API). Tasks with ``sample_params`` derive it from there."""
+        if _defined_in(type(self), "sample_params") is Task:
             raise NotImplementedError(f"{type(self).__name__} must implement generate_trial_params")
-        return self.sample_params(1, self.rng, self.knob_values).iloc[0].to_dict()
+        return self.sample_params(1, self.rng, self.knob_values).to_dict("records")[0]  # keeps ints ints
 
     def trial_function(self, time: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Input, target and mask at time ``time`` (ms) of the trial ``params`` (PsychRNN API)."""
@@ -311,16 +335,26 @@ class Task:
         return next(self._generator)
 
     def get_task_params(self) -> dict:
-        """A copy of the task's parameters (PsychRNN returns its live ``__dict__``; we don't)."""
-        skip = {"rng", "_generator"}
-        return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in skip})
+        """A copy of the task's attributes, as PsychRNN's (which returns its live ``__dict__``): ``N_in, N_out,
+        N_batch, dt, tau, T, alpha, N_steps`` and the subclass's own attributes.
+
+        The stream state (``seed``, ``batch_index``, ``rng``, ``knob_values``) is left out: a model built from
+        these params (``Basic({**task.get_task_params(), "N_rec": 50})``) must not take the task's seed as its
+        own, or every network built from one task would start from the same weights."""
+        return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in _STREAM_STATE})
 
     # ------------------------------------------------------------------ batches
     @property
     def vectorised(self) -> bool:
-        """True when the task builds whole batches with array operations."""
+        """True when the task builds whole batches with array operations (see the class docstring)."""
         cls = type(self)
-        return cls.sample_params is not Task.sample_params and cls.build_trials is not Task.build_trials
+        pair = [_defined_in(cls, "sample_params"), _defined_in(cls, "build_trials")]
+        if Task in pair:
+            return False
+        lowest = pair[0] if issubclass(pair[0], pair[1]) else pair[1]
+        # a PsychRNN-style override below the vectorised pair would be ignored by it: take the per-step path
+        return not any(_below(_defined_in(cls, name), lowest)
+                       for name in ("generate_trial_params", "trial_function"))
 
     def sample_params(self, n: int, rng: np.random.Generator, knobs: Mapping[str, Any]) -> pd.DataFrame:
         """Vectorised path: draw ``n`` trials' parameters under ``knobs``, one row per trial."""
@@ -348,6 +382,7 @@ class Task:
             batch_id = self.batch_index
             self.batch_index += 1
         rng = self.batch_rng(batch_id)
+        records = None  # a per-step task's own dicts, given back by get_trial_batch as they are
         if self.vectorised:
             params = self.sample_params(n, rng, knob_values)
             params = apply_repeats(params, repeat, type(self).__name__)
@@ -363,20 +398,22 @@ class Task:
         else:
             live, self.knob_values = self.knob_values, knob_values  # a user task reads self.knob_values
             try:
-                x, y, mask, params = self._generate_psychrnn(n, batch_id, rng, repeat)
+                x, y, mask, params, records = self._generate_psychrnn(n, batch_id, rng, repeat)
             finally:
                 self.knob_values = live
         for key, val in knob_values.items():
             if key not in params.columns:
                 params[key] = [val] * n if not np.isscalar(val) else val
         return Batch(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y, dtype=np.float32),
-                     np.ascontiguousarray(mask, dtype=np.float32), params, knob_values, int(batch_id))
+                     np.ascontiguousarray(mask, dtype=np.float32), params, knob_values, int(batch_id), records)
 
     def _generate_psychrnn(self, n: int, batch_id: int, rng: np.random.Generator,
                            repeat: Sequence[Mapping[str, Any]] | None = None):
         # A PsychRNN task draws from NumPy's global RNG: seed it from (seed, batch_id) for this batch only.
-        saved = np.random.get_state()
+        # A subclass of a built-in task draws from self.rng: give it the batch's own stream, too.
+        saved, live = np.random.get_state(), self.rng
         np.random.seed(rng.integers(0, 2**32, dtype=np.uint64).item())
+        self.rng = rng
         try:
             trials, records = [], []
             for trial in range(n):
@@ -388,23 +425,26 @@ class Task:
                 records.append(p)
         finally:
             np.random.set_state(saved)
+            self.rng = live
         x, y, mask = (np.stack(a) for a in zip(*trials))
         params = _records_frame(records)
         if repeat:
             params["correction"] = params["correction"].fillna(False).astype(bool)
-        return x, y, mask, params
+        return x, y, mask, params, records
 
     # ------------------------------------------------------------------ scoring
     def target_choice(self, y: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
-        """The correct choice per trial ``(N_batch,)`` int; -1 where withholding a response is correct."""
-        return np.argmax(_time_sum(y, mask), axis=1)
+        """The correct choice per trial ``(N_batch,)`` int: the target channel with the largest masked sum;
+        -1 where withholding a response is correct (the two highest channels tie, e.g. nothing is asked)."""
+        return argmax_untied(_time_sum(y, mask))
 
     def choice_from_output(self, y_hat: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
         """The agent's choice per trial ``(N_batch,)`` int: the output channel with the largest masked mean
-        in the response window; -1 (no response) when it stays below ``response_threshold``."""
+        in the response window; -1 (no response) when the two highest channels tie exactly (a silent
+        network) or the highest stays below ``response_threshold``."""
         w = np.einsum("ntk->nk", mask)
         mean = _time_sum(y_hat, mask) / np.maximum(w, 1e-12)
-        choice = np.argmax(mean, axis=1)
+        choice = argmax_untied(mean)
         if self.response_threshold is not None:
             choice = np.where(mean.max(axis=1) < self.response_threshold, -1, choice)
         return choice
@@ -427,10 +467,14 @@ class Task:
             raise ValueError(f"{type(self).__name__}.score: y {y.shape}, y_hat {y_hat.shape} and mask "
                              f"{mask.shape} must all be (N_batch, N_steps, N_out)")
         params = _records_frame(trial_params) if trial_params is not None else pd.DataFrame(index=range(len(y)))
-        target = np.array(self.target_choice(y, mask, params), dtype=np.int64)  # copies: may be a params view
-        choice = np.array(self.choice_from_output(y_hat, mask, params), dtype=np.int64)
-        # 0 correct, 1 error, 2 no response, as indices into OUTCOMES
-        code = np.where(choice == target, 0, np.where(choice < 0, 2, 1))
+        self._check_scorable()
+        if self._scores_with_accuracy_function():
+            target, choice, code = self._score_by_accuracy(y, y_hat, mask, params)
+        else:
+            target = np.array(self.target_choice(y, mask, params), dtype=np.int64)  # copies: may be a params view
+            choice = np.array(self.choice_from_output(y_hat, mask, params), dtype=np.int64)
+            # 0 correct, 1 error, 2 no response, as indices into OUTCOMES
+            code = np.where(choice == target, 0, np.where(choice < 0, 2, 1))
         columns = {"trial": np.arange(len(y)), "outcome": _OUTCOME_LABELS[code], "choice": choice,
                    "target": target}
         # One DataFrame from a dict of fresh column arrays, taken as they are (copy=False: no consolidating
@@ -440,6 +484,50 @@ class Task:
             # DelayedDiscrimination draws the correct "choice") is kept as "param.<name>"
             columns[col if col not in SCORE_COLUMNS else PARAM_PREFIX + col] = values.array.copy()
         return pd.DataFrame(columns, copy=False)
+
+    def _own_choice_methods(self) -> bool:
+        """True when the task (or a base class below :class:`Task`) defines a choice method."""
+        cls = type(self)
+        return any(_defined_in(cls, m) is not Task for m in ("target_choice", "choice_from_output"))
+
+    def _scores_with_accuracy_function(self) -> bool:
+        """True when ``accuracy_function`` is overridden below both choice methods (see the class docstring):
+        the author's own notion of correct then wins over the inherited argmax rule."""
+        cls = type(self)
+        acc = _defined_in(cls, "accuracy_function")
+        return all(_below(acc, _defined_in(cls, m)) for m in ("target_choice", "choice_from_output"))
+
+    def _check_scorable(self) -> None:
+        """``ValueError`` for a task :meth:`score` cannot judge: one output channel (its argmax always wins)
+        and neither an ``accuracy_function`` nor choice methods of its own."""
+        own_accuracy = _defined_in(type(self), "accuracy_function") is not Task
+        if self.N_out == 1 and not self._own_choice_methods() and not own_accuracy:
+            raise ValueError(f"{type(self).__name__} has N_out=1: with one output channel the highest channel "
+                             f"always wins, so every trial would score correct; implement accuracy_function"
+                             f"(correct_output, test_output, output_mask) (PsychRNN's; scored per trial, >= 0.5 is "
+                             f"correct) or choice_from_output/target_choice")
+
+    def _score_by_accuracy(self, y: np.ndarray, y_hat: np.ndarray, mask: np.ndarray, params: pd.DataFrame
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(target, choice, code)`` from ``accuracy_function`` called on each trial's
+        ``(1, N_steps, N_out)`` slice; target and choice are -1 unless the task has choice methods."""
+        n = len(y)
+        acc = np.empty(n)
+        for i in range(n):
+            value = self.accuracy_function(y[i:i + 1], y_hat[i:i + 1], mask[i:i + 1])
+            try:
+                acc[i] = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{type(self).__name__}.accuracy_function returned {value!r} for trial {i}; "
+                                 f"expected a number between 0 and 1") from None
+        if self._own_choice_methods():
+            target = np.array(self.target_choice(y, mask, params), dtype=np.int64)
+            choice = np.array(self.choice_from_output(y_hat, mask, params), dtype=np.int64)
+        else:
+            target, choice = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+        silent = (choice < 0) & self._own_choice_methods()
+        code = np.where(acc >= 0.5, 0, np.where(silent, 2, 1))
+        return target, choice, code
 
     # ------------------------------------------------------------------ description
     def spec(self) -> dict:
@@ -460,6 +548,35 @@ class Task:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(N_in={self.N_in}, N_out={self.N_out}, dt={self.dt}, tau={self.tau}, "
                 f"T={self.T}, N_batch={self.N_batch}, seed={self.seed})")
+
+
+# what get_task_params leaves out: the batch stream's state, not task parameters (PsychRNN has none of them)
+_STREAM_STATE = frozenset({"seed", "batch_index", "rng", "knob_values", "_generator"})
+
+
+def _defined_in(cls: type, name: str) -> type:
+    """The class in ``cls``'s MRO whose own body defines attribute ``name``."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return klass
+    raise AttributeError(f"{cls.__name__} has no attribute {name!r}")
+
+
+def _below(cls: type, other: type) -> bool:
+    """True when ``cls`` is a strict subclass of ``other``."""
+    return cls is not other and issubclass(cls, other)
+
+
+def argmax_untied(values: np.ndarray) -> np.ndarray:
+    """``(n,)`` int64: the column of each row's largest value; -1 where the two largest are exactly equal.
+
+    ``values`` is ``(n, channels)``; with one channel there is nothing to tie with. A silent network (all-zero
+    or all-equal outputs) thus makes no choice rather than choosing channel 0."""
+    choice = np.argmax(values, axis=1)
+    if values.shape[1] > 1:
+        top2 = np.partition(values, -2, axis=1)[:, -2:]
+        choice = np.where(top2[:, 0] == top2[:, 1], -1, choice)
+    return choice
 
 
 def apply_repeats(params: pd.DataFrame, repeat: Sequence[Mapping[str, Any]] | None,

@@ -9,8 +9,9 @@ It generates a few small batches and raises ``AssertionError`` naming the task a
 attributes and channel names disagree, arrays have the wrong shape or dtype or are not finite, a mask leaves
 [0, 1], the same (seed, batch id, knobs) does not give a bit-identical batch, a knob's value is not recorded
 in the params table (each knob is tried at the low and high end of its range), a knob value outside its range
-is accepted, the vectorised and per-step paths disagree on targets and masks, ``score`` returns bad columns or
-does not score the targets themselves as correct, or ``get_task_params`` exposes the live task. It leaves
+is accepted, the vectorised and per-step paths disagree on targets and masks, ``score`` cannot judge the task
+(one output channel and neither ``accuracy_function`` nor choice methods), returns bad columns or does not
+score the targets themselves as correct, or ``get_task_params`` exposes the live task. It leaves
 the task's stream position, knob values and generator state as it found them.
 """
 from __future__ import annotations
@@ -166,6 +167,10 @@ class _Checker:
 
     def score(self, b: Batch) -> None:
         t = self.task
+        try:
+            t._check_scorable()
+        except ValueError as err:
+            self.fail(f"score() cannot judge it: {str(err).removeprefix(self.name + ' ')}")
         scored = t.score(b.y, b.y, b.mask, b.params)
         self.expect(isinstance(scored, pd.DataFrame),
                     f"score() returned {type(scored).__name__}, not a DataFrame")

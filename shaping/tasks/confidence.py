@@ -37,7 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .base import Task
+from .base import Task, argmax_untied
 from .common import (HI, LO, check_fits, check_timing, choice_targets, draw_side, fixation_step, input_noise_sd,
                      knob_samples, noise, paint, side_probability_knob, step_times, window)
 from .knobs import Knob
@@ -181,8 +181,9 @@ class PostDecisionWager(Task):
 
     def choice_from_output(self, y_hat: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
         """The output with the largest mean over its masked steps, among the options offered on the trial
-        (``sure``, choice 2, only where its mask is on: wager trials)."""
-        return np.argmax(_available_means(y_hat, mask), axis=1)
+        (``sure``, choice 2, only where its mask is on: wager trials); -1 (no response) when the two highest
+        tie exactly, as a silent network's do."""
+        return argmax_untied(_available_means(y_hat, mask))
 
     def score(self, y: np.ndarray, y_hat: np.ndarray, mask: np.ndarray,
               trial_params: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -32,8 +32,10 @@ class PerceptualDiscrimination(Task):
 
     Args:
         dt: time step (ms). tau: unit time constant (ms). T: trial duration (ms). N_batch: trials per batch.
-        coherence: PsychRNN's argument: fix every trial's coherence (same as setting the knob).
-        direction: 0 or 1 fixes which channel is stronger on every trial (PsychRNN ignores this argument).
+        coherence: PsychRNN's argument: fix every trial's coherence (same as setting the knob). As in PsychRNN,
+            assigning ``task.coherence`` later changes the trials that follow (it sets the knob).
+        direction: 0 or 1 fixes which channel is stronger on every trial (PsychRNN ignores this argument);
+            ``task.direction`` is read at every batch.
         seed: see :class:`~shaping.tasks.base.Task`.
         **knobs: initial knob values.
     """
@@ -64,10 +66,25 @@ class PerceptualDiscrimination(Task):
         if direction not in (None, 0, 1):
             raise ValueError(f"PerceptualDiscrimination: direction must be 0, 1 or None, got {direction!r}")
         super().__init__(2, 2, dt, tau, T, N_batch, seed=seed, **knobs)
-        self.coherence = coherence
         self.direction = direction
         self.lo = 0.2
         self.hi = 1.0
+
+    @property
+    def coherence(self) -> float | None:
+        """PsychRNN's attribute: the coherence of every trial, or None when each trial draws one (from the
+        knob's list or range). Assigning a number sets the ``coherence`` knob; None restores its default
+        (PsychRNN's draw from {0.1, 0.3, 0.5, 0.7})."""
+        value = self.knob_values["coherence"]
+        return value if np.isscalar(value) else None
+
+    @coherence.setter
+    def coherence(self, value: float | None) -> None:
+        self.set_knobs(coherence=self.knob("coherence").default if value is None else value)
+
+    def get_task_params(self) -> dict:
+        """:meth:`Task.get_task_params` with PsychRNN's ``coherence`` (a property here, not in ``__dict__``)."""
+        return {**super().get_task_params(), "coherence": self.coherence}
 
     def sample_params(self, n: int, rng: np.random.Generator, knobs: Mapping[str, Any]) -> pd.DataFrame:
         v = knob_samples(self, knobs, n, rng)

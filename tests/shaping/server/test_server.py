@@ -286,3 +286,22 @@ def test_server_command_line_paths_are_the_shells_and_config_paths_the_files(tmp
     args = build_parser().parse_args(["server", "conf/s.toml", "--journal", "runs/j", "--keys", "k"])
     config, _ = server_config(args)
     assert config.journal == str(tmp_path / "runs" / "j") and config.keys == str(tmp_path / "k")  # the shell's
+
+
+def test_a_server_run_on_its_own_serves_a_task_module_beside_its_config(tmp_path, monkeypatch):
+    import sys
+
+    from shaping.cli import build_parser, server_config
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "beside_config_task.py").write_text(
+        "from shaping.tasks import PerceptualDiscrimination\n\n"
+        "class Mine(PerceptualDiscrimination):\n    pass\n")
+    (tmp_path / "conf" / "s.toml").write_text('journal = "j"\n[task]\nname = "beside_config_task:Mine"\nT = 500\n'
+                                              '[curricula.fixed]\nkind = "fixed"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    config, _ = server_config(build_parser().parse_args(["server", "conf/s.toml"]))
+    with ServerThread(config.to_dict()) as st:
+        w = Raw(st.endpoint).request("HELLO", {"agent": "a1"})
+        assert w.type == "WELCOME" and w.header["task"]["task"] == "Mine"

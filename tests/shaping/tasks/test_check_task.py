@@ -7,8 +7,8 @@ import pytest
 from shaping.tasks import PerceptualDiscrimination, Task, check_task
 
 
-class UserTask(Task):
-    """A well-formed PsychRNN-style task; the subclasses below break one law each."""
+class OneChannelUnscored(Task):
+    """PsychRNN-style, one output channel and no accuracy_function: score() cannot judge it."""
 
     def __init__(self, dt=10, tau=100, T=500, N_batch=8):
         super().__init__(1, 1, dt, tau, T, N_batch)
@@ -19,6 +19,13 @@ class UserTask(Task):
     def trial_function(self, t, params):
         on = float(t >= 200)
         return np.array([params["level"] * on + 0.1 * np.random.randn()]), np.array([on]), np.array([on])
+
+
+class UserTask(OneChannelUnscored):
+    """A well-formed PsychRNN-style task; the subclasses below break one law each."""
+
+    def accuracy_function(self, correct_output, test_output, output_mask):
+        return float(np.mean(np.all(np.abs((test_output - correct_output) * output_mask) < 0.5, axis=(1, 2))))
 
 
 class UnseededNoise(UserTask):
@@ -39,8 +46,8 @@ class IgnoresCoherence(PerceptualDiscrimination):
 
 
 class StepwiseDisagrees(PerceptualDiscrimination):
-    def trial_function(self, t, params):
-        x, y, m = super().trial_function(t, params)
+    def build_trials(self, params, rng):  # vectorised still (trial_function is PerceptualDiscrimination's)
+        x, y, m = super().build_trials(params, rng)
         return x, 0.9 * y, m
 
 
@@ -65,7 +72,9 @@ def test_well_formed_user_task_passes():
     (StepwiseDisagrees(seed=0), "vectorised and per-step y differ"),
     (BadScore(), "score\\(\\) columns must start with"),
     (LiveParams(), "returns the live attributes"),
-], ids=["unseeded-noise", "mask-out-of-range", "knob-ignored", "paths-disagree", "bad-score", "live-params"])
+    (OneChannelUnscored(), "N_out=1.*implement accuracy_function"),
+], ids=["unseeded-noise", "mask-out-of-range", "knob-ignored", "paths-disagree", "bad-score", "live-params",
+        "one-channel-unscored"])
 def test_broken_task_is_caught(task, law):
     with pytest.raises(AssertionError, match=f"^{type(task).__name__}: .*{law}"):
         check_task(task)

@@ -1,10 +1,39 @@
-"""Task-specific scoring: withholding, produced intervals, held bits."""
+"""Task-specific scoring: withholding, ties, produced intervals, held bits."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from shaping.tasks import FlipFlop, GoNoGo, ReadySetGo
+from shaping.tasks import (ContextDependentDM, DelayedDiscrimination, DelayedMatchToSample, FlipFlop, GoNoGo,
+                           MatchToCategory, MultiSensoryIntegration, PerceptualDiscrimination, PostDecisionWager,
+                           ProAntiSaccade, ReadySetGo)
+
+ARGMAX_TASKS = [PerceptualDiscrimination, DelayedDiscrimination, DelayedMatchToSample, MatchToCategory,
+                ContextDependentDM, ProAntiSaccade, MultiSensoryIntegration, PostDecisionWager]
+
+
+@pytest.mark.parametrize("cls", ARGMAX_TASKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("level", [0.0, 0.5])
+def test_tied_outputs_are_no_response_not_choice_0(cls, level):
+    task = cls(seed=0)
+    b = task.generate(64, batch_id=0)
+    scored = task.score(b.y, np.full_like(b.y, level), b.mask, b.params)
+    asked = scored["target"].to_numpy() >= 0
+    assert asked.sum() > 32
+    assert (scored["choice"] == -1).all()
+    assert (scored.loc[asked, "outcome"] == "no_response").all()
+
+
+def test_only_an_exact_tie_of_the_top_two_channels_is_no_choice():
+    task = ProAntiSaccade(seed=0)  # 8 output channels
+    b = task.generate(16, batch_id=0)
+    y_hat = np.zeros_like(b.y)
+    y_hat[:, :, 2] = y_hat[:, :, 5] = 0.8  # two channels tie on top, the others lower
+    assert (task.score(b.y, y_hat, b.mask, b.params)["choice"] == -1).all()
+    y_hat[:, :, 5] -= 1e-3
+    assert (task.score(b.y, y_hat, b.mask, b.params)["choice"] == 2).all()
+    y_hat[:, :, 1] = 0.9  # a clear winner above the tied pair
+    assert (task.score(b.y, y_hat, b.mask, b.params)["choice"] == 1).all()
 
 
 def test_gonogo_withholding_is_correct_on_nogo_and_a_miss_on_go():

@@ -1,0 +1,119 @@
+"""A user's task module beside a lab config, named "module:Class": served by a real in-process TaskServer to a
+NumPy client, scored with its own accuracy_function, and accepted by the lab's config validation."""
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shaping.client import TaskClient
+from shaping.lab import load_config, process_env, validate_config
+from shaping.server import TaskServer
+
+USER_MODULE = '''
+import numpy as np
+from shaping.tasks import Task
+
+
+class MyTask(Task):
+    """A PsychRNN user's 2AFC task (np.random, per-step trial_function)."""
+
+    def __init__(self, dt=10, tau=100, T=500, N_batch=8, **kw):
+        super().__init__(2, 2, dt, tau, T, N_batch, **kw)
+
+    def generate_trial_params(self, batch, trial):
+        return {"direction": int(np.random.choice([0, 1])), "onset": float(np.random.uniform(50, 150))}
+
+    def trial_function(self, t, p):
+        x, y, m, d = 0.1 * np.random.randn(2), np.zeros(2), np.zeros(2), p["direction"]
+        if p["onset"] <= t < p["onset"] + 150:
+            x[d] += 1.2
+            x[1 - d] += 1
+        if t >= p["onset"] + 200:
+            y[d], y[1 - d], m[:] = 1.0, 0.2, 1.0
+        return x, y, m
+
+
+class Flash(Task):
+    """README's go/no-go task: one output, correct within 0.5 of the target."""
+
+    def __init__(self, dt=10, tau=100, T=500, N_batch=64, **kw):
+        super().__init__(1, 1, dt, tau, T, N_batch, **kw)
+
+    def generate_trial_params(self, batch, trial):
+        return {"go": np.random.rand() < 0.5}
+
+    def trial_function(self, t, p):
+        return np.array([p["go"] * (t < 100)]), np.array([p["go"] * (t > 200)]), np.ones(1)
+
+    def accuracy_function(self, y, y_hat, mask):
+        return float(np.mean(np.all(np.abs((y_hat - y) * mask) < 0.5, axis=(1, 2))))
+'''
+
+STAGES = {"kind": "stages", "stages": [
+    {"name": "first", "knobs": {}, "graduate": {"accuracy": 0.9, "min_trials": 128}},
+    {"name": "second", "knobs": {}, "graduate": {"accuracy": 0.9, "min_trials": 128}}]}
+
+
+def _module(directory: Path, name: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.py").write_text(USER_MODULE)
+    return directory
+
+
+def _serve(cfg: dict, answer, batches: int) -> list:
+    server = TaskServer(cfg)
+    endpoint = server.start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        with TaskClient(endpoint, "a") as client:
+            client.hello()
+            scores = []
+            for _ in range(batches):
+                batch = client.get()
+                scores.append(client.result(batch, answer(batch)))
+            client.bye()
+    finally:
+        server.stop()
+        thread.join(10)
+    return scores
+
+
+def test_a_module_class_task_is_served_and_scored(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(_module(tmp_path / "labdir", "fb_served_tasks")))  # what a lab does
+    cfg = {"task": {"name": "fb_served_tasks:MyTask", "T": 500, "N_batch": 8}, "seed": 0,
+           "curricula": {"fixed": {"kind": "fixed"}}, "journal": str(tmp_path / "journal")}
+    right = _serve(cfg, lambda b: b.y, 2)
+    assert [s.accuracy for s in right] == [1.0, 1.0]
+    cfg["journal"] = str(tmp_path / "journal2")
+    silent = _serve(cfg, lambda b: np.zeros_like(b.y), 2)
+    assert all(s.accuracy == 0.0 and (s.outcome == 2).all() for s in silent)  # no response, not "chose 0"
+
+
+def test_a_silent_agent_does_not_graduate_on_a_one_output_task(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(_module(tmp_path / "labdir", "fb_flash_tasks")))
+    cfg = {"task": {"name": "fb_flash_tasks:Flash"}, "seed": 0, "curricula": {"s": STAGES},
+           "journal": str(tmp_path / "journal")}
+    scores = _serve(cfg, lambda b: np.zeros_like(b.y), 4)
+    assert 0.3 < np.mean([s.accuracy for s in scores]) < 0.7  # correct on no-go trials only
+    assert all(s.stage == "first" and not s.events for s in scores)
+
+
+def test_lab_validation_finds_the_module_beside_the_toml_file(tmp_path):
+    labdir = _module(tmp_path / "mylab", "fb_lab_tasks")
+    toml = labdir / "lab.toml"
+    toml.write_text('[task]\nname = "fb_lab_tasks:MyTask"\nT = 500\nN_batch = 8\n'
+                    '[curricula.fixed]\nkind = "fixed"\n[[agents]]\nname = "a"\nN_rec = 8\n')
+    path_before = list(sys.path)
+    cfg = load_config(toml)
+    assert cfg["task"]["name"] == "fb_lab_tasks:MyTask"
+    assert sys.path == path_before  # only while validating
+    assert str(labdir.resolve()) in process_env(1, [labdir])["PYTHONPATH"].split(":")
+    sys.modules.pop("fb_lab_tasks")
+    with pytest.raises(ValueError, match=r"\[task\]: task 'fb_lab_tasks:MyTask': cannot import module"):
+        validate_config(cfg)  # a dict config resolves from sys.path as it is
+    assert validate_config(cfg, task_path=[labdir])["task"]["name"] == "fb_lab_tasks:MyTask"
