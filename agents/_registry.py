@@ -97,23 +97,66 @@ class Registry:
         return {"class_name": type(obj).__name__, "config": obj.get_config()}
 
 
+# What a config holds for a function that cannot be imported back (a lambda, a local function): a record of
+# what it was, which import_callable refuses with a message naming the parameter to pass again.
+NOT_IMPORTABLE = "not-importable:"
+
+
 def callable_path(fn: Any) -> str:
-    """``"module:qualname"`` of an importable function (how a custom callable is stored in a config)."""
-    module, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
-    if not module or not qual or "<" in qual:
+    """``"module:qualname"`` of an importable function (how a custom callable is stored in a config).
+
+    Raises:
+        ValueError: ``fn`` is a lambda, a local function or an object that importing its name does not give back.
+    """
+    ref = callable_ref(fn)
+    if ref.startswith(NOT_IMPORTABLE):
         raise ValueError(f"{fn!r} is not an importable module-level function, so it cannot be stored in a "
                          "config; define it at module level")
-    return f"{module}:{qual}"
+    return ref
 
 
-def import_callable(path: str) -> Any:
-    """The function named by ``"module:qualname"``."""
+def callable_ref(fn: Any) -> str:
+    """``"module:qualname"`` of an importable function, else ``"not-importable:module:qualname"``.
+
+    The second form records what the function was, so that a model holding a lambda can still be saved;
+    :func:`import_callable` refuses it with a message that says which parameter to pass again.
+    """
+    module = getattr(fn, "__module__", None) or "?"
+    qual = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    path = f"{module}:{qual}"
+    if "<" in qual:
+        return NOT_IMPORTABLE + path
+    try:
+        found = import_callable(path)
+    except ValueError:
+        return NOT_IMPORTABLE + path
+    return path if found is fn else NOT_IMPORTABLE + path
+
+
+def import_callable(path: str, param: str = "fn") -> Any:
+    """The function named by ``"module:qualname"``.
+
+    Args:
+        path: what :func:`callable_ref` wrote.
+        param: the parameter that held the function, named in errors (``"transfer_function"``, ...).
+
+    Raises:
+        ValueError: ``path`` records a function that cannot be imported, or importing it fails.
+    """
     import importlib
 
+    if isinstance(path, str) and path.startswith(NOT_IMPORTABLE):
+        raise ValueError(f"{param} was {path[len(NOT_IMPORTABLE):]!r}, a lambda or local function, which a "
+                         f"config or weights file records by name only; pass the function again: "
+                         f"params[{param!r}] = <the function>")
     if not isinstance(path, str) or ":" not in path:
-        raise ValueError(f"expected 'module:function', got {path!r}")
+        raise ValueError(f"{param}: expected 'module:function', got {path!r}")
     module, qual = path.split(":", 1)
-    obj: Any = importlib.import_module(module)
-    for part in qual.split("."):
-        obj = getattr(obj, part)
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"{param}: cannot import {path!r} ({err}); pass the function again: "
+                         f"params[{param!r}] = <the function>") from None
     return obj

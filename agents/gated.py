@@ -4,8 +4,10 @@ Weights follow PsychRNN's LSTM layout: each gate's matrix is ``(N_rec + N_in, N_
 ``[h_{t-1}, u_t]`` (hidden units first). The cells are the textbook ones (Hochreiter & Schmidhuber 1997 with
 a forget gate; Cho et al. 2014), so PsychRNN's LSTM, which squashes the cell with a sigmoid instead of tanh,
 is not reproduced. Initial hidden (and cell) states are trainable ``(1, N_rec)`` vectors, so any batch size
-works. ``states`` are the hidden states ``h_t``. Biological constraints and recurrent noise apply to
-``Basic`` only; asking for them here is a ``ValueError``.
+works (PsychRNN's are ``(N_batch, N_rec)``, one per trial). For both reasons a PsychRNN LSTM weights file is
+refused with a ``ValueError`` that says so; a weights file whose arrays do not fit the model is refused with
+the array, its shape and the shape needed. ``states`` are the hidden states ``h_t``. Biological constraints
+and recurrent noise apply to ``Basic`` only; asking for them here is a ``ValueError``.
 """
 from __future__ import annotations
 
@@ -50,10 +52,20 @@ class _Gated(RNN):
         return None
 
     def _init_arrays(self, rng):
-        if self.initializer is not None:
-            src = self.initializer.arrays()
-            return {k: np.asarray(src[k], dtype=np.float32) for k in self._random_arrays(rng)}
-        return self._random_arrays(rng)
+        if self.initializer is None:
+            return self._random_arrays(rng)
+        src = self.initializer.arrays()
+        where = self.initializer.path or "the weights"
+        sizes = f"a {self.kind} with N_in={self.N_in}, N_rec={self.N_rec}, N_out={self.N_out}"
+        out = {}
+        for key, arr in self._random_arrays(rng).items():
+            if src.get(key) is None:
+                raise ValueError(f"{where}: {sizes} needs {key!r} {arr.shape}, which is missing (the file "
+                                 f"has {sorted(k for k in src if '/' not in k)})")
+            if np.shape(src[key]) != arr.shape:
+                raise ValueError(f"{where}: {key} has shape {np.shape(src[key])}, {sizes} needs {arr.shape}")
+            out[key] = np.asarray(src[key], dtype=np.float32)
+        return out
 
     def _initial_states(self) -> tuple[str, ...]:
         return ("init_hidden",)

@@ -22,6 +22,20 @@ from .constraints import Wiring
 
 RAND_INITS = ("glorot_gauss", "glorot_unif", "const_gauss", "const_unif")
 
+# PsychRNN's initializers take the model's params as keywords (it calls GaussianSpectralRadius(**params)).
+# Here sizes are checked against the network, constraints become model params, initial arrays moved.
+PSYCHRNN_SIZES = ("N_in", "N_rec", "N_out")
+PSYCHRNN_CONSTRAINTS = ("autapses", "dale_ratio", "input_connectivity", "rec_connectivity",
+                        "output_connectivity", "Dale_rec", "Dale_out")
+_MOVED = {**{k: "an initial array: give it in the model's params (params[{k!r}] = array) or use "
+                "FromWeights(weights={{...}})" for k in ("W_in", "W_rec", "W_out", "b_rec", "b_out", "init_state")},
+          "load_weights_path": "a model param here: params['load_weights_path'] = path (or FromWeights(path=...))"}
+# Keys of a PsychRNN params dict (model and task) that PsychRNN's initializers do not read either.
+_IGNORED = {"name", "N_batch", "N_steps", "dt", "tau", "T", "rec_noise", "transfer_function", "loss_function",
+            "L1_in", "L1_rec", "L1_out", "L2_in", "L2_rec", "L2_out", "L2_firing_rate", "custom_regularization",
+            "W_in_train", "W_rec_train", "W_out_train", "b_rec_train", "b_out_train", "init_state_train",
+            "which_rand_W_rec_init", "seed", "initializer"}
+
 
 class Initializer(Serializable):
     """Base class: ``__call__(N_in, N_rec, N_out, wiring, rng) -> dict of float32 arrays``."""
@@ -81,18 +95,55 @@ def _scale_to_radius(W_raw: np.ndarray, wiring: Wiring, spec_rad: float) -> np.n
 
 
 class _Base(Initializer):
-    """Shared parameters: the random scheme of ``W_in``/``W_out`` (PsychRNN's ``which_rand_init``)."""
+    """Shared parameters: the random scheme of ``W_in``/``W_out`` (PsychRNN's ``which_rand_init``) and
+    PsychRNN's keywords.
+
+    PsychRNN's keywords are accepted: ``N_in``, ``N_rec``, ``N_out`` are checked against the network the
+    initializer is used in; ``autapses``, ``dale_ratio`` and the masks (``input_connectivity``,
+    ``rec_connectivity``, ``output_connectivity``, ``Dale_rec``, ``Dale_out``) are model params here, and a
+    model built with this initializer takes them as its own (:attr:`constraints`). Initial arrays and
+    ``load_weights_path`` are refused with where they go now; other keys of a PsychRNN params dict are ignored,
+    as PsychRNN's initializers ignore them; an unknown key is ignored with a warning.
+    """
 
     def __init__(self, which_rand_init: str = "glorot_gauss", init_minval: float = -0.1,
-                 init_maxval: float = 0.1):
+                 init_maxval: float = 0.1, **psychrnn: Any):
         if which_rand_init not in RAND_INITS:
             raise ValueError(f"{type(self).__name__}: which_rand_init must be one of {RAND_INITS}, got "
                              f"{which_rand_init!r}")
         self.which_rand_init = which_rand_init
         self.init_minval = float(init_minval)
         self.init_maxval = float(init_maxval)
+        self.sizes: dict[str, int] = {}
+        self.constraints: dict[str, Any] = {}
+        self._psychrnn_keywords(psychrnn)
+
+    def _psychrnn_keywords(self, kwargs: Mapping[str, Any]) -> None:
+        cls = type(self).__name__
+        for key, value in kwargs.items():
+            if key in _MOVED:
+                raise ValueError(f"{cls}: {key} is {_MOVED[key].format(k=key)}")
+            if key in PSYCHRNN_SIZES:
+                if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                    raise ValueError(f"{cls}: {key} must be a positive integer, got {value!r}")
+                self.sizes[key] = int(value)
+            elif key in PSYCHRNN_CONSTRAINTS:
+                if value is not None:
+                    self.constraints[key] = value if np.ndim(value) == 0 else np.asarray(value)
+        unknown = sorted(set(kwargs) - set(_MOVED) - set(PSYCHRNN_SIZES) - set(PSYCHRNN_CONSTRAINTS) - _IGNORED)
+        if unknown:
+            warnings.warn(f"{cls} ignores {unknown}: neither its own arguments nor PsychRNN's params",
+                          UserWarning, stacklevel=4)
+
+    def _check_sizes(self, N_in: int, N_rec: int, N_out: int) -> None:
+        network = {"N_in": N_in, "N_rec": N_rec, "N_out": N_out}
+        wrong = {k: v for k, v in self.sizes.items() if network[k] != v}
+        if wrong:
+            raise ValueError(f"{type(self).__name__} was made for {wrong}, the network has "
+                             f"{ {k: network[k] for k in wrong} }")
 
     def _common(self, N_in, N_rec, N_out, wiring, rng) -> dict[str, np.ndarray]:
+        self._check_sizes(N_in, N_rec, N_out)
         lo, hi = self.init_minval, self.init_maxval
         return {
             "W_in": _rand(self.which_rand_init, wiring.input_connectivity, rng, lo, hi),
@@ -102,8 +153,11 @@ class _Base(Initializer):
         }
 
     def get_config(self) -> dict:
+        # PsychRNN's keywords as given, minus masks (configs hold no arrays; the model's config records them)
+        scalars = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self.constraints.items()
+                   if np.ndim(v) == 0}
         return {"which_rand_init": self.which_rand_init, "init_minval": self.init_minval,
-                "init_maxval": self.init_maxval}
+                "init_maxval": self.init_maxval, **self.sizes, **scalars}
 
 
 def _f32(d: dict) -> dict[str, np.ndarray]:
@@ -120,11 +174,13 @@ class GaussianSpectralRadius(_Base):
     Args:
         spec_rad: target spectral radius of the effective ``W_rec`` (PsychRNN's default 1.1).
         which_rand_init, init_minval, init_maxval: ``W_in``/``W_out`` scheme (PsychRNN's names).
+        **psychrnn: PsychRNN's keywords (``N_in``, ``N_rec``, ``N_out``, ``autapses``, ``dale_ratio``, masks;
+            see ``_Base``).
     """
 
     def __init__(self, spec_rad: float = 1.1, which_rand_init: str = "glorot_gauss",
-                 init_minval: float = -0.1, init_maxval: float = 0.1):
-        super().__init__(which_rand_init, init_minval, init_maxval)
+                 init_minval: float = -0.1, init_maxval: float = 0.1, **psychrnn: Any):
+        super().__init__(which_rand_init, init_minval, init_maxval, **psychrnn)
         if isinstance(spec_rad, bool) or not isinstance(spec_rad, (int, float, np.number)) or spec_rad <= 0:
             raise ValueError(f"GaussianSpectralRadius: spec_rad must be a positive number, got {spec_rad!r}")
         self.spec_rad = float(spec_rad)
@@ -150,11 +206,12 @@ class AlphaIdentity(_Base):
 
     Args:
         alpha: the diagonal value.
+        which_rand_init, init_minval, init_maxval, **psychrnn: as :class:`GaussianSpectralRadius`.
     """
 
     def __init__(self, alpha: float = 1.0, which_rand_init: str = "glorot_gauss",
-                 init_minval: float = -0.1, init_maxval: float = 0.1):
-        super().__init__(which_rand_init, init_minval, init_maxval)
+                 init_minval: float = -0.1, init_maxval: float = 0.1, **psychrnn: Any):
+        super().__init__(which_rand_init, init_minval, init_maxval, **psychrnn)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)):
             raise ValueError(f"AlphaIdentity: alpha must be a number, got {alpha!r}")
         self.alpha = float(alpha)
@@ -174,8 +231,8 @@ class RandomInit(_Base):
     ``which_rand_W_rec_init``), with no control of the spectral radius."""
 
     def __init__(self, which_rand_init: str = "glorot_gauss", which_rand_W_rec_init: str | None = None,
-                 init_minval: float = -0.1, init_maxval: float = 0.1):
-        super().__init__(which_rand_init, init_minval, init_maxval)
+                 init_minval: float = -0.1, init_maxval: float = 0.1, **psychrnn: Any):
+        super().__init__(which_rand_init, init_minval, init_maxval, **psychrnn)
         rec = which_rand_W_rec_init or which_rand_init
         if rec not in RAND_INITS:
             raise ValueError(f"RandomInit: which_rand_W_rec_init must be one of {RAND_INITS}, got {rec!r}")

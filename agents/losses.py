@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from ._registry import Registry, Serializable, callable_path, import_callable
+from ._registry import Registry, Serializable, callable_ref, import_callable
 from ._tf import tf
 
 
@@ -48,11 +48,12 @@ class CustomLoss(Loss):
     """A user's function ``fn(predictions, y, mask) -> scalar`` (TensorFlow ops).
 
     Args:
-        fn: the callable, or its import path ``"module:function"`` (what the config stores).
+        fn: the callable, or its import path ``"module:function"`` (what the config stores; a lambda or
+            local function is stored as ``"not-importable:..."`` and must be passed again as ``loss_function``).
     """
 
     def __init__(self, fn: Callable | str):
-        self.fn = import_callable(fn) if isinstance(fn, str) else fn
+        self.fn = import_callable(fn, "loss_function") if isinstance(fn, str) else fn
         if not callable(self.fn):
             raise ValueError(f"CustomLoss: fn must be callable or 'module:function', got {fn!r}")
 
@@ -60,7 +61,7 @@ class CustomLoss(Loss):
         return self.fn(predictions, y, mask)
 
     def get_config(self) -> dict:
-        return {"fn": callable_path(self.fn)}
+        return {"fn": callable_ref(self.fn)}
 
 
 _PSYCHRNN_NAMES = {"mean_squared_error": MeanSquaredError, "binary_cross_entropy": BinaryCrossEntropy}

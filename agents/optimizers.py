@@ -4,6 +4,10 @@ We use TensorFlow's fused training ops (``ResourceApplyAdam`` is the op behind P
 ``tf.compat.v1.train.AdamOptimizer``, so an update is bit-for-bit PsychRNN's) rather than Keras optimizers:
 no Keras import, and :meth:`Optimizer.state` / :meth:`Optimizer.set_state` give a checkpoint everything
 needed to continue exactly. The learning rate is a variable, so changing it never retraces a step.
+
+PsychRNN's ``train_params["optimizer"]`` is a TensorFlow 1 optimizer object
+(``tf.compat.v1.train.AdamOptimizer(learning_rate=...)``); :func:`from_tf1` translates the supported ones
+(:data:`TF1_OPTIMIZERS`) into ours with the same settings and the same update.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ class Optimizer(Serializable):
     """
 
     slot_names: tuple[str, ...] = ()
+    slot_initial: dict[str, float] = {}  # a slot's value before the first update (0 when not listed)
 
     def __init__(self, learning_rate: float = 1e-3):
         self._learning_rate = _check_positive(learning_rate, "learning_rate", type(self).__name__)
@@ -52,17 +57,20 @@ class Optimizer(Serializable):
 
     def build(self, variables: Sequence[tf.Variable]) -> None:
         """Create zeroed slots for ``variables`` (in order)."""
-        self.slots = [{s: tf.Variable(tf.zeros_like(v), trainable=False, name=f"{v.name.split(':')[0]}_{s}")
+        self.slots = [{s: tf.Variable(tf.fill(tf.shape(v), tf.cast(self.slot_initial.get(s, 0.0), v.dtype)),
+                                      trainable=False, name=f"{v.name.split(':')[0]}_{s}")
                        for s in self.slot_names} for v in variables]
 
     def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]) -> None:
         raise NotImplementedError
 
     def clear(self, index: int, where: np.ndarray) -> None:
-        """Zero the slots of variable ``index`` where ``where`` is True (so those entries stop moving)."""
-        keep = tf.constant(~np.asarray(where, dtype=bool), dtype=tf.float32)
-        for slot in self.slots[index].values():
-            slot.assign(slot * tf.reshape(keep, slot.shape))
+        """Reset the slots of variable ``index`` to their initial values where ``where`` is True (so those
+        entries, whose gradient is zeroed, stop moving)."""
+        keep = ~np.asarray(where, dtype=bool)
+        for name, slot in self.slots[index].items():
+            initial = tf.cast(self.slot_initial.get(name, 0.0), slot.dtype)
+            slot.assign(tf.where(tf.constant(keep.reshape(slot.shape)), slot, initial))
 
     def state(self) -> dict[str, np.ndarray]:
         """Every state variable as NumPy arrays, keyed ``"iterations"``, ``"learning_rate"``, ``"<i>/<slot>"``."""
@@ -156,17 +164,107 @@ class SGD(Optimizer):
         return {"learning_rate": self._learning_rate, "momentum": self.momentum, "nesterov": self.nesterov}
 
 
+@register
+class RMSProp(Optimizer):
+    """RMSProp (Tieleman & Hinton 2012) in TensorFlow 1's form (``tf.compat.v1.train.RMSPropOptimizer``):
+    ``ms = rho * ms + (1 - rho) * g^2`` with ``ms`` starting at 1, ``mom = momentum * mom + lr * g /
+    sqrt(ms + epsilon)``, ``w -= mom``; centered, ``ms - mg^2`` replaces ``ms`` (``mg`` the mean gradient).
+
+    Args:
+        learning_rate: step size. rho: decay of the moving averages (TensorFlow 1's ``decay``).
+        momentum: in [0, 1). epsilon: added under the square root. centered: normalise by the variance.
+    """
+
+    slot_initial = {"ms": 1.0}
+
+    def __init__(self, learning_rate: float = 1e-3, rho: float = 0.9, momentum: float = 0.0,
+                 epsilon: float = 1e-10, centered: bool = False):
+        super().__init__(learning_rate)
+        for name, val in (("rho", rho), ("momentum", momentum)):
+            if isinstance(val, bool) or not isinstance(val, (int, float, np.number)) or not 0.0 <= val < 1.0:
+                raise ValueError(f"RMSProp: {name} must be in [0, 1), got {val!r}")
+        self.rho, self.momentum = float(rho), float(momentum)
+        self.epsilon = _check_positive(epsilon, "epsilon", "RMSProp")
+        self.centered = bool(centered)
+        self.slot_names = ("ms", "mom", "mg") if self.centered else ("ms", "mom")
+
+    def apply(self, grads, variables):
+        for g, v, s in zip(grads, variables, self.slots):
+            if g is None:
+                continue
+            if self.centered:
+                tf.raw_ops.ResourceApplyCenteredRMSProp(var=v.handle, mg=s["mg"].handle, ms=s["ms"].handle,
+                                                        mom=s["mom"].handle, lr=self.lr, rho=self.rho,
+                                                        momentum=self.momentum, epsilon=self.epsilon, grad=g)
+            else:
+                tf.raw_ops.ResourceApplyRMSProp(var=v.handle, ms=s["ms"].handle, mom=s["mom"].handle, lr=self.lr,
+                                                rho=self.rho, momentum=self.momentum, epsilon=self.epsilon, grad=g)
+        self.iterations.assign_add(1)
+
+    def get_config(self) -> dict:
+        return {"learning_rate": self._learning_rate, "rho": self.rho, "momentum": self.momentum,
+                "epsilon": self.epsilon, "centered": self.centered}
+
+
+# TensorFlow 1 optimizer classes (tf.compat.v1.train) we translate: our class and, per constructor argument
+# of ours, the attribute of the TF1 object that holds its value. The updates are the same fused ops.
+TF1_OPTIMIZERS: dict[str, tuple[type, dict[str, str]]] = {
+    "AdamOptimizer": (Adam, {"learning_rate": "_lr", "beta_1": "_beta1", "beta_2": "_beta2",
+                             "epsilon": "_epsilon"}),
+    "GradientDescentOptimizer": (SGD, {"learning_rate": "_learning_rate"}),
+    "MomentumOptimizer": (SGD, {"learning_rate": "_learning_rate", "momentum": "_momentum",
+                                "nesterov": "_use_nesterov"}),
+    "RMSPropOptimizer": (RMSProp, {"learning_rate": "_learning_rate", "rho": "_decay", "momentum": "_momentum",
+                                   "epsilon": "_epsilon", "centered": "_centered"}),
+}
+
+
+def _is_tf1(obj: Any) -> bool:
+    return isinstance(obj, tf.compat.v1.train.Optimizer)
+
+
+def from_tf1(opt: Any) -> Optimizer:
+    """Our optimizer with the settings of a TensorFlow 1 optimizer object (PsychRNN's
+    ``train_params["optimizer"]``), e.g. ``tf.compat.v1.train.AdamOptimizer(learning_rate=1e-3)`` -> ``Adam(1e-3)``.
+
+    Raises:
+        ValueError: a TF1 class other than those of :data:`TF1_OPTIMIZERS`, or a setting that is not a number
+            (a schedule, a tensor that is not a constant).
+    """
+    name = type(opt).__name__
+    supported = ", ".join(f"tf.compat.v1.train.{k}" for k in TF1_OPTIMIZERS)
+    if name not in TF1_OPTIMIZERS or type(opt) is not getattr(tf.compat.v1.train, name):
+        raise ValueError(f"optimizer: TensorFlow 1 optimizer {name} is not supported; supported: {supported} "
+                         f"(or one of ours: {', '.join(_registry.names())})")
+    cls, attrs = TF1_OPTIMIZERS[name]
+    kwargs = {}
+    for arg, attr in attrs.items():
+        value = getattr(opt, attr)
+        if isinstance(value, bool):
+            kwargs[arg] = value
+            continue
+        try:
+            kwargs[arg] = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"optimizer: {name}'s {arg} is {value!r}; only plain numbers can be translated "
+                             f"(a learning-rate schedule is not)") from None
+    return cls(**kwargs)
+
+
 def from_params(spec: Any, learning_rate: float | None = None) -> Optimizer:
-    """An optimizer from a name (``"adam"``, ``"sgd"``), a ``{"class_name", "config"}`` dict or an instance;
-    ``learning_rate`` (when given) overrides the spec's."""
+    """An optimizer from a name (``"adam"``, ``"sgd"``, ``"rmsprop"``), a ``{"class_name", "config"}`` dict,
+    an instance or a TensorFlow 1 optimizer object (PsychRNN's; :func:`from_tf1`). ``learning_rate`` (when
+    given) overrides a name's or a dict's; an object keeps its own, as PsychRNN uses the object's."""
     if spec is None:
         spec = "Adam"
+    if _is_tf1(spec):
+        return from_tf1(spec)
     if not isinstance(spec, (str, dict, Optimizer)):
         raise ValueError(f"optimizer must be a name ({', '.join(_registry.names())}), a "
-                         f"{{'class_name', 'config'}} dict or an agents.optimizers.Optimizer; TensorFlow 1 "
-                         f"optimizer objects (PsychRNN's) are not supported, got {type(spec).__name__}")
+                         f"{{'class_name', 'config'}} dict, an agents.optimizers.Optimizer or a TensorFlow 1 "
+                         f"optimizer object ({', '.join(TF1_OPTIMIZERS)}); got {type(spec).__name__}")
     if isinstance(spec, str):
-        name = {"adam": "Adam", "sgd": "SGD"}.get(spec.lower(), spec)
+        name = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSProp"}.get(spec.lower(), spec)
         opt = _registry.lookup(name)(**({} if learning_rate is None else {"learning_rate": learning_rate}))
         return opt
     opt = get(spec)

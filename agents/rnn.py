@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from . import constraints as C
 from . import initializers, losses, optimizers, regularizers
+from ._registry import NOT_IMPORTABLE, callable_ref, import_callable
 from ._tf import tf
 from .ops import TRANSFER_FUNCTIONS, rate_recurrence, transfer_name
 from .weights import load_weights, package_version, read_npz, save_weights, write_npz
@@ -39,7 +41,38 @@ _PSYCHRNN_INIT_KEYS = ("spec_rad", "which_rand_init", "init_minval", "init_maxva
 
 
 def _fresh_seed() -> int:
-    return int(np.random.SeedSequence().entropy % (2 ** 63))
+    """A seed from NumPy's global generator, so PsychRNN's idiom ``np.random.seed(2020)`` at the top of a
+    script gives the same network (weights, masks, noise) on every run, as it does in PsychRNN."""
+    return int(np.random.randint(0, 2 ** 63 - 1, dtype=np.int64))
+
+
+def _psychrnn_lstm_message(path: Any, arrays: Mapping[str, Any]) -> str:
+    shape = tuple(np.shape(arrays["init_cell"]))
+    return (f"{os.fspath(path)} is a PsychRNN LSTM weights file, which a skinnerbox model cannot run as "
+            f"PsychRNN did: (1) PsychRNN's LSTM keeps one initial hidden and cell state per trial "
+            f"(init_hidden and init_cell are (N_batch, N_rec) = {shape}, so it runs batches of exactly "
+            f"{shape[0]} trials), ours one (1, N_rec) state shared by every trial; (2) PsychRNN's LSTM squashes "
+            f"the cell with a sigmoid (h = o * sigmoid(c)), ours is the textbook cell (h = o * tanh(c)). Load it "
+            f"with PsychRNN's own LSTM (psychrnn.backend.models.lstm), or train a skinnerbox LSTM")
+
+
+def _initializer_constraints(init: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The constraint keywords a PsychRNN-style initializer was given (``dale_ratio``, masks, ...), which are
+    model params here.
+
+    Raises:
+        ValueError: the model params set the same key to another value.
+    """
+    def show(v: Any) -> str:
+        return repr(v) if np.ndim(v) == 0 else f"an array of shape {np.shape(v)}"
+
+    given = dict(getattr(init, "constraints", None) or {})
+    for key, value in given.items():
+        mine = params.get(key)
+        if mine is not None and not np.array_equal(np.asarray(mine), np.asarray(value)):
+            raise ValueError(f"the initializer was given {key}={show(value)} but params[{key!r}] is {show(mine)}; "
+                             f"{key} is a model param here: set it once, in the model's params")
+    return given
 
 
 class _ForwardView:
@@ -84,6 +117,8 @@ class RNN:
         self._sizes(params, file_arrays)
         self.seed = _fresh_seed() if params.get("seed") is None else int(params["seed"])
         self.transfer_function = params.get("transfer_function", "relu")
+        if isinstance(self.transfer_function, str) and ":" in self.transfer_function:
+            self.transfer_function = import_callable(self.transfer_function, "transfer_function")
         self._transfer_name = transfer_name(self.transfer_function)
         if self._transfer_name is None and not callable(self.transfer_function):
             raise ValueError(f"transfer_function must be a name ({', '.join(TRANSFER_FUNCTIONS)}) or a "
@@ -99,6 +134,7 @@ class RNN:
         self.regularizers = regularizers.from_params(params)
         self.clip_grads = params.get("clip_grads", True)
         self.optimizer = optimizers.from_params(params.get("optimizer"), params.get("learning_rate"))
+        self._warn_unimportable()
         self._explicit = sorted(k for k in _CONSTRAINT_KEYS if isinstance(params.get(k), np.ndarray)
                                 or isinstance(params.get(k), (list, tuple)))
         missing = [k for k in params.get("explicit_masks") or [] if k not in params]
@@ -128,8 +164,13 @@ class RNN:
             # a PsychRNN initializer object: its arrays hold the weights and the constraints
             return params, dict(init.initializations), None
         if path is None:
+            if init is not None and self.supports_constraints:
+                params["initializer"] = init = initializers.get(init)
+                params.update(_initializer_constraints(init, params))
             return params, None, None
         arrays, meta = load_weights(path)
+        if meta is None and "init_cell" in arrays:
+            raise ValueError(_psychrnn_lstm_message(path, arrays))
         if meta is not None:
             cfg = dict(meta.get("config", {}))
             if cfg.get("model", self.kind) != self.kind:
@@ -203,6 +244,18 @@ class RNN:
 
     def _is_trainable(self, name: str) -> bool:
         return self.trainable.get(f"{name}_train", True)
+
+    def _warn_unimportable(self) -> None:
+        """Warn, once per model, of each function a saved file can record by name only."""
+        fns = [("transfer_function", None if self._transfer_name else self.transfer_function),
+               ("loss_function", getattr(self.loss, "fn", None))]
+        fns += [("custom_regularization", getattr(r, "fn", None)) for r in self.regularizers]
+        for param, fn in fns:
+            if fn is not None and callable_ref(fn).startswith(NOT_IMPORTABLE):
+                warnings.warn(f"{param} {callable_ref(fn)[len(NOT_IMPORTABLE):]!r} is a lambda or local function: "
+                              f"save() records it by name only, so loading the file will need it passed again "
+                              f"(params[{param!r}] = <the function>); define it at module level to avoid this",
+                              UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------------------------- subclass interface
     def _init_arrays(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -315,11 +368,7 @@ class RNN:
         """Every model and constraint setting as JSON-able data; ``type(model)(model.config())`` (or
         :func:`build_model`) rebuilds the same network from the same seed."""
         p = self.params
-        tf_name = self._transfer_name
-        if tf_name is None:
-            from ._registry import callable_path
-
-            tf_name = callable_path(self.transfer_function)
+        tf_name = self._transfer_name or callable_ref(self.transfer_function)
         fixed = {k: (v if np.ndim(v) == 0 else "explicit") for k, v in (p.get("fixed") or {}).items()}
         cfg = {
             "model": self.kind, "name": self.name, "N_in": self.N_in, "N_rec": self.N_rec,
@@ -372,6 +421,20 @@ class RNN:
         from .trainer import train
 
         return train(self, trial_batch_generator, train_params or {})
+
+    def train_curric(self, train_params: Mapping[str, Any]) -> tuple[list[float], float, float]:
+        """PsychRNN's curriculum entry point: :meth:`train` on ``train_params["curriculum"]``'s tasks.
+
+        Returns:
+            ``(losses, training_time, initialization_time)``, as :meth:`train`.
+
+        Raises:
+            ValueError: ``train_params`` has no ``curriculum``.
+        """
+        if train_params.get("curriculum") is None:
+            raise ValueError("train_curric needs train_params['curriculum'] (an agents.Curriculum); got none. "
+                             "Pass a curriculum, or call train(task, train_params)")
+        return self.train(None, train_params)
 
     def get_weights(self) -> dict[str, Any]:
         """PsychRNN's weights dict: effective ``W_in, W_rec, W_out`` (masked and signed), biases, initial

@@ -67,3 +67,35 @@ def test_bad_arguments():
         I.GaussianSpectralRadius(-1)
     with pytest.raises(ValueError, match="which_rand_init must be one of"):
         I.GaussianSpectralRadius(which_rand_init="xavier")
+
+
+@pytest.mark.tf
+def test_psychrnn_keywords_sizes_are_checked_and_constraints_become_model_params():
+    from agents import Basic
+
+    p = {"N_in": 2, "N_rec": 10, "N_out": 2, "dt": 10, "tau": 100, "seed": 0}
+    init = I.GaussianSpectralRadius(N_in=2, N_rec=10, N_out=2, autapses=False, dale_ratio=0.8, spec_rad=1.2)
+    assert init.get_config() == {"spec_rad": 1.2, "which_rand_init": "glorot_gauss", "init_minval": -0.1,
+                                 "init_maxval": 0.1, "N_in": 2, "N_rec": 10, "N_out": 2, "autapses": False,
+                                 "dale_ratio": 0.8}
+    assert I.get(json.loads(json.dumps(I.serialize(init)))) == init
+    net = Basic({**p, "initializer": init})                 # as in PsychRNN, the initializer carries Dale
+    cfg = net.config()
+    assert cfg["dale_ratio"] == 0.8 and cfg["autapses"] is False and np.all(np.diag(net.get_weights()["W_rec"]) == 0)
+    again = Basic(cfg)
+    np.testing.assert_array_equal(again.get_weights()["W_rec"], net.get_weights()["W_rec"])
+    mask = np.ones((10, 10))
+    mask[:, :5] = 0
+    masked = Basic({**p, "initializer": I.AlphaIdentity(N_in=2, N_rec=10, N_out=2, alpha=0.5, rec_connectivity=mask)})
+    np.testing.assert_array_equal(masked.masks()["rec_connectivity"], mask)
+    with pytest.raises(ValueError, match=r"GaussianSpectralRadius was made for \{'N_rec': 10\}, the network has "
+                                         r"\{'N_rec': 12\}"):
+        Basic({**p, "N_rec": 12, "initializer": init})
+    with pytest.raises(ValueError, match=r"the initializer was given dale_ratio=0.8 but params\['dale_ratio'\] is "
+                                         r"0.5; dale_ratio is a model param here"):
+        Basic({**p, "dale_ratio": 0.5, "initializer": init})
+    with pytest.raises(ValueError, match=r"W_rec is an initial array: give it in the model's params "
+                                         r"\(params\['W_rec'\] = array\) or use FromWeights"):
+        I.GaussianSpectralRadius(W_rec=np.eye(10))
+    with pytest.warns(UserWarning, match=r"AlphaIdentity ignores \['spec_radius'\]"):
+        I.AlphaIdentity(spec_radius=1.1, name="m", dt=10)    # PsychRNN's own params keys pass silently

@@ -57,6 +57,7 @@ def _objects():
         (losses, losses.CustomLoss(psychrnn_style_loss)),
         (regularizers, regularizers.L1(0.3, "W_out")), (regularizers, regularizers.L2(0.2, "rates")),
         (optimizers, optimizers.Adam(2e-3, beta_1=0.8)), (optimizers, optimizers.SGD(0.1, momentum=0.5)),
+        (optimizers, optimizers.RMSProp(1e-2, rho=0.8, momentum=0.5, centered=True)),
     ]
 
 
@@ -106,7 +107,7 @@ def test_adam_matches_the_textbook_update():
     np.testing.assert_allclose(v.numpy(), w, rtol=1e-5)
     state = opt.state()
     assert int(state["iterations"]) == 2 and set(state) >= {"0/m", "0/v", "learning_rate"}
-    with pytest.raises(ValueError, match="TensorFlow 1 optimizer objects"):
+    with pytest.raises(ValueError, match="or a TensorFlow 1 optimizer object \(AdamOptimizer, "):
         optimizers.from_params(object())
 
 
@@ -136,3 +137,86 @@ def test_gated_models_honour_the_output_flags_and_refuse_the_others(kind, small_
     for name in ("W_out", "b_out"):
         np.testing.assert_array_equal(model.vars[name].numpy(), before[name])
     assert any(not np.array_equal(model.vars[k].numpy(), before[k]) for k in before if k.startswith("W_"))
+
+
+# PsychRNN's train_params["optimizer"]: TensorFlow 1 optimizer objects, by constructor (name, kwargs)
+TF1 = {
+    "adam": ("AdamOptimizer", {"learning_rate": 0.01, "beta1": 0.8, "beta2": 0.99, "epsilon": 1e-6}),
+    "gradient_descent": ("GradientDescentOptimizer", {"learning_rate": 0.1}),
+    "momentum": ("MomentumOptimizer", {"learning_rate": 0.1, "momentum": 0.9, "use_nesterov": True}),
+    "rms_prop": ("RMSPropOptimizer", {"learning_rate": 0.01, "decay": 0.8, "momentum": 0.5, "epsilon": 1e-6}),
+    "rms_prop_centered": ("RMSPropOptimizer", {"learning_rate": 0.01, "centered": True}),
+}
+
+
+@pytest.mark.parametrize("name", TF1.values(), ids=TF1.keys())
+def test_tf1_optimizer_objects_are_translated_to_the_same_update(name):
+    from agents import optimizers
+    from agents._tf import tf
+
+    cls, kwargs = name
+    theirs = getattr(tf.compat.v1.train, cls)(**kwargs)
+    ours = optimizers.from_params(theirs, learning_rate=0.5)   # the object's own learning rate wins
+    assert ours.learning_rate == kwargs["learning_rate"]
+    a, b = tf.Variable([1.0, -2.0, 0.5]), tf.Variable([1.0, -2.0, 0.5])
+    ours.build([b])
+    for k in range(3):
+        g = tf.constant([0.5, -0.25, 0.1 * k])
+        theirs.apply_gradients([(g, a)])
+        ours.apply([g], [b])
+    np.testing.assert_array_equal(b.numpy(), a.numpy())
+    assert not np.array_equal(b.numpy(), [1.0, -2.0, 0.5])
+
+
+def test_psychrnn_simple_example_optimizer_trains_and_others_are_refused(small_params, batch):
+    from agents import Basic, optimizers
+    from agents._tf import tf
+
+    net = Basic(small_params())
+    x, y, mask = batch()
+    gen = iter([(x, y, mask, None)] * 2)
+    net.train(gen, {"training_iters": 16, "verbosity": False, "learning_rate": 1e-3,
+                    "optimizer": tf.compat.v1.train.AdamOptimizer(learning_rate=2e-3)})
+    assert isinstance(net.optimizer, optimizers.Adam) and net.optimizer.learning_rate == 2e-3
+    assert int(net.optimizer.iterations.numpy()) == 2
+    with pytest.raises(ValueError, match="AdagradOptimizer is not supported; supported: "
+                                         "tf.compat.v1.train.AdamOptimizer, .*RMSPropOptimizer"):
+        optimizers.from_params(tf.compat.v1.train.AdagradOptimizer(0.1))
+
+
+def test_rmsprop_fixed_entries_stay_put(small_params, batch):
+    from agents import Basic
+
+    net = Basic(small_params(optimizer="rmsprop", fixed={"W_rec": 0.5}))
+    before = net.vars["W_rec"].numpy().copy()
+    fixed = net.masks()["fixed_W_rec"]
+    x, y, mask = batch()
+    for _ in range(3):
+        net.train_on_batch(x, y, mask)
+    after = net.vars["W_rec"].numpy()
+    np.testing.assert_array_equal(after[fixed], before[fixed])
+    assert not np.array_equal(after[~fixed], before[~fixed])
+
+
+@pytest.mark.filterwarnings("ignore:.*is a lambda or local function")
+def test_custom_regularization_gets_the_whole_params_dict_arrays_included(small_params, batch, tmp_path):
+    from agents import Basic
+    from agents._tf import tf
+
+    def wiring_cost(model, params):                       # PsychRNN's idiom: a distance matrix in params
+        return params["wiring_weight"] * tf.reduce_sum(tf.abs(model.get_effective_W_rec()) * params["distance"])
+
+    distance = np.abs(np.subtract.outer(np.arange(12), np.arange(12))).astype(np.float32)
+    x, y, mask = batch()
+    plain = Basic(small_params())
+    with pytest.warns(UserWarning, match="custom_regularization .*wiring_cost' is a lambda or local function"):
+        wired = Basic(small_params(custom_regularization=wiring_cost, distance=distance, wiring_weight=0.5))
+    w = plain.get_weights()["W_rec"]
+    loss_plain, loss_wired = plain.train_on_batch(x, y, mask)[0], wired.train_on_batch(x, y, mask)[0]
+    assert loss_wired == pytest.approx(loss_plain + 0.5 * np.sum(np.abs(w) * distance), rel=1e-4)
+    stored = wired.config()["regularizers"][0]["config"]
+    assert "distance" not in stored["params"] and stored["params"]["wiring_weight"] == 0.5
+    path = wired.save(tmp_path / "wired")                 # the array is left out of the file's config only
+    again = Basic({"load_weights_path": path, "custom_regularization": wiring_cost, "distance": distance})
+    assert len(again.regularizers) == 1 and again.regularizers[0].params["wiring_weight"] == 0.5
+    assert again.train_on_batch(x, y, mask)[0] == pytest.approx(wired.train_on_batch(x, y, mask)[0], rel=1e-5)

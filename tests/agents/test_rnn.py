@@ -238,6 +238,100 @@ def test_gated_models_train_save_and_reload(kind, tmp_path, small_params, batch)
         cls(small_params(rec_noise=0.1))
 
 
+def test_psychrnn_lstm_file_is_refused_with_both_reasons(tmp_path):
+    from agents import LSTM, Basic
+
+    rng = np.random.default_rng(0)
+    n, n_in, trials = 10, 2, 8                            # PsychRNN's LSTM keys; init states per trial
+    arrays = {k: rng.standard_normal((trials, n)) for k in ("init_hidden", "init_cell")}
+    arrays.update({f"W_{g}": rng.standard_normal((n + n_in, n)) for g in "fico"})
+    arrays.update({f"b_{g}": np.ones(n) for g in "fico"})
+    arrays.update(W_out=rng.standard_normal((2, n)), b_out=np.zeros(2), W_in=rng.standard_normal((n, n_in)),
+                  W_rec=rng.standard_normal((n, n)), init_state=np.zeros((1, n)))
+    np.savez(tmp_path / "psy_lstm.npz", **{k: v.astype(np.float32) for k, v in arrays.items()})
+    for cls in (LSTM, Basic):
+        with pytest.raises(ValueError, match=r"PsychRNN LSTM weights file.*one initial hidden and cell state per "
+                                             r"trial.*\(8, 10\).*sigmoid.*PsychRNN's own LSTM"):
+            cls({"load_weights_path": tmp_path / "psy_lstm.npz", "dt": 10, "tau": 100, "N_in": 2, "N_out": 2,
+                 "N_rec": 10})
+
+
+def test_gated_weights_files_are_shape_checked(tmp_path, small_params):
+    from agents import GRU, LSTM
+
+    path = LSTM(small_params()).save(tmp_path / "lstm")
+    with pytest.raises(ValueError, match=r"lstm.npz: init_hidden has shape \(1, 12\), a LSTM with N_in=2, N_rec=8, "
+                                         r"N_out=2 needs \(1, 8\)"):
+        LSTM({"load_weights_path": path, "N_rec": 8})
+    with np.load(GRU(small_params()).save(tmp_path / "full_gru")) as f:
+        np.savez(tmp_path / "gru.npz", **{k: f[k] for k in f.files if k not in ("W_z", "skinnerbox")})
+    with pytest.raises(ValueError, match=r"gru.npz: a GRU with N_in=2, N_rec=12, N_out=2 needs 'W_z' \(14, 12\), "
+                                         r"which is missing"):
+        GRU({"load_weights_path": tmp_path / "gru.npz", "dt": 10, "tau": 100, "N_in": 2, "N_out": 2, "N_rec": 12})
+
+
+def _rectified_quadratic(s):
+    """An importable custom transfer function."""
+    from agents._tf import tf
+
+    return tf.nn.relu(s) ** 2
+
+
+@pytest.mark.filterwarnings("ignore:.*is a lambda or local function")
+def test_a_lambda_transfer_function_saves_and_loads_when_passed_again(tmp_path, small_params, batch):
+    from agents import Basic
+    from agents._tf import tf
+
+    square = lambda s: tf.nn.relu(s) ** 2  # noqa: E731
+    with pytest.warns(UserWarning, match="loading the file will need it passed again .*'transfer_function'"):
+        model = Basic(small_params(transfer_function=square, spec_rad=0.5))
+    x, y, mask = batch()
+    model.train(iter([(x, y, mask, None)]), {"training_iters": 8, "verbosity": False,
+                                             "save_weights_path": tmp_path / "trained"})
+    path = model.save(tmp_path / "lam")
+    with np.load(path) as f:                              # every PsychRNN key is there
+        keys = set(f.files)
+    assert {"W_in", "W_rec", "W_out", "b_rec", "b_out", "init_state", "Dale_rec", "rec_connectivity"} <= keys
+    assert model.config()["transfer_function"] == "not-importable:test_rnn:" + square.__qualname__
+    with pytest.raises(ValueError, match=r"transfer_function was .*<lambda>'.*pass the function again: "
+                                         r"params\['transfer_function'\]"):
+        Basic({"load_weights_path": path})
+    again = Basic({"load_weights_path": path, "transfer_function": square})
+    np.testing.assert_allclose(again.test(x)[0], model.test(x)[0], atol=1e-6)
+    importable = Basic(small_params(transfer_function=_rectified_quadratic))
+    assert importable.config()["transfer_function"] == "test_rnn:_rectified_quadratic"
+    rebuilt = Basic(importable.config())
+    np.testing.assert_array_equal(rebuilt.test(x)[0], importable.test(x)[0])
+
+
+@pytest.mark.filterwarnings("ignore:.*is a lambda or local function")
+def test_a_lambda_loss_saves_and_loads_when_passed_again(tmp_path, small_params, batch):
+    from agents import Basic
+    from agents._tf import tf
+
+    l1 = lambda p, y, m: tf.reduce_mean(tf.abs(m * (p - y)))  # noqa: E731
+    with pytest.warns(UserWarning, match="loss_function"):
+        model = Basic(small_params(loss_function=l1))
+    path = model.save(tmp_path / "loss")
+    with pytest.raises(ValueError, match=r"loss_function was .*<lambda>'.*params\['loss_function'\]"):
+        Basic({"load_weights_path": path})
+    x, y, mask = batch()
+    again = Basic({"load_weights_path": path, "loss_function": l1})
+    assert again.train_on_batch(x, y, mask)[0] == pytest.approx(model.train_on_batch(x, y, mask)[0], rel=1e-6)
+
+
+def test_numpy_global_seed_makes_unseeded_models_reproducible(small_params):
+    from agents import Basic
+
+    runs = []
+    for _ in range(2):
+        np.random.seed(2020)                              # PsychRNN's idiom at the top of a script
+        runs.append(Basic(small_params(seed=None, dale_ratio=0.8, rec_density=0.5)))
+    assert runs[0].seed == runs[1].seed
+    np.testing.assert_array_equal(runs[0].get_weights()["W_rec"], runs[1].get_weights()["W_rec"])
+    assert Basic(small_params(seed=None)).seed != runs[0].seed   # the global stream moves on
+
+
 def test_lstm_is_the_standard_cell(small_params):
     from agents import LSTM
 

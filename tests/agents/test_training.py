@@ -148,6 +148,18 @@ def test_curriculum_switches_generators_and_stops(small_params, batch):
     assert int(model.optimizer.iterations.numpy()) == 8
 
 
+def test_train_curric_is_psychrnns_curriculum_entry_point(small_params, batch):
+    from agents import Basic
+
+    model = Basic(small_params())
+    cur = _Curriculum(batch)
+    losses, _, _ = model.train_curric({"curriculum": cur, "training_iters": 10_000, "verbosity": False,
+                                       "loss_epoch": 1})
+    assert cur.stage == 2 and len(cur.generators) == 2 and len(losses) == 8
+    with pytest.raises(ValueError, match=r"train_curric needs train_params\['curriculum'\]"):
+        model.train_curric({"training_iters": 8})
+
+
 def test_performance_cutoff_and_saving(small_params, batch, tmp_path):
     from agents import Basic
 
