@@ -106,7 +106,11 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
     lab = Lab(args.config, workdir=args.workdir, tracking_uri=args.tracking_uri, timeout_s=args.timeout_s,
               progress=not args.no_progress)
-    summary = lab.run()
+    try:
+        summary = lab.run()
+    except RuntimeError as err:  # the server did not start (a port taken, a journal in use): its log says why
+        print(f"skinnerbox lab: {err}", file=sys.stderr)
+        return 2
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print("\n" + summary.to_string(index=False))
     print(f"\nlab directory: {lab.dir}")

@@ -57,7 +57,11 @@ except ModuleNotFoundError:  # Python 3.10
 log = logging.getLogger(__name__)
 
 AGENT_KEYS = ("name", "curriculum", "checkpoint_every", "threads", "device", "max_batches")
-SERVER_KEYS = ("credit", "heartbeat_interval_s", "expiry_s", "window_trials", "fsync", "bind", "keys")
+SECTIONS = ("lab", "task", "curricula", "agents", "server")
+LAB_KEYS = ("name", "experiment", "workdir", "seed", "max_restarts", "tracking_uri", "client_name")
+# every ServerConfig field but those the lab sets itself (task, curricula, journal, seed)
+SERVER_KEYS = ("default_curriculum", "bind", "credit", "heartbeat_interval_s", "expiry_s", "window_trials", "keys",
+               "curve", "fsync", "fsync_interval_s", "limits", "send_hwm")
 
 
 def load_config(path: str | os.PathLike) -> dict:
@@ -100,11 +104,15 @@ def validate_config(cfg: Mapping[str, Any], source: str = "lab config",
     """
     from . import policies, tasks
 
+    from .server import ServerConfig
+
     cfg = json.loads(json.dumps(cfg))  # plain data, and a private copy
     for key in ("task", "curricula", "agents"):
         if key not in cfg:
             raise ValueError(f"{source}: missing [{key}] section")
+    _known(source, "the lab file", cfg, SECTIONS, "section")
     lab = cfg.setdefault("lab", {})
+    _known(source, "[lab]", lab, LAB_KEYS)
     lab.setdefault("name", Path(source).stem if source != "lab config" else "lab")
     lab.setdefault("experiment", lab["name"])
     lab.setdefault("workdir", f"labs/{lab['name']}")
@@ -127,6 +135,13 @@ def validate_config(cfg: Mapping[str, Any], source: str = "lab config",
             policies.from_spec(spec, task, seed=0)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{source}: curricula.{name}: {err}") from None
+    server = cfg.get("server", {})
+    _known(source, "[server]", server, SERVER_KEYS)
+    try:  # the server's own checks (bind off loopback needs keys, ...), before anything starts
+        ServerConfig.from_dict({**server, "task": task_spec, "curricula": cfg["curricula"], "journal": "journal"},
+                               base_dir=Path(task_path[0]) if task_path else Path.cwd())
+    except ValueError as err:
+        raise ValueError(f"{source}: [server]: {err}") from None
     agents = cfg["agents"]
     if not isinstance(agents, list) or not agents:
         raise ValueError(f"{source}: [[agents]] must list at least one agent")
@@ -143,6 +158,15 @@ def validate_config(cfg: Mapping[str, Any], source: str = "lab config",
             raise ValueError(f"{source}: agents[{i}].curriculum = {cur!r} is not one of the curricula: "
                              f"{', '.join(cfg['curricula'])}")
     return cfg
+
+
+def _known(source: str, where: str, table: Any, keys: Sequence[str], what: str = "key") -> None:
+    if not isinstance(table, Mapping):
+        raise ValueError(f"{source}: {where} must be a table, got {table!r}")
+    unknown = sorted(set(table) - set(keys))
+    if unknown:
+        raise ValueError(f"{source}: {where}: unknown {what}(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(keys)}")
 
 
 def agent_entry(cfg: Mapping[str, Any], name: str) -> dict:
@@ -246,7 +270,8 @@ class Lab:
         self.task_path = [self.config_path.parent] if self.config_path is not None else []
         lab = self.config["lab"]
         self.dir = Path(self.workdir or lab["workdir"]).resolve()
-        uri = self.tracking_uri or lab.get("tracking_uri") or default_tracking_uri()
+        uri = self.tracking_uri or lab.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") \
+            or default_tracking_uri()
         self.tracking_uri = None if uri == "none" else uri
         self.server: _Proc | None = None
         self.endpoint: str | None = None
@@ -265,7 +290,10 @@ class Lab:
         lab = self.config["lab"]
         server = {"task": self.config["task"], "curricula": self.config["curricula"], "seed": lab["seed"],
                   "journal": str(self.journal_dir)}
-        server.update({k: v for k, v in self.config.get("server", {}).items() if k in SERVER_KEYS})
+        server.update(self.config.get("server", {}))
+        if server.get("keys"):  # relative to the lab file, like the task module (the server reads from its own dir)
+            base = self.config_path.parent if self.config_path is not None else Path.cwd()
+            server["keys"] = str((base / server["keys"]).resolve())
         if self.lab_run is not None and self.lab_run.run_id is not None:
             server["tracking"] = {"tracking_uri": self.lab_run.tracking_uri, "run_id": self.lab_run.run_id}
         path = self.dir / "server_config.json"
@@ -288,14 +316,22 @@ class Lab:
                             self.dir / "logs" / "server.log")
         self.server.start(self._env())
         self.endpoint = self._wait_endpoint(endpoint_file)
+        from .server import ServerConfig
+
+        served = ServerConfig.from_dict({k: v for k, v in json.loads(server_cfg.read_text()).items()
+                                         if k != "tracking"})
+        keys = served.keys if served.use_curve else None
         for entry in self.config["agents"]:
             args = [sys.executable, "-m", "agents", "--server", self.endpoint, "--name", entry["name"],
                     "--config", str(self.dir / "lab.json"), "--workdir", str(self.dir)]
+            if keys:  # a server other machines reach takes only CURVE agents, its own lab's included
+                args += ["--keys", keys, "--client-name", self.config["lab"].get("client_name", "client")]
             proc = _Proc(entry["name"], args, self.dir / "logs" / f"{entry['name']}.log")
             proc.start(self._env(int(entry.get("threads", 1))))
             self.agents[entry["name"]] = proc
 
     def _env(self, threads: int = 1) -> dict:
+        """The environment of the lab's processes (see :func:`process_env`)."""
         return process_env(threads, self.task_path)
 
     def _wait_endpoint(self, path: Path, timeout_s: float = 60.0) -> str:
@@ -491,3 +527,4 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+

@@ -222,6 +222,40 @@ def test_lab_config_errors_name_the_field(tmp_path):
     path.write_text("[lab\nname = 1")
     with pytest.raises(ValueError, match="not valid TOML"):
         load_config(path)
+    with pytest.raises(ValueError, match=r"\[lab\]: unknown key\(s\) 'max_restart'"):
+        validate_config(lab_config(lab={"name": "x", "max_restart": 1}))
+    with pytest.raises(ValueError, match=r"unknown section\(s\) 'severs'"):
+        validate_config(lab_config(severs={"credit": 2}))
+    with pytest.raises(ValueError, match=r"\[server\]: unknown key\(s\) 'credits'"):
+        validate_config(lab_config(server={"credits": 2}))
+    with pytest.raises(ValueError, match=r"\[server\]: .*keys"):  # reachable from other machines, no keys
+        validate_config(lab_config(server={"bind": "tcp://0.0.0.0:0"}))
+
+
+def test_the_lab_passes_every_server_key_and_reads_mlflows_environment(tmp_path, monkeypatch):
+    (tmp_path / "lab.toml").write_text(_to_toml(lab_config(server={"send_hwm": 50, "limits": {"max_trials": 64},
+                                                                   "fsync": "always", "keys": "k"})))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////nowhere/mlflow.db")
+    lab = Lab(tmp_path / "lab.toml", workdir=tmp_path / "lab")
+    assert lab.tracking_uri == "sqlite:////nowhere/mlflow.db"
+    written = json.loads(lab._write_configs().read_text())
+    assert (written["send_hwm"], written["limits"], written["fsync"]) == (50, {"max_trials": 64}, "always")
+    assert written["keys"] == str(tmp_path / "k")  # beside the lab file, not inside the lab directory
+
+
+def test_a_lab_whose_server_takes_only_curve_agents_runs_its_own(tmp_path):
+    from shaping.keys import generate_keys
+
+    generate_keys(tmp_path / "keys", clients=["bench"])
+    cfg = _longer_curriculum()
+    cfg["curricula"]["shaped"]["stages"][1]["graduate"]["min_trials"] = 128
+    cfg["lab"]["client_name"] = "bench"
+    cfg["server"] = {"curve": True, "keys": str(tmp_path / "keys")}
+    lab = Lab(cfg, workdir=tmp_path / "lab", tracking_uri="none", progress=False, timeout_s=120)
+    lab.run()
+    summary = lab.summary().set_index("agent")
+    assert summary.loc["free", "complete"] and summary.loc["free", "exit"] == 0
+    assert json.loads((lab.journal_dir.parent / "server_config.json").read_text())["curve"] is True
 
 
 def test_demo_config_is_valid():
@@ -284,9 +318,10 @@ def _to_toml(cfg: dict) -> str:
         return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
 
     lines = []
-    for section in ("lab", "task"):
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {value(v)}" for k, v in cfg[section].items()]
+    for section in ("lab", "task", "server"):
+        if section in cfg:
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {value(v)}" for k, v in cfg[section].items()]
     for name, spec in cfg["curricula"].items():
         lines.append(f"[curricula.{name}]")
         lines += [f"{k} = {value(v)}" for k, v in spec.items()]
