@@ -41,8 +41,9 @@ def signed_evidence(trials: pd.DataFrame, evidence: str) -> tuple[np.ndarray, np
     """Per responded trial with a finite ``evidence`` value: ``(x, y, ylabel)`` for a psychometric curve, or None
     when the table lacks ``evidence``, ``choice`` or ``target``.
 
-    Two-alternative tasks (targets 0/1): ``x`` is the evidence signed towards option 1 and ``y`` the choice of
-    option 1 (``"P(choice = 1)"``); otherwise ``x`` is the evidence and ``y`` correct (``"P(correct)"``).
+    Two-alternative tasks (targets 0/1): ``x`` is the evidence signed towards option 1 (by the task's
+    ``evidence_side`` parameter when it declares one, else by the correct choice) and ``y`` the choice of option
+    1 (``"P(choice = 1)"``); otherwise ``x`` is the evidence and ``y`` correct (``"P(correct)"``).
     """
     if evidence not in trials.columns or not {"choice", "target"} <= set(trials.columns):
         return None
@@ -52,8 +53,29 @@ def signed_evidence(trials: pd.DataFrame, evidence: str) -> tuple[np.ndarray, np
     choice = t["choice"].to_numpy()
     keep = np.isfinite(ev)
     if set(np.unique(trials["target"])) <= {0, 1}:
-        return (ev * np.where(target == 1, 1.0, -1.0))[keep], (choice == 1).astype(float)[keep], "P(choice = 1)"
+        side = _evidence_side(t, target)
+        return (ev * np.where(side == 1, 1.0, -1.0))[keep], (choice == 1).astype(float)[keep], "P(choice = 1)"
     return ev[keep], (choice == target).astype(float)[keep], "P(correct)"
+
+
+def _evidence_side(trials: pd.DataFrame, target: np.ndarray) -> np.ndarray:
+    """Per trial, the option (0/1) its evidence supports: the task's ``evidence_side`` parameter where the table
+    names a task that declares one (``task`` column), else the correct choice."""
+    if "task" not in trials.columns or not len(trials):
+        return target
+    from .tasks.registry import get  # noqa: PLC0415
+
+    side = np.asarray(target).copy()
+    names = trials["task"].astype(str).to_numpy()
+    for name in pd.unique(names):
+        try:
+            column = getattr(get(name), "evidence_side", None)
+        except ValueError:  # a task this process cannot import: sign by the correct choice
+            continue
+        if column and column in trials.columns:
+            rows = names == name
+            side[rows] = trials[column].to_numpy()[rows]
+    return side
 
 
 def psychometric_points(trials: pd.DataFrame, evidence: str, max_levels: int = 12) -> pd.DataFrame:

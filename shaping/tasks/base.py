@@ -223,6 +223,9 @@ class Task:
         response_threshold: an output below it in the response window is ``no_response`` (None: never).
         side_knob: the knob giving P(correct choice == 1), moved by bias correction (None: no sides).
         evidence_knob: the knob psychometric curves are plotted against (None: none).
+        evidence_side: the trial parameter (0/1) naming the option the evidence knob's evidence supports, which
+            signs it on a psychometric curve (None: the correct choice; ContextDependentDM: ``side_motion``,
+            whose motion evidence decides the choice in one context only).
     """
 
     metadata: dict = {}
@@ -232,6 +235,7 @@ class Task:
     response_threshold: float | None = None
     side_knob: str | None = None
     evidence_knob: str | None = None
+    evidence_side: str | None = None
 
     def __init__(self, N_in: int, N_out: int, dt: float, tau: Any, T: float, N_batch: int,
                  seed: int | np.random.Generator | None = None, **knob_values: Any):

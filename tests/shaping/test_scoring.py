@@ -69,3 +69,20 @@ def test_bad_input_is_refused_precisely(kwargs, message):
     args = {"x": [0.1, 0.2], "y": [0.0, 1.0], **kwargs}
     with pytest.raises(ValueError, match=message):
         fit_psychometric(args.pop("x"), args.pop("y"), **args)
+
+
+def test_a_task_signs_its_evidence_by_its_own_side_parameter():
+    """ContextDependentDM's motion evidence decides the choice in the motion context only: signed by the correct
+    choice, an agent that always reports the colour side got a steep 'motion' curve; signed by the motion side
+    (the task's evidence_side) its curve is flat, as its use of motion is."""
+    from shaping.policies.simulate import outputs_for
+    from shaping.tasks import make
+
+    task = make("ContextDependentDM", seed=0, N_batch=2000)
+    b = task.generate(knobs={"coherence_motion": [0.05, 0.1, 0.2, 0.4], "coherence_color": 0.4}, batch_id=0)
+    colour_only = b.params["side_color"].to_numpy().astype(int)
+    scored = task.score(b.y, outputs_for(colour_only, b.y, b.mask), b.mask, b.params)
+    by_target = fit_logistic(*signed_evidence(scored, "coherence_motion")[:2])[1]
+    journaled = scored.assign(task="ContextDependentDM")  # the journal's trial table names the task
+    by_motion = fit_logistic(*signed_evidence(journaled, "coherence_motion")[:2])[1]
+    assert by_target > 3 and abs(by_motion) < 1, (by_target, by_motion)
