@@ -201,11 +201,12 @@ class Agent:
             self.tracker.log_masks(self.model.masks())
 
     def _log_connectivity(self, trials: int, tag: str | None, weights_path: Path | None = None) -> None:
+        """Save the network as it is now (``weights/<agent>_<tag>.npz``, MLflow or not) and log it to MLflow."""
+        if tag is not None and weights_path is None:
+            weights_path = self.model.save(Path(self.config.workdir) / "weights" / f"{self.config.name}_{tag}.npz")
         if self.tracker is None:
             return
         self._last_image = time.monotonic()
-        if tag is not None and weights_path is None:
-            weights_path = self.model.save(Path(self.config.workdir) / "weights" / f"{self.config.name}_{tag}.npz")
         spec = self._task_spec or {}
         self.tracker.log_connectivity(str(weights_path) if weights_path else None, self.model.get_weights(),
                                       region_labels=self.model.region_labels, step=int(trials), tag=tag,
