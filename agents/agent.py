@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from shaping.client import TaskClient
+from shaping.lab import lab_gone
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class Agent:
 
         started = time.monotonic()
         client = TaskClient(cfg.server, cfg.name, curriculum=cfg.curriculum, info={"model": cfg.model},
-                            keys=cfg.keys, client_name=cfg.client_name, timeout_s=cfg.timeout_s)
+                            keys=cfg.keys, client_name=cfg.client_name, timeout_s=cfg.timeout_s, give_up=lab_gone)
         last_score = None
         try:
             welcome = client.hello()
@@ -147,7 +148,7 @@ class Agent:
                 if pending is not None:  # arrived while this batch trained: reading it costs nothing
                     last_score = self._on_score(client.score(pending), pending) or last_score
                 pending = batch
-                stop = self._stop or (cfg.max_batches is not None and self.batches >= cfg.max_batches)
+                stop = self._stop or lab_gone() or (cfg.max_batches is not None and self.batches >= cfg.max_batches)
                 if stop or self._stage_changed or self.batches % cfg.checkpoint_every == 0:
                     # Drain first, so that a checkpoint never holds learning from trials the journal lacks.
                     last_score = self._on_score(client.score(pending), pending) or last_score

@@ -42,10 +42,11 @@ from .protocol import ProtocolError
 log = logging.getLogger(__name__)
 
 LIVENESS = 3  # silent heartbeat intervals before the server is presumed dead
+MAX_INTERNAL_ERRORS = 5  # INTERNAL errors in a row, with no batch or score between them, before giving up
 
 
 class ServerClosed(ConnectionError):
-    """The server said BYE (``reason``: ``"shutdown"``, ``"replaced"``, ...)."""
+    """The server said BYE (``reason``: ``"shutdown"``, ``"replaced"``, ...), or the client gave up waiting."""
 
     def __init__(self, reason: str):
         self.reason = reason
@@ -160,6 +161,8 @@ class TaskClient:
         server_key, client_secret_file: alternatively, the server's public key (Z85 or a ``server.key`` path)
             and this client's ``.key_secret`` file.
         context: ZeroMQ context (default: a private one).
+        give_up: called while waiting for the server; when it returns True the wait ends with
+            :class:`ServerClosed` (an agent a lab started gives up once that lab is gone).
     """
 
     def __init__(self, endpoint: str, agent: str, *, curriculum: str | None = None,
@@ -167,7 +170,8 @@ class TaskClient:
                  heartbeat_interval_s: float = 1.0, timeout_s: float = 60.0, reconnect_initial_s: float = 0.1,
                  reconnect_max_s: float = 5.0, keys: str | os.PathLike | None = None,
                  client_name: str = "client", server_key: str | bytes | os.PathLike | None = None,
-                 client_secret_file: str | os.PathLike | None = None, context: zmq.Context | None = None):
+                 client_secret_file: str | os.PathLike | None = None, context: zmq.Context | None = None,
+                 give_up: Callable[[], bool] | None = None):
         P.check_agent_name(agent)
         for name, val in (("heartbeat_interval_s", heartbeat_interval_s), ("timeout_s", timeout_s),
                           ("reconnect_initial_s", reconnect_initial_s), ("reconnect_max_s", reconnect_max_s)):
@@ -206,7 +210,9 @@ class TaskClient:
         # Keyed by (epoch, batch id): a restarted server issues the ids of unscored batches again.
         self._scores: dict[tuple[int, int], Score | None] = {}
         self._answered: set[tuple[int, int]] = set()  # RESULT sent, score not yet collected by score()
+        self._give_up = give_up
         self._need_hello = False
+        self._internal_in_a_row = 0  # INTERNAL errors since the last BATCH or SCORE
         self._bye: str | None = None  # the reason of a BYE from the server
         self._closed = False
         self._last_heard = time.monotonic()
@@ -424,6 +430,8 @@ class TaskClient:
             if time.monotonic() > deadline:
                 raise ConnectionError(f"TaskClient {self.agent}: no WELCOME from the task server at "
                                       f"{self.endpoint} within timeout_s = {self.timeout_s} s")
+            if self._give_up is not None and self._give_up():
+                raise ServerClosed("gave up waiting (give_up)")
             log.warning("%s: no answer from %s; reconnecting in %.1f s", self.agent, self.endpoint, backoff)
             time.sleep(backoff)
             backoff = min(2 * backoff, self.reconnect_max_s)
@@ -467,6 +475,8 @@ class TaskClient:
         while not done():
             if self._bye is not None:
                 raise ServerClosed(self._bye)
+            if self._give_up is not None and self._give_up():
+                raise ServerClosed("gave up waiting (give_up)")
             if self._need_hello and not handshake:
                 self._handshake(new_socket=False)
                 continue
@@ -512,6 +522,7 @@ class TaskClient:
         if msg.type == "WELCOME":
             self._on_welcome(h)
         elif msg.type == "BATCH":
+            self._internal_in_a_row = 0
             self._gets = max(0, self._gets - 1)
             if h["epoch"] != self.epoch:
                 return
@@ -522,6 +533,7 @@ class TaskClient:
                                            h["stage"], h["stage_index"], h["knobs"], params,
                                            h.get("params") or {}))
         elif msg.type == "SCORE":
+            self._internal_in_a_row = 0
             bid = h["batch"]
             self._in_flight.discard(bid)
             self.complete = bool(h["complete"])
@@ -549,6 +561,11 @@ class TaskClient:
                 self._in_flight.discard(bid)
                 self._scores.setdefault((self.epoch, bid), None)
             return
+        if err.name == "INTERNAL":
+            self._internal_in_a_row += 1
+            if self._internal_in_a_row >= MAX_INTERNAL_ERRORS:  # the same failure at every try: a server bug
+                raise ProtocolError(err.code, f"{err.detail} (the server failed {self._internal_in_a_row} times in "
+                                              f"a row, with no batch or score in between: giving up)", err.batch)
         if err.action == P.RECONNECT:
             log.warning("%s: %s; saying HELLO again", self.agent, err)
             if err.name != "NO_SESSION":

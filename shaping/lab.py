@@ -103,6 +103,7 @@ def validate_config(cfg: Mapping[str, Any], source: str = "lab config",
             The working directory is searched too, as the ``python -m`` processes a lab starts do.
     """
     from . import policies, tasks
+    from .protocol import ProtocolError, check_agent_name
 
     from .server import ServerConfig
 
@@ -118,6 +119,14 @@ def validate_config(cfg: Mapping[str, Any], source: str = "lab config",
     lab.setdefault("workdir", f"labs/{lab['name']}")
     lab.setdefault("seed", 0)
     lab.setdefault("max_restarts", 2)
+    for key in ("seed", "max_restarts"):
+        if not isinstance(lab[key], int) or isinstance(lab[key], bool) or lab[key] < 0:
+            raise ValueError(f"{source}: lab.{key} = {lab[key]!r} must be a non-negative integer")
+    for key in ("name", "experiment", "workdir", "tracking_uri", "client_name"):
+        if key in lab and not isinstance(lab[key], str):
+            raise ValueError(f"{source}: lab.{key} = {lab[key]!r} must be a string")
+    if not isinstance(cfg["task"], Mapping):
+        raise ValueError(f"{source}: [task] must be a table with a name, got {cfg['task']!r}")
     task_spec = dict(cfg["task"])
     if not isinstance(task_spec.get("name"), str):
         raise ValueError(f"{source}: task.name must name a registered task or 'module:Class', got "
@@ -147,9 +156,15 @@ def validate_config(cfg: Mapping[str, Any], source: str = "lab config",
         raise ValueError(f"{source}: [[agents]] must list at least one agent")
     seen = set()
     for i, agent in enumerate(agents):
+        if not isinstance(agent, Mapping):
+            raise ValueError(f"{source}: agents[{i}] must be a table ([[agents]]), got {agent!r}")
         name = agent.get("name")
         if not isinstance(name, str) or not name:
             raise ValueError(f"{source}: agents[{i}].name must be a non-empty string")
+        try:
+            check_agent_name(name)
+        except ProtocolError as err:
+            raise ValueError(f"{source}: agents[{i}].name: {err.detail}") from None
         if name in seen:
             raise ValueError(f"{source}: agents[{i}].name = {name!r} is used twice")
         seen.add(name)
@@ -188,12 +203,22 @@ def default_tracking_uri(cwd: str | os.PathLike | None = None) -> str:
     return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
 
 
+LAB_PID_ENV = "SKINNERBOX_LAB_PID"
+
+
+def lab_gone() -> bool:
+    """True in a process a lab started once that lab has died (its children run in sessions of their own, so
+    neither a closed terminal nor a killed lab reaches them: they stop themselves, as on SIGTERM)."""
+    pid = os.environ.get(LAB_PID_ENV)
+    return bool(pid) and os.getppid() != int(pid)
+
+
 def process_env(threads: int = 1, task_path: Sequence[str | os.PathLike] = ()) -> dict:
     """Environment for a lab process: one BLAS thread, quiet TensorFlow, MLflow telemetry off; the package
     root and ``task_path`` (where a ``"module:Class"`` task's module lives) on ``PYTHONPATH``."""
     env = dict(os.environ)
     env.update({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2",
-                "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"})
+                "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1", LAB_PID_ENV: str(os.getpid())})
     root = str(Path(__file__).resolve().parents[1])
     extra = [str(Path(d).resolve()) for d in task_path]
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, *extra, env.get("PYTHONPATH", "")) if p)
@@ -438,15 +463,15 @@ class Lab:
 
     def run(self) -> pd.DataFrame:
         """Start, supervise and stop the lab; returns the summary table."""
-        old = signal.signal(signal.SIGINT, self.request_stop)
-        old_term = signal.signal(signal.SIGTERM, self.request_stop)
+        stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal or ssh session closed
+        old = {sig: signal.signal(sig, self.request_stop) for sig in stops}
         try:
             self.start()
             self.supervise()
         finally:
             self.stop()
-            signal.signal(signal.SIGINT, old)
-            signal.signal(signal.SIGTERM, old_term)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
         return self.summary()
 
     # ------------------------------------------------------------------ progress and summary

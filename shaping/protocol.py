@@ -93,7 +93,7 @@ ARRAYS: dict[str, dict[str, tuple[str, bool]]] = {
     "SCORE": {"outcome": ("|i1", True), "choice": ("<i4", True), "target": ("<i4", True)},
 }
 PARAM_PREFIX = "p:"
-AGENT_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+AGENT_NAME = re.compile(r"[A-Za-z0-9_.\-]+")  # the whole name (fullmatch): "$" would let a final newline in
 
 
 @dataclass(frozen=True)
@@ -373,6 +373,9 @@ def decode(frames: Sequence[Any], limits: Limits = LIMITS) -> Message:
         raise ProtocolError("MALFORMED", f"{command} header is not valid msgpack: {err}") from None
     if not isinstance(header, dict):
         raise ProtocolError("MALFORMED", f"{command} header must be a msgpack map, got {type(header).__name__}")
+    if not all(isinstance(k, str) for k in header):
+        raise ProtocolError("MALFORMED", f"{command} header keys must be strings, got "
+                                         f"{_short(sorted(repr(k) for k in header if not isinstance(k, str)))}")
     seq = header.get("seq")
     try:
         _check_header(command, header)
@@ -453,6 +456,6 @@ def error_frames(code: int | str, detail: str, seq: int | None = None, batch: in
 
 def check_agent_name(name: str, limits: Limits = LIMITS) -> None:
     """``ProtocolError(BAD_VALUE)`` unless ``name`` is a valid agent name."""
-    if not (0 < len(name.encode()) <= limits.max_name_bytes) or not AGENT_NAME.match(name):
+    if not (0 < len(name.encode()) <= limits.max_name_bytes) or not AGENT_NAME.fullmatch(name):
         raise ProtocolError("BAD_VALUE", f"agent name {_short(name)} must be 1 to {limits.max_name_bytes} "
                                          "characters from [A-Za-z0-9_.-]")

@@ -55,6 +55,7 @@ import zmq
 from . import journal as J
 from . import keys as K
 from . import protocol as P
+from .lab import lab_gone
 from .protocol import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -396,11 +397,33 @@ class TaskServer:
         from .policies import from_spec  # noqa: PLC0415
 
         task = _make_task(self.config.task, 0)
+        self._check_batch_size(task, "task")
         for name, spec in self.config.curricula.items():
             try:
-                from_spec(dict(spec), task, seed=0)
+                policy = from_spec(dict(spec), task, seed=0)
             except Exception as err:
                 raise ValueError(f"server config: curricula.{name}: {err}") from err
+            for stage, stage_spec in policy.stage_tasks().items():  # an agent's sizes cannot change mid-run
+                other = _make_task(stage_spec, 0)
+                if (other.N_in, other.N_out) != (task.N_in, task.N_out):
+                    raise ValueError(f"server config: curricula.{name}: stage {stage!r} runs {type(other).__name__} "
+                                     f"with N_in={other.N_in}, N_out={other.N_out}; the task has N_in={task.N_in}, "
+                                     f"N_out={task.N_out} (an agent's input and output sizes cannot change)")
+                self._check_batch_size(other, f"curricula.{name} stage {stage!r}")
+
+    def _check_batch_size(self, task: Any, where: str) -> None:
+        fits = self._max_trials(task)
+        if task.N_batch > fits:
+            raise ValueError(f"server config: {where}: N_batch = {task.N_batch} trials of {task.N_steps} steps would "
+                             f"exceed the protocol limits (max_array_bytes = {self.limits.max_array_bytes}); at "
+                             f"most {fits} fit")
+
+    def _max_trials(self, task: Any) -> int:
+        """The most trials of ``task`` one BATCH may carry within the limits the server advertises."""
+        per_trial = 4 * task.N_steps * max(task.N_in, task.N_out)  # float32 bytes of the largest array per trial
+        total = 4 * task.N_steps * (task.N_in + 2 * task.N_out) + 8 * 64  # x, y, mask and up to 64 parameters
+        return min(self.limits.max_array_bytes // per_trial, self.limits.max_message_bytes // total,
+                   self.limits.max_trials)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> str:
@@ -431,10 +454,9 @@ class TaskServer:
         sock.setsockopt(zmq.SNDHWM, cfg.send_hwm)
         sock.setsockopt(zmq.RCVHWM, cfg.send_hwm)
         sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
-        ivl_ms = int(cfg.heartbeat_interval_s * 1000)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, ivl_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, LIVENESS * ivl_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, LIVENESS * ivl_ms)
+        # No ZMTP heartbeats (ZMQ_HEARTBEAT_*) on this socket: with a receive high-water mark, libzmq 4.3.5 can
+        # abort the whole process when a peer that flooded it dies (zeromq/libzmq#3937, #4364). The protocol's
+        # own HEARTBEATs and expiry_s detect dead agents.
         if cfg.use_curve:
             from zmq.auth.thread import ThreadAuthenticator  # noqa: PLC0415
 
@@ -604,6 +626,9 @@ class TaskServer:
     def _tick(self, now: float) -> None:
         cfg = self.config
         self._next_tick = now + cfg.heartbeat_interval_s / 4
+        if lab_gone():
+            log.warning("the lab that started this server is gone: stopping")
+            self.stop()
         beat = None
         for s in self.sessions.values():
             if not s.connected:
@@ -765,6 +790,7 @@ class TaskServer:
         n = msg.header.get("n", s.task.N_batch)
         if not 1 <= n <= self.limits.max_trials:
             raise ProtocolError("BAD_VALUE", f"GET n = {n}; expected 1 to max_trials = {self.limits.max_trials}")
+        self._check_size(s, n)
         if len(s.in_flight) >= self.config.credit:
             raise ProtocolError("NO_CREDIT", f"{len(s.in_flight)} batch(es) already in flight "
                                              f"({sorted(s.in_flight)}); the credit is {self.config.credit}: send "
@@ -796,6 +822,16 @@ class TaskServer:
         if "correction" not in batch.params.columns:
             batch.params["correction"] = False
         batch.params["stale"] = False
+
+    def _check_size(self, s: Session, n: int) -> None:
+        """Refuse a batch whose arrays would break the limits the server advertised (the agent could not
+        decode it), naming the largest ``n`` that fits."""
+        task = s.task_for(s.conditions)
+        fits = self._max_trials(task)
+        if n > fits:
+            raise ProtocolError("BAD_VALUE", f"GET n = {n}: a batch of {n} trials of {type(task).__name__} "
+                                             f"({task.N_steps} steps) would exceed the limits (max_array_bytes = "
+                                             f"{self.limits.max_array_bytes}); ask for at most {fits}")
 
     def _result(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
         s = self._require(session, "RESULT")
@@ -877,7 +913,7 @@ class TaskServer:
             if given == ["knob"]:
                 events = s.policy.set_knob(h["knob"], h["value"])
             else:
-                events = s.policy.set_stage(h.get("stage", h.get("stage_index")))
+                events = s.policy.set_stage(h["stage"] if h.get("stage") is not None else h["stage_index"])
         except NotImplementedError as err:
             raise ProtocolError("BAD_VALUE", f"agent {agent!r} (curriculum {s.curriculum!r}): {err}") from None
         except (ValueError, TypeError, KeyError, IndexError) as err:

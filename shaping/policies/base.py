@@ -142,6 +142,10 @@ class Policy:
     def _update(self, scored: pd.DataFrame) -> list[dict]:
         raise NotImplementedError
 
+    def stage_tasks(self) -> dict[str, dict]:
+        """Stage name -> the task spec (``{"name", **kwargs}``) of each stage that runs a task of its own."""
+        return {}
+
     def set_stage(self, stage: str | int) -> list[dict]:
         """Move to a stage by name or index now (an ``"override"`` event)."""
         raise NotImplementedError(f"{type(self).__name__} has no stages to set")

@@ -338,6 +338,9 @@ class BiasCorrection(Policy):
             plan.append(s)
         return plan
 
+    def stage_tasks(self) -> dict[str, dict]:
+        return self.inner.stage_tasks()
+
     # ------------------------------------------------------------------ overrides
     def set_stage(self, stage: str | int) -> list[dict]:
         events = self.inner.set_stage(stage)

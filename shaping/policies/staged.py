@@ -226,6 +226,9 @@ class StagedPolicy(Policy):
         raise SpecError(f"{path} = {stage!r}: no such stage; stages are {', '.join(map(repr, names))} "
                         f"(or an index 0..{len(names) - 1})")
 
+    def stage_tasks(self) -> dict[str, dict]:
+        return {st.name: copy.deepcopy(st.task) for st in self._stages if st.task}
+
     @property
     def stages(self) -> list[str]:
         """Stage names, in order."""

@@ -244,10 +244,14 @@ class Task:
             if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < 1:
                 raise ValueError(f"{name}: {arg} must be a positive integer, got {val!r}")
         for arg, val in (("dt", dt), ("T", T)):
-            if not np.isscalar(val) or not val > 0:
+            if not isinstance(val, (int, float, np.integer, np.floating)) or isinstance(val, bool) or not val > 0:
                 raise ValueError(f"{name}: {arg} must be a positive number of ms, got {val!r}")
-        if not np.all(np.asarray(tau, dtype=float) > 0):
-            raise ValueError(f"{name}: tau must be positive (ms), got {tau!r}")
+        try:
+            positive = np.all(np.asarray(tau, dtype=float) > 0)
+        except (TypeError, ValueError):
+            positive = False
+        if not positive:
+            raise ValueError(f"{name}: tau must be a positive number of ms (or one per unit), got {tau!r}")
         self.N_in = int(N_in)
         self.N_out = int(N_out)
         self.dt = dt

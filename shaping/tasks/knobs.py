@@ -54,9 +54,13 @@ class Knob:
     # ------------------------------------------------------------------ validation
     def _numbers(self, value: Any) -> list[float]:
         if isinstance(value, Mapping):
-            if set(value) != {"uniform"} or len(value["uniform"]) != 2:
+            if set(value) != {"uniform"} or not isinstance(value["uniform"], (list, tuple)) \
+                    or len(value["uniform"]) != 2:
                 raise TypeError("a dict value must be {'uniform': [low, high]}")
-            return [float(v) for v in value["uniform"]]
+            lo, hi = (float(v) for v in value["uniform"])
+            if not lo <= hi:
+                raise TypeError("the uniform range's low must be <= its high")
+            return [lo, hi]
         if isinstance(value, (list, tuple, np.ndarray)):
             if len(value) == 0:
                 raise TypeError("a list of choices must not be empty")

@@ -231,6 +231,16 @@ def test_lab_config_errors_name_the_field(tmp_path):
         validate_config(lab_config(server={"credits": 2}))
     with pytest.raises(ValueError, match=r"\[server\]: .*keys"):  # reachable from other machines, no keys
         validate_config(lab_config(server={"bind": "tcp://0.0.0.0:0"}))
+    with pytest.raises(ValueError, match=r"agents\[0\] must be a table"):
+        validate_config(lab_config(agents=["free"]))
+    with pytest.raises(ValueError, match=r"agents\[0\]\.name: agent name 'a b' must be"):  # it crashed at HELLO
+        validate_config(lab_config(agents=[{"name": "a b", "curriculum": "shaped", "N_rec": 8}]))
+    with pytest.raises(ValueError, match=r"lab.max_restarts = 'two' must be a non-negative integer"):
+        validate_config(lab_config(lab={"name": "x", "max_restarts": "two"}))
+    with pytest.raises(ValueError, match=r"\[task\] must be a table"):
+        validate_config(lab_config(task="PerceptualDiscrimination"))
+    with pytest.raises(ValueError, match=r"T must be a positive number of ms, got 'abc'"):
+        validate_config(lab_config(task={"name": "PerceptualDiscrimination", "T": "abc"}))
 
 
 def test_the_lab_passes_every_server_key_and_reads_mlflows_environment(tmp_path, monkeypatch):
@@ -274,10 +284,10 @@ def test_cli_lab_reports_a_bad_config_without_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_ctrl_c_stops_the_whole_lab_cleanly(tmp_path):
-    """SIGINT to `skinnerbox lab`: agents checkpoint and leave, the server flushes its journal, a summary."""
+def _endless_cli_lab(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """`skinnerbox lab` in a process of its own, on a curriculum that never completes by itself."""
     cfg = _longer_curriculum()
-    cfg["curricula"]["shaped"]["stages"][1]["graduate"]["min_trials"] = 10**6  # never completes by itself
+    cfg["curricula"]["shaped"]["stages"][1]["graduate"]["min_trials"] = 10**6
     cfg["curricula"]["shaped"]["max_trials"] = 10**7
     lab_dir = tmp_path / "lab"
     toml = tmp_path / "lab.toml"
@@ -285,6 +295,12 @@ def test_ctrl_c_stops_the_whole_lab_cleanly(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "shaping.cli", "lab", str(toml), "--workdir", str(lab_dir),
                              "--tracking-uri", "none", "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    return proc, lab_dir
+
+
+def test_ctrl_c_stops_the_whole_lab_cleanly(tmp_path):
+    """SIGINT to `skinnerbox lab`: agents checkpoint and leave, the server flushes its journal, a summary."""
+    proc, lab_dir = _endless_cli_lab(tmp_path)
     status = lab_dir / "journal" / "status.json"
 
     def trials() -> int:
@@ -303,6 +319,29 @@ def test_ctrl_c_stops_the_whole_lab_cleanly(tmp_path):
     records = [kind for kind, _ in journal.iter_records(lab_dir / "journal")]
     assert records[-1] == journal.CLOSE  # the server closed its journal, it did not die
     assert_exactly_once(journal.load(lab_dir / "journal"), n_batch=32)
+
+
+def test_the_labs_processes_stop_themselves_when_the_lab_is_killed(tmp_path):
+    """kill -9 of `skinnerbox lab` (its children run in sessions of their own, so nothing reaches them): the
+    server and agent notice and stop as on SIGTERM, releasing the journal, so the lab can be run again."""
+    proc, lab_dir = _endless_cli_lab(tmp_path)
+    _wait_for(lambda: (lab_dir / "journal" / "status.json").exists() or proc.poll() is not None, 120,
+              "the lab to start")
+    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                               text=True).stdout.split()]
+    assert len(children) == 2  # the server and the agent
+    proc.kill()
+    proc.communicate(timeout=10)
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        except OSError:
+            return False
+
+    _wait_for(lambda: not any(alive(p) for p in children), 60, "the orphaned server and agent to stop")
+    records = [kind for kind, _ in journal.iter_records(lab_dir / "journal")]
+    assert records[-1] == journal.CLOSE  # an orderly stop, not a death
 
 
 def _to_toml(cfg: dict) -> str:

@@ -69,6 +69,10 @@ def test_a_knob_override_holds_until_the_stage_changes_and_keeps_batches_counted
         assert raw.request("GET").header["knobs"]["coherence"] == 0.9
         reply = override(st.endpoint, "a1", stage=1)  # by index; a new stage drops the knob override
         assert (reply["stage"], reply["knobs"]["coherence"]) == ("medium", 0.3)
+        raw_operator = Raw(st.endpoint)
+        moved = raw_operator.request("OVERRIDE", {"agent": "a1", "stage": None, "stage_index": 2})  # nil: absent
+        assert moved.type == "OVERRIDDEN" and moved.header["stage"] == "hard"
+        raw_operator.close()
         raw.close()
 
 
@@ -93,6 +97,9 @@ def test_bad_overrides_are_refused_precisely_and_change_nothing_while_others_are
         assert err.name == "BAD_VALUE" and "coherence" in err.detail and "5.0" in err.detail
         err = refused(agent="busy", knob="loudness", value=1)
         assert err.name == "BAD_VALUE" and "loudness" in err.detail
+
+        err = refused(agent="busy", knob="coherence", value={"uniform": [0.9, 0.1]})
+        assert err.name == "BAD_VALUE" and "low must be <= its high" in err.detail
 
         raw = Raw(st.endpoint)  # what the client cannot send, a raw peer can
         both = raw.request("OVERRIDE", {"agent": "busy", "stage": "hard", "knob": "coherence", "value": 0.5})

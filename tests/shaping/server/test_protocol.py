@@ -203,7 +203,7 @@ def test_protocol_error_and_agent_names():
     with pytest.raises(ValueError, match="unknown error name"):
         ProtocolError("NOPE", "x")
     P.check_agent_name("rat-07_a.b")
-    for bad in ("", "a b", "a/b", "x" * 65, "é"):
+    for bad in ("", "a b", "a/b", "x" * 65, "é", "abc\n"):  # "$" matched before a final newline
         with pytest.raises(ProtocolError) as info:
             P.check_agent_name(bad)
         assert info.value.name == "BAD_VALUE"
@@ -213,3 +213,10 @@ def test_error_frames_decode_to_error():
     msg = P.decode([bytes(f) for f in P.error_frames("UNKNOWN_BATCH", "never sent", seq=4, batch=9)])
     assert msg.type == "ERROR"
     assert msg.header == {"code": 414, "name": "UNKNOWN_BATCH", "detail": "never sent", "seq": 4, "batch": 9}
+
+
+def test_a_header_with_bytes_keys_is_malformed():
+    frames = [P.SIGNATURE, bytes((P.COMMANDS["HELLO"],)), msgpack.packb({b"agent": "a1"}, use_bin_type=True)]
+    with pytest.raises(ProtocolError) as info:
+        P.decode(frames)
+    assert info.value.name == "MALFORMED" and "keys must be strings" in info.value.detail

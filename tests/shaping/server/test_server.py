@@ -259,6 +259,32 @@ def test_config_errors_name_the_key(tmp_path):
         ServerConfig.from_dict({**good, "task": {"T": 5}})
 
 
+def test_stage_tasks_and_batch_sizes_are_checked_at_start(tmp_path):
+    """A stage that switches to a task of other sizes, or a batch beyond the limits, used to fail only when an
+    agent reached it: every GET answered INTERNAL and the agent reconnected forever."""
+    good = config(tmp_path)
+    gonogo = {"kind": "stages", "stages": [{"name": "a", "knobs": {}},
+                                           {"name": "go", "knobs": {}, "task": {"name": "GoNoGo"}}]}
+    with pytest.raises(ValueError, match=r"curricula.mixed: stage 'go' runs GoNoGo with N_in=\d, N_out=1"):
+        TaskServer({**good, "curricula": {"mixed": gonogo}})
+    with pytest.raises(ValueError, match=r"task: N_batch = 4096 trials of 50 steps would exceed .* at most 163"):
+        TaskServer({**good, "task": {**good["task"], "N_batch": 4096}, "limits": {"max_array_bytes": 65536}})
+
+
+def test_a_client_gives_up_when_the_server_fails_the_same_way_again_and_again(tmp_path):
+    from shaping.client import TaskClient
+    from shaping.protocol import ProtocolError
+
+    with ServerThread(config(tmp_path)) as st:
+        client = TaskClient(st.endpoint, "a1", timeout_s=10, reconnect_initial_s=0.01)
+        client.hello()
+        st.server.sessions["a1"].task_for = lambda conditions: 1 / 0  # a bug on every GET
+        with pytest.raises(ProtocolError, match="failed 5 times in a row") as info:
+            next(client.batches())
+        assert info.value.name == "INTERNAL" and "ZeroDivisionError" in info.value.detail
+        client.close()
+
+
 def test_config_from_toml_resolves_paths_next_to_the_file(tmp_path):
     (tmp_path / "lab.toml").write_text(
         'journal = "runs/j"\nseed = 3\n[task]\nname = "PerceptualDiscrimination"\nT = 500\n'

@@ -141,6 +141,14 @@ def test_bad_value(raw):
     assert "n = 0" in msg.header["detail"] and "4096" in msg.header["detail"]
 
 
+def test_a_batch_beyond_the_advertised_limits_is_refused_naming_what_fits(raw):
+    with_session(raw, "e-size")  # 50 steps: x, y and mask take 1200 bytes a trial
+    msg = raw.request("GET", {"n": 200})
+    expect(msg, "BAD_VALUE")
+    assert "n = 200" in msg.header["detail"] and "at most 153" in msg.header["detail"]  # all arrays <= 262144
+    assert raw.request("GET", {"n": 153}).type == "BATCH"  # and the agent can decode it
+
+
 def test_unexpected(raw):
     expect(raw.request("SCORE", {"batch": 0, "n": 0, "correct": 0, "accuracy": 0.0, "window_accuracy": None,
                                  "policy_accuracy": None, "trials": 0, "batches": 0, "stage": "s",
