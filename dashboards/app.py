@@ -175,7 +175,8 @@ def view_psychometrics(root: str, tables: D.LabTables, agent: str) -> None:
         rows = trials[trials["stage_index"] == row["stage_index"]]
         with cols[i % len(cols)]:
             image(f"psy{row['stage_index']}", root, (agent, tables.records), lambda rows=rows, row=row:
-                  SF.psychometric_curve(rows, evidence, title=f"stage {row['stage']}"))
+                  SF.psychometric_curve(rows, evidence, title=f"stage {row['stage']}",
+                                        sides=D.evidence_sides(tables, agent)))
     st.dataframe(fits, hide_index=True)
 
 

@@ -34,7 +34,7 @@ from shaping.scoring import fit_trials, signed_evidence
 __all__ = [
     "LabPaths", "lab_paths", "LabTables", "LabReader", "read_lab", "agent_names", "agent_conditions",
     "agent_summary", "agent_progress", "stage_names", "stage_changes", "reversals", "graduations",
-    "graduation_summary", "evidence_knob", "psychometric_xy", "psychometric_fit", "psychometric_table",
+    "graduation_summary", "evidence_knob", "evidence_sides", "psychometric_xy", "psychometric_fit", "psychometric_table",
     "weight_files", "Connectivity", "load_connectivity", "connectivity_changes", "read_status",
     "status_table", "server_info", "tracking_uri_of", "parent_run_id_of", "run_ids_of", "load_runs",
     "metric_history",
@@ -72,7 +72,7 @@ _BATCH_COLUMNS = ["agent", "session", "batch", "epoch", "time", "task", "stage",
                   "correct", "no_response", "accuracy", "policy_accuracy", "trials"]
 _EVENT_COLUMNS = ["agent", "session", "batch", "time", "event", "trial"]
 _SESSION_COLUMNS = ["agent", "session", "curriculum", "epoch", "resumed", "time", "seed", "info", "run",
-                    "spec", "task"]
+                    "spec", "task", "task_spec"]
 _END_COLUMNS = ["agent", "session", "time", "reason"]
 
 
@@ -428,13 +428,31 @@ def agent_summary(tables: LabTables, conditions: pd.DataFrame | None = None) -> 
 
 
 # ---------------------------------------------------------------------------------------------- psychometrics
+def _task_spec(tables: LabTables, agent: str | None) -> dict:
+    """The task spec the server journaled at ``agent``'s last HELLO (``{}`` for journals that predate it)."""
+    s = tables.sessions if agent is None else tables.sessions[tables.sessions["agent"] == agent]
+    specs = [v for v in s.get("task_spec", pd.Series(dtype=object)) if isinstance(v, Mapping)]
+    return dict(specs[-1]) if specs else {}
+
+
+def evidence_sides(tables: LabTables, agent: str | None = None) -> dict | None:
+    """The ``evidence_side`` of the task ``agent`` ran, from its journaled spec (None: unknown; the scoring
+    functions then look the task up by name)."""
+    sides = _task_spec(tables, agent).get("evidence_side")
+    return dict(sides) if isinstance(sides, Mapping) else None
+
+
 def evidence_knob(tables: LabTables, agent: str | None = None) -> str | None:
-    """The evidence knob of the task ``agent`` ran (the psychometric x axis), from the task registry."""
+    """The evidence knob of the task ``agent`` ran (the psychometric x axis): from its journaled spec, else
+    from the task registry."""
     from shaping.tasks import registry  # noqa: PLC0415
 
     t = tables.trials if agent is None else _agent_trials(tables, agent)
     if not len(t) or "task" not in t.columns:
         return None
+    knob = _task_spec(tables, agent).get("evidence_knob")
+    if knob and knob in t.columns:  # a "module:Class" task need not be importable here
+        return str(knob)
     for name in pd.unique(t["task"]):
         try:
             knob = getattr(registry.get(str(name)), "evidence_knob", None)
@@ -445,14 +463,15 @@ def evidence_knob(tables: LabTables, agent: str | None = None) -> str | None:
     return None
 
 
-def psychometric_xy(trials: pd.DataFrame, evidence: str) -> tuple[np.ndarray, np.ndarray, str]:
+def psychometric_xy(trials: pd.DataFrame, evidence: str, sides: Mapping[str, str] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, str]:
     """Per scorable trial (a choice was made): ``(x, y, ylabel)`` for a psychometric fit
     (:func:`shaping.scoring.signed_evidence`; empty arrays when the trials lack the evidence)."""
-    xy = signed_evidence(trials, evidence) if len(trials) else None
+    xy = signed_evidence(trials, evidence, sides) if len(trials) else None
     return xy if xy is not None else (np.empty(0), np.empty(0), "P(correct)")
 
 
-def psychometric_fit(trials: pd.DataFrame, evidence: str) -> dict:
+def psychometric_fit(trials: pd.DataFrame, evidence: str, sides: Mapping[str, str] | None = None) -> dict:
     """Psychometric fit of one set of trials: the logistic regression ``b0 + b1 x`` on :func:`psychometric_xy`
     (:func:`shaping.scoring.fit_logistic`; ``slope`` = b1 per evidence unit) and the lapse-aware fit of the
     figures (:func:`shaping.scoring.fit_trials`): ``pse`` (its mu on P(choice = 1); -b0 / b1 otherwise),
@@ -463,13 +482,13 @@ def psychometric_fit(trials: pd.DataFrame, evidence: str) -> dict:
         ``{"n", "n_no_response", "b0", "b1", "pse", "slope", "lapse_low", "lapse_high"}``; the fit's entries are
         NaN when the data cannot constrain it (fewer than two evidence levels or a single answer).
     """
-    x, y, _ = psychometric_xy(trials, evidence)
+    x, y, _ = psychometric_xy(trials, evidence, sides)
     out = {"n": int(len(trials)), "n_no_response": int((~F.responded(trials)).sum()) if len(trials) else 0,
            "b0": np.nan, "b1": np.nan, "pse": np.nan, "slope": np.nan, "lapse_low": np.nan, "lapse_high": np.nan}
     if len(np.unique(x)) > 1 and len(np.unique(y)) > 1:
         b0, b1 = F.fit_logistic(x, y)
         out.update(b0=b0, b1=b1, slope=b1, pse=-b0 / b1 if b1 else np.nan)
-        fit = fit_trials(trials, evidence)
+        fit = fit_trials(trials, evidence, sides=sides)
         if fit is not None:
             out.update(lapse_low=fit.gamma, lapse_high=fit.lapse)
             if fit.kind == "logistic":
@@ -481,6 +500,7 @@ def psychometric_table(tables: LabTables, agent: str, evidence: str | None = Non
     """One row per stage ``agent`` ran: ``stage_index, stage, evidence, n, n_no_response, accuracy, b0,
     b1, pse, slope, lapse_low, lapse_high`` (see :func:`psychometric_fit`)."""
     evidence = evidence or evidence_knob(tables, agent)
+    sides = evidence_sides(tables, agent)
     t = _agent_trials(tables, agent)
     cols = ["stage_index", "stage", "evidence", "n", "n_no_response", "accuracy", "b0", "b1", "pse", "slope",
             "lapse_low", "lapse_high"]
@@ -488,7 +508,7 @@ def psychometric_table(tables: LabTables, agent: str, evidence: str | None = Non
         return pd.DataFrame(columns=cols)
     rows = []
     for (index, stage), rows_ in t.groupby(["stage_index", "stage"], sort=True):
-        fit = psychometric_fit(rows_, evidence)
+        fit = psychometric_fit(rows_, evidence, sides)
         rows.append({"stage_index": int(index), "stage": stage, "evidence": evidence,
                      "accuracy": float((rows_["outcome"] == "correct").mean()), **fit})
     return pd.DataFrame(rows)[cols]

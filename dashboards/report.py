@@ -151,11 +151,12 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
         for row in fits.to_dict("records"):
             rows = trials[trials["stage_index"] == row["stage_index"]]
             items.append(_figure(f"{agent}-psychometric-{row['stage_index']}",
-                                 lambda rows=rows, row=row: SF.psychometric_curve(rows, evidence,
-                                                                                   title=f"stage {row['stage']}"),
+                                 lambda rows=rows, row=row: SF.psychometric_curve(
+                                     rows, evidence, title=f"stage {row['stage']}",
+                                     sides=D.evidence_sides(tables, agent)),
                                  f"Psychometric curve, stage {row['stage']}.", dpi=80))
         if len(fits):
-            items.append(_table(f"{agent}-psychometric-fits", fits, f"Logistic fits against {evidence}."))
+            items.append(_table(f"{agent}-psychometric-fits", fits, f"Psychometric fits against {evidence}."))
         files = weights[weights["agent"] == agent].reset_index(drop=True)
         if len(files):
             snaps, tags = [], []

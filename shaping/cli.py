@@ -224,9 +224,13 @@ def cmd_override(args: argparse.Namespace) -> int:
     lab_dir = Path(args.lab_dir)
     journal_dir = lab_dir / "journal" if (lab_dir / "journal").is_dir() else lab_dir
     try:
-        endpoint = read_endpoint(journal_dir, timeout_s=1.0)["endpoint"]
+        info = read_endpoint(journal_dir, timeout_s=1.0)
     except TimeoutError:
         raise ValueError(f"no task server is running on {journal_dir} (no server.json there)") from None
+    endpoint = info["endpoint"]
+    if info.get("curve") and not args.keys:
+        raise ValueError(f"the task server at {endpoint} takes only CurveZMQ connections: give --keys DIR (and "
+                         f"--client-name)")
     change: dict = {}
     if args.knob is not None:
         name, sep, text = args.knob.partition("=")

@@ -254,7 +254,8 @@ def _square(w: np.ndarray, name: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- behaviour
-def psychometric_curve(trials: pd.DataFrame, evidence: str, title: str | None = None) -> Figure:
+def psychometric_curve(trials: pd.DataFrame, evidence: str, title: str | None = None,
+                       sides: Mapping[str, str] | None = None) -> Figure:
     """Psychometric curve of one stage: choice proportions by evidence and the fitted psychometric function
     (:func:`shaping.scoring.fit_trials`: lapse rates included).
 
@@ -263,10 +264,11 @@ def psychometric_curve(trials: pd.DataFrame, evidence: str, title: str | None = 
             ``coherence``); no-response trials (``choice < 0``) are counted in the title, not in the fit.
         evidence: name of the evidence column.
         title: figure title (e.g. the stage name).
+        sides: the task's ``evidence_side`` (see :func:`shaping.scoring.signed_evidence`).
     """
     fig = _figure(4.5, 3.6)
     ax = fig.add_subplot()
-    xy = signed_evidence(trials, evidence)
+    xy = signed_evidence(trials, evidence, sides)
     n_all = len(trials)
     if xy is None or len(xy[0]) == 0:
         ax.text(0.5, 0.5, f"no scorable trials with '{evidence}'", ha="center", va="center",
@@ -274,10 +276,10 @@ def psychometric_curve(trials: pd.DataFrame, evidence: str, title: str | None = 
         ax.set_title(title or "psychometric curve")
         return fig
     x, y, ylabel = xy
-    pts = psychometric_points(trials, evidence)
+    pts = psychometric_points(trials, evidence, sides=sides)
     ax.errorbar(pts["evidence"], pts["p"], yerr=pts["sem"], fmt="o", color="k", ms=4, capsize=2)
     grid = np.linspace(x.min(), x.max(), 200) if x.max() > x.min() else np.array([x.min()])
-    fit = fit_trials(trials, evidence)
+    fit = fit_trials(trials, evidence, sides=sides)
     if fit is not None:
         if fit.kind == "logistic":
             label = f"logistic fit: PSE {fit.mu:.3g}, width {fit.width:.3g}, lapses {fit.gamma:.2f}/{fit.lapse:.2f}"

@@ -98,13 +98,18 @@ def validate_config(cfg: Mapping[str, Any], source: str = "lab config",
     Args:
         cfg: the lab config as plain data.
         source: where it came from, for error messages.
-        task_path: directories put on ``sys.path`` while the task is built, so that ``[task] name =
-            "module:Class"`` finds ``module.py`` there (:func:`load_config` passes the TOML file's directory).
+        task_path: directories put on ``sys.path`` while the config is checked, so that a ``"module:Class"``
+            task (``[task]`` or a stage's) finds ``module.py`` there (:func:`load_config` passes the TOML file's
+            directory).
             The working directory is searched too, as the ``python -m`` processes a lab starts do.
     """
+    with _on_sys_path([*task_path, Path.cwd()]):  # the task's and stage tasks' "module:Class" modules
+        return _validate_config(cfg, source, task_path)
+
+
+def _validate_config(cfg: Mapping[str, Any], source: str, task_path: Sequence[str | os.PathLike]) -> dict:
     from . import policies, tasks
     from .protocol import ProtocolError, check_agent_name
-
     from .server import ServerConfig
 
     cfg = json.loads(json.dumps(cfg))  # plain data, and a private copy
@@ -133,8 +138,7 @@ def validate_config(cfg: Mapping[str, Any], source: str = "lab config",
                          f"{task_spec.get('name')!r}")
     kwargs = {k: v for k, v in task_spec.items() if k != "name"}
     try:
-        with _on_sys_path([*task_path, Path.cwd()]):
-            task = tasks.make(task_spec["name"], **kwargs)
+        task = tasks.make(task_spec["name"], **kwargs)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{source}: [task]: {err}") from None
     if not isinstance(cfg["curricula"], Mapping) or not cfg["curricula"]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -37,13 +37,16 @@ def responded(trials: pd.DataFrame) -> np.ndarray:
     return (trials["choice"] >= 0).to_numpy()
 
 
-def signed_evidence(trials: pd.DataFrame, evidence: str) -> tuple[np.ndarray, np.ndarray, str] | None:
+def signed_evidence(trials: pd.DataFrame, evidence: str, sides: Mapping[str, str] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, str] | None:
     """Per responded trial with a finite ``evidence`` value: ``(x, y, ylabel)`` for a psychometric curve, or None
     when the table lacks ``evidence``, ``choice`` or ``target``.
 
     Two-alternative tasks (targets 0/1): ``x`` is the evidence signed towards option 1 (by the task's
     ``evidence_side`` parameter when it declares one, else by the correct choice) and ``y`` the choice of option
-    1 (``"P(choice = 1)"``); otherwise ``x`` is the evidence and ``y`` correct (``"P(correct)"``).
+    1 (``"P(choice = 1)"``); otherwise ``x`` is the evidence and ``y`` correct (``"P(correct)"``). ``sides``:
+    the task's ``evidence_side`` (its ``spec()`` carries it), for a table whose task this process cannot
+    import; None: looked up from the ``task`` column.
     """
     if evidence not in trials.columns or not {"choice", "target"} <= set(trials.columns):
         return None
@@ -53,14 +56,18 @@ def signed_evidence(trials: pd.DataFrame, evidence: str) -> tuple[np.ndarray, np
     choice = t["choice"].to_numpy()
     keep = np.isfinite(ev)
     if set(np.unique(trials["target"])) <= {0, 1}:
-        side = _evidence_side(t, target)
+        side = _evidence_side(t, target, evidence, sides)
         return (ev * np.where(side == 1, 1.0, -1.0))[keep], (choice == 1).astype(float)[keep], "P(choice = 1)"
     return ev[keep], (choice == target).astype(float)[keep], "P(correct)"
 
 
-def _evidence_side(trials: pd.DataFrame, target: np.ndarray) -> np.ndarray:
-    """Per trial, the option (0/1) its evidence supports: the task's ``evidence_side`` parameter where the table
-    names a task that declares one (``task`` column), else the correct choice."""
+def _evidence_side(trials: pd.DataFrame, target: np.ndarray, evidence: str,
+                   sides: Mapping[str, str] | None = None) -> np.ndarray:
+    """Per trial, the option (0/1) the ``evidence`` column supports: the parameter the task's ``evidence_side``
+    maps it to, where the table names a task (``task`` column) that declares one, else the correct choice."""
+    if sides is not None:
+        column = sides.get(evidence)
+        return trials[column].to_numpy() if column and column in trials.columns else target
     if "task" not in trials.columns or not len(trials):
         return target
     from .tasks.registry import get  # noqa: PLC0415
@@ -69,7 +76,7 @@ def _evidence_side(trials: pd.DataFrame, target: np.ndarray) -> np.ndarray:
     names = trials["task"].astype(str).to_numpy()
     for name in pd.unique(names):
         try:
-            column = getattr(get(name), "evidence_side", None)
+            column = (getattr(get(name), "evidence_side", None) or {}).get(evidence)
         except ValueError:  # a task this process cannot import: sign by the correct choice
             continue
         if column and column in trials.columns:
@@ -78,14 +85,15 @@ def _evidence_side(trials: pd.DataFrame, target: np.ndarray) -> np.ndarray:
     return side
 
 
-def psychometric_points(trials: pd.DataFrame, evidence: str, max_levels: int = 12) -> pd.DataFrame:
+def psychometric_points(trials: pd.DataFrame, evidence: str, max_levels: int = 12,
+                        sides: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Choice proportions by evidence level (quantile bins when there are more than ``max_levels``), on the axes
     of :func:`signed_evidence`. No-response trials are left out.
 
     Returns:
         one row per level: ``evidence`` (mean in the level), ``p``, ``n``, ``sem`` (binomial).
     """
-    xy = signed_evidence(trials, evidence)
+    xy = signed_evidence(trials, evidence, sides)
     if xy is None or len(xy[0]) == 0:
         return pd.DataFrame(columns=["evidence", "p", "n", "sem"])
     x, y, _ = xy
@@ -256,12 +264,13 @@ def fit_psychometric(x: Any, y: Any, kind: str = "logistic", guess: float | None
     return PsychometricFit(kind, float(mu), float(width), float(gamma), float(lapse), int(x.size), -float(best.fun))
 
 
-def fit_trials(trials: pd.DataFrame, evidence: str, max_lapse: float = 0.25) -> PsychometricFit | None:
+def fit_trials(trials: pd.DataFrame, evidence: str, max_lapse: float = 0.25,
+               sides: Mapping[str, str] | None = None) -> PsychometricFit | None:
     """Fit the psychometric function of scored trials on the axes of :func:`signed_evidence`: a logistic with
     two lapse rates on P(choice = 1) for two-alternative tasks, else a Weibull on P(correct) with the guess rate
     1 / (number of targets). None when the trials cannot constrain a fit (fewer than two evidence levels or a
-    single answer)."""
-    xy = signed_evidence(trials, evidence)
+    single answer); ``sides`` as for :func:`signed_evidence`."""
+    xy = signed_evidence(trials, evidence, sides)
     if xy is None:
         return None
     x, y, ylabel = xy

@@ -397,7 +397,7 @@ class TaskServer:
         from .policies import from_spec  # noqa: PLC0415
 
         task = _make_task(self.config.task, 0)
-        self._check_batch_size(task, "task")
+        self._check_batch_size(task, task.N_batch, "task")
         for name, spec in self.config.curricula.items():
             try:
                 policy = from_spec(dict(spec), task, seed=0)
@@ -409,14 +409,15 @@ class TaskServer:
                     raise ValueError(f"server config: curricula.{name}: stage {stage!r} runs {type(other).__name__} "
                                      f"with N_in={other.N_in}, N_out={other.N_out}; the task has N_in={task.N_in}, "
                                      f"N_out={task.N_out} (an agent's input and output sizes cannot change)")
-                self._check_batch_size(other, f"curricula.{name} stage {stage!r}")
+                # a GET without n draws the session's N_batch trials, whatever task the stage runs
+                self._check_batch_size(other, task.N_batch, f"curricula.{name} stage {stage!r}")
 
-    def _check_batch_size(self, task: Any, where: str) -> None:
+    def _check_batch_size(self, task: Any, n: int, where: str) -> None:
         fits = self._max_trials(task)
-        if task.N_batch > fits:
-            raise ValueError(f"server config: {where}: N_batch = {task.N_batch} trials of {task.N_steps} steps would "
-                             f"exceed the protocol limits (max_array_bytes = {self.limits.max_array_bytes}); at "
-                             f"most {fits} fit")
+        if n > fits:
+            raise ValueError(f"server config: {where}: batches of N_batch = {n} trials of {type(task).__name__} "
+                             f"({task.N_steps} steps) would exceed the protocol limits (max_array_bytes = "
+                             f"{self.limits.max_array_bytes}); at most {fits} fit")
 
     def _max_trials(self, task: Any) -> int:
         """The most trials of ``task`` one BATCH may carry within the limits the server advertises."""
@@ -760,7 +761,8 @@ class TaskServer:
             s.run.update(extra)
         self.journal.write(J.HELLO, {
             "time": time.time(), "agent": agent, "session": s.session_id, "curriculum": s.curriculum,
-            "spec": s.spec, "task": s.task_config, "seed": s.seed, "epoch": s.epoch, "resumed": resumed,
+            "spec": s.spec, "task": s.task_config, "task_spec": _plain_knobs(s.task.spec()), "seed": s.seed,
+            "epoch": s.epoch, "resumed": resumed,
             "info": s.info, "run": s.run})
         self.sessions[agent] = s
         s.identity = identity
@@ -862,7 +864,7 @@ class TaskServer:
             scored["stale"] = stale
         # A batch drawn (prefetched) under a stage the agent has since left, or answered after completion, is
         # journaled, not counted.
-        events = [] if stale else s.policy.update(scored)
+        events = [] if stale else s.policy.update(scored, f.conditions)
         codes = _outcome_codes(scored["outcome"].to_numpy())
         n = len(codes)
         correct = int(np.count_nonzero(codes == 0))

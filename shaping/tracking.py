@@ -596,6 +596,7 @@ class _Session:
     run: dict
     evidence: str | None
     window: deque
+    sides: dict | None = None  # the task's evidence_side, from its spec (None: looked up by task name)
     stage_index: Any = None
     stage_names: dict = field(default_factory=dict)
     reversals: int = 0
@@ -660,8 +661,8 @@ class CurriculumTracker:
         run = self.lab.child(agent)
         sess = self._sessions.get(agent)
         if sess is None:
-            sess = _Session(run=run, evidence=_evidence_knob(task_spec),
-                            window=deque(maxlen=self.window_trials))
+            sess = _Session(run=run, evidence=_evidence_knob(task_spec), window=deque(maxlen=self.window_trials),
+                            sides=task_spec.get("evidence_side") if task_spec else None)
             self._sessions[agent] = sess
         stages = (curriculum_spec or {}).get("stages")
         if isinstance(stages, list):
@@ -752,7 +753,7 @@ class CurriculumTracker:
         if len(events) and "trial" not in events.columns:
             events["trial"] = events["step"]
         self.writer.submit("log trial log and figures", self._write_end, sess.run_id, trial_log, history,
-                           events, sess.evidence, dict(sess.stage_names), status)
+                           events, sess.evidence, dict(sess.stage_names), status, sess.sides)
 
     def flush(self, timeout_s: float = 60.0) -> bool:
         """Write every buffered value now and wait for the store; False on timeout."""
@@ -783,7 +784,8 @@ class CurriculumTracker:
         self.client.log_dict(run_id, task, "curriculum/task.json")
 
     def _write_end(self, run_id: str, trial_log: pd.DataFrame | None, history: pd.DataFrame,
-                   events: pd.DataFrame, evidence: str | None, stage_names: dict, status: str) -> None:
+                   events: pd.DataFrame, evidence: str | None, stage_names: dict, status: str,
+                   sides: dict | None = None) -> None:
         from . import figures
 
         guard = self.lab.guard
@@ -801,7 +803,7 @@ class CurriculumTracker:
                     name = stage_names.get(index, stage) if index is not None else stage
                     label = f"{index:02d}_{name}" if index is not None else str(name)
                     guard.run("psychometric figure", lambda: self.client.log_figure(
-                        run_id, figures.psychometric_curve(rows, evidence, title=f"stage {name}"),
+                        run_id, figures.psychometric_curve(rows, evidence, title=f"stage {name}", sides=sides),
                         f"curriculum/psychometric/{safe_name(label)}.png"))
         if len(history):
             knobs = {c.split("/", 1)[1]: history[c].to_numpy() for c in history.columns
@@ -887,12 +889,18 @@ def sync_frames(trial_log: pd.DataFrame, tracking_uri: str, experiment: str,
         runs[agent] = tracker.on_session_start(agent, policy, task)
         done = 0
         groups = log.groupby(keys, sort=False) if keys else [((), log)]
+        seen = set()
         for key, rows in groups:
             key = (agent, *(key if isinstance(key, tuple) else (key,)))
+            seen.add(key)
             done += len(rows)
             batch = batch_rows.get(key)
             tracker.on_scored(agent, rows, event_rows.get(key, []), _conditions(rows, batch), done,
                               policy_accuracy=batch.get("policy_accuracy") if batch else None)
+        for key, evs in event_rows.items():  # an operator's override before the first scored batch
+            if key[0] == agent and key not in seen:
+                for ev in evs:
+                    tracker.on_override(agent, [ev], int(ev.get("trial") or 0))
         tracker.on_session_end(agent, log)
     tracker.flush()
     lab.end()

@@ -132,14 +132,21 @@ class Policy:
     # ------------------------------------------------------------------ the contract
     def conditions(self) -> dict:
         """``{"stage": str, "stage_index": int, "knobs": {knob: value}, "repeat": [dict, ...],
-        "task": None | {"name": ..., **kwargs}}`` for the next batch. Calling it changes nothing."""
+        "task": None | {"name": ..., **kwargs}, "levels": {knob: {"level", "generation"}}}`` for the next batch
+        (``levels``: what its staircases record of a batch drawn now, handed back through :meth:`update`).
+        Calling it changes nothing."""
         raise NotImplementedError
 
-    def update(self, scored: pd.DataFrame) -> list[dict]:
-        """Feed one scored batch (the DataFrame of ``task.score``); returns the events it caused."""
-        return self._update(check_scored(scored))
+    def update(self, scored: pd.DataFrame, drawn: Mapping[str, Any] | None = None) -> list[dict]:
+        """Feed one scored batch (the DataFrame of ``task.score``); returns the events it caused.
 
-    def _update(self, scored: pd.DataFrame) -> list[dict]:
+        ``drawn``: the :meth:`conditions` the batch was drawn under (the server passes them). An agent that keeps
+        batches in flight answers each after the policy has moved on; a staircase steps from the level its batch
+        ran at, and ignores a batch drawn before an operator set its level. None: the batch's own trial
+        parameters tell the level."""
+        return self._update(check_scored(scored), drawn)
+
+    def _update(self, scored: pd.DataFrame, drawn: Mapping[str, Any] | None = None) -> list[dict]:
         raise NotImplementedError
 
     def stage_tasks(self) -> dict[str, dict]:

@@ -238,7 +238,7 @@ class BiasCorrection(Policy):
         c["repeat"] = repeat
         return c
 
-    def _update(self, scored: pd.DataFrame) -> list[dict]:
+    def _update(self, scored: pd.DataFrame, drawn: Mapping[str, Any] | None = None) -> list[dict]:
         self._trials += len(scored)
         before = (self.inner.stage_index, self.inner.conditions()["task"])
         inner_rows = scored
@@ -246,7 +246,7 @@ class BiasCorrection(Policy):
             flags = correction_flags(scored)
             if flags.any():
                 inner_rows = scored.take(np.flatnonzero(~flags)).reset_index(drop=True)
-        events = self.inner.update(inner_rows)
+        events = self.inner.update(inner_rows, drawn)
         for e in events:
             e["trial"] = self._trials
         moved = (self.inner.stage_index, self.inner.conditions()["task"]) != before
@@ -280,8 +280,8 @@ class BiasCorrection(Policy):
         if not self._choices:
             p, why = base, "no responses yet"
         elif self.side["rule"] == "thresholded_linear":
-            if bias is None:
-                p, why = (self._p_side if self._p_side is not None else base), "responses to one side only"
+            if bias is None:  # the window holds one target side only (e.g. after p reached a limit): start over
+                p, why = base, "targets of one side only in the window: back to the wrapped policy's p"
             elif abs(bias) > self.side["threshold"]:
                 p, why = base - bias, f"|bias| {abs(bias):.3f} > {self.side['threshold']:g}: p = {base:g} - bias"
             else:

@@ -158,7 +158,8 @@ def run(policy: Any, task: Any, observer: Observer, n_trials: int, seed: int = 0
     pending: deque = deque()
 
     def score_oldest() -> None:
-        per_batch.append(policy.update(pending.popleft()))
+        scored_batch, drawn = pending.popleft()
+        per_batch.append(policy.update(scored_batch, drawn))
         events.extend(per_batch[-1])
 
     while done < n_trials:
@@ -182,7 +183,7 @@ def run(policy: Any, task: Any, observer: Observer, n_trials: int, seed: int = 0
             target = params[observer.side].to_numpy(dtype=np.int64)
             choice = observer.respond(params[evidence].to_numpy(), target, rng)
             scored = scored_table(params, choice, target)
-        pending.append(scored)
+        pending.append((scored, c))
         if len(pending) >= in_flight:
             score_oldest()
         raw.append(scored)

@@ -263,15 +263,15 @@ class StagedPolicy(Policy):
         knobs.update({k: sc.value for k, sc in self._staircases.items()})
         knobs.update(copy.deepcopy(self._overrides))
         return {"stage": stage.name, "stage_index": self._index, "knobs": knobs, "repeat": [],
-                "task": copy.deepcopy(stage.task)}
+                "task": copy.deepcopy(stage.task), "levels": {k: sc.drawn() for k, sc in self._staircases.items()}}
 
-    def _update(self, scored: pd.DataFrame) -> list[dict]:
+    def _update(self, scored: pd.DataFrame, drawn: Mapping[str, Any] | None = None) -> list[dict]:
         self._trials += len(scored)
         self._in_stage += len(scored)
         self.window.push(scored)
         if self._complete:
             return []
-        events = self._run_staircases(scored)
+        events = self._run_staircases(scored, (drawn or {}).get("levels") or {})
         events += self._decide(scored)
         if not self._complete and self.max_trials is not None and self._trials >= self.max_trials:
             self._complete = True
@@ -281,14 +281,20 @@ class StagedPolicy(Policy):
     def _decide(self, scored: pd.DataFrame) -> list[dict]:
         return []
 
-    def _run_staircases(self, scored: pd.DataFrame) -> list[dict]:
+    def _run_staircases(self, scored: pd.DataFrame, levels: Mapping[str, Any]) -> list[dict]:
+        """Step each staircase from the level its batch was drawn at (``levels``: the ``conditions()["levels"]``
+        the batch was drawn under; else read from its trials)."""
         if not self._staircases:
             return []
         keep = self.window.eligible(scored)
         correct = scored["outcome"].to_numpy()[keep] == "correct"
         events = []
         for name, sc in self._staircases.items():
-            r = sc.update(correct, level=_level_run(scored, name, keep))
+            at = levels.get(name)
+            if at is None:
+                r = sc.update(correct, level=None if sc.knob.integer else _level_run(scored, name, keep))
+            else:
+                r = sc.update(correct, level=at["level"], generation=at["generation"])
             if r["reversal"]:
                 events.append(self._event(
                     "reversal", f"{sc.describe()}: direction reversed (reversal {sc.reversals}); harder step now "

@@ -164,11 +164,12 @@ class Staircase:
         self._last = 0
         self._reversals = 0
         self._reversal_levels: list[float] = []
+        self._generation = 0  # counts levels set by hand (set_value): batches drawn before one do not step
 
     def state(self) -> dict:
         return {"level": self._level, "factor": self._factor, "run_correct": self._run_correct,
                 "run_error": self._run_error, "last": self._last, "reversals": self._reversals,
-                "reversal_levels": list(self._reversal_levels)}
+                "reversal_levels": list(self._reversal_levels), "generation": self._generation}
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self._level = float(state["level"])
@@ -178,6 +179,7 @@ class Staircase:
         self._last = int(state["last"])
         self._reversals = int(state["reversals"])
         self._reversal_levels = [float(v) for v in state["reversal_levels"]]
+        self._generation = int(state.get("generation", 0))
 
     # ------------------------------------------------------------------ reports
     @property
@@ -218,11 +220,19 @@ class Staircase:
         return self.max_reversals is not None and self._reversals >= self.max_reversals
 
     def set_value(self, value: float) -> None:
-        """Put the level at ``value`` (knob units), e.g. a manual override."""
+        """Put the level at ``value`` (knob units), e.g. a manual override; batches drawn before it will not
+        move the staircase (see :meth:`update`)."""
         lo, hi = self.bounds
         if not lo <= value <= hi:
             raise ValueError(f"{self.path}: level {value:g} is outside the staircase's bounds [{lo:g}, {hi:g}]")
         self._level = self._u(value)
+        self._generation += 1
+
+    def drawn(self) -> dict:
+        """What a batch drawn now records of the staircase: ``{"level"`` (knob units, not rounded for an integer
+        knob), ``"generation"}``; :meth:`update` takes them back when the batch is scored."""
+        u = self._level
+        return {"level": float(10.0 ** u if self.scale == "log" else u), "generation": self._generation}
 
     def describe(self) -> str:
         if self.method == "weighted":
@@ -232,7 +242,7 @@ class Staircase:
         return f"staircase on {self.knob.name}, {rule}"
 
     # ------------------------------------------------------------------ the rule
-    def update(self, correct: np.ndarray, level: float | None = None) -> dict:
+    def update(self, correct: np.ndarray, level: float | None = None, generation: int | None = None) -> dict:
         """Apply the rule to one batch's outcomes (booleans, in trial order).
 
         Args:
@@ -242,6 +252,8 @@ class Staircase:
                 level the trials ran at, not from where the staircase has moved since (otherwise the lag
                 overshoots and biases the threshold: the updates become interleaved staircases, each
                 sequential). A reversal is recorded at that level too.
+            generation: the :meth:`drawn` generation of the batch; a batch drawn before the level was last set
+                by hand changes nothing (the operator's level stands).
 
         Returns ``{"old", "new", "ran", "harder", "easier", "reversal"}``: levels before/after and the level
         run (knob units), the number of harder and easier steps the rule called for, and whether this batch
@@ -251,6 +263,8 @@ class Staircase:
         old = self.value
         lo, hi = self._u(self.bounds[0]), self._u(self.bounds[1])
         ran = self._level if level is None else min(max(self._u(float(level)), lo), hi)
+        if generation is not None and generation != self._generation:
+            return {"old": old, "new": old, "ran": self._x(ran), "harder": 0, "easier": 0, "reversal": False}
         if self.method == "weighted":
             harder = int(correct.sum())
             easier = int(correct.size - harder)

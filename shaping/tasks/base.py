@@ -223,9 +223,9 @@ class Task:
         response_threshold: an output below it in the response window is ``no_response`` (None: never).
         side_knob: the knob giving P(correct choice == 1), moved by bias correction (None: no sides).
         evidence_knob: the knob psychometric curves are plotted against (None: none).
-        evidence_side: the trial parameter (0/1) naming the option the evidence knob's evidence supports, which
-            signs it on a psychometric curve (None: the correct choice; ContextDependentDM: ``side_motion``,
-            whose motion evidence decides the choice in one context only).
+        evidence_side: evidence column -> the trial parameter (0/1) naming the option that evidence supports,
+            which signs it on a psychometric curve (a column not listed: the correct choice; ContextDependentDM:
+            ``coherence_motion`` -> ``side_motion``, whose evidence decides the choice in one context only).
     """
 
     metadata: dict = {}
@@ -235,7 +235,7 @@ class Task:
     response_threshold: float | None = None
     side_knob: str | None = None
     evidence_knob: str | None = None
-    evidence_side: str | None = None
+    evidence_side: Mapping[str, str] = {}
 
     def __init__(self, N_in: int, N_out: int, dt: float, tau: Any, T: float, N_batch: int,
                  seed: int | np.random.Generator | None = None, **knob_values: Any):
@@ -546,6 +546,7 @@ class Task:
             "N_batch": self.N_batch, "seed": self.seed,
             "input_names": list(self.channel_names("in")), "output_names": list(self.channel_names("out")),
             "knobs": {k.name: k.to_dict() for k in self.knobs},
+            "evidence_knob": self.evidence_knob, "evidence_side": dict(self.evidence_side),
         }
 
     def channel_names(self, which: str) -> tuple[str, ...]:

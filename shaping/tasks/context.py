@@ -67,7 +67,8 @@ class ContextDependentDM(Task):
     output_names = ("choice0", "choice1")
     side_knob = "p_choice1"
     evidence_knob = "coherence_motion"
-    evidence_side = "side_motion"  # the motion evidence's own sign: in the colour context it is not the choice's
+    # each modality's evidence has its own sign: in the other context it is not the choice's
+    evidence_side = {"coherence_motion": "side_motion", "coherence_color": "side_color"}
     default_timing = {"fixation": 300.0, "stimulus": 750.0, "delay": 300.0, "decision": 300.0}
 
     def __init__(self, dt: float = 10, tau: float = 100, T: float = 1700, N_batch: int = 128,

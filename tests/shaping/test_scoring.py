@@ -86,3 +86,5 @@ def test_a_task_signs_its_evidence_by_its_own_side_parameter():
     journaled = scored.assign(task="ContextDependentDM")  # the journal's trial table names the task
     by_motion = fit_logistic(*signed_evidence(journaled, "coherence_motion")[:2])[1]
     assert by_target > 3 and abs(by_motion) < 1, (by_target, by_motion)
+    by_colour = fit_logistic(*signed_evidence(journaled, "coherence_color")[:2])[1]  # its own side, not motion's
+    assert by_colour > 3, by_colour

@@ -54,6 +54,26 @@ def test_thresholded_linear_settles_where_autopilot_says_instead_of_running_away
     assert sum(p) / len(p) == pytest.approx(0.35, abs=0.04) and min(p) > 0.1, p
 
 
+def test_the_side_probability_comes_back_once_the_window_holds_one_side_only():
+    """A network that first answers 0 every time drives p_choice1 to its limit, 1.0; then only side-1 targets
+    are drawn and the bias cannot be measured: p used to stay at 1.0 for good, even once the network was
+    perfect."""
+    import numpy as np
+
+    task = PerceptualDiscrimination(seed=0, N_batch=50)
+    policy = from_spec({"kind": "bias", "policy": {"kind": "fixed"}, "side": "thresholded_linear"}, task, seed=0)
+    p = []
+    for k in range(12):
+        c = policy.conditions()
+        batch = task.generate(knobs=c["knobs"], batch_id=k)
+        target = np.asarray(task.target_choice(batch.y, batch.mask, batch.params))
+        choice = np.zeros_like(target) if k < 2 else target
+        policy.update(pd.DataFrame({"outcome": np.where(choice == target, "correct", "error"), "choice": choice,
+                                    "target": target}), c)
+        p.append(policy.conditions()["knobs"]["p_choice1"])
+    assert max(p[:3]) == 1.0 and p[-1] == 0.5, p
+
+
 @pytest.mark.parametrize("name, side_param", [("DelayedDiscrimination", "choice"),
                                               ("ContextDependentDM", "choice"),
                                               ("DelayedMatchToSample", "choice")])

@@ -36,7 +36,7 @@ def test_conditions_are_valid_and_pure(spec, task):
     policy = from_spec(spec, task, seed=1)
     run(policy, task, observer(), 640, seed=2)
     c = policy.conditions()
-    assert set(c) == {"stage", "stage_index", "knobs", "repeat", "task"}
+    assert set(c) == {"stage", "stage_index", "knobs", "repeat", "task", "levels"}
     assert c == policy.conditions()  # asking twice changes nothing
     assert c["stage"] == policy.stage and c["stage_index"] == policy.stage_index
     assert task.validate_knobs(c["knobs"]) == {**task.knob_values, **c["knobs"]}

@@ -48,6 +48,24 @@ def test_batches_in_flight_do_not_bias_the_threshold():
     assert np.mean(p_at_threshold) == pytest.approx(0.7071, abs=0.015), p_at_threshold
 
 
+def test_an_integer_knob_climbs_though_its_trials_run_at_rounded_levels():
+    """Stepping from the level read back from the trials (rounded) froze a step below 0.5: a perfect agent
+    stayed at 4 pulses; stepping from the unrounded level the batch was drawn at climbs."""
+    from shaping.tasks import FlipFlop
+
+    task = FlipFlop(seed=0, N_batch=8)
+    policy = from_spec({"kind": "staircase", "knob": "n_pulses", "start": 4, "step": 0.4, "up": 1, "down": 1,
+                        "bounds": [0, 16]}, task, seed=0)
+    in_flight = []
+    for b in range(20):
+        c = policy.conditions()
+        batch = task.generate(knobs=c["knobs"], batch_id=b)
+        in_flight.append((task.score(batch.y, batch.y, batch.mask, batch.params), c))  # a perfect agent
+        if len(in_flight) == 3:
+            policy.update(*in_flight.pop(0))
+    assert policy.conditions()["knobs"]["n_pulses"] >= 9
+
+
 def knob(name="coherence"):
     return PerceptualDiscrimination.knob(name)
 

@@ -100,3 +100,15 @@ def test_server_off_loopback_without_keys_refuses_to_start(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     assert "requires CurveZMQ keys" in run.stderr and "skinnerbox keys" in run.stderr
+
+
+def test_an_operator_override_needs_the_keys_of_a_curve_server(curve_server, keys, capsys):
+    c = TaskClient(curve_server.endpoint, "overridden", keys=keys, client_name="lab1", timeout_s=5)
+    c.hello()
+    journal = curve_server.server.config.journal
+    assert main(["override", journal, "overridden", "--knob", "coherence=0.5"]) == 2  # at once, not a timeout
+    assert "takes only CurveZMQ connections: give --keys" in capsys.readouterr().err
+    assert main(["override", journal, "overridden", "--knob", "coherence=0.5", "--keys", str(keys),
+                 "--client-name", "lab2"]) == 0
+    assert "coherence=0.5" in capsys.readouterr().out
+    c.close()

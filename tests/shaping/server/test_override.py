@@ -76,6 +76,21 @@ def test_a_knob_override_holds_until_the_stage_changes_and_keeps_batches_counted
         raw.close()
 
 
+def test_a_staircased_knob_keeps_the_operators_level_past_the_batches_in_flight(tmp_path):
+    stair = {"kind": "staircase", "knob": "coherence", "start": 0.5, "step": 0.05}
+    with ServerThread(config(tmp_path, curricula={"stair": stair})) as st:
+        raw = Raw(st.endpoint)
+        hello(raw, curriculum="stair")
+        in_flight = raw.request("GET")  # drawn at 0.5
+        assert override(st.endpoint, "a1", knob="coherence", value=0.9)["knobs"]["coherence"] == 0.9
+        s = raw.request("RESULT", {"batch": 0, "epoch": 1}, {"y_hat": in_flight.arrays["y"]})  # all correct
+        assert s.header["knobs"]["coherence"] == 0.9  # the batch drawn at 0.5 did not step the staircase back
+        nxt = raw.request("GET")
+        s = raw.request("RESULT", {"batch": 1, "epoch": 1}, {"y_hat": nxt.arrays["y"]})
+        assert s.header["knobs"]["coherence"] == pytest.approx(0.5)  # 16 correct: 8 harder steps from 0.9
+        raw.close()
+
+
 def test_bad_overrides_are_refused_precisely_and_change_nothing_while_others_are_served(tmp_path):
     with ServerThread(config(tmp_path)) as st:
         agent = AgentThread(st.endpoint, "busy", curriculum="shaped", p_correct=0.5, timeout_s=5).start()

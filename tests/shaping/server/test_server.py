@@ -267,8 +267,13 @@ def test_stage_tasks_and_batch_sizes_are_checked_at_start(tmp_path):
                                            {"name": "go", "knobs": {}, "task": {"name": "GoNoGo"}}]}
     with pytest.raises(ValueError, match=r"curricula.mixed: stage 'go' runs GoNoGo with N_in=\d, N_out=1"):
         TaskServer({**good, "curricula": {"mixed": gonogo}})
-    with pytest.raises(ValueError, match=r"task: N_batch = 4096 trials of 50 steps would exceed .* at most 163"):
+    with pytest.raises(ValueError, match=r"task: batches of N_batch = 4096 trials of .* \(50 steps\) would exceed "
+                                         r".* at most 163"):
         TaskServer({**good, "task": {**good["task"], "N_batch": 4096}, "limits": {"max_array_bytes": 65536}})
+    long_stage = {"kind": "stages", "stages": [{"name": "a", "knobs": {}}, {"name": "long", "knobs": {}, "task": {
+        "name": "PerceptualDiscrimination", "T": 5000, "N_batch": 4}}]}  # the session's N_batch (16) is what runs
+    with pytest.raises(ValueError, match=r"stage 'long': batches of N_batch = 16 trials .* \(500 steps\)"):
+        TaskServer({**good, "curricula": {"long": long_stage}, "limits": {"max_array_bytes": 16000}})
 
 
 def test_a_client_gives_up_when_the_server_fails_the_same_way_again_and_again(tmp_path):

@@ -203,7 +203,7 @@ def test_internal_error_is_reported_and_contained(raw, lab):
     b = with_session(raw, "e-internal")
     policy = lab[0].server.sessions["e-internal"].policy
 
-    def fail(scored):
+    def fail(scored, drawn=None):
         raise RuntimeError("policy bug")
 
     policy.update = fail

@@ -117,3 +117,32 @@ def test_lab_validation_finds_the_module_beside_the_toml_file(tmp_path):
     with pytest.raises(ValueError, match=r"\[task\]: task 'fb_lab_tasks:MyTask': cannot import module"):
         validate_config(cfg)  # a dict config resolves from sys.path as it is
     assert validate_config(cfg, task_path=[labdir])["task"]["name"] == "fb_lab_tasks:MyTask"
+
+
+def test_lab_validation_finds_a_stage_tasks_module_beside_the_toml_file(tmp_path):
+    """The TOML's folder was on sys.path only while [task] was built, not for the curricula's stage tasks."""
+    labdir = _module(tmp_path / "stagelab", "fb_stage_tasks")
+    toml = labdir / "lab.toml"
+    toml.write_text('[task]\nname = "PerceptualDiscrimination"\nT = 500\nN_batch = 8\n'
+                    '[curricula.mine]\nkind = "stages"\nstages = [{ name = "a", knobs = {} }, { name = "b", knobs = '
+                    '{}, task = { name = "fb_stage_tasks:MyTask", T = 500 } }]\n[[agents]]\nname = "a"\nN_rec = 8\n')
+    assert load_config(toml)["curricula"]["mine"]["stages"][1]["task"]["name"] == "fb_stage_tasks:MyTask"
+
+
+def test_the_dashboards_read_a_module_tasks_evidence_from_its_journaled_spec(tmp_path, monkeypatch):
+    """The journal names a "module:Class" task by its bare class name, which the registry cannot resolve: the
+    dashboards showed no psychometric curve or table. The server now journals the task's spec at HELLO."""
+    from dashboards import data as D
+
+    (tmp_path / "pdmod").mkdir()
+    (tmp_path / "pdmod" / "fb_pd_tasks.py").write_text(
+        "from shaping.tasks import ContextDependentDM\n\nclass MyCDM(ContextDependentDM):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "pdmod"))
+    cfg = {"task": {"name": "fb_pd_tasks:MyCDM", "T": 1700, "N_batch": 64}, "seed": 0,
+           "curricula": {"fixed": {"kind": "fixed"}}, "journal": str(tmp_path / "lab" / "journal")}
+    _serve(cfg, lambda b: b.y, 3)
+    tables = D.read_lab(tmp_path / "lab")
+    assert set(tables.trials["task"]) == {"MyCDM"}  # not importable by that name
+    assert D.evidence_knob(tables, "a") == "coherence_motion"
+    assert D.evidence_sides(tables, "a") == {"coherence_motion": "side_motion", "coherence_color": "side_color"}
+    assert len(D.psychometric_table(tables, "a")) == 1
