@@ -34,7 +34,8 @@ from shaping.scoring import fit_trials, signed_evidence
 __all__ = [
     "LabPaths", "lab_paths", "LabTables", "LabReader", "read_lab", "agent_names", "agent_conditions",
     "agent_summary", "agent_progress", "stage_names", "stage_changes", "reversals", "graduations",
-    "graduation_summary", "evidence_knob", "evidence_sides", "psychometric_xy", "psychometric_fit", "psychometric_table",
+    "graduation_summary", "evidence_knob", "evidence_sides", "psychometric_xy", "psychometric_fit",
+    "psychometric_table",
     "weight_files", "Connectivity", "load_connectivity", "connectivity_changes", "read_status",
     "status_table", "server_info", "tracking_uri_of", "parent_run_id_of", "run_ids_of", "load_runs",
     "metric_history",

@@ -15,10 +15,11 @@ Three mechanisms, each optional:
   65 %-left responder gets 65 % right targets, as Autopilot's docstring states the rule), else ``p``. The bias
   is measured over the last ``window`` responded trials as (P(choice 1 | target 0) - P(choice 0 | target 1)) / 2,
   which the mix of targets cannot change: measured as mean(choice == 1) - mean(target == 1), it would grow as
-  the rule moves the targets away from the preferred side, and the side probability would run to its limit. ``"ibl"``: iblrig draws the side of a debias trial as
-  ``N(mu, sigma) >= 0.5`` with ``mu`` from the fraction of rightward choices over the last 10 responded
-  trials; here the side probability is that draw's probability, oriented against the bias:
-  ``p + Phi((0.5 - r) / sigma) - 0.5`` with ``r`` = fraction of choice-1 responses. ``p`` is the wrapped
+  the rule moves the targets away from the preferred side, and the side probability would run to its limit.
+  When the window holds one target side only, the side probability returns to ``p``. ``"ibl"``: iblrig draws
+  the side of a debias trial as ``N(mu, sigma) >= 0.5`` with ``mu`` from the fraction of rightward choices
+  over the last 10 responded trials; here the side probability is that draw's probability, oriented against
+  the bias: ``p + Phi((0.5 - r) / sigma) - 0.5`` with ``r`` = fraction of choice-1 responses. ``p`` is the wrapped
   policy's side-knob value, and the result is clipped to ``limits``.
 - **A cap on same-side runs** (``max_same_side``): the policy plans the side of every trial of the next
   batch (drawn with the side probability, forced to the other side when a run would exceed the cap,
