@@ -14,6 +14,7 @@ the policy that was snapshotted. No wall clock is read anywhere; decisions depen
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from typing import TYPE_CHECKING, Any, Mapping
@@ -89,6 +90,13 @@ def check_scored(scored: pd.DataFrame, need: tuple[str, ...] = ("outcome",)) -> 
     return scored.reset_index(drop=True)
 
 
+@functools.lru_cache(maxsize=None)
+def _takes_drawn(update: Any) -> bool:
+    """Whether a ``_update`` method accepts the ``drawn`` conditions (a second positional parameter)."""
+    params = list(inspect.signature(update).parameters.values())
+    return len(params) >= 3 or any(p.kind is p.VAR_POSITIONAL for p in params)
+
+
 class Policy:
     """Base class of every shaping policy.
 
@@ -144,7 +152,10 @@ class Policy:
         batches in flight answers each after the policy has moved on; a staircase steps from the level its batch
         ran at, and ignores a batch drawn before an operator set its level. None: the batch's own trial
         parameters tell the level."""
-        return self._update(check_scored(scored), drawn)
+        scored = check_scored(scored)
+        if _takes_drawn(type(self)._update):
+            return self._update(scored, drawn)
+        return self._update(scored)  # a user's subclass written before policies were told ``drawn``
 
     def _update(self, scored: pd.DataFrame, drawn: Mapping[str, Any] | None = None) -> list[dict]:
         raise NotImplementedError

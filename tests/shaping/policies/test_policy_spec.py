@@ -123,3 +123,32 @@ def test_user_policy_kinds_register(task):
 
     result = run(policy, task, Observer(), 96)
     assert [c["knobs"]["coherence"] for c in result.conditions] == [0.7, 0.2, 0.7]
+
+
+def test_a_user_policy_written_before_policies_were_told_drawn_still_runs(task):
+    """``Policy.update(scored, drawn)`` passes ``drawn`` on only to an ``_update`` that takes it."""
+    @register
+    class CountOnly(Policy):
+        kind = "test_count_only"
+
+        def _update(self, scored):
+            self._trials += len(scored)
+            return []
+
+        def conditions(self):
+            return {"stage": "only", "stage_index": 0, "knobs": {}, "repeat": [], "task": None, "levels": {}}
+
+        def _config(self):
+            return {}
+
+        def _state(self):
+            return {}
+
+        def _restore(self, state):
+            pass
+
+    policy = from_spec({"kind": "test_count_only"}, task, seed=0)
+    batch = task.generate(8, batch_id=0)
+    scored = task.score(batch.y, batch.y, batch.mask, batch.params)
+    assert policy.update(scored, policy.conditions()) == [] and policy.update(scored) == []
+    assert policy.trials == 16
