@@ -70,13 +70,14 @@ def _evidence_side(trials: pd.DataFrame, target: np.ndarray, evidence: str,
         return trials[column].to_numpy() if column and column in trials.columns else target
     if "task" not in trials.columns or not len(trials):
         return target
+    from .tasks.base import evidence_sides  # noqa: PLC0415
     from .tasks.registry import get  # noqa: PLC0415
 
     side = np.asarray(target).copy()
     names = trials["task"].astype(str).to_numpy()
     for name in pd.unique(names):
         try:
-            column = (getattr(get(name), "evidence_side", None) or {}).get(evidence)
+            column = evidence_sides(get(name)).get(evidence)
         except ValueError:  # a task this process cannot import: sign by the correct choice
             continue
         if column and column in trials.columns:

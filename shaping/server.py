@@ -397,6 +397,10 @@ class TaskServer:
         from .policies import from_spec  # noqa: PLC0415
 
         task = _make_task(self.config.task, 0)
+        try:
+            task.spec()  # what WELCOME carries: a task that cannot describe itself fails now, not at every HELLO
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"server config: task: {err}") from None
         self._check_batch_size(task, task.N_batch, "task")
         for name, spec in self.config.curricula.items():
             try:
@@ -864,7 +868,9 @@ class TaskServer:
             scored["stale"] = stale
         # A batch drawn (prefetched) under a stage the agent has since left, or answered after completion, is
         # journaled, not counted.
-        events = [] if stale else s.policy.update(scored, f.conditions)
+        from .policies import tell  # noqa: PLC0415  (loaded with the first session; policies import tasks)
+
+        events = [] if stale else tell(s.policy, scored, f.conditions)
         codes = _outcome_codes(scored["outcome"].to_numpy())
         n = len(codes)
         correct = int(np.count_nonzero(codes == 0))

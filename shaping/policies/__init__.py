@@ -5,7 +5,7 @@ every kind's keys). Kinds: ``fixed`` (no shaping, the control), ``staircase`` (L
 up/down on one knob), ``stages`` (named stages with graduation and regression), ``curriculum``
 (PsychRNN's Curriculum) and ``bias`` (correction trials and side-against-bias drawing around any policy).
 """
-from .base import EVENTS, Policy, from_spec, get, kinds, lookup, make_event, register
+from .base import EVENTS, Policy, from_spec, get, kinds, lookup, make_event, register, tell
 from .bias import BiasCorrection
 from .curriculum import CurriculumPolicy
 from .fixed import FixedPolicy
@@ -16,6 +16,6 @@ from .staircase import StaircasePolicy
 from .updown import Staircase
 from .window import AccuracyWindow, batch_accuracy
 
-__all__ = ["Policy", "from_spec", "get", "kinds", "lookup", "register", "make_event", "EVENTS", "SpecError",
+__all__ = ["Policy", "from_spec", "get", "kinds", "lookup", "register", "make_event", "tell", "EVENTS", "SpecError",
            "FixedPolicy", "StaircasePolicy", "StagesPolicy", "CurriculumPolicy", "BiasCorrection", "Staircase",
            "StagedPolicy", "Stage", "AccuracyWindow", "batch_accuracy"]

@@ -91,10 +91,29 @@ def check_scored(scored: pd.DataFrame, need: tuple[str, ...] = ("outcome",)) -> 
 
 
 @functools.lru_cache(maxsize=None)
-def _takes_drawn(update: Any) -> bool:
-    """Whether a ``_update`` method accepts the ``drawn`` conditions (a second positional parameter)."""
-    params = list(inspect.signature(update).parameters.values())
-    return len(params) >= 3 or any(p.kind is p.VAR_POSITIONAL for p in params)
+def _drawn_call(function: Any) -> str:
+    """How ``function(self, scored, ...)`` takes the ``drawn`` conditions: ``"positional"``, ``"keyword"`` or
+    ``"none"`` (a policy method written before policies were told them)."""
+    params = list(inspect.signature(function).parameters.values())[1:]  # after self
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params):
+        return "positional"
+    if any(p.kind is p.VAR_KEYWORD or (p.kind is p.KEYWORD_ONLY and p.name == "drawn") for p in params):
+        return "keyword"
+    return "none"
+
+
+def _with_drawn(method: Any, scored: pd.DataFrame, drawn: Mapping[str, Any] | None) -> list[dict]:
+    how = _drawn_call(getattr(method, "__func__", method))
+    if how == "positional":
+        return method(scored, drawn)
+    return method(scored, drawn=drawn) if how == "keyword" else method(scored)
+
+
+def tell(policy: "Policy", scored: pd.DataFrame, drawn: Mapping[str, Any] | None = None) -> list[dict]:
+    """``policy.update(scored, drawn)``, for any policy: one whose ``update`` predates ``drawn`` gets
+    ``update(scored)`` (what the server and wrapping policies call)."""
+    return _with_drawn(policy.update, scored, drawn)
 
 
 class Policy:
@@ -102,7 +121,8 @@ class Policy:
 
     What a user of a policy calls:
         conditions(): knob values (and stage, correction-trial repeats, task) for the next batch.
-        update(scored): feed one scored batch; returns the events (list of dicts) it caused.
+        update(scored, drawn=None): feed one scored batch (and the conditions it was drawn under); returns the
+            events (list of dicts) it caused.
         state() / restore(state): snapshot and resume (plain JSON-able data, RNG included).
         get_config(): the spec back (``from_spec(policy.get_config(), task)`` rebuilds it).
         set_stage(name_or_index) / set_knob(name, value): manual overrides, each an ``"override"`` event.
@@ -152,10 +172,7 @@ class Policy:
         batches in flight answers each after the policy has moved on; a staircase steps from the level its batch
         ran at, and ignores a batch drawn before an operator set its level. None: the batch's own trial
         parameters tell the level."""
-        scored = check_scored(scored)
-        if _takes_drawn(type(self)._update):
-            return self._update(scored, drawn)
-        return self._update(scored)  # a user's subclass written before policies were told ``drawn``
+        return _with_drawn(self._update, check_scored(scored), drawn)  # a user's _update may predate drawn
 
     def _update(self, scored: pd.DataFrame, drawn: Mapping[str, Any] | None = None) -> list[dict]:
         raise NotImplementedError

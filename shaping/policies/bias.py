@@ -42,7 +42,7 @@ import pandas as pd
 
 from ..tasks.base import PARAM_PREFIX
 from . import spec as S
-from .base import Policy, check_scored, child_seed, from_spec, register, trial_param_names
+from .base import Policy, check_scored, child_seed, from_spec, register, tell, trial_param_names
 from .spec import SpecError
 from .window import correction_flags
 
@@ -247,7 +247,7 @@ class BiasCorrection(Policy):
             flags = correction_flags(scored)
             if flags.any():
                 inner_rows = scored.take(np.flatnonzero(~flags)).reset_index(drop=True)
-        events = self.inner.update(inner_rows, drawn)
+        events = tell(self.inner, inner_rows, drawn)
         for e in events:
             e["trial"] = self._trials
         moved = (self.inner.stage_index, self.inner.conditions()["task"]) != before

@@ -190,6 +190,21 @@ class TrialBuilder:
         return self.x, self.y, self.mask
 
 
+def evidence_sides(task: Any) -> dict[str, str]:
+    """A task class's (or task's) ``evidence_side`` as an evidence column -> side parameter map: a single name
+    (the form before the map) applies to its ``evidence_knob``; ``TypeError`` naming the class otherwise."""
+    cls = task if isinstance(task, type) else type(task)
+    sides = getattr(cls, "evidence_side", None)
+    if sides is None:
+        return {}
+    if isinstance(sides, str):
+        return {cls.evidence_knob: sides} if cls.evidence_knob else {}
+    if isinstance(sides, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in sides.items()):
+        return dict(sides)
+    raise TypeError(f"{cls.__name__}.evidence_side = {sides!r}: expected a map from evidence column to the trial "
+                    f"parameter giving its side, e.g. {{'coherence': 'direction'}}")
+
+
 class Task:
     """Base class of every task (PsychRNN's ``Task`` contract plus knobs, seeds and per-trial scoring).
 
@@ -546,7 +561,7 @@ class Task:
             "N_batch": self.N_batch, "seed": self.seed,
             "input_names": list(self.channel_names("in")), "output_names": list(self.channel_names("out")),
             "knobs": {k.name: k.to_dict() for k in self.knobs},
-            "evidence_knob": self.evidence_knob, "evidence_side": dict(self.evidence_side),
+            "evidence_knob": self.evidence_knob, "evidence_side": evidence_sides(type(self)),
         }
 
     def channel_names(self, which: str) -> tuple[str, ...]:

@@ -152,3 +152,29 @@ def test_a_user_policy_written_before_policies_were_told_drawn_still_runs(task):
     scored = task.score(batch.y, batch.y, batch.mask, batch.params)
     assert policy.update(scored, policy.conditions()) == [] and policy.update(scored) == []
     assert policy.trials == 16
+
+
+def test_tell_feeds_any_policy_its_drawn_conditions_as_it_can_take_them(task):
+    """What the server and wrapping policies call: a subclass overriding the public update(scored), or an
+    _update taking **kwargs, keeps working (either raised TypeError on every batch)."""
+    from shaping.policies import StaircasePolicy, tell
+
+    seen = []
+
+    class PublicOneArg(StaircasePolicy):
+        def update(self, scored):
+            seen.append("public")
+            return super().update(scored)
+
+    class KeywordsOnly(StaircasePolicy):
+        def _update(self, scored, **kw):
+            seen.append(("kw", sorted(kw)))
+            return super()._update(scored, **kw)
+
+    batch = task.generate(8, batch_id=0)
+    scored = task.score(batch.y, batch.y, batch.mask, batch.params)
+    for cls in (PublicOneArg, KeywordsOnly):
+        policy = cls(task, "coherence", start=0.5, step=0.05)
+        tell(policy, scored, policy.conditions())
+        assert policy.trials == 8
+    assert seen == ["public", ("kw", ["drawn"])]

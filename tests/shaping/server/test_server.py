@@ -276,6 +276,19 @@ def test_stage_tasks_and_batch_sizes_are_checked_at_start(tmp_path):
         TaskServer({**good, "curricula": {"long": long_stage}, "limits": {"max_array_bytes": 16000}})
 
 
+def test_a_task_that_cannot_describe_itself_fails_at_start_not_at_every_hello(tmp_path, monkeypatch):
+    from shaping.tasks import PerceptualDiscrimination, register, registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # registered for this test only
+
+    @register
+    class BadSides(PerceptualDiscrimination):
+        evidence_side = ["direction"]
+
+    with pytest.raises(ValueError, match=r"server config: task: BadSides.evidence_side"):
+        TaskServer(config(tmp_path, task={"name": "BadSides", "T": 500}))
+
+
 def test_a_client_gives_up_when_the_server_fails_the_same_way_again_and_again(tmp_path):
     from shaping.client import TaskClient
     from shaping.protocol import ProtocolError

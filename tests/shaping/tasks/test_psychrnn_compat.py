@@ -215,3 +215,18 @@ def test_catalog_skips_a_registered_class_that_needs_arguments():
         assert type(make("NeedsArgs", dt=10, tau=100, T=100, N_batch=2)) is NeedsArgs
     finally:
         registry._REGISTRY.pop("NeedsArgs"), registry._REGISTRY.pop("needs_args")
+
+
+def test_evidence_side_as_a_single_name_still_means_the_evidence_knobs_side():
+    from shaping.tasks import PerceptualDiscrimination
+    from shaping.tasks.base import evidence_sides
+
+    class Named(PerceptualDiscrimination):
+        evidence_side = "direction"  # the form before the column -> side map
+
+    class Broken(PerceptualDiscrimination):
+        evidence_side = ["direction"]
+
+    assert Named(seed=0).spec()["evidence_side"] == {"coherence": "direction"} == evidence_sides(Named)
+    with pytest.raises(TypeError, match=r"Broken.evidence_side = \['direction'\]: expected a map"):
+        Broken(seed=0).spec()
