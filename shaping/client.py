@@ -295,6 +295,10 @@ class TaskClient:
             out = np.ascontiguousarray(y_hat, dtype=np.float32)
             seq = self._send("RESULT", {"batch": key[1], "epoch": self.epoch}, {"y_hat": out})
             self._pending[seq] = ("RESULT", key[1])
+            if not self.complete:
+                # Ask for the next batch right behind this RESULT: the server scores in order, so the batch
+                # `credit` places on is drawn after exactly this one's score, whenever the scores arrive here.
+                self._top_up()
         return self.score(batch) if wait else None
 
     def score(self, batch: RemoteBatch | int) -> Score | None:
@@ -458,9 +462,12 @@ class TaskClient:
 
     # ------------------------------------------------------------------ receiving
     def _top_up(self) -> None:
+        """Send GETs until ``credit`` batches are unanswered or asked for (a batch whose RESULT is sent no
+        longer counts: the server frees its credit when it scores it, before it reads the next GET)."""
         if self._need_hello or self.welcome is None:
             return
-        while len(self._in_flight) + self._gets < self.credit:
+        answered = {b for e, b in self._answered if e == self.epoch}
+        while len(self._in_flight - answered) + self._gets < self.credit:
             seq = self._send("GET", {"n": self.n} if self.n else None)
             self._pending[seq] = ("GET", None)
             self._gets += 1
