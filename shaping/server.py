@@ -796,13 +796,13 @@ class TaskServer:
         n = msg.header.get("n", s.task.N_batch)
         if not 1 <= n <= self.limits.max_trials:
             raise ProtocolError("BAD_VALUE", f"GET n = {n}; expected 1 to max_trials = {self.limits.max_trials}")
-        self._check_size(s, n)
+        cond = s.conditions
+        task = s.task_for(cond)
+        self._check_size(task, n)
         if len(s.in_flight) >= self.config.credit:
             raise ProtocolError("NO_CREDIT", f"{len(s.in_flight)} batch(es) already in flight "
                                              f"({sorted(s.in_flight)}); the credit is {self.config.credit}: send "
                                              "a RESULT first")
-        cond = s.conditions
-        task = s.task_for(cond)
         bid = s.next_batch
         batch = task.generate(n=n, knobs=cond["knobs"], batch_id=bid, repeat=cond.get("repeat") or None)
         s.next_batch += 1
@@ -829,10 +829,9 @@ class TaskServer:
             batch.params["correction"] = False
         batch.params["stale"] = False
 
-    def _check_size(self, s: Session, n: int) -> None:
-        """Refuse a batch whose arrays would break the limits the server advertised (the agent could not
-        decode it), naming the largest ``n`` that fits."""
-        task = s.task_for(s.conditions)
+    def _check_size(self, task: Any, n: int) -> None:
+        """Refuse a batch of ``task`` whose arrays would break the limits the server advertised (the agent could
+        not decode it), naming the largest ``n`` that fits."""
         fits = self._max_trials(task)
         if n > fits:
             raise ProtocolError("BAD_VALUE", f"GET n = {n}: a batch of {n} trials of {type(task).__name__} "

@@ -21,6 +21,7 @@ from shaping import journal
 from shaping.lab import Lab, load_config, validate_config
 
 from labcfg import lab_config
+import user_tasks
 
 pytestmark = [pytest.mark.procs, pytest.mark.tf]
 
@@ -371,39 +372,14 @@ def _to_toml(cfg: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-USER_TASK_MODULE = '''
-import numpy as np
-from shaping.tasks import Task
-
-
-class Discrimination(Task):
-    """A PsychRNN user's task (np.random, per-step trial_function), in a module beside the lab's TOML."""
-
-    def __init__(self, dt=10, tau=100, T=500, N_batch=32, **kw):
-        super().__init__(2, 2, dt, tau, T, N_batch, **kw)
-
-    def generate_trial_params(self, batch, trial):
-        return {"direction": int(np.random.choice([0, 1])), "onset": float(np.random.uniform(50, 150))}
-
-    def trial_function(self, t, p):
-        x, y, m, d = 0.1 * np.random.randn(2), np.zeros(2), np.zeros(2), p["direction"]
-        if p["onset"] <= t < p["onset"] + 150:
-            x[d] += 1.5
-            x[1 - d] += 1
-        if t >= p["onset"] + 200:
-            y[d], y[1 - d], m[:] = 1.0, 0.2, 1.0
-        return x, y, m
-'''
-
-
 def test_a_lab_serves_a_user_task_module_beside_its_toml(tmp_path):
     """`[task] name = "module:Class"`: the lab, its server and its agent processes all import module.py from
     the TOML file's directory (which is not the working directory and not on sys.path)."""
     labdir = tmp_path / "mylab"
     labdir.mkdir()
-    (labdir / "fb_e2e_user_tasks.py").write_text(USER_TASK_MODULE)
+    (labdir / "fb_e2e_user_tasks.py").write_text(Path(user_tasks.__file__).read_text())
     cfg = {"lab": {"name": "user", "seed": 1, "max_restarts": 0},
-           "task": {"name": "fb_e2e_user_tasks:Discrimination", "T": 500, "N_batch": 32},
+           "task": {"name": "fb_e2e_user_tasks:MyTask", "T": 500, "N_batch": 32},
            "curricula": {"fixed": {"kind": "fixed"}},
            "agents": [{"name": "u", "curriculum": "fixed", "N_rec": 12, "learning_rate": 0.01, "seed": 0,
                        "max_batches": 8}]}

@@ -9,21 +9,7 @@ import pytest
 from shaping.tasks import PerceptualDiscrimination, Task, catalog, check_task, make, register
 from shaping.tasks import registry
 
-
-class Flash(Task):
-    """README's go/no-go task: one output channel, correct when the output is within 0.5 of the target."""
-
-    def __init__(self, **kw):
-        super().__init__(N_in=1, N_out=1, dt=10, tau=100, T=500, N_batch=64, **kw)
-
-    def generate_trial_params(self, batch, trial):
-        return {"go": np.random.rand() < 0.5}
-
-    def trial_function(self, t, p):
-        return np.array([p["go"] * (t < 100)]), np.array([p["go"] * (t > 200)]), np.ones(1)
-
-    def accuracy_function(self, y, y_hat, mask):
-        return float(np.mean(np.all(np.abs((y_hat - y) * mask) < 0.5, axis=(1, 2))))
+from user_tasks import Flash  # README's go/no-go task
 
 
 def test_a_user_accuracy_function_scores_each_trial():
