@@ -162,21 +162,23 @@ def view_compare(root: str, tables: D.LabTables, conditions: pd.DataFrame) -> No
 
 
 def view_psychometrics(root: str, tables: D.LabTables, agent: str) -> None:
-    evidence = D.evidence_knob(tables, agent)
-    fits = D.psychometric_table(tables, agent, evidence)
-    if evidence is None or not len(fits):
+    axes = D.psychometric_axes(tables, agent)
+    fits = D.psychometric_table(tables, agent)
+    if axes is None or not len(fits):
         st.info(f"No psychometric data for {agent} (its task declares no evidence knob, or no trials yet).")
         return
-    st.caption(f"Against the task's evidence knob '{evidence}', signed towards choice 1; logistic fit by "
-               "maximum likelihood. No-response trials are left out of the fit.")
+    st.caption(f"Against the task's evidence ({', '.join(axes.evidence)}), signed towards choice 1"
+               + (f", one curve per {axes.by}" if axes.by else "") + "; fitted by maximum likelihood with lapse "
+               "rates. No-response trials are left out of the fit.")
     trials = tables.trials[tables.trials["agent"] == agent]
-    cols = st.columns(min(3, len(fits)))
-    for i, row in enumerate(fits.to_dict("records")):
+    stages = fits.drop_duplicates("stage_index").to_dict("records")
+    cols = st.columns(min(3 if len(axes.evidence) == 1 else 1, len(stages)))
+    for i, row in enumerate(stages):
         rows = trials[trials["stage_index"] == row["stage_index"]]
         with cols[i % len(cols)]:
             image(f"psy{row['stage_index']}", root, (agent, tables.records), lambda rows=rows, row=row:
-                  SF.psychometric_curve(rows, evidence, title=f"stage {row['stage']}",
-                                        sides=D.evidence_sides(tables, agent)))
+                  SF.psychometric_curve(rows, axes.evidence, title=f"stage {row['stage']}",
+                                        sides=D.evidence_sides(tables, agent), by=axes.by, labels=axes.labels))
     st.dataframe(fits, hide_index=True)
 
 

@@ -20,7 +20,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -29,13 +29,14 @@ import pandas as pd
 
 from shaping import figures as F
 from shaping import journal as J
-from shaping.scoring import fit_trials, signed_evidence
+from shaping.scoring import PsychometricAxes, fit_trials, signed_evidence, split_trials
+from shaping.scoring import psychometric_axes as psychometric_axes_of
 
 __all__ = [
     "LabPaths", "lab_paths", "LabTables", "LabReader", "read_lab", "agent_names", "agent_conditions",
     "agent_summary", "agent_progress", "stage_names", "stage_changes", "reversals", "graduations",
-    "graduation_summary", "evidence_knob", "evidence_sides", "psychometric_xy", "psychometric_fit",
-    "psychometric_table",
+    "graduation_summary", "evidence_knob", "evidence_sides", "psychometric_axes", "psychometric_xy",
+    "psychometric_fit", "psychometric_table",
     "weight_files", "Connectivity", "load_connectivity", "connectivity_changes", "read_status",
     "status_table", "server_info", "tracking_uri_of", "parent_run_id_of", "run_ids_of", "load_runs",
     "metric_history",
@@ -497,21 +498,42 @@ def psychometric_fit(trials: pd.DataFrame, evidence: str, sides: Mapping[str, st
     return out
 
 
+def psychometric_axes(tables: LabTables, agent: str) -> PsychometricAxes | None:
+    """What ``agent``'s psychometric curves are drawn against (:class:`shaping.scoring.PsychometricAxes`): from
+    its journaled task spec, with the evidence knob of :func:`evidence_knob` (None: the task has none)."""
+    knob = evidence_knob(tables, agent)
+    if knob is None:
+        return None
+    spec = _task_spec(tables, agent)
+    if not spec:
+        t = _agent_trials(tables, agent)
+        spec = {"task": str(t["task"].iloc[-1])} if "task" in t.columns and len(t) else {}
+    axes = psychometric_axes_of(dict(spec, evidence_knob=knob))
+    columns = _agent_trials(tables, agent).columns
+    return replace(axes, evidence=tuple(c for c in axes.evidence if c in columns))
+
+
 def psychometric_table(tables: LabTables, agent: str, evidence: str | None = None) -> pd.DataFrame:
-    """One row per stage ``agent`` ran: ``stage_index, stage, evidence, n, n_no_response, accuracy, b0,
-    b1, pse, slope, lapse_low, lapse_high`` (see :func:`psychometric_fit`)."""
-    evidence = evidence or evidence_knob(tables, agent)
+    """One row per stage ``agent`` ran, evidence column and curve: ``stage_index, stage, evidence, curve, n,
+    n_no_response, accuracy, b0, b1, pse, slope, lapse_low, lapse_high`` (see :func:`psychometric_fit`).
+    ``evidence``: one column (None: the task's, :func:`psychometric_axes`); ``curve``: the value of the task's
+    ``psychometric_by`` (e.g. ``"motion context"``), ``"all"`` for a task that does not split its curves."""
+    axes = psychometric_axes(tables, agent)
+    columns = (evidence,) if evidence else (axes.evidence if axes else ())
     sides = evidence_sides(tables, agent)
     t = _agent_trials(tables, agent)
-    cols = ["stage_index", "stage", "evidence", "n", "n_no_response", "accuracy", "b0", "b1", "pse", "slope",
-            "lapse_low", "lapse_high"]
-    if evidence is None or not len(t):
+    cols = ["stage_index", "stage", "evidence", "curve", "n", "n_no_response", "accuracy", "b0", "b1", "pse",
+            "slope", "lapse_low", "lapse_high"]
+    if not columns or not len(t):
         return pd.DataFrame(columns=cols)
     rows = []
-    for (index, stage), rows_ in t.groupby(["stage_index", "stage"], sort=True):
-        fit = psychometric_fit(rows_, evidence, sides)
-        rows.append({"stage_index": int(index), "stage": stage, "evidence": evidence,
-                     "accuracy": float((rows_["outcome"] == "correct").mean()), **fit})
+    for (index, stage), stage_rows in t.groupby(["stage_index", "stage"], sort=True):
+        for column in columns:
+            for curve, rows_ in split_trials(stage_rows, axes):
+                fit = psychometric_fit(rows_, column, sides)
+                rows.append({"stage_index": int(index), "stage": stage, "evidence": column,
+                             "curve": "all" if curve is None else curve,
+                             "accuracy": float((rows_["outcome"] == "correct").mean()), **fit})
     return pd.DataFrame(rows)[cols]
 
 

@@ -145,18 +145,20 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
         if len(moves):
             items.append(_table(f"{agent}-stage-changes", moves.drop(columns=["stage", "stage_index"]),
                                 "Curriculum moves."))
-        evidence = D.evidence_knob(tables, agent)
-        fits = D.psychometric_table(tables, agent, evidence)
+        axes = D.psychometric_axes(tables, agent)
+        fits = D.psychometric_table(tables, agent)
         trials = tables.trials[tables.trials["agent"] == agent] if len(tables.trials) else tables.trials
-        for row in fits.to_dict("records"):
+        for row in fits.drop_duplicates("stage_index").to_dict("records"):
             rows = trials[trials["stage_index"] == row["stage_index"]]
             items.append(_figure(f"{agent}-psychometric-{row['stage_index']}",
                                  lambda rows=rows, row=row: SF.psychometric_curve(
-                                     rows, evidence, title=f"stage {row['stage']}",
-                                     sides=D.evidence_sides(tables, agent)),
-                                 f"Psychometric curve, stage {row['stage']}.", dpi=80))
+                                     rows, axes.evidence, title=f"stage {row['stage']}",
+                                     sides=D.evidence_sides(tables, agent), by=axes.by, labels=axes.labels),
+                                 f"Psychometric curves, stage {row['stage']}" +
+                                 (f", one per {axes.by}." if axes.by else "."), dpi=80))
         if len(fits):
-            items.append(_table(f"{agent}-psychometric-fits", fits, f"Psychometric fits against {evidence}."))
+            items.append(_table(f"{agent}-psychometric-fits", fits,
+                                f"Psychometric fits against {', '.join(axes.evidence)}."))
         files = weights[weights["agent"] == agent].reset_index(drop=True)
         if len(files):
             snaps, tags = [], []

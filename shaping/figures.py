@@ -21,7 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from .scoring import fit_logistic, fit_trials, psychometric_points, responded, signed_evidence
+from .scoring import (PsychometricAxes, fit_logistic, fit_trials, psychometric_points, responded, signed_evidence,
+                      split_trials)
 
 __all__ = [
     "effective_weights", "dale_sign_from_weights", "unit_order", "w_rec_heatmap", "w_rec_image",
@@ -254,45 +255,67 @@ def _square(w: np.ndarray, name: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- behaviour
-def psychometric_curve(trials: pd.DataFrame, evidence: str, title: str | None = None,
-                       sides: Mapping[str, str] | None = None) -> Figure:
-    """Psychometric curve of one stage: choice proportions by evidence and the fitted psychometric function
-    (:func:`shaping.scoring.fit_trials`: lapse rates included).
+def psychometric_curve(trials: pd.DataFrame, evidence: str | Sequence[str], title: str | None = None,
+                       sides: Mapping[str, str] | None = None, by: str | None = None,
+                       labels: Mapping[str, str] | None = None) -> Figure:
+    """Psychometric curves of one stage: choice proportions by evidence and the fitted psychometric function
+    (:func:`shaping.scoring.fit_trials`: lapse rates included), one panel per evidence column and, with ``by``,
+    one curve per value of that trial parameter (Mante et al. 2013, Fig. 2: motion and colour evidence, split
+    by context).
 
     Args:
-        trials: scored trials with ``choice``, ``target`` and the ``evidence`` column (e.g.
+        trials: scored trials with ``choice``, ``target`` and the ``evidence`` column(s) (e.g.
             ``coherence``); no-response trials (``choice < 0``) are counted in the title, not in the fit.
-        evidence: name of the evidence column.
+        evidence: name of the evidence column, or several (a panel each).
         title: figure title (e.g. the stage name).
         sides: the task's ``evidence_side`` (see :func:`shaping.scoring.signed_evidence`).
+        by: trial parameter splitting the trials into curves (None, or a column the table lacks: one curve).
+        labels: legend names of ``by``'s values, keyed by ``str(value)``
+            (:class:`shaping.scoring.PsychometricAxes`).
     """
-    fig = _figure(4.5, 3.6)
-    ax = fig.add_subplot()
-    xy = signed_evidence(trials, evidence, sides)
+    columns = [evidence] if isinstance(evidence, str) else list(evidence)
+    groups = split_trials(trials, PsychometricAxes(tuple(columns), sides or {}, by, labels))
+    fig = _figure(4.5 * len(columns), 3.6 + 0.25 * (len(groups) - 1))
     n_all = len(trials)
-    if xy is None or len(xy[0]) == 0:
-        ax.text(0.5, 0.5, f"no scorable trials with '{evidence}'", ha="center", va="center",
-                transform=ax.transAxes)
-        ax.set_title(title or "psychometric curve")
-        return fig
-    x, y, ylabel = xy
-    pts = psychometric_points(trials, evidence, sides=sides)
-    ax.errorbar(pts["evidence"], pts["p"], yerr=pts["sem"], fmt="o", color="k", ms=4, capsize=2)
-    grid = np.linspace(x.min(), x.max(), 200) if x.max() > x.min() else np.array([x.min()])
-    fit = fit_trials(trials, evidence, sides=sides)
-    if fit is not None:
-        if fit.kind == "logistic":
-            label = f"logistic fit: PSE {fit.mu:.3g}, width {fit.width:.3g}, lapses {fit.gamma:.2f}/{fit.lapse:.2f}"
-        else:
-            label = f"Weibull fit: 75 % at {fit.threshold(0.75):.3g}, lapse {fit.lapse:.2f}"
-        ax.plot(grid, fit(grid), color="C0", label=label)
-        ax.legend(loc="lower right", fontsize="small")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel(f"signed {evidence}" if ylabel.startswith("P(choice") else evidence)
-    ax.set_ylabel(ylabel)
-    no_resp = n_all - len(x)
-    ax.set_title(f"{title or 'psychometric curve'} (n={n_all}" + (f", {no_resp} no response)" if no_resp
-                                                                  else ")"), fontsize="medium")
+    n_resp = int(responded(trials).sum()) if n_all and {"choice", "target"} <= set(trials.columns) else 0
+    heading = f"{title or 'psychometric curve'} (n={n_all}" + (f", {n_all - n_resp} no response)"
+                                                               if n_resp < n_all else ")")
+    for i, column in enumerate(columns):
+        ax = fig.add_subplot(1, len(columns), i + 1)
+        ylabel = None
+        for j, (name, rows) in enumerate(groups):
+            xy = signed_evidence(rows, column, sides)
+            if xy is None or len(xy[0]) == 0:
+                continue
+            x, _, ylabel = xy
+            color = "k" if name is None else f"C{j}"
+            pts = psychometric_points(rows, column, sides=sides)
+            ax.errorbar(pts["evidence"], pts["p"], yerr=pts["sem"], fmt="o", color=color, ms=4, capsize=2)
+            fit = fit_trials(rows, column, sides=sides)
+            if fit is None:
+                continue
+            grid = np.linspace(x.min(), x.max(), 200)
+            if fit.kind == "logistic":
+                label = f"PSE {fit.mu:.3g}, width {fit.width:.3g}, lapses {fit.gamma:.2f}/{fit.lapse:.2f}"
+            else:
+                label = f"75 % at {fit.threshold(0.75):.3g}, lapse {fit.lapse:.2f}"
+            prefix = (name + ": ") if name is not None else ("logistic fit: " if fit.kind == "logistic"
+                                                             else "Weibull fit: ")
+            ax.plot(grid, fit(grid), color="C0" if name is None else color, label=prefix + label)
+        if ylabel is None:
+            ax.text(0.5, 0.5, f"no scorable trials with '{column}'", ha="center", va="center",
+                    transform=ax.transAxes)
+            continue
+        if ax.get_legend_handles_labels()[0]:
+            one = len(groups) == 1
+            ax.legend(loc="lower right" if one else "best", fontsize="small" if one else "x-small")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel(f"signed {column}" if ylabel.startswith("P(choice") else column)
+        ax.set_ylabel(ylabel)
+    if len(columns) > 1:
+        fig.suptitle(heading, fontsize="medium")
+    else:
+        fig.axes[0].set_title(heading, fontsize="medium")
     return fig
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["responded", "signed_evidence", "psychometric_points", "fit_logistic", "PsychometricFit",
-           "fit_psychometric", "fit_trials"]
+           "fit_psychometric", "fit_trials", "PsychometricAxes", "psychometric_axes", "split_trials"]
 
 
 def responded(trials: pd.DataFrame) -> np.ndarray:
@@ -283,3 +283,69 @@ def fit_trials(trials: pd.DataFrame, evidence: str, max_lapse: float = 0.25,
     if np.any(x < 0):
         return None
     return fit_psychometric(x, y, "weibull", guess=1.0 / n_targets, max_lapse=max_lapse)
+
+
+# ---------------------------------------------------------------------------------------------- a task's axes
+@dataclass(frozen=True)
+class PsychometricAxes:
+    """What a task's psychometric curves are drawn against, from its class attributes or its ``spec()``.
+
+    Attributes:
+        evidence: the evidence columns, one panel each: the task's ``evidence_knob`` first, then the other
+            columns its ``evidence_side`` names (ContextDependentDM: ``coherence_motion``, ``coherence_color``).
+        sides: the task's ``evidence_side`` (see :func:`signed_evidence`).
+        by: the trial parameter splitting each panel into one curve per value (None: one curve).
+        labels: names of ``by``'s values, keyed by ``str(value)``.
+    """
+
+    evidence: tuple[str, ...]
+    sides: Mapping[str, str]
+    by: str | None = None
+    labels: Mapping[str, str] | None = None
+
+    def label(self, value: Any) -> str:
+        """The legend name of one value of ``by`` (``"context 2"`` when the task names none)."""
+        key = _value_key(value)
+        return (self.labels or {}).get(key, f"{self.by} {key}")
+
+
+def _value_key(value: Any) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    return str(value)
+
+
+def psychometric_axes(task: Any) -> PsychometricAxes | None:
+    """The :class:`PsychometricAxes` of a task class, a task, or a task's ``spec()`` dict (None when it declares
+    no evidence knob). A spec journaled before it carried ``psychometric_by`` falls back on the registered task
+    of that name."""
+    if isinstance(task, Mapping):
+        spec = dict(task)
+        if "psychometric_by" not in spec:
+            from .tasks.registry import get  # noqa: PLC0415
+            try:
+                cls = get(str(spec.get("task") or spec.get("name")))
+                spec.setdefault("evidence_knob", cls.evidence_knob)
+                spec.update(psychometric_by=cls.psychometric_by,
+                            psychometric_labels={str(k): v for k, v in dict(cls.psychometric_labels).items()})
+            except (ValueError, ImportError):
+                pass
+        knob, sides = spec.get("evidence_knob"), dict(spec.get("evidence_side") or {})
+        by, labels = spec.get("psychometric_by"), dict(spec.get("psychometric_labels") or {})
+    else:
+        from .tasks.base import evidence_sides  # noqa: PLC0415
+        cls = task if isinstance(task, type) else type(task)
+        knob, sides = cls.evidence_knob, evidence_sides(cls)
+        by, labels = cls.psychometric_by, {str(k): str(v) for k, v in dict(cls.psychometric_labels).items()}
+    if not knob:
+        return None
+    evidence = (str(knob),) + tuple(str(c) for c in sides if c != knob)
+    return PsychometricAxes(evidence, sides, str(by) if by else None, labels)
+
+
+def split_trials(trials: pd.DataFrame, axes: PsychometricAxes | None) -> list[tuple[str | None, pd.DataFrame]]:
+    """``[(label, rows), ...]``: the trials split by ``axes.by``'s values in sorted order, or ``[(None, trials)]``
+    when there is no split (no axes, no ``by``, or a table without that column)."""
+    if axes is None or axes.by is None or axes.by not in trials.columns or not len(trials):
+        return [(None, trials)]
+    return [(axes.label(value), rows) for value, rows in trials.groupby(axes.by, sort=True)]

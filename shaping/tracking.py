@@ -66,6 +66,8 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
+from .scoring import PsychometricAxes, psychometric_axes  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 MAX_PARAM_VALUE_CHARS = 6000  # MLflow's MAX_PARAM_VAL_LENGTH
@@ -594,7 +596,7 @@ def _events_frame(events: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 @dataclass
 class _Session:
     run: dict
-    evidence: str | None
+    axes: PsychometricAxes | None  # what psychometric figures are drawn against (None: no evidence knob)
     window: deque
     sides: dict | None = None  # the task's evidence_side, from its spec (None: looked up by task name)
     stage_index: Any = None
@@ -661,7 +663,9 @@ class CurriculumTracker:
         run = self.lab.child(agent)
         sess = self._sessions.get(agent)
         if sess is None:
-            sess = _Session(run=run, evidence=_evidence_knob(task_spec), window=deque(maxlen=self.window_trials),
+            knob = _evidence_knob(task_spec)
+            axes = psychometric_axes(dict(task_spec or {}, evidence_knob=knob)) if knob else None
+            sess = _Session(run=run, axes=axes, window=deque(maxlen=self.window_trials),
                             sides=task_spec.get("evidence_side") if task_spec else None)
             self._sessions[agent] = sess
         stages = (curriculum_spec or {}).get("stages")
@@ -753,7 +757,7 @@ class CurriculumTracker:
         if len(events) and "trial" not in events.columns:
             events["trial"] = events["step"]
         self.writer.submit("log trial log and figures", self._write_end, sess.run_id, trial_log, history,
-                           events, sess.evidence, dict(sess.stage_names), status, sess.sides)
+                           events, sess.axes, dict(sess.stage_names), status, sess.sides)
 
     def flush(self, timeout_s: float = 60.0) -> bool:
         """Write every buffered value now and wait for the store; False on timeout."""
@@ -784,7 +788,7 @@ class CurriculumTracker:
         self.client.log_dict(run_id, task, "curriculum/task.json")
 
     def _write_end(self, run_id: str, trial_log: pd.DataFrame | None, history: pd.DataFrame,
-                   events: pd.DataFrame, evidence: str | None, stage_names: dict, status: str,
+                   events: pd.DataFrame, axes: PsychometricAxes | None, stage_names: dict, status: str,
                    sides: dict | None = None) -> None:
         from . import figures
 
@@ -796,14 +800,16 @@ class CurriculumTracker:
                 self.client.log_artifact(run_id, str(path), "curriculum")
             key = "stage_index" if "stage_index" in trial_log.columns else \
                 ("stage" if "stage" in trial_log.columns else None)
-            if evidence is not None:
+            if axes is not None:
                 groups = trial_log.groupby(key, sort=True) if key else [(0, trial_log)]
                 for stage, rows in groups:
                     index = _as_int(stage) if key == "stage_index" else None
                     name = stage_names.get(index, stage) if index is not None else stage
                     label = f"{index:02d}_{name}" if index is not None else str(name)
+                    evidence = [c for c in axes.evidence if c in rows.columns] or list(axes.evidence[:1])
                     guard.run("psychometric figure", lambda: self.client.log_figure(
-                        run_id, figures.psychometric_curve(rows, evidence, title=f"stage {name}", sides=sides),
+                        run_id, figures.psychometric_curve(rows, evidence, title=f"stage {name}", sides=sides,
+                                                           by=axes.by, labels=axes.labels),
                         f"curriculum/psychometric/{safe_name(label)}.png"))
         if len(history):
             knobs = {c.split("/", 1)[1]: history[c].to_numpy() for c in history.columns

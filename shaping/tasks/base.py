@@ -241,6 +241,10 @@ class Task:
         evidence_side: evidence column -> the trial parameter (0/1) naming the option that evidence supports,
             which signs it on a psychometric curve (a column not listed: the correct choice; ContextDependentDM:
             ``coherence_motion`` -> ``side_motion``, whose evidence decides the choice in one context only).
+        psychometric_by: a trial parameter whose values split psychometric curves into one curve each (None:
+            one curve), e.g. ContextDependentDM's ``context`` (Mante et al. 2013, Fig. 2) or
+            MultiSensoryIntegration's ``modality`` (Raposo et al. 2012, Fig. 2).
+        psychometric_labels: names of ``psychometric_by``'s values for legends, e.g. ``{0: "motion context"}``.
     """
 
     metadata: dict = {}
@@ -251,6 +255,8 @@ class Task:
     side_knob: str | None = None
     evidence_knob: str | None = None
     evidence_side: Mapping[str, str] = {}
+    psychometric_by: str | None = None
+    psychometric_labels: Mapping[Any, str] = {}
 
     def __init__(self, N_in: int, N_out: int, dt: float, tau: Any, T: float, N_batch: int,
                  seed: int | np.random.Generator | None = None, **knob_values: Any):
@@ -562,6 +568,8 @@ class Task:
             "input_names": list(self.channel_names("in")), "output_names": list(self.channel_names("out")),
             "knobs": {k.name: k.to_dict() for k in self.knobs},
             "evidence_knob": self.evidence_knob, "evidence_side": evidence_sides(type(self)),
+            "psychometric_by": self.psychometric_by,
+            "psychometric_labels": {str(k): str(v) for k, v in dict(self.psychometric_labels).items()},
         }
 
     def channel_names(self, which: str) -> tuple[str, ...]:

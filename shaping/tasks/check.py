@@ -63,6 +63,8 @@ class _Checker:
         for attr in ("side_knob", "evidence_knob"):
             ref = getattr(t, attr, None)
             self.expect(ref is None or ref in names, f"{attr}={ref!r} is not one of its knobs {names}")
+        by = getattr(t, "psychometric_by", None)
+        self.expect(by is None or isinstance(by, str), f"psychometric_by={by!r}: expected a trial parameter name")
 
     def batch(self, b: Any, n: int, what: str) -> None:
         t = self.task
@@ -79,6 +81,9 @@ class _Checker:
         self.expect(b.mask.any(), f"{what}: the mask is 0 everywhere: nothing would be trained or scored")
         self.expect(isinstance(b.params, pd.DataFrame) and len(b.params) == n,
                     f"{what}: params must be a DataFrame with one row per trial ({n})")
+        by = t.psychometric_by
+        self.expect(by is None or by in b.params.columns,
+                    f"{what}: psychometric_by={by!r} is not a trial parameter (params columns)")
 
     def same(self, a: Batch, b: Batch, what: str) -> None:
         for label in ("x", "y", "mask"):

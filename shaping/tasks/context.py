@@ -69,6 +69,8 @@ class ContextDependentDM(Task):
     evidence_knob = "coherence_motion"
     # each modality's evidence has its own sign: in the other context it is not the choice's
     evidence_side = {"coherence_motion": "side_motion", "coherence_color": "side_color"}
+    psychometric_by = "context"
+    psychometric_labels = {0: "motion context", 1: "colour context"}
     default_timing = {"fixation": 300.0, "stimulus": 750.0, "delay": 300.0, "decision": 300.0}
 
     def __init__(self, dt: float = 10, tau: float = 100, T: float = 1700, N_batch: int = 128,

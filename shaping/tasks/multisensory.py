@@ -83,6 +83,8 @@ class MultiSensoryIntegration(Task):
     output_names = ("choice0", "choice1")
     side_knob = "p_choice1"
     evidence_knob = "coherence"
+    psychometric_by = "modality"
+    psychometric_labels = {VISUAL: "visual", AUDITORY: "auditory", BOTH: "multisensory"}
     default_timing = {"fixation": 300.0, "stimulus": 1000.0, "decision": 300.0}
 
     def __init__(self, dt: float = 10, tau: float = 100, T: float = 1600, N_batch: int = 128,

@@ -109,4 +109,7 @@ def test_the_dashboards_read_a_module_tasks_evidence_from_its_journaled_spec(tmp
     assert set(tables.trials["task"]) == {"MyCDM"}  # not importable by that name
     assert D.evidence_knob(tables, "a") == "coherence_motion"
     assert D.evidence_sides(tables, "a") == {"coherence_motion": "side_motion", "coherence_color": "side_color"}
-    assert len(D.psychometric_table(tables, "a")) == 1
+    table = D.psychometric_table(tables, "a")  # each evidence column, split by context as the spec says
+    assert sorted(zip(table["evidence"], table["curve"])) == [
+        ("coherence_color", "colour context"), ("coherence_color", "motion context"),
+        ("coherence_motion", "colour context"), ("coherence_motion", "motion context")]
