@@ -177,10 +177,11 @@ class TrialBuilder:
                 arr[:, :, c] = np.where(sel, val, arr[:, :, c])
 
     def add_noise(self, sd: Any, rng: np.random.Generator, channels: Sequence[int] | None = None) -> None:
-        """Add Gaussian noise with standard deviation ``sd`` (scalar or per trial) to the inputs."""
+        """Add Gaussian noise with standard deviation ``sd`` (scalar or per trial) to the inputs.
+
+        Draws the noise even where ``sd`` is 0, so what ``rng`` gives afterwards does not depend on the noise
+        level (a knob at 0 must not change the trials drawn after it)."""
         sd = np.asarray(sd, dtype=np.float32)
-        if not np.any(sd):
-            return
         idx = slice(None) if channels is None else list(channels)
         shape = self.x[:, :, idx].shape
         noise = rng.standard_normal(shape, dtype=np.float32)

@@ -86,3 +86,18 @@ def test_check_task_leaves_the_task_as_it_found_it():
     before = (task.batch_index, dict(task.knob_values), task.rng.bit_generator.state)
     check_task(task)
     assert (task.batch_index, dict(task.knob_values), task.rng.bit_generator.state) == before
+
+
+def test_trial_builder_noise_leaves_the_stream_alone_at_sd_0():
+    """add_noise used to skip its draw at SD 0, so everything drawn after it depended on the noise level."""
+    from shaping.tasks import TrialBuilder
+
+    task = PerceptualDiscrimination(N_batch=4, seed=0)
+    after = []
+    for sd in (0.0, 0.3):
+        rng = np.random.default_rng(5)
+        b = TrialBuilder(task, 4)
+        b.add_noise(sd, rng)
+        assert (np.std(b.x) > 0.2) == (sd > 0)
+        after.append(rng.random(3))
+    np.testing.assert_array_equal(after[0], after[1])
