@@ -49,4 +49,30 @@ def configure_threads(n: int = 1) -> None:
                           f"their size", RuntimeWarning, stacklevel=2)
 
 
-__all__ = ["tf", "configure_threads"]
+def ensure_eager() -> None:
+    """Turn eager execution back on where something turned it off, with a warning.
+
+    Importing ``psychrnn.backend`` calls ``tf.compat.v1.disable_eager_execution()`` (PsychRNN 1.0.0 builds
+    graphs); our models read and assign their variables eagerly. TensorFlow turns eager execution back on only
+    while the process has built no graph (no model has run yet), so PsychRNN imported first is fine.
+
+    Raises:
+        RuntimeError: eager execution is off and TensorFlow will not turn it back on.
+    """
+    if tf.executing_eagerly():
+        return
+    try:
+        tf.compat.v1.enable_eager_execution()
+    except ValueError:  # "must be called at program startup": a graph exists already
+        pass
+    if not tf.executing_eagerly():
+        raise RuntimeError("eager execution is off (importing psychrnn.backend turns it off) and TensorFlow turns it "
+                           "back on only in a process that has built no graph yet (no skinnerbox or PsychRNN model "
+                           "has run): import psychrnn before any model runs, or run PsychRNN's models and "
+                           "skinnerbox's in separate processes")
+    warnings.warn("eager execution was off (importing psychrnn.backend turns it off); skinnerbox models need it, "
+                  "so it is on again, and PsychRNN's own models, which need it off, will fail if built after this "
+                  "in the same process", UserWarning, stacklevel=3)
+
+
+__all__ = ["tf", "configure_threads", "ensure_eager"]

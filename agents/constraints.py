@@ -6,15 +6,17 @@ Conventions (stated once, used everywhere in :mod:`agents`):
   ``W_in`` is ``(N_rec, N_in)``, ``W_rec`` is ``(N_rec, N_rec)``, ``W_out`` is ``(N_out, N_rec)``, and the
   network computes ``r @ W.T``. A unit's outgoing weights are its *column*.
 - Dale's principle gives each recurrent unit one sign, carried by its column: the first
-  ``floor(dale_ratio * N_rec)`` units are excitatory (+1), the rest inhibitory (-1). Inputs are excitatory
-  (``W_in >= 0``) and only excitatory units project to the outputs (inhibitory columns of ``W_out`` are 0;
-  PsychRNN 1.0.0 lets them project with a negative sign, which is a bug we do not copy, although PsychRNN
-  weight files still load with their own ``Dale_out``).
+  ``floor(dale_ratio * N_rec + 1e-9)`` units (:func:`n_excitatory`) are excitatory (+1), the rest inhibitory
+  (-1). Inputs are excitatory (``W_in >= 0``) and only excitatory units project to the outputs (inhibitory
+  columns of ``W_out`` are 0; PsychRNN 1.0.0 lets them project with a negative sign, which is a bug we do not
+  copy, although PsychRNN weight files still load with their own ``Dale_out``).
 - Masks and Dale are a **forward reparametrisation**, not a projection after each update: the trainable
   variable ``W`` is free and the network uses the *effective* matrix ``|W * mask| * sign[None, :]``
   (PsychRNN: ``get_effective_W_rec`` = ``|W_rec * rec_connectivity| @ Dale_rec``, with ``Dale_rec`` the
   diagonal matrix of signs). The constraint therefore holds exactly at every step, and masked entries get a
-  zero gradient. Without Dale the effective matrix is ``W * mask``.
+  zero gradient. Without Dale the effective matrix is ``W * mask``. Under Dale a raw weight of exactly 0 gets a
+  zero gradient too (that of ``|w|`` at 0), so a model's initial zeros at existing synapses are made tiny and
+  positive (:meth:`Wiring.unstick_zeros`).
 - Fixed synapses are a **gradient mask**: listed entries receive no update (their gradient is zeroed and
   their optimizer moments cleared), so they stay bit-identical during training.
 
@@ -87,7 +89,13 @@ def validate_dale_ratio(dale_ratio: Any, N_rec: int | None = None) -> float | No
 
 
 def n_excitatory(dale_ratio: float, N_rec: int) -> int:
-    """Number of excitatory units: ``floor(dale_ratio * N_rec)`` (PsychRNN's rule, robust to 0.29*100)."""
+    """Number of excitatory units: ``floor(dale_ratio * N_rec + 1e-9)``.
+
+    The 1e-9 absorbs floating-point rounding: ``0.29 * 100`` is ``28.999999999999996``, which gives 29 units
+    here. PsychRNN 1.0.0 takes ``int(dale_ratio * N_rec)`` and gets 28, so for such ratios (0.29, 0.57 at
+    ``N_rec=100``) we have one more excitatory unit than PsychRNN; its weight files load with their own
+    ``Dale_rec``.
+    """
     return int(np.floor(dale_ratio * N_rec + 1e-9))
 
 
@@ -238,7 +246,7 @@ class Signs(Constraint):
 class Dale(Constraint):
     """Dale's principle (forward reparametrisation) on one of the three matrices.
 
-    ``matrix="W_rec"``: ``|w| * s`` with ``s`` = +1 for the ``floor(dale_ratio * N_rec)`` excitatory units,
+    ``matrix="W_rec"``: ``|w| * s`` with ``s`` = +1 for the :func:`n_excitatory` excitatory units,
     -1 for the others. ``"W_in"``: ``|w|`` (inputs are excitatory). ``"W_out"``: ``|w| * e`` with ``e`` = 1
     for excitatory units and 0 for inhibitory ones (they do not project to the outputs).
 
@@ -358,6 +366,29 @@ class Wiring:
     def effective(self, matrix: str, w: Any) -> Any:
         """The effective matrix the network uses (works on NumPy arrays and TF tensors)."""
         return apply(self.chain(matrix), w)
+
+    def unstick_zeros(self, matrix: str, w: np.ndarray) -> np.ndarray:
+        """``w`` (raw ``(post, pre)`` values of ``matrix``) with its exact zeros at plastic synapses made tiny
+        and positive, under Dale's principle; unchanged otherwise.
+
+        Under Dale the effective weight is ``|w| * sign`` and the gradient of ``|w|`` at 0 is 0, so a raw
+        weight of exactly 0 (``AlphaIdentity``'s off-diagonal, a user's array) would never learn. Each such
+        weight of an existing synapse (masked, sign-0 and fixed entries are left alone) becomes
+        ``2**-24 * max|w| / N_pre`` (``max|w|`` = 1 for an all-zero matrix): its gradient is that of any
+        positive weight, and a unit's whole input changes by at most float32's rounding of its largest
+        weight times the largest rate, so the network's behaviour is unchanged to float32 precision.
+        """
+        if not self.dale:
+            return w
+        stuck = (w == 0) & (np.asarray(self.effective(matrix, np.ones_like(w))) != 0)
+        if matrix in self.fixed:
+            stuck &= ~self.fixed[matrix]
+        if not stuck.any():
+            return w
+        scale = float(np.max(np.abs(w))) or 1.0
+        out = w.copy()
+        out[stuck] = max(2.0 ** -24 * scale / w.shape[1], float(np.finfo(np.float32).tiny))
+        return out
 
     def psychrnn_arrays(self) -> dict[str, np.ndarray]:
         """PsychRNN's keys: connectivity matrices and the diagonal ``Dale_rec`` / ``Dale_out`` matrices."""

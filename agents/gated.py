@@ -20,6 +20,7 @@ from .rnn import RNN
 class _Gated(RNN):
     gates: tuple[str, ...] = ()
     gate_bias = 0.0
+    regularizer_targets = ("W_out", "rates", "model")
 
     def __init__(self, params):
         if float(params.get("rec_noise", 0.0)) != 0.0:

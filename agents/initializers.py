@@ -51,6 +51,16 @@ get = _registry.get
 serialize = _registry.serialize
 
 
+def variable_shapes(N_in: int, N_rec: int, N_out: int) -> dict[str, tuple[int, ...]]:
+    """The shape of each trainable array of a rate network (``[post, pre]`` matrices)."""
+    return {"W_in": (N_rec, N_in), "W_rec": (N_rec, N_rec), "W_out": (N_out, N_rec),
+            "b_rec": (N_rec,), "b_out": (N_out,), "init_state": (1, N_rec)}
+
+
+def _finite_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.number)) and bool(np.isfinite(value))
+
+
 def _rand(kind: str, mask: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
     """PsychRNN's random initialisations; the Glorot fans count only existing synapses."""
     if kind == "const_gauss":
@@ -181,8 +191,8 @@ class GaussianSpectralRadius(_Base):
     def __init__(self, spec_rad: float = 1.1, which_rand_init: str = "glorot_gauss",
                  init_minval: float = -0.1, init_maxval: float = 0.1, **psychrnn: Any):
         super().__init__(which_rand_init, init_minval, init_maxval, **psychrnn)
-        if isinstance(spec_rad, bool) or not isinstance(spec_rad, (int, float, np.number)) or spec_rad <= 0:
-            raise ValueError(f"GaussianSpectralRadius: spec_rad must be a positive number, got {spec_rad!r}")
+        if not _finite_number(spec_rad) or spec_rad <= 0:
+            raise ValueError(f"GaussianSpectralRadius: spec_rad must be a positive finite number, got {spec_rad!r}")
         self.spec_rad = float(spec_rad)
 
     def __call__(self, N_in, N_rec, N_out, wiring, rng):
@@ -201,8 +211,10 @@ class GaussianSpectralRadius(_Base):
 class AlphaIdentity(_Base):
     """``W_rec = alpha * I`` (Le et al. 2015's identity initialisation, PsychRNN's ``AlphaIdentity``).
 
-    Under Dale's principle the effective diagonal carries each unit's sign; without autapses the diagonal is
-    masked, so the effective matrix is zero.
+    Under Dale's principle the effective diagonal carries each unit's sign, and the model makes the zero
+    off-diagonal weights tiny and positive so that they can learn
+    (:meth:`~agents.constraints.Wiring.unstick_zeros`); without autapses the diagonal is masked, so the
+    effective matrix starts at zero (tiny under Dale).
 
     Args:
         alpha: the diagonal value.
@@ -212,8 +224,8 @@ class AlphaIdentity(_Base):
     def __init__(self, alpha: float = 1.0, which_rand_init: str = "glorot_gauss",
                  init_minval: float = -0.1, init_maxval: float = 0.1, **psychrnn: Any):
         super().__init__(which_rand_init, init_minval, init_maxval, **psychrnn)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)):
-            raise ValueError(f"AlphaIdentity: alpha must be a number, got {alpha!r}")
+        if not _finite_number(alpha):
+            raise ValueError(f"AlphaIdentity: alpha must be a finite number, got {alpha!r}")
         self.alpha = float(alpha)
 
     def __call__(self, N_in, N_rec, N_out, wiring, rng):
@@ -279,8 +291,7 @@ class FromWeights(Initializer):
 
     def __call__(self, N_in, N_rec, N_out, wiring, rng):
         src = self.arrays()
-        shapes = {"W_in": (N_rec, N_in), "W_rec": (N_rec, N_rec), "W_out": (N_out, N_rec),
-                  "b_rec": (N_rec,), "b_out": (N_out,), "init_state": (1, N_rec)}
+        shapes = variable_shapes(N_in, N_rec, N_out)
         defaults = {"b_rec": np.zeros(N_rec), "b_out": np.zeros(N_out),
                     "init_state": 0.1 + 0.01 * rng.standard_normal((1, N_rec))}
         out = {}

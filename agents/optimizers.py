@@ -28,6 +28,21 @@ def _check_positive(value: Any, name: str, cls: str, allow_zero: bool = False) -
     return float(value)
 
 
+def check_clip_grads(value: Any) -> bool | float:
+    """PsychRNN's ``clip_grads``: True (each gradient clipped to norm 1), False (no clipping) or a positive
+    finite norm (returned as a float).
+
+    Raises:
+        ValueError: anything else; a norm <= 0 would zero every gradient and a string is not a flag.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.number)) and np.isfinite(value) and value > 0:
+        return float(value)
+    raise ValueError(f"clip_grads must be true (clip each gradient to norm 1), false (no clipping) or a positive "
+                     f"number (that norm), got {value!r}")
+
+
 class Optimizer(Serializable):
     """Base class. ``build(variables)`` once, then ``apply(grads, variables)`` inside a ``tf.function``.
 

@@ -29,21 +29,38 @@ import numpy as np
 from . import constraints as C
 from . import initializers, losses, optimizers, regularizers
 from ._registry import NOT_IMPORTABLE, callable_ref, import_callable
-from ._tf import tf
+from ._tf import ensure_eager, tf
 from .ops import TRANSFER_FUNCTIONS, rate_recurrence, transfer_name
 from .weights import load_weights, package_version, read_npz, save_weights, write_npz
 
 _TRAIN_FLAGS = ("W_in_train", "W_rec_train", "W_out_train", "b_rec_train", "b_out_train", "init_state_train")
 _CONSTRAINT_KEYS = ("input_connectivity", "rec_connectivity", "output_connectivity", "Dale_rec", "Dale_out")
+# PsychRNN's initial arrays: each one given in the params is used, the others are drawn
+_INITIAL_ARRAYS = ("W_in", "W_rec", "W_out", "b_rec", "b_out", "init_state")
 # PsychRNN's initialisation keys (and initial arrays) a model accepts besides those of its config()
 _PSYCHRNN_INIT_KEYS = ("spec_rad", "which_rand_init", "init_minval", "init_maxval", "load_weights_path",
-                       "W_in", "W_rec", "W_out", "b_rec", "b_out", "init_state")
+                       *_INITIAL_ARRAYS)
 
 
 def _fresh_seed() -> int:
     """A seed from NumPy's global generator, so PsychRNN's idiom ``np.random.seed(2020)`` at the top of a
     script gives the same network (weights, masks, noise) on every run, as it does in PsychRNN."""
     return int(np.random.randint(0, 2 ** 63 - 1, dtype=np.int64))
+
+
+def _check_seed(seed: Any) -> int:
+    """``seed`` as a non-negative integer (``ValueError`` otherwise: a fractional seed is not truncated)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def _check_rec_noise(rec_noise: Any) -> float:
+    """``rec_noise`` as a non-negative finite float (``ValueError`` otherwise)."""
+    if isinstance(rec_noise, bool) or not isinstance(rec_noise, (int, float, np.number)) \
+            or not 0 <= rec_noise < np.inf:
+        raise ValueError(f"rec_noise must be a non-negative finite number, got {rec_noise!r}")
+    return float(rec_noise)
 
 
 def _psychrnn_lstm_message(path: Any, arrays: Mapping[str, Any]) -> str:
@@ -109,13 +126,16 @@ class RNN:
 
     kind = "RNN"
     supports_constraints = False
+    # what a regularizer may penalise: the keys of the forward pass (``"model"``: a custom regularizer)
+    regularizer_targets: tuple[str, ...] = ("W_in", "W_rec", "W_out", "rates", "model")
 
     def __init__(self, params: Mapping[str, Any]):
+        ensure_eager()
         params, file_arrays, meta = self._resolve_params(dict(params))
         self.params = params
         self.name = str(params.get("name", self.kind))
         self._sizes(params, file_arrays)
-        self.seed = _fresh_seed() if params.get("seed") is None else int(params["seed"])
+        self.seed = _fresh_seed() if params.get("seed") is None else _check_seed(params["seed"])
         self.transfer_function = params.get("transfer_function", "relu")
         if isinstance(self.transfer_function, str) and ":" in self.transfer_function:
             self.transfer_function = import_callable(self.transfer_function, "transfer_function")
@@ -124,23 +144,24 @@ class RNN:
             raise ValueError(f"transfer_function must be a name ({', '.join(TRANSFER_FUNCTIONS)}) or a "
                              f"callable, got {self.transfer_function!r}")
         self.transfer = TRANSFER_FUNCTIONS[self._transfer_name] if self._transfer_name else self.transfer_function
-        self.rec_noise = float(params.get("rec_noise", 0.0))
-        if self.rec_noise < 0:
-            raise ValueError(f"rec_noise must be >= 0, got {self.rec_noise}")
+        self.rec_noise = _check_rec_noise(params.get("rec_noise", 0.0))
         self.trainable = {flag: bool(params.get(flag, True)) for flag in _TRAIN_FLAGS}
         self.wiring = self._build_wiring(params, file_arrays)
         self.initializer = self._build_initializer(params, file_arrays)
         self.loss = losses.from_params(params)
         self.regularizers = regularizers.from_params(params)
-        self.clip_grads = params.get("clip_grads", True)
+        self._check_regularizer_targets()
+        self.clip_grads = optimizers.check_clip_grads(params.get("clip_grads", True))
         self.optimizer = optimizers.from_params(params.get("optimizer"), params.get("learning_rate"))
         self._warn_unimportable()
         self._explicit = sorted(k for k in _CONSTRAINT_KEYS if isinstance(params.get(k), np.ndarray)
                                 or isinstance(params.get(k), (list, tuple)))
-        missing = [k for k in params.get("explicit_masks") or [] if k not in params]
-        if missing and file_arrays is None:
-            raise ValueError(f"this config was made from explicit masks {missing}, which configs do not hold; "
-                             f"pass them as arrays or load the model's weights file")
+        self._given = self._given_arrays(params, file_arrays)
+        for key, what in (("explicit_masks", "explicit masks"), ("initial_arrays", "initial arrays")):
+            missing = [k for k in params.get(key) or [] if params.get(k) is None]
+            if missing and file_arrays is None:
+                raise ValueError(f"this config was made from {what} {missing}, which configs do not hold; "
+                                 f"pass them as arrays or load the model's weights file")
         rng = np.random.default_rng(C.sub_seed(self.seed, "init"))
         arrays = self._init_arrays(rng)
         self.vars: dict[str, tf.Variable] = {
@@ -148,7 +169,7 @@ class RNN:
             for name, arr in arrays.items()}
         self._train_names = [n for n, v in self.vars.items() if v.trainable]
         self.optimizer.build([self.vars[n] for n in self._train_names])
-        self._fixed: dict[str, np.ndarray] = dict(self.wiring.fixed) if self.wiring else {}
+        self._fixed: dict[str, np.ndarray] = self._own_fixed()
         self.noise_counter = 0
         self._noise_seed = C.sub_seed(self.seed, "noise") % (2 ** 31)
         self._step_fn = None
@@ -161,8 +182,9 @@ class RNN:
         path = params.get("load_weights_path")
         init = params.get("initializer")
         if path is None and init is not None and hasattr(init, "initializations"):
-            # a PsychRNN initializer object: its arrays hold the weights and the constraints
-            return params, dict(init.initializations), None
+            # A PsychRNN initializer object: its arrays hold the weights and the constraints. Its Dale_out is
+            # PsychRNN 1.0.0's default, Dale_rec (inhibitory units drive the outputs): derived from the signs.
+            return params, {k: v for k, v in init.initializations.items() if k != "Dale_out"}, None
         if path is None:
             if init is not None and self.supports_constraints:
                 params["initializer"] = init = initializers.get(init)
@@ -214,19 +236,21 @@ class RNN:
                 raise ValueError(f"{self.kind} does not support biological constraints; remove {given} "
                                  f"(use Basic)")
             return None
-        if file_arrays is not None or isinstance(params.get("W_rec"), np.ndarray):
-            src = dict(params)
-            if file_arrays is not None:
-                src.update({k: file_arrays[k] for k in (*_CONSTRAINT_KEYS, "dale_ratio") if k in file_arrays})
-            src.update(regions=None, input_density=1.0, rec_density=1.0, output_density=1.0, fixed=None)
-            wiring = C.build_wiring(src, self.N_in, self.N_rec, self.N_out, self.seed, strict=False)
-            wiring.labels = params.get("_region_labels")
-            fixed = dict(params.get("fixed") or {})
-            fixed.update({k[6:]: v for k, v in (file_arrays or {}).items() if k.startswith("fixed_")})
-            if fixed:
-                wiring.fixed = C.build_wiring({"fixed": fixed}, self.N_in, self.N_rec, self.N_out, self.seed).fixed
-            return wiring
-        return C.build_wiring(params, self.N_in, self.N_rec, self.N_out, self.seed)
+        if file_arrays is None:
+            return C.build_wiring(params, self.N_in, self.N_rec, self.N_out, self.seed)
+        src = {**params, **{k: file_arrays[k] for k in (*_CONSTRAINT_KEYS, "dale_ratio") if k in file_arrays}}
+        if params.get("load_weights_path") is None:
+            # a PsychRNN initializer object's masks, with the params' densities, regions and fixed synapses
+            return C.build_wiring(src, self.N_in, self.N_rec, self.N_out, self.seed, strict=False)
+        # a weights file: its masks already hold the densities and regions its config records
+        src.update(regions=None, input_density=1.0, rec_density=1.0, output_density=1.0, fixed=None)
+        wiring = C.build_wiring(src, self.N_in, self.N_rec, self.N_out, self.seed, strict=False)
+        wiring.labels = params.get("_region_labels")
+        fixed = dict(params.get("fixed") or {})
+        fixed.update({k[6:]: v for k, v in file_arrays.items() if k.startswith("fixed_")})
+        if fixed:
+            wiring.fixed = C.build_wiring({"fixed": fixed}, self.N_in, self.N_rec, self.N_out, self.seed).fixed
+        return wiring
 
     def _build_initializer(self, params: dict, file_arrays: dict | None) -> initializers.Initializer:
         init = params.get("initializer")
@@ -236,14 +260,60 @@ class RNN:
             return initializers.FromWeights(weights=file_arrays)
         if init is not None:
             return initializers.get(init)
-        if isinstance(params.get("W_rec"), np.ndarray):
-            return initializers.FromWeights(weights=params)
         return initializers.GaussianSpectralRadius(
             spec_rad=params.get("spec_rad", 1.1), which_rand_init=params.get("which_rand_init", "glorot_gauss"),
             init_minval=params.get("init_minval", -0.1), init_maxval=params.get("init_maxval", 0.1))
 
     def _is_trainable(self, name: str) -> bool:
         return self.trainable.get(f"{name}_train", True)
+
+    def _given_arrays(self, params: dict, file_arrays: dict | None) -> dict[str, np.ndarray]:
+        """The initial arrays given in ``params`` (PsychRNN's way; arrays or nested lists), float32 and of
+        their variable's shape (``init_state`` may be ``(N_rec,)``, as PsychRNN draws it).
+
+        Raises:
+            ValueError: a wrong shape or a non-finite value, a model without these variables, or arrays given
+                alongside a weights file or PsychRNN initializer object (which hold every weight already).
+        """
+        given = [k for k in _INITIAL_ARRAYS if params.get(k) is not None]
+        if not given:
+            return {}
+        if not self.supports_constraints:
+            raise ValueError(f"{self.kind}: initial arrays {given} are Basic's variables; a {self.kind} takes its "
+                             f"initial weights from a weights file (load_weights_path)")
+        if file_arrays is not None:
+            source = "load_weights_path" if params.get("load_weights_path") is not None else "the initializer"
+            raise ValueError(f"initial arrays {given} given alongside {source}, which holds every weight already; "
+                             f"give one or the other")
+        shapes = initializers.variable_shapes(self.N_in, self.N_rec, self.N_out)
+        out = {}
+        for key in given:
+            try:
+                arr = np.asarray(params[key], dtype=np.float32)
+            except (TypeError, ValueError):
+                raise ValueError(f"params[{key!r}] must be an array of numbers of shape {shapes[key]}, got "
+                                 f"{type(params[key]).__name__}") from None
+            if key == "init_state" and arr.shape == (self.N_rec,):
+                arr = arr[None, :]
+            if arr.shape != shapes[key]:
+                raise ValueError(f"params[{key!r}] has shape {arr.shape}; a {self.kind} with N_in={self.N_in}, "
+                                 f"N_rec={self.N_rec}, N_out={self.N_out} needs {shapes[key]} ([post, pre])")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"params[{key!r}] holds NaN or infinite values")
+            out[key] = arr
+        return out
+
+    def _check_regularizer_targets(self) -> None:
+        """Refuse, when the model is built, a penalty on something this kind of model does not have."""
+        for reg in self.regularizers:
+            if reg.target not in self.regularizer_targets:
+                raise ValueError(f"{self.kind}: {type(reg).__name__} penalises {reg.target!r}, which a {self.kind} "
+                                 f"does not have (from L1_*/L2_* keys or regularizers); it may penalise "
+                                 f"{', '.join(t for t in self.regularizer_targets if t != 'model')}")
+
+    def _own_fixed(self) -> dict[str, np.ndarray]:
+        """The model's own fixed-synapse masks (without a ``train`` call's temporary ``fixed_weights``)."""
+        return dict(self.wiring.fixed) if self.wiring else {}
 
     def _warn_unimportable(self) -> None:
         """Warn, once per model, of each function a saved file can record by name only."""
@@ -278,13 +348,9 @@ class RNN:
 
     def _penalty(self, t: dict, x, y, mask) -> tf.Tensor:
         total = tf.constant(0.0)
-        for reg in self.regularizers:
-            if reg.target == "model":
-                total += reg(_ForwardView(self, t, x, y, mask))
-            elif t.get(reg.target) is None:
-                raise ValueError(f"{type(reg).__name__} targets {reg.target!r}, which a {self.kind} does not have")
-            else:
-                total += reg(t[reg.target])
+        for reg in self.regularizers:  # targets checked when the model was built
+            view = _ForwardView(self, t, x, y, mask) if reg.target == "model" else t[reg.target]
+            total += reg(view)
         return total
 
     def _make_step(self):
@@ -356,7 +422,7 @@ class RNN:
         if self.wiring is None:
             return {}
         out = {k: v.copy() for k, v in self.wiring.psychrnn_arrays().items()}
-        out.update({f"fixed_{k}": v.copy() for k, v in self._fixed.items()})
+        out.update({f"fixed_{k}": v.copy() for k, v in self._own_fixed().items()})
         return out
 
     @property
@@ -391,6 +457,8 @@ class RNN:
         }
         if self._explicit:
             cfg["explicit_masks"] = self._explicit
+        if self._given:
+            cfg["initial_arrays"] = sorted(self._given)
         if p.get("load_weights_path") is not None:
             cfg["load_weights_path"] = os.fspath(p["load_weights_path"])
         return json.loads(json.dumps(cfg))
@@ -449,7 +517,7 @@ class RNN:
             for name, slots in zip(self._train_names, self.optimizer.slots):
                 arrays[f"{name}/Adam"] = slots["m"].numpy()
                 arrays[f"{name}/Adam_1"] = slots["v"].numpy()
-        arrays.update({f"fixed_{k}": v.astype(np.uint8) for k, v in self._fixed.items()})
+        arrays.update({f"fixed_{k}": v.astype(np.uint8) for k, v in self._own_fixed().items()})
         meta = {"config": self.config(), "region_labels": self.region_labels, "seed": self.seed,
                 "version": package_version()}
         return save_weights(save_path, arrays, meta)
@@ -465,7 +533,7 @@ class RNN:
         learning rate), the noise stream's position, fixed-synapse masks and the config. Atomic."""
         arrays: dict[str, Any] = {f"var/{k}": v.numpy() for k, v in self.vars.items()}
         arrays.update({f"opt/{k}": v for k, v in self.optimizer.state().items()})
-        arrays.update({f"fixed/{k}": v for k, v in self._fixed.items()})
+        arrays.update({f"fixed/{k}": v for k, v in self._own_fixed().items()})
         arrays.update({f"mask/{k}": v for k, v in self.masks().items() if not k.startswith("fixed_")})
         arrays["noise_seed"] = np.int64(self._noise_seed)
         arrays["noise_counter"] = np.int64(self.noise_counter)
@@ -492,6 +560,8 @@ class RNN:
             var.assign(data[f"var/{name}"])
         self.optimizer.set_state({k[4:]: v for k, v in data.items() if k.startswith("opt/")})
         fixed = {k[6:]: np.asarray(v, dtype=bool) for k, v in data.items() if k.startswith("fixed/")}
+        if self.wiring is not None:
+            self.wiring.fixed = dict(fixed)
         if set(fixed) != set(self._fixed) or any(np.any(fixed[k] != self._fixed[k]) for k in fixed):
             self._fixed = fixed
             self._step_fn = None
@@ -501,7 +571,7 @@ class RNN:
     def set_fixed(self, fixed: Mapping[str, Any] | None) -> None:
         """Hold the entries where ``fixed[name]`` is nonzero at their current values (PsychRNN's
         ``fixed_weights``); None restores the model's own fixed synapses."""
-        new = dict(self.wiring.fixed) if self.wiring else {}
+        new = self._own_fixed()
         for name, m in (fixed or {}).items():
             if name not in self.vars:
                 if name in _CONSTRAINT_KEYS or name == "dale_ratio":
@@ -535,7 +605,12 @@ class Basic(RNN):
     supports_constraints = True
 
     def _init_arrays(self, rng):
-        arrays = self.initializer(self.N_in, self.N_rec, self.N_out, self.wiring, rng)
+        """The initializer's arrays, replaced by those given in the params; under Dale, exact zeros of
+        plastic synapses made tiny so that they can learn (:meth:`~agents.constraints.Wiring.unstick_zeros`)."""
+        arrays = {**self.initializer(self.N_in, self.N_rec, self.N_out, self.wiring, rng), **self._given}
+        for name in C.MATRICES:
+            if self._is_trainable(name):
+                arrays[name] = self.wiring.unstick_zeros(name, arrays[name])
         order = ("init_state", "W_in", "W_rec", "W_out", "b_rec", "b_out")
         return {k: arrays[k] for k in order}
 
@@ -576,12 +651,20 @@ class Basic(RNN):
         return out
 
 
+def _file_kind(path: str | os.PathLike | None) -> str:
+    """The model kind a weights file records (``"Basic"`` without a file, and for PsychRNN's files)."""
+    if path is None:
+        return "Basic"
+    meta = load_weights(path)[1]
+    return str((meta or {}).get("config", {}).get("model", "Basic"))
+
+
 def build_model(spec: Mapping[str, Any], task_spec: Mapping[str, Any]) -> RNN:
     """Build a model from a lab config's model section and the task spec the server sends.
 
     Args:
         spec: model settings (any key of :meth:`RNN.config`; ``model`` picks ``Basic``, ``LSTM`` or ``GRU``,
-            default ``Basic``; ``N_rec`` is required).
+            default the kind a ``load_weights_path`` file records, else ``Basic``; ``N_rec`` is required).
         task_spec: ``N_in, N_out, dt, tau, T, N_steps, N_batch`` (``Task.spec()``). The model's own ``tau``
             and ``dt``, when given, win over the task's.
 
@@ -593,7 +676,7 @@ def build_model(spec: Mapping[str, Any], task_spec: Mapping[str, Any]) -> RNN:
     from .regularizers import PSYCHRNN_KEYS as REGULARIZER_KEYS
 
     kinds = {"Basic": Basic, "LSTM": LSTM, "GRU": GRU}
-    kind = spec.get("model", "Basic")
+    kind = spec.get("model") or _file_kind(spec.get("load_weights_path"))
     if kind not in kinds:
         raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(kinds)}")
     params = {k: task_spec[k] for k in ("N_in", "N_out", "dt", "tau", "N_steps", "N_batch") if k in task_spec}

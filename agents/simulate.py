@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 
 from . import constraints as C
 from .weights import load_weights
+
+# a transfer function: a name from NUMPY_TRANSFER or a NumPy callable, float32 array -> array of its shape
+Transfer = Union[str, Callable[[np.ndarray], np.ndarray]]
 
 NUMPY_TRANSFER = {
     "relu": lambda s: np.maximum(s, 0.0),
@@ -63,10 +66,11 @@ class Silence(Perturbation):
     so the rest of the network and the outputs no longer see them.
 
     Args:
-        units: indices of the units, or a region name (needs the network's region labels).
+        units: indices of the units, a boolean mask ``(N_rec,)`` or a region name (needs the network's region
+            labels).
     """
 
-    def __init__(self, units: Sequence[int] | str, start_ms: float = 0.0, stop_ms: float | None = None):
+    def __init__(self, units: Sequence[int] | np.ndarray | str, start_ms: float = 0.0, stop_ms: float | None = None):
         super().__init__(start_ms, stop_ms)
         self.units = units
 
@@ -80,7 +84,8 @@ class Silence(Perturbation):
 
 
 class Cut(Perturbation):
-    """Cut the synapses from units ``pre`` to units ``post`` (indices or region names).
+    """Cut the synapses from units ``pre`` to units ``post`` (indices, boolean masks ``(N_rec,)`` or region
+    names).
 
     Args:
         pre: presynaptic units or region. post: postsynaptic units or region.
@@ -104,7 +109,8 @@ class Network:
 
     Attributes:
         W_in, W_rec, W_out: effective matrices ``[post, pre]``. b_rec, b_out: biases. init_state: ``(1, N_rec)``.
-        dt, tau: ms (tau a scalar or per unit). transfer_function: a name from :data:`NUMPY_TRANSFER`.
+        dt, tau: ms (tau a scalar or per unit). transfer_function: a name from :data:`NUMPY_TRANSFER` or a
+            NumPy callable (float32 array in, array of the same shape out).
         rec_noise: recurrent noise level. labels: region label per unit, or None. seed: the model's seed.
     """
 
@@ -116,7 +122,7 @@ class Network:
     init_state: np.ndarray
     dt: float
     tau: Any
-    transfer_function: str = "relu"
+    transfer_function: Transfer = "relu"
     rec_noise: float = 0.0
     labels: list[str] | None = None
     seed: int | None = None
@@ -135,9 +141,13 @@ class Network:
 
     @classmethod
     def load(cls, path: str | os.PathLike, dt: float | None = None, tau: Any = None,
-             transfer_function: str | None = None, rec_noise: float | None = None) -> "Network":
+             transfer_function: Transfer | None = None, rec_noise: float | None = None) -> "Network":
         """A network from a weights file: ours (everything is in it) or PsychRNN's (give ``dt`` and ``tau``;
-        ``transfer_function`` defaults to relu and ``rec_noise`` to 0). Arguments given override the file."""
+        ``transfer_function`` defaults to relu and ``rec_noise`` to 0). Arguments given override the file.
+
+        A file saved with a custom transfer function (a TensorFlow callable, stored by name) needs
+        ``transfer_function``: a name from :data:`NUMPY_TRANSFER` or the NumPy equivalent as a callable.
+        """
         arrays, meta = load_weights(path)
         cfg = (meta or {}).get("config", {})
         if cfg.get("model", "Basic") != "Basic":
@@ -151,11 +161,12 @@ class Network:
                                 labels=(meta or {}).get("region_labels"), seed=cfg.get("seed"))
 
     @classmethod
-    def from_weights(cls, weights: Mapping[str, Any], dt: float, tau: Any, transfer_function: str = "relu",
+    def from_weights(cls, weights: Mapping[str, Any], dt: float, tau: Any, transfer_function: Transfer = "relu",
                      rec_noise: float = 0.0, labels: list[str] | None = None,
                      seed: int | None = None) -> "Network":
         """A network from PsychRNN's weights dict (``model.get_weights()``); the masks and Dale signs in it
-        are applied again, which leaves effective matrices unchanged."""
+        are applied again, which leaves effective matrices unchanged. ``transfer_function``: a name from
+        :data:`NUMPY_TRANSFER` or a NumPy callable."""
         W_in = np.asarray(weights["W_in"], dtype=np.float32)
         N_rec, N_in = W_in.shape
         N_out = np.asarray(weights["W_out"]).shape[0]
@@ -163,17 +174,18 @@ class Network:
                                                               "output_connectivity", "Dale_rec", "Dale_out",
                                                               "dale_ratio")},
                                 N_in, N_rec, N_out, seed=0, strict=False)
-        if transfer_function not in NUMPY_TRANSFER:
-            raise ValueError(f"transfer_function must be one of {', '.join(NUMPY_TRANSFER)} for the NumPy "
-                             f"simulator, got {transfer_function!r}")
+        if not callable(transfer_function) and transfer_function not in NUMPY_TRANSFER:
+            raise ValueError(f"the NumPy simulator needs transfer_function= one of {', '.join(NUMPY_TRANSFER)} "
+                             f"or a NumPy callable, got {transfer_function!r} (a custom function is stored by "
+                             f"name: pass its NumPy equivalent)")
         f32 = lambda k, shape: np.asarray(weights[k], dtype=np.float32).reshape(shape)  # noqa: E731
         return cls(wiring.effective("W_in", W_in), wiring.effective("W_rec", f32("W_rec", (N_rec, N_rec))),
                    wiring.effective("W_out", f32("W_out", (N_out, N_rec))), f32("b_rec", (N_rec,)),
                    f32("b_out", (N_out,)), f32("init_state", (1, N_rec)), float(dt), tau, transfer_function,
                    float(rec_noise), labels, seed)
 
-    def units(self, which: Sequence[int] | str) -> np.ndarray:
-        """Unit indices from indices or a region name."""
+    def units(self, which: Sequence[int] | np.ndarray | str) -> np.ndarray:
+        """Unit indices from indices, a boolean mask ``(N_rec,)`` or a region name."""
         if isinstance(which, str):
             if self.labels is None:
                 raise ValueError(f"region {which!r} named, but this network has no region labels")
@@ -181,7 +193,15 @@ class Network:
             if idx.size == 0:
                 raise ValueError(f"no region {which!r}; regions are {sorted(set(self.labels))}")
             return idx
-        idx = np.asarray(which, dtype=int).ravel()
+        arr = np.asarray(which)
+        if arr.dtype == bool:
+            if arr.shape != (self.N_rec,):
+                raise ValueError(f"a boolean unit mask must have shape ({self.N_rec},), got {arr.shape}")
+            return np.flatnonzero(arr)
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"units must be integer indices, a boolean mask ({self.N_rec},) or a region name, "
+                             f"got an array of {arr.dtype}")
+        idx = arr.astype(int).ravel()
         if idx.size and (idx.min() < 0 or idx.max() >= self.N_rec):
             raise ValueError(f"unit indices must be in 0..{self.N_rec - 1}, got {idx.min()}..{idx.max()}")
         return idx
@@ -203,7 +223,7 @@ class Network:
         if x.ndim != 3 or x.shape[2] != self.N_in:
             raise ValueError(f"x must be (N_batch, N_steps, N_in={self.N_in}), got shape {x.shape}")
         n_batch, n_steps, _ = x.shape
-        f = NUMPY_TRANSFER[self.transfer_function]
+        f = self.transfer_function if callable(self.transfer_function) else NUMPY_TRANSFER[self.transfer_function]
         alpha = (np.float32(self.dt) / np.asarray(self.tau, dtype=np.float32)).astype(np.float32)
         noise = self.rec_noise if rec_noise is None else float(rec_noise)
         rng = np.random.default_rng(seed)

@@ -50,7 +50,7 @@ def train(model: Any, source: Any, train_params: Mapping[str, Any]) -> tuple[lis
             trial_y, output_mask, output, epoch, losses, verbosity) -> bool`` (stage advanced),
             ``get_generator_function()``, ``metric_epoch``, ``stop_training``), ``optimizer`` (a name, a
             config dict or an :class:`~agents.optimizers.Optimizer`), ``clip_grads`` (True: each gradient
-            clipped to norm 1; a number: that norm; False: none), ``fixed_weights`` (``{name: mask}``, nonzero
+            clipped to norm 1; a positive number: that norm; False: none), ``fixed_weights`` (``{name: mask}``, nonzero
             = fixed), ``performance_cutoff`` and ``performance_measure`` (``f(trial_batch, trial_y,
             output_mask, output, epoch, losses, verbosity) -> float``, evaluated on a fresh batch after each
             update; training stops once it reaches the cutoff).
@@ -59,7 +59,8 @@ def train(model: Any, source: Any, train_params: Mapping[str, Any]) -> tuple[lis
         ``(losses, training_time, initialization_time)``, times in seconds.
 
     Raises:
-        ValueError: an unknown key, or only one of ``performance_cutoff`` / ``performance_measure``.
+        ValueError: an unknown key, only one of ``performance_cutoff`` / ``performance_measure``, or a
+            ``clip_grads`` that is neither a flag nor a positive number.
     """
     t0 = time.perf_counter()
     unknown = set(train_params) - _KEYS
@@ -131,14 +132,15 @@ def _configure(model: Any, p: Mapping[str, Any]) -> None:
     """Apply the optimizer, learning rate, gradient clipping and fixed weights of one ``train`` call."""
     from . import optimizers
 
+    clip = optimizers.check_clip_grads(p["clip_grads"]) if "clip_grads" in p else model.clip_grads
     if "optimizer" in p and p["optimizer"] is not None:
         model.optimizer = optimizers.from_params(p["optimizer"], p.get("learning_rate"))
         model.optimizer.build([model.vars[n] for n in model._train_names])
         model._step_fn = None
     elif "learning_rate" in p:
         model.optimizer.learning_rate = float(p["learning_rate"])
-    if "clip_grads" in p and p["clip_grads"] != model.clip_grads:
-        model.clip_grads = p["clip_grads"]
+    if clip != model.clip_grads:
+        model.clip_grads = clip
         model._step_fn = None
     if p.get("fixed_weights") is not None:
         model.set_fixed({k: np.asarray(v) for k, v in p["fixed_weights"].items()})

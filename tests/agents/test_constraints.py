@@ -117,6 +117,23 @@ def test_build_wiring_psychrnn_keys_and_densities():
     np.testing.assert_array_equal(same.input_connectivity, w.input_connectivity)
 
 
+def test_unstick_zeros_touches_only_exact_zeros_of_plastic_dale_synapses():
+    from agents.initializers import GaussianSpectralRadius
+
+    wiring = C.build_wiring({"dale_ratio": 0.75, "rec_density": 0.5, "fixed": {"W_rec": 0.3}}, 2, 8, 2, seed=0)
+    w = np.zeros((8, 8), dtype=np.float32)
+    w[0, 0] = 2.0
+    out = wiring.unstick_zeros("W_rec", w)
+    plastic_zeros = (wiring.rec_connectivity == 1) & ~wiring.fixed["W_rec"] & (w == 0)
+    np.testing.assert_array_equal(out != w, plastic_zeros)
+    assert np.all(out[plastic_zeros] == np.float32(2.0 * 2 ** -24 / 8))
+    w_out = wiring.unstick_zeros("W_out", np.zeros((2, 8), dtype=np.float32))
+    assert np.all(w_out[:, :6] > 0) and not w_out[:, 6:].any()       # inhibitory units have no output synapses
+    assert C.build_wiring({}, 2, 8, 2, seed=0).unstick_zeros("W_rec", w) is w     # without Dale zeros learn
+    gauss = GaussianSpectralRadius()(2, 8, 2, wiring, np.random.default_rng(0))  # no zeros: seeded draws unchanged
+    assert all(wiring.unstick_zeros(m, gauss[m]) is gauss[m] for m in C.MATRICES)
+
+
 def test_build_wiring_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"rec_connectivity must have shape \(4, 4\)"):
         C.build_wiring({"rec_connectivity": np.ones((3, 3))}, 2, 4, 2, seed=0)

@@ -62,9 +62,15 @@ def test_from_weights_checks_shapes():
         I.FromWeights()
 
 
+@pytest.mark.parametrize("value", [-1, 0, float("nan"), float("inf"), "1.1", True])
+def test_spectral_radius_must_be_a_positive_finite_number(value):
+    with pytest.raises(ValueError, match=f"spec_rad must be a positive finite number, got {value!r}"):
+        I.GaussianSpectralRadius(value)
+
+
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="spec_rad must be a positive number, got -1"):
-        I.GaussianSpectralRadius(-1)
+    with pytest.raises(ValueError, match="alpha must be a finite number, got nan"):
+        I.AlphaIdentity(float("nan"))
     with pytest.raises(ValueError, match="which_rand_init must be one of"):
         I.GaussianSpectralRadius(which_rand_init="xavier")
 

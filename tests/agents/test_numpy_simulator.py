@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -85,3 +86,34 @@ def test_matches_tensorflow_model_with_constraints_and_regions(small_params, bat
     tf_out, tf_states = model.test(x)
     np.testing.assert_allclose(out, tf_out, atol=1e-5)
     np.testing.assert_allclose(states, tf_states, atol=1e-5)
+
+
+def test_units_as_a_boolean_mask():
+    net = _net()
+    x = np.ones((2, 20, 2), dtype=np.float32)
+    is_b = np.asarray(net.labels) == "b"                           # the NumPy idiom for a region's units
+    np.testing.assert_array_equal(net.units(is_b), [3, 4, 5])
+    np.testing.assert_array_equal(net.run(x, [Silence(is_b)])[0], net.run(x, [Silence("b")])[0])
+    np.testing.assert_array_equal(net.run(x, [Cut(~is_b, is_b)])[0], net.run(x, [Cut("a", "b")])[0])
+    with pytest.raises(ValueError, match=r"a boolean unit mask must have shape \(6,\), got \(4,\)"):
+        net.units(np.ones(4, dtype=bool))
+    with pytest.raises(ValueError, match="units must be integer indices, a boolean mask"):
+        net.units(np.array([0.0, 2.5]))
+
+
+@pytest.mark.tf
+def test_a_numpy_transfer_function_runs_a_file_saved_with_a_lambda(tmp_path, batch):
+    from agents import Basic
+    from agents._tf import tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                            # "... loading the file will need it passed again"
+        model = Basic({"N_in": 2, "N_rec": 8, "N_out": 2, "dt": 10, "tau": 100, "seed": 0,
+                       "transfer_function": lambda s: tf.nn.relu(s) ** 2})
+        path = model.save(tmp_path / "square")
+    with pytest.raises(ValueError, match="or a NumPy callable, got 'not-importable:"):
+        Network.load(path)
+    x = batch(3, 25)[0]
+    out, _ = Network.load(path, transfer_function=lambda s: np.maximum(s, 0.0) ** 2).run(x)
+    np.testing.assert_allclose(out, model.test(x)[0], atol=1e-5)
+

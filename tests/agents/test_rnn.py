@@ -217,6 +217,37 @@ def test_bad_inputs_are_clear_errors(small_params, batch):
         Basic(small_params(transfer_function="relux"))
 
 
+@pytest.mark.parametrize("bad", [{"seed": 1.7}, {"seed": -1}, {"seed": "3"}, {"rec_noise": float("nan")},
+                                 {"rec_noise": float("inf")}, {"rec_noise": -0.1}, {"rec_noise": "0.1"}],
+                         ids=lambda bad: f"{next(iter(bad))}={next(iter(bad.values()))}")
+def test_seed_and_rec_noise_are_checked(bad, small_params):
+    from agents import Basic
+
+    with pytest.raises(ValueError, match=rf"{next(iter(bad))} must be a non-negative (integer|finite number), got"):
+        Basic(small_params(**bad))
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_gated_build_model_from_a_weights_file_alone(kind, tmp_path):
+    from agents import build_model
+
+    net = build_model({"model": kind, "N_rec": 6, "seed": 1}, {"N_in": 2, "N_out": 1, "dt": 10, "tau": 100})
+    again = build_model({"load_weights_path": str(net.save(tmp_path / "gated"))}, {})
+    assert again.kind == kind and again.config()["seed"] == 1
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("penalty", [{"L2_rec": 0.1}, {"L1_in": 0.1},
+                                     {"regularizers": [{"class_name": "L2", "config": {"weight": 0.1}}]}])
+def test_gated_models_refuse_penalties_on_matrices_they_lack_when_built(kind, penalty, small_params):
+    import agents
+
+    with pytest.raises(ValueError, match=f"{kind}: L[12] penalises 'W_(rec|in)', which a {kind} does not have.*"
+                                         f"it may penalise W_out, rates"):
+        getattr(agents, kind)(small_params(**penalty))
+    assert getattr(agents, kind)(small_params(L2_out=0.1, L2_firing_rate=0.1)).regularizers
+
+
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
 def test_gated_models_train_save_and_reload(kind, tmp_path, small_params, batch):
     import agents

@@ -114,6 +114,46 @@ def test_fixed_weights_of_one_train_call_stay_bit_identical(small_params, batch)
         model.train(gen, {"training_iters": 8, "verbosity": False, "fixed_weights": {"W_bogus": fixed}})
 
 
+def test_files_written_during_a_call_hold_the_models_own_fixed_synapses_only(small_params, batch, tmp_path):
+    from agents import Basic
+
+    model = Basic(small_params(fixed={"W_out": 0.5}))
+    own = model.masks()["fixed_W_out"]
+
+    class _CheckpointMidCall(_Counting):
+        def __next__(self):
+            if self.served == 1:
+                model.save_checkpoint(tmp_path / "mid")
+            return super().__next__()
+
+    model.train(_CheckpointMidCall(batch), {"training_iters": 16, "verbosity": False,
+                                            "fixed_weights": {"W_rec": np.ones((12, 12))},
+                                            "training_weights_path": str(tmp_path / "during_"),
+                                            "save_training_weights_epoch": 1})
+    checkpoint = np.load(tmp_path / "mid.npz")
+    assert sorted(k for k in checkpoint if k.startswith("fixed/")) == ["fixed/W_out"]
+    again = Basic({"load_weights_path": tmp_path / "during_1.npz"})
+    assert [k for k in again.masks() if k.startswith("fixed_")] == ["fixed_W_out"]
+    np.testing.assert_array_equal(again.masks()["fixed_W_out"], own)
+    before = again.vars["W_rec"].numpy().copy()
+    again.train_on_batch(*batch(4, 20))
+    assert np.all(again.vars["W_rec"].numpy() != before)                # W_rec was fixed for that call only
+
+
+@pytest.mark.parametrize("clip", [-1.0, 0, float("nan"), "1.0", "false", None])
+def test_clip_grads_is_a_flag_or_a_positive_norm(clip, small_params, batch):
+    from agents import Basic
+
+    message = "clip_grads must be true .* or a positive number"
+    with pytest.raises(ValueError, match=message):
+        Basic(small_params(clip_grads=clip))
+    model = Basic(small_params())
+    with pytest.raises(ValueError, match=message):
+        model.train(_Counting(batch), {"training_iters": 8, "verbosity": False, "clip_grads": clip})
+    assert model.optimizer.iterations.numpy() == 0 and model.clip_grads is True
+    assert Basic(small_params(clip_grads=2)).config()["clip_grads"] == 2.0
+
+
 class _Curriculum:
     """PsychRNN's Curriculum interface: two stages, advance when metric_test is called twice per stage."""
 
