@@ -136,7 +136,7 @@ class AgentTracker:
             return
         arrays = {safe_name(k): np.array(v, copy=True) for k, v in masks.items()}
         density = {f"constraint.density.{k}": f"{float(np.mean(v != 0)):.6g}" for k, v in arrays.items()
-                   if v.size}
+                   if v.size and not k.startswith("Dale_")}  # Dale_rec/Dale_out: diagonal sign matrices
         self.writer.submit("log masks", self._write_masks, arrays, density)
 
     # ------------------------------------------------------------------ learned connectivity

@@ -254,7 +254,8 @@ def agent_conditions(tables: LabTables, runs: pd.DataFrame | None = None,
         sess = _last_session(tables, agent)
         model = (sess.get("info") or {}).get("model") if isinstance(sess.get("info"), Mapping) else None
         model = model if isinstance(model, Mapping) else {}
-        ratio, seed, known = model.get("dale_ratio"), model.get("seed"), "dale_ratio" in model
+        # an agent that sent its model table without dale_ratio has the models' default: no Dale
+        ratio, seed, known = model.get("dale_ratio"), model.get("seed"), bool(model)
         run = run_params.get(agent, {})
         if not known and run.get("param.constraint.dale_ratio") is not None:
             ratio, known = _json_value(run["param.constraint.dale_ratio"]), True

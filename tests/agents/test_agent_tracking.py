@@ -86,7 +86,7 @@ def test_model_config_and_masks_become_params_and_artifacts(child, tmp_path):
     tracker = AgentTracker(child)
     tracker.log_model_config(CONFIG)
     masks = {"rec_connectivity": (np.arange(144).reshape(12, 12) % 3 == 0).astype(np.float32),
-             "W_rec_fixed": np.eye(12, dtype=bool)}
+             "W_rec_fixed": np.eye(12, dtype=bool), "Dale_rec": np.diag(np.r_[np.ones(9), -np.ones(3)])}
     tracker.log_masks(masks)
     assert tracker.flush(timeout_s=60)
     client = MlflowClient(tracking_uri=child["tracking_uri"])
@@ -102,6 +102,7 @@ def test_model_config_and_masks_become_params_and_artifacts(child, tmp_path):
                 "constraint.density.rec_connectivity": f"{masks['rec_connectivity'].mean():.6g}",
                 "constraint.density.W_rec_fixed": f"{1 / 12:.6g}"}
     assert {k: params.get(k) for k in expected} == expected
+    assert "constraint.density.Dale_rec" not in params  # a diagonal sign matrix has no meaningful density
     assert tracking.unflatten_params(params, "constraint")["regions"] == CONFIG["constraints"]["regions"]
     local = client.download_artifacts(child["run_id"], "constraints/masks.npz", str(tmp_path))
     with np.load(local) as saved:

@@ -102,6 +102,11 @@ def test_conditions_from_hello_info(tables):
     assert c.loc["shaped-dale-s0", "condition"] == "shaped · Dale"
     assert c.loc["shaped-dale-s1", "seed"] == 1
     assert c.loc["unshaped-free-s0", "condition"] == "unshaped · free"
+    # a model table without dale_ratio (a lab config that leaves it out) is the default: no Dale
+    info = [{"model": {k: v for k, v in (i.get("model") or {}).items() if k != "dale_ratio"}}
+            if a == "unshaped-free-s0" else i for a, i in zip(tables.sessions["agent"], tables.sessions["info"])]
+    left_out = D.agent_conditions(dataclasses.replace(tables, sessions=tables.sessions.assign(info=info)))
+    assert left_out.set_index("agent").loc["unshaped-free-s0", "dale"] == "free"
 
 
 def test_graduations_are_first_times_and_the_spread_is_over_seeds(tables, events):
