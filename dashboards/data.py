@@ -43,7 +43,7 @@ __all__ = [
     "MOVE_EVENTS", "DEFAULT_WINDOW_TRIALS",
 ]
 
-MOVE_EVENTS = ("graduated", "regressed", "complete")  # curriculum moves shown on a stage timeline
+MOVE_EVENTS = ("graduated", "regressed", "complete", "out_of_trials")  # curriculum moves on a stage timeline
 DEFAULT_WINDOW_TRIALS = 200  # the stage policies' default window (docs/policies.md)
 STATUS_FILE = "status.json"
 
@@ -407,7 +407,8 @@ def graduation_summary(grads: pd.DataFrame, by: str | Sequence[str] = "condition
 
 def agent_summary(tables: LabTables, conditions: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per agent: ``agent, condition, curriculum, stage, stage_index, trials, batches,
-    window_accuracy, graduations, regressions, reversals, complete, last_time`` (unix s)."""
+    window_accuracy, graduations, regressions, reversals, complete, out_of_trials, last_time`` (unix s);
+    ``complete``: the curriculum's criterion was met; ``out_of_trials``: its ``max_trials`` ran out first."""
     conditions = agent_conditions(tables) if conditions is None else conditions
     cond = conditions.set_index("agent") if len(conditions) else None
     rows = []
@@ -424,10 +425,10 @@ def agent_summary(tables: LabTables, conditions: pd.DataFrame | None = None) -> 
             "window_accuracy": float(last["window_accuracy"]) if len(p) else None,
             "graduations": int(kinds.get("graduated", 0)), "regressions": int(kinds.get("regressed", 0)),
             "reversals": int(kinds.get("reversal", 0)), "complete": bool(kinds.get("complete", 0)),
-            "last_time": float(last["time"]) if len(p) else None})
+            "out_of_trials": bool(kinds.get("out_of_trials", 0)), "last_time": float(last["time"]) if len(p) else None})
     return pd.DataFrame(rows, columns=["agent", "condition", "curriculum", "stage", "stage_index", "trials",
                                        "batches", "window_accuracy", "graduations", "regressions",
-                                       "reversals", "complete", "last_time"])
+                                       "reversals", "complete", "out_of_trials", "last_time"])
 
 
 # ---------------------------------------------------------------------------------------------- psychometrics

@@ -28,7 +28,9 @@ from .spec import SpecError
 if TYPE_CHECKING:  # pragma: no cover
     from shaping.tasks import Task
 
-EVENTS = ("graduated", "regressed", "level_changed", "reversal", "override", "complete")
+# "complete": the curriculum's criterion was met; "out_of_trials": max_trials ran out first (the agent stops too,
+# but has not reached the criterion: a censored observation, not a completion)
+EVENTS = ("graduated", "regressed", "level_changed", "reversal", "override", "complete", "out_of_trials")
 """Kinds of event: every decision a policy makes is one of these."""
 
 OUTCOMES = ("correct", "error", "no_response")

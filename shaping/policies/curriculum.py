@@ -49,7 +49,7 @@ class CurriculumPolicy(StagedPolicy):
         metric_epoch: check every this many batches (default 10, as PsychRNN).
         window: accuracy window (reported; the decision uses the checked batch, as PsychRNN does), also
             setting whether no-response and correction trials count.
-        max_trials: complete after this many trials (None: never).
+        max_trials: stop after this many trials, with an ``out_of_trials`` event (None: never).
         seed: see :func:`~shaping.policies.base.from_spec`.
     """
 

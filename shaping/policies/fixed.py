@@ -14,14 +14,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @register
 class FixedPolicy(StagedPolicy):
-    """One stage with fixed knob values for the whole run; complete after ``max_trials`` (if given).
+    """One stage with fixed knob values for the whole run; stops after ``max_trials`` (if given).
 
     Args:
         task: the task (its knobs validate ``knobs``).
         knobs: knob values (default: the task's own).
         stage: the stage's name.
         window: accuracy window (reported, never acted on).
-        max_trials: complete after this many trials (None: never).
+        max_trials: stop after this many trials, with an ``out_of_trials`` event (None: never).
         seed: see :func:`~shaping.policies.base.from_spec`.
     """
 

@@ -275,7 +275,8 @@ class StagedPolicy(Policy):
         events += self._decide(scored)
         if not self._complete and self.max_trials is not None and self._trials >= self.max_trials:
             self._complete = True
-            events.append(self._event("complete", f"max_trials: {self._trials} trials >= {self.max_trials}"))
+            events.append(self._event("out_of_trials",
+                                      f"max_trials: {self._trials} trials >= {self.max_trials}"))
         return events
 
     def _decide(self, scored: pd.DataFrame) -> list[dict]:

@@ -42,7 +42,7 @@ class StagesPolicy(StagedPolicy):
         regress: ``{"accuracy": floor, "min_dwell": trials, "to": stage}`` for every stage (None: never).
         start: the first stage, by name or index.
         window: sliding-window size in trials, or ``{"size", "exclude_no_response", "exclude_correction"}``.
-        max_trials: complete after this many trials (None: no budget).
+        max_trials: stop after this many trials, with an ``out_of_trials`` event (None: no budget).
         seed: see :func:`~shaping.policies.base.from_spec`.
     """
 

@@ -34,7 +34,7 @@ class StaircasePolicy(StagedPolicy):
         knobs: fixed values of the other knobs.
         stage: the stage's name.
         window: accuracy window (reported).
-        max_trials: complete after this many trials (None: never).
+        max_trials: stop after this many trials, with an ``out_of_trials`` event (None: never).
         seed: see :func:`~shaping.policies.base.from_spec`.
     """
 

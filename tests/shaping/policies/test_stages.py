@@ -50,6 +50,17 @@ def test_graduating_the_last_stage_completes(task):
     assert len(result.trials) < 20_000  # the run stopped at completion
 
 
+def test_running_out_of_trials_stops_without_completing(task):
+    """A budget spent before the criterion is a censored observation, not a completion (it was reported as
+    ``complete``, so a control that never learned counted as completing at its max_trials)."""
+    spec = {**SHAPING, "stages": SHAPING["stages"][:3], "max_trials": 1000}
+    policy = from_spec(spec, task, seed=0)
+    result = run(policy, task, Observer(alpha=2.0, alpha_final=2.0, beta=1.5), 5000)  # never learns
+    assert policy.complete and len(result.trials) == 1024  # stopped with the batch that reached the budget
+    assert [e["event"] for e in result.events if e["event"] in ("complete", "out_of_trials")] == ["out_of_trials"]
+    assert "max_trials" in result.events[-1]["rule"]
+
+
 def test_regresses_when_accuracy_drops_and_not_before_min_dwell(task):
     policy = from_spec(SHAPING, task, seed=0)
     obs = learner()
