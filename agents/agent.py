@@ -15,9 +15,10 @@ which the server never scores, in any loop).
 Checkpoints (weights, optimizer state and noise stream, written atomically) are taken every
 ``checkpoint_every`` batches, at every stage change, on SIGTERM/SIGINT and at the end, each after waiting for
 the outstanding SCORE, so a checkpoint never holds learning from trials the journal lacks; a restarted agent
-loads its latest one, and the server resumes its curriculum from the journal. With a ``run`` in the server's
-WELCOME, the model's settings and its learned connectivity are logged to that MLflow run (see
-:mod:`agents.tracking`).
+loads its latest one, and the server resumes its curriculum from the journal (a checkpoint offered to a session
+the server does not know is refused: it belongs to another journal). With a ``run`` in the server's WELCOME,
+the model's settings (when that run lacks them) and its learned connectivity are logged to that MLflow run
+(see :mod:`agents.tracking`).
 
 Usage: ``skinnerbox agent --server tcp://127.0.0.1:5555 --name shaped --config examples/demo.toml``.
 """
@@ -96,6 +97,10 @@ def _configure_device(device: str, threads: int) -> None:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint offered to a server session that is new: it belongs to another session."""
+
+
 class Agent:
     """One network in closed loop with the task server (see the module docstring)."""
 
@@ -128,14 +133,18 @@ class Agent:
         last_score = None
         try:
             welcome = client.hello()
+            try:
+                resumed = self._resumes_checkpoint(welcome)
+            except CheckpointMismatch:
+                client.bye("refused: checkpoint of another session")
+                raise
             self._task_spec = dict(welcome.task)
             self.model = build_model(cfg.model, welcome.task)
-            resumed = cfg.checkpoint_path.exists()
             if resumed:
                 self.model.load_checkpoint(cfg.checkpoint_path)
                 log.info("%s: resumed from %s (server: stage %s, %d trials)", cfg.name, cfg.checkpoint_path,
                          welcome.stage, welcome.trials)
-            self._start_tracking(welcome.run, resumed)
+            self._start_tracking(welcome.run)
             self._stage = welcome.stage_index
             pending = None  # the batch whose RESULT is sent and whose SCORE has not been read yet
             for batch in client.batches():
@@ -190,16 +199,40 @@ class Agent:
             self._stage = score.stage_index
         return score
 
+    def _resumes_checkpoint(self, welcome: Any) -> bool:
+        """Whether to continue from the checkpoint: only into a session the server resumed with trials. A
+        checkpoint offered to a new session (the journal was removed, or is another one) is refused
+        (:class:`CheckpointMismatch`); a session with trials but no checkpoint gets a fresh network, with a
+        warning."""
+        path = self.config.checkpoint_path
+        if path.exists() and not (welcome.resumed and welcome.trials > 0):
+            raise CheckpointMismatch(
+                f"agent {self.config.name!r}: {path} holds a network trained in an earlier session, but the server's "
+                f"session of this agent is new (resumed: {welcome.resumed}, {welcome.trials} trials: its journal "
+                "was removed, or is another one), whose trials to criterion would be a trained network's. Remove "
+                "the checkpoint to start a fresh network, or run against the journal it belongs to.")
+        if not path.exists() and welcome.trials > 0:
+            log.warning("%s: no checkpoint at %s, but the server's session has %d trials (stage %s): a fresh "
+                        "network joins it", self.config.name, path, welcome.trials, welcome.stage)
+        return path.exists()
+
     # ------------------------------------------------------------------ tracking
-    def _start_tracking(self, run: Mapping[str, Any] | None, resumed: bool) -> None:
+    def _start_tracking(self, run: Mapping[str, Any] | None) -> None:
         if not run or not run.get("run_id"):
             return
         from .tracking import AgentTracker
 
         self.tracker = AgentTracker(dict(run))
-        if not resumed:
+        if not self._run_has_model_config():
             self.tracker.log_model_config(self.model.config())
             self.tracker.log_masks(self.model.masks())
+
+    def _run_has_model_config(self) -> bool:
+        """True when the run from WELCOME already holds the model's settings (this agent restarted within one
+        lab session); a new run (every lab session makes its own) lacks them, checkpoint or not."""
+        tracker = self.tracker
+        run = tracker.guard.run("read the run's params", lambda: tracker.client.get_run(tracker.run_id))
+        return run is not None and any(key.startswith("model.") for key in run.data.params)
 
     def _log_connectivity(self, trials: int, tag: str | None, weights_path: Path | None = None) -> None:
         """Save the network as it is now (``weights/<agent>_<tag>.npz``, MLflow or not) and log it to MLflow."""
@@ -259,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         keys=args.keys, client_name=args.client_name)
     try:
         summary = run_agent(config)
+    except CheckpointMismatch as err:
+        log.error("%s", err)
+        return 2
     finally:
         # Checkpointed and gone from the server: a stop signal has nothing left to do in this process.
         # Ignoring it (rather than Python's default, restored at interpreter exit) keeps a lab's SIGTERM that

@@ -37,7 +37,7 @@ import struct
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Generator, Iterator, Mapping, Sequence
 
 import msgpack
 import numpy as np
@@ -157,22 +157,9 @@ class Journal:
         self.segment: Path | None = None
         self._new_segment()
 
-    def _lock(self) -> int | None:
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            import fcntl  # noqa: PLC0415  (POSIX only; Windows runs unlocked)
-        except ImportError:
-            return fd
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise JournalLocked(f"journal {self.path} is in use by another server (pid {holder}); stop it or "
-                                "choose another journal directory") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        return fd
+    def _lock(self) -> int:
+        return hold_lock(self.path / LOCK_FILE, f"journal {self.path} is in use by another server",
+                         "stop it or choose another journal directory")
 
     def _new_segment(self) -> None:
         if self._fd is not None:
@@ -260,6 +247,47 @@ class Journal:
         self.close()
 
 
+def _try_lock(path: Path) -> tuple[int | None, str | None]:
+    """Open ``path`` and try to take an exclusive lock on it: ``(fd, None)``, or ``(None, the holder's pid as
+    written in the file)`` when another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        import fcntl  # noqa: PLC0415  (POSIX only; Windows runs unlocked)
+    except ImportError:
+        return fd, None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        return None, holder
+    return fd, None
+
+
+def hold_lock(path: str | os.PathLike, busy: str, hint: str) -> int:
+    """Hold an exclusive lock on ``path`` (created if missing) until the returned descriptor is closed, with
+    this process's pid written in it. ``JournalLocked`` ("``busy`` (pid N); ``hint``") when another process
+    holds it; a process that dies releases it."""
+    fd, holder = _try_lock(Path(path))
+    if fd is None:
+        raise JournalLocked(f"{busy} (pid {holder}); {hint}")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def lock_holder(path: str | os.PathLike) -> str | None:
+    """The pid of the process holding the lock on ``path`` (see :func:`hold_lock`), or None when nobody does
+    (or there is no such file); it takes and changes nothing."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    fd, holder = _try_lock(path)
+    if fd is not None:
+        os.close(fd)
+    return holder
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -309,7 +337,12 @@ class JournalReader:
 
     def poll(self) -> list[tuple[int, dict]]:
         """New complete records as ``(kind, record)`` pairs, in write order."""
-        out: list[tuple[int, dict]] = []
+        return list(self.records())
+
+    def records(self) -> Iterator[tuple[int, dict]]:
+        """:meth:`poll` one record at a time: only one segment's bytes and the record being read are held, so a
+        caller that keeps what it needs reads a journal of any size in bounded memory. A segment counts as read
+        (the next call starts after it) once the iteration has gone through it."""
         segs = segments(self.path)
         for i, seg in enumerate(segs):
             last = i == len(segs) - 1
@@ -323,15 +356,15 @@ class JournalReader:
             with open(seg, "rb") as f:
                 f.seek(start)
                 data = f.read(size - start)
-            used, torn = self._parse(data, out)
+            used, torn = yield from self._parse(data)
             self._offsets[seg] = start + used
             if torn and not last and seg not in self._warned:
                 self._warned.add(seg)
                 log.warning("journal segment %s ends with a torn record at byte %d (a crash mid-write); "
                             "it is ignored", seg, start + used)
-        return out
 
-    def _parse(self, data: bytes, out: list) -> tuple[int, bool]:
+    def _parse(self, data: bytes) -> Generator[tuple[int, dict], None, tuple[int, bool]]:
+        """Yield the complete records of ``data``; returns (bytes used, whether a torn record ends it)."""
         pos, n = 0, len(data)
         view = memoryview(data)
         while pos + HEAD_BYTES <= n:
@@ -345,14 +378,14 @@ class JournalReader:
                 payload = view[pos + HEAD_BYTES:end]
                 if zlib.crc32(payload) != crc:
                     return pos, True
-                out.append((kind, msgpack.unpackb(payload, raw=False, strict_map_key=False)))
+                yield kind, msgpack.unpackb(payload, raw=False, strict_map_key=False)
             pos = end
         return pos, pos < n
 
 
 def iter_records(path: str | os.PathLike, kinds: Sequence[int] | None = None) -> Iterator[tuple[int, dict]]:
-    """Every complete record of the journal, in write order."""
-    yield from JournalReader(path, kinds).poll()
+    """Every complete record of the journal, in write order (streamed: see :meth:`JournalReader.records`)."""
+    yield from JournalReader(path, kinds).records()
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -400,15 +433,17 @@ def _group_frame(recs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def load(path: str | os.PathLike) -> pd.DataFrame:
-    """Every journaled trial, one row each.
+def load(path: str | os.PathLike, agent: str | None = None) -> pd.DataFrame:
+    """Every journaled trial, one row each (only ``agent``'s when given: the other agents' records are read
+    and dropped one at a time, never held).
 
     Columns: ``agent, session, batch, trial, stage, stage_index``, then the trial parameters (knob values
     drawn for the trial included), then ``outcome`` (categorical: correct / error / no_response), ``choice``
     (-1 = none), ``target``, ``correction`` (a repeated trial after an error), ``time`` (unix s, when
     scored), ``epoch`` and ``task``. Safe to call while a server writes.
     """
-    return trials_frame([rec for _, rec in iter_records(path, kinds=[BATCH])])
+    return trials_frame([rec for _, rec in iter_records(path, kinds=[BATCH])
+                         if agent is None or rec["agent"] == agent])
 
 
 def load_batches(path: str | os.PathLike) -> pd.DataFrame:
@@ -463,21 +498,22 @@ def load_sessions(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def restore_sessions(path: str | os.PathLike) -> dict[str, dict]:
-    """What a restarting server needs, per agent: the last HELLO record (``hello``) and the state after the
-    last scored batch or override (``state``, None before the first), plus the highest batch id journaled
-    (``last_batch``, -1 if none). Only the records needed are decoded."""
+    """What a restarting server needs, per agent: the last HELLO record (``hello``, None if there is none) and
+    the state after the last scored batch or override (``state``, None before the first), plus the highest batch
+    id journaled (``last_batch``, -1 if none). One streaming pass that keeps only that much per agent, so its
+    memory does not grow with the journal."""
     out: dict[str, dict] = {}
-    reader = JournalReader(path, kinds=[HELLO])
-    for _, rec in reader.poll():
-        out.setdefault(rec["agent"], {"state": None, "last_batch": -1, "last_record": None})["hello"] = rec
-    for kind, rec in JournalReader(path, kinds=[BATCH, OVERRIDE]).poll():
-        entry = out.setdefault(rec["agent"], {"state": None, "last_batch": -1, "hello": None})
-        entry["last_record"] = rec
+    for kind, rec in iter_records(path, kinds=[HELLO, BATCH, OVERRIDE]):
+        entry = out.setdefault(rec["agent"], {"hello": None, "state": None, "last_batch": -1})
+        if kind == HELLO:
+            entry["hello"] = rec
+            continue
+        entry["state"] = rec["state"]  # JSON text, decoded once at the end
         if kind == BATCH:
             entry["last_batch"] = max(entry["last_batch"], rec["batch"])
     for entry in out.values():
-        rec = entry.pop("last_record", None)
-        entry["state"] = json.loads(rec["state"]) if rec is not None else None
+        if entry["state"] is not None:
+            entry["state"] = json.loads(entry["state"])
     return out
 
 

@@ -45,7 +45,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
@@ -53,6 +53,9 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
+
+if TYPE_CHECKING:  # the server imports this module
+    from .server import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +211,7 @@ def default_tracking_uri(cwd: str | os.PathLike | None = None) -> str:
 
 
 LAB_PID_ENV = "SKINNERBOX_LAB_PID"
+LAB_LOCK = "lab.lock"  # held by a running lab: the same lab run again refuses before changing anything
 
 
 def lab_gone() -> bool:
@@ -306,16 +310,15 @@ class Lab:
         self.endpoint: str | None = None
         self.lab_run = None
         self._stop = False
+        self._lock_fd: int | None = None
 
     # ------------------------------------------------------------------ paths
     @property
     def journal_dir(self) -> Path:
         return self.dir / "journal"
 
-    def _write_configs(self) -> Path:
-        """The lab config as run (the agents read their entries from it) and the server's own config."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "lab.json").write_text(json.dumps(self.config, indent=2))
+    def _server_dict(self) -> dict:
+        """What the server process is given (``server_config.json``)."""
         lab = self.config["lab"]
         server = {"task": self.config["task"], "curricula": self.config["curricula"], "seed": lab["seed"],
                   "journal": str(self.journal_dir)}
@@ -325,30 +328,31 @@ class Lab:
             server["keys"] = str((base / server["keys"]).resolve())
         if self.lab_run is not None and self.lab_run.run_id is not None:
             server["tracking"] = {"tracking_uri": self.lab_run.tracking_uri, "run_id": self.lab_run.run_id}
+        return server
+
+    def _write_configs(self) -> Path:
+        """The lab config as run (the agents read their entries from it) and the server's own config."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "lab.json").write_text(json.dumps(self.config, indent=2))
         path = self.dir / "server_config.json"
-        path.write_text(json.dumps(server, indent=2))
+        path.write_text(json.dumps(self._server_dict(), indent=2))
         return path
 
     # ------------------------------------------------------------------ running
     def start(self) -> None:
-        """Start the MLflow parent run, the server and every agent."""
+        """Start the MLflow parent run, the server and every agent, once :meth:`_claim` found the lab free to
+        run (a lab that may not start changes nothing)."""
+        served = self._claim()
         if self.tracking_uri is not None:
             from .tracking import LabRun
 
             self.lab_run = LabRun.start(self.tracking_uri, self.config["lab"]["experiment"], self.config,
                                         run_name=self.config["lab"]["name"])
         server_cfg = self._write_configs()
-        endpoint_file = self.journal_dir / "server.json"
-        if endpoint_file.exists():
-            endpoint_file.unlink()
         self.server = _Proc("server", [sys.executable, "-m", "shaping.cli", "server", str(server_cfg)],
                             self.dir / "logs" / "server.log")
         self.server.start(self._env())
-        self.endpoint = self._wait_endpoint(endpoint_file)
-        from .server import ServerConfig
-
-        served = ServerConfig.from_dict({k: v for k, v in json.loads(server_cfg.read_text()).items()
-                                         if k != "tracking"})
+        self.endpoint = self._wait_endpoint(self.journal_dir / "server.json")
         keys = served.keys if served.use_curve else None
         for entry in self.config["agents"]:
             args = [sys.executable, "-m", "agents", "--server", self.endpoint, "--name", entry["name"],
@@ -359,18 +363,51 @@ class Lab:
             proc.start(self._env(int(entry.get("threads", 1))))
             self.agents[entry["name"]] = proc
 
+    def _claim(self) -> "ServerConfig":
+        """Check, before any side effect, that the lab may start, and hold its lock (``lab.lock``) until
+        :meth:`stop`: ``JournalLocked`` when this lab, or a task server on its journal, is running already;
+        ``shaping.server.ConfigChanged`` when the config would resume a journaled session under another
+        curriculum or task. Returns the server's config."""
+        from .journal import LOCK_FILE, JournalLocked, hold_lock, lock_holder
+        from .server import ServerConfig, check_resume
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = hold_lock(self.dir / LAB_LOCK, f"lab {self.dir} is already running",
+                                  "stop it (Ctrl-C where it runs) before running it again, or use another workdir")
+        try:
+            holder = lock_holder(self.journal_dir / LOCK_FILE)
+            if holder is not None:
+                raise JournalLocked(f"journal {self.journal_dir} is in use by a task server (pid {holder}); stop "
+                                    "it before running this lab, or use another workdir")
+            served = ServerConfig.from_dict(self._server_dict())
+            with _on_sys_path([*self.task_path, Path.cwd()]):  # a "module:Class" task's module
+                check_resume(served)
+        except BaseException:
+            self._release()
+            raise
+        return served
+
+    def _release(self) -> None:
+        """Let go of the lab's lock (another run of the lab may start)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def _env(self, threads: int = 1) -> dict:
         """The environment of the lab's processes (see :func:`process_env`)."""
         return process_env(threads, self.task_path)
 
     def _wait_endpoint(self, path: Path, timeout_s: float = 60.0) -> str:
+        """The endpoint in the ``server.json`` written by the server just started (one left by an earlier
+        server, e.g. a killed one, names another pid and is not read)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if path.exists():
-                try:
-                    return json.loads(path.read_text())["endpoint"]
-                except (ValueError, KeyError):
-                    pass
+            try:
+                info = json.loads(path.read_text())
+                if info.get("pid") == self.server.popen.pid:
+                    return info["endpoint"]
+            except (OSError, ValueError, KeyError):
+                pass
             code = self.server.poll()
             if code is not None:
                 raise RuntimeError(f"the task server exited with status {code} before binding; see "
@@ -456,6 +493,7 @@ class Lab:
         if self.lab_run is not None:
             self._log_summary()
             self.lab_run.end("FINISHED" if all(p.returncode == 0 for p in self.agents.values()) else "FAILED")
+        self._release()
 
     def _log_summary(self) -> None:
         if self.lab_run.run_id is None:

@@ -344,6 +344,72 @@ def _plain_knobs(knobs: Mapping[str, Any]) -> dict:
     return json.loads(J.dumps(dict(knobs)))
 
 
+# ---------------------------------------------------------------------------------------------- resuming
+class ConfigChanged(ValueError):
+    """The config would resume journaled sessions under another curriculum or task than the ones they ran.
+
+    Attributes:
+        changes: one line per agent: its name, curriculum and every differing key as ``key: old -> new``.
+    """
+
+    def __init__(self, journal: str | os.PathLike, changes: list[str]):
+        self.changes = list(changes)
+        super().__init__(
+            f"journal {journal} holds sessions that this config would resume with another curriculum or task "
+            "(a resumed session keeps what it started with, so the new settings would be recorded but not run):\n  "
+            + "\n  ".join(self.changes) + "\nRestore the old config to resume; use a new lab directory (or "
+            "journal) to run the new one; to move an agent within its curriculum, use `skinnerbox override`.")
+
+
+def resume_session(config: ServerConfig, hello: Mapping[str, Any]) -> tuple[Session | None, str | None]:
+    """A journaled session rebuilt from ``config`` as its HELLO built it (the curriculum it names, the task,
+    the journaled seed), and what differs: None, or a line naming the agent and each differing key of the
+    normalised curriculum spec and of the task config, ``old -> new``."""
+    agent, name = hello["agent"], hello["curriculum"]
+    if name not in config.curricula:
+        return None, (f"agent {agent!r}: curriculum {name!r} is not in the config (curricula: "
+                      f"{', '.join(config.curricula)})")
+    s = Session(agent, hello["session"], name, dict(config.curricula[name]), config.task, hello["seed"],
+                config.window_trials)
+    old = _plain_knobs({"curriculum": hello["spec"], "task": hello["task"]})
+    new = _plain_knobs({"curriculum": s.spec, "task": s.task_config})
+    diffs = [f"{key}: {_short(a)} -> {_short(b)}" for key, a, b in _differences(old, new)]
+    return s, (f"agent {agent!r} (curriculum {name!r}): " + "; ".join(diffs)) if diffs else None
+
+
+def check_resume(config: ServerConfig) -> None:
+    """Raise :class:`ConfigChanged` when ``config`` would resume a session of its journal under another
+    curriculum or task (reads only the journal's HELLO records; a new agent or curriculum is no change)."""
+    if not Path(config.journal).is_dir():
+        return
+    hellos = {rec["agent"]: rec for _, rec in J.iter_records(config.journal, kinds=[J.HELLO])}
+    changes = [change for hello in hellos.values() if (change := resume_session(config, hello)[1])]
+    if changes:
+        raise ConfigChanged(config.journal, changes)
+
+
+_ABSENT = object()
+
+
+def _differences(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old, new)`` for every leaf where two plain-data trees differ (lists by index)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(dict.fromkeys([*old, *new]))
+        pairs = [(str(k), old.get(k, _ABSENT), new.get(k, _ABSENT)) for k in keys]
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        pairs = [(str(i), a, b) for i, (a, b) in enumerate(zip(old, new))]
+    else:
+        return [] if old == new else [(key, old, new)]
+    return [d for k, a, b in pairs for d in _differences(a, b, f"{key}.{k}" if key else k)]
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 # ---------------------------------------------------------------------------------------------- server
 class TaskServer:
     """The task server (see the module docstring).
@@ -496,19 +562,28 @@ class TaskServer:
         os.replace(tmp, path)
 
     def _restore(self) -> None:
+        """Rebuild every journaled session from the config; :class:`ConfigChanged` (changing nothing) when the
+        config would give one of them another curriculum or task than it ran."""
+        restored, changes = [], []
         for agent, entry in J.restore_sessions(self.config.journal).items():
             hello = entry.get("hello")
             if hello is None:
                 log.warning("journal has batches of agent %r but no HELLO record; skipping it", agent)
                 continue
-            s = Session(agent, hello["session"], hello["curriculum"], hello["spec"], hello["task"],
-                        hello["seed"], self.config.window_trials)
+            s, change = resume_session(self.config, hello)
+            if change:
+                changes.append(change)
+            else:
+                restored.append((s, hello, entry))
+        if changes:
+            raise ConfigChanged(self.config.journal, changes)
+        for s, hello, entry in restored:
             s.epoch = int(hello["epoch"])
             s.run = dict(hello.get("run") or {})
             s.info = dict(hello.get("info") or {})
             if entry["state"] is not None:
                 s.restore(entry["state"], entry["last_batch"])
-            self.sessions[agent] = s
+            self.sessions[s.agent] = s
             log.info("restored %r", s)
 
     def run(self) -> None:
@@ -1008,9 +1083,10 @@ def attach_tracking(server: TaskServer, tracking: Mapping[str, Any]) -> Any:
     def session_end(s: Session, reason: str) -> None:
         if reason in ("replaced", "expired"):
             return  # the agent is coming back (or may): its run stays open
-        trials = J.load(server.config.journal)
-        mine = trials[trials["agent"] == s.agent] if len(trials) else trials
-        tracker.on_session_end(s.agent, mine, status="FINISHED" if s.policy.complete else "KILLED")
+        journal, agent = server.config.journal, s.agent
+        # Read on the tracker's writer thread, not here: a big journal would stall every other agent.
+        tracker.on_session_end(agent, lambda: J.load(journal, agent=agent),
+                               status="FINISHED" if s.policy.complete else "KILLED")
 
     server.on_session_start = lambda s: tracker.on_session_start(s.agent, s.spec, s.task.spec())
     server.on_scored = lambda s, scored, events, cond: tracker.on_scored(

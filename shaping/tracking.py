@@ -740,24 +740,23 @@ class CurriculumTracker:
         sess.events_pending.extend(rows)
         self._flush(sess)
 
-    def on_session_end(self, agent: str, trial_log: pd.DataFrame | None, status: str = "FINISHED") -> None:
+    def on_session_end(self, agent: str, trial_log: pd.DataFrame | Callable[[], pd.DataFrame] | None,
+                       status: str = "FINISHED") -> None:
         """Flush ``agent``'s metrics, log its trial log and figures, and end its run.
 
         Args:
             agent: the agent's name.
-            trial_log: every trial of the agent in order (one row per trial, the journal's table).
+            trial_log: every trial of the agent in order (one row per trial, the journal's table), or a function
+                returning it, called on the writer thread (the server's hook reads the journal there).
             status: ``FINISHED``, ``FAILED`` or ``KILLED``.
         """
         sess = self._sessions.get(agent)
         if sess is None or sess.run_id is None or not self.enabled:
             return
         self._flush(sess)
-        history = pd.DataFrame(sess.history)
-        events = pd.DataFrame(sess.events)
-        if len(events) and "trial" not in events.columns:
-            events["trial"] = events["step"]
-        self.writer.submit("log trial log and figures", self._write_end, sess.run_id, trial_log, history,
-                           events, sess.axes, dict(sess.stage_names), status, sess.sides)
+        self.writer.submit("log trial log and figures", self._write_end, sess.run_id, trial_log,
+                           list(sess.history), list(sess.events), sess.axes, dict(sess.stage_names), status,
+                           sess.sides)
 
     def flush(self, timeout_s: float = 60.0) -> bool:
         """Write every buffered value now and wait for the store; False on timeout."""
@@ -787,12 +786,17 @@ class CurriculumTracker:
         self.client.log_dict(run_id, policy, "curriculum/policy.json")
         self.client.log_dict(run_id, task, "curriculum/task.json")
 
-    def _write_end(self, run_id: str, trial_log: pd.DataFrame | None, history: pd.DataFrame,
-                   events: pd.DataFrame, axes: PsychometricAxes | None, stage_names: dict, status: str,
-                   sides: dict | None = None) -> None:
+    def _write_end(self, run_id: str, trial_log: pd.DataFrame | Callable[[], pd.DataFrame] | None,
+                   history_rows: list[dict], event_rows: list[dict], axes: PsychometricAxes | None,
+                   stage_names: dict, status: str, sides: dict | None = None) -> None:
         from . import figures
 
         guard = self.lab.guard
+        if callable(trial_log):
+            trial_log = trial_log()
+        history, events = pd.DataFrame(history_rows), pd.DataFrame(event_rows)
+        if len(events) and "trial" not in events.columns:
+            events["trial"] = events["step"]
         if trial_log is not None and len(trial_log):
             with tempfile.TemporaryDirectory(prefix="skinnerbox-") as tmp:
                 path = Path(tmp, "trials.parquet")
