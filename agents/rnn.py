@@ -683,7 +683,7 @@ def build_model(spec: Mapping[str, Any], task_spec: Mapping[str, Any]) -> RNN:
     for key in ("N_in", "N_out"):
         if key in spec and key in params and spec[key] != params[key]:
             raise ValueError(f"model spec has {key}={spec[key]} but the task has {key}={params[key]}")
-    params.update({k: v for k, v in spec.items() if k not in ("model", "version", "explicit_masks")})
+    params.update({k: v for k, v in spec.items() if k not in ("model", "version")})
     model = kinds[kind](params)
     known = (set(model.config()) | set(REGULARIZER_KEYS) | set(_CONSTRAINT_KEYS) | set(_PSYCHRNN_INIT_KEYS)
              | {"explicit_masks", "custom_regularization"})

@@ -175,6 +175,10 @@ def test_config_round_trip_rebuilds_the_same_network(small_params):
         build_model({**cfg, "N_in": 3}, task_spec)
     with pytest.raises(ValueError, match="unknown model 'Vanilla'"):
         build_model({"model": "Vanilla", "N_rec": 4}, task_spec)
+    # a config made from explicit masks cannot rebuild without them (it used to, silently unmasked)
+    masked = Basic(small_params(rec_connectivity=np.triu(np.ones((12, 12), dtype=np.float32))))
+    with pytest.raises(ValueError, match=r"explicit masks \['rec_connectivity'\]"):
+        build_model(masked.config(), task_spec)
 
 
 def test_save_writes_psychrnn_keys_and_reloads_alone(tmp_path, small_params, batch):
