@@ -103,8 +103,9 @@ class TrialBuilder:
         b = TrialBuilder(task, n)
         b.add_period("fixation", 100)                 # 0 .. 100 ms for every trial
         b.add_period("stimulus", params.stim_ms)      # per-trial durations, after the previous period
-        b.add_input("motion_left", values, "stimulus")
-        b.set_groundtruth(target_channel, "decision", hi=1.0, lo=0.2)
+        b.add_period("decision", 300)
+        b.add_input(1, coherence, "stimulus")         # channel 1, per-trial values
+        b.set_groundtruth(target_channel, 1.0, "decision")
     """
 
     def __init__(self, task: "Task", n: int):
@@ -357,6 +358,11 @@ class Task:
             batch = self.generate(batch_id=self.batch_index)
             self.batch_index += 1
             yield batch.as_psychrnn()
+
+    def __getstate__(self) -> dict:
+        """For copies and pickles: everything but the live generator of :meth:`get_trial_batch`, which cannot
+        be copied; a copy's stream continues from the same batch (the position is ``batch_index``)."""
+        return {**self.__dict__, "_generator": None}
 
     def get_trial_batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The next batch of the persistent generator (PsychRNN API)."""

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .base import Task
-from .common import knob_samples, noise, paint, side_probability_knob, step_times, window
+from .common import (knob_samples, noise, paint, param_column, side_probability_knob, step_times, window)
 from .knobs import Knob
 from .registry import register
 
@@ -133,4 +133,4 @@ class MatchToCategory(Task):
         return x_t, y_t, mask_t
 
     def target_choice(self, y: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
-        return params["category"].to_numpy(dtype=np.int64)
+        return param_column(params, "category", self, np.int64)

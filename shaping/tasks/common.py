@@ -138,16 +138,24 @@ def check_fits(task: Any, end_ms: Any, knobs: Mapping[str, Any]) -> None:
                          f"T={task.T:g} ms; raise T or choose shorter periods")
 
 
-def check_timing(task_name: str, timing: Mapping[str, float], overrides: Mapping[str, Any] | None
-                 ) -> dict[str, float]:
-    """Default period durations (ms) updated key by key with ``overrides``; unknown keys and negative
-    durations raise ``ValueError``."""
+# periods a trial cannot do without: the evidence and the response window (scored and trained on)
+NONEMPTY_PERIODS = ("stimulus", "sample", "test", "decision")
+
+
+def check_timing(task_name: str, timing: Mapping[str, float], overrides: Mapping[str, Any] | None,
+                 dt: float) -> dict[str, float]:
+    """Default period durations (ms) updated key by key with ``overrides``; unknown keys, negative durations
+    and :data:`NONEMPTY_PERIODS` shorter than one step ``dt`` (ms) raise ``ValueError`` (a zero-length
+    decision period has no masked step: nothing to train or score)."""
     merged = dict(timing)
     for key, val in (overrides or {}).items():
         if key not in timing:
             raise ValueError(f"{task_name}: unknown timing key {key!r}; keys are {', '.join(timing)}")
         if not np.isscalar(val) or not float(val) >= 0:
             raise ValueError(f"{task_name}: timing[{key!r}] must be a duration >= 0 ms, got {val!r}")
+        if key in NONEMPTY_PERIODS and float(val) < dt:
+            raise ValueError(f"{task_name}: timing[{key!r}] = {val!r} ms is shorter than one time step (dt = "
+                             f"{dt!r} ms): the trial would have no {key} period")
         merged[key] = float(val)
     return merged
 

@@ -114,7 +114,7 @@ class PostDecisionWager(Task):
                  timing: Mapping[str, float] | None = None, seed: int | np.random.Generator | None = None,
                  **knobs: Any):
         super().__init__(4, 3, dt, tau, T, N_batch, seed=seed, **knobs)
-        self.timing = check_timing("PostDecisionWager", self.default_timing, timing)
+        self.timing = check_timing("PostDecisionWager", self.default_timing, timing, self.dt)
         tm = self.timing
         if not tm["sure_min"] <= tm["sure_max"] <= tm["delay"]:
             raise ValueError(f"PostDecisionWager: timing needs sure_min <= sure_max <= delay (ms), got "

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .base import Task
 from .common import (HI, LO, check_fits, check_timing, choice_targets, draw_side, fixation_step, input_noise_sd,
-                     knob_samples, noise, paint, side_probability_knob, step_times, window)
+                     knob_samples, noise, paint, param_column, side_probability_knob, step_times, window)
 from .knobs import Knob
 from .registry import register
 
@@ -77,7 +77,7 @@ class ContextDependentDM(Task):
                  timing: Mapping[str, float] | None = None, seed: int | np.random.Generator | None = None,
                  **knobs: Any):
         super().__init__(5, 2, dt, tau, T, N_batch, seed=seed, **knobs)
-        self.timing = check_timing("ContextDependentDM", self.default_timing, timing)
+        self.timing = check_timing("ContextDependentDM", self.default_timing, timing, self.dt)
         self.lo = LO
         self.hi = HI
 
@@ -142,4 +142,4 @@ class ContextDependentDM(Task):
         return x_t, y_t, mask_t
 
     def target_choice(self, y: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
-        return params["choice"].to_numpy(dtype=np.int64)
+        return param_column(params, "choice", self, np.int64)

@@ -9,7 +9,9 @@ scores ``correct``; on a go trial it is a miss (``no_response``). Timing after N
 
 Deviations: a 100 ms fixation period precedes the cue and the decision period is 400 ms (NeuroGym: 0 and
 500); the output is a single ``go`` channel trained to 1.0 (go) or 0.0 (no-go), read as a response when its
-mean over the decision period reaches 0.5; noise ``stim_noise * sqrt(2 tau / dt)`` on every input.
+mean over the decision period reaches 0.5; noise ``stim_noise * sqrt(2 tau / dt)`` on every input. Only
+the decision period is trained and scored: a response during the cue or delay (a premature go, which an
+animal's rig would count as a fixation break) is neither penalised nor seen by ``score``.
 """
 from __future__ import annotations
 
@@ -68,7 +70,7 @@ class GoNoGo(Task):
                  timing: Mapping[str, float] | None = None, seed: int | np.random.Generator | None = None,
                  **knobs: Any):
         super().__init__(3, 1, dt, tau, T, N_batch, seed=seed, **knobs)
-        self.timing = check_timing("GoNoGo", self.default_timing, timing)
+        self.timing = check_timing("GoNoGo", self.default_timing, timing, self.dt)
 
     def sample_params(self, n: int, rng: np.random.Generator, knobs: Mapping[str, Any]) -> pd.DataFrame:
         v = knob_samples(self, knobs, n, rng)

@@ -101,9 +101,10 @@ class Knob:
         """Draw ``n`` per-trial values under a (validated) knob value."""
         if isinstance(value, Mapping):
             lo, hi = value["uniform"]
-            out = rng.uniform(lo, hi, size=n)
-            if self.integer:
-                out = np.round(out)
+            if self.integer:  # every whole number in [lo, hi] equally likely (rounding halves the ends)
+                out = rng.integers(int(lo), int(hi) + 1, size=n).astype(float)
+            else:
+                out = rng.uniform(lo, hi, size=n)
         elif isinstance(value, (list, tuple, np.ndarray)):
             out = np.asarray(value, dtype=float)[rng.integers(0, len(value), size=n)]
         else:

@@ -91,7 +91,7 @@ class MultiSensoryIntegration(Task):
                  timing: Mapping[str, float] | None = None, seed: int | np.random.Generator | None = None,
                  **knobs: Any):
         super().__init__(5, 2, dt, tau, T, N_batch, seed=seed, **knobs)
-        self.timing = check_timing("MultiSensoryIntegration", self.default_timing, timing)
+        self.timing = check_timing("MultiSensoryIntegration", self.default_timing, timing, self.dt)
         self.lo = LO
         self.hi = HI
 

@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .base import Task
-from .common import (draw_side, knob_samples, noise, one_hot_levels, paint, psychrnn_noise_sd,
-                     step_times)
+from .common import (draw_side, knob_samples, noise, one_hot_levels, paint, param_column, psychrnn_noise_sd, step_times)
 from .knobs import Knob
 from .registry import register
 
@@ -136,4 +135,4 @@ class PerceptualDiscrimination(Task):
         return x_t, y_t, mask_t
 
     def target_choice(self, y: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
-        return params["direction"].to_numpy(dtype=np.int64)
+        return param_column(params, "direction", self, np.int64)

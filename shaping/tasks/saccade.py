@@ -20,7 +20,7 @@ import pandas as pd
 
 from .base import Task
 from .common import (HI, LO, check_fits, check_timing, choice_targets, cos_tuning, fixation_step, input_noise_sd,
-                     knob_samples, noise, paint, ring_angles, step_times, window)
+                     knob_samples, noise, paint, param_column, ring_angles, step_times, window)
 from .knobs import Knob
 from .registry import register
 
@@ -71,7 +71,7 @@ class ProAntiSaccade(Task):
             f"direction{k}" for k in range(self.dim_ring))
         self.output_names = tuple(f"response{k}" for k in range(self.dim_ring))
         super().__init__(3 + self.dim_ring, self.dim_ring, dt, tau, T, N_batch, seed=seed, **knobs)
-        self.timing = check_timing("ProAntiSaccade", self.default_timing, timing)
+        self.timing = check_timing("ProAntiSaccade", self.default_timing, timing, self.dt)
         self.lo = LO
         self.hi = HI
 
@@ -123,4 +123,4 @@ class ProAntiSaccade(Task):
         return x_t, y_t, mask_t
 
     def target_choice(self, y: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
-        return params["choice"].to_numpy(dtype=np.int64)
+        return param_column(params, "choice", self, np.int64)

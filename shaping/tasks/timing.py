@@ -8,9 +8,11 @@ window (twice the target interval after Set) and the tolerance ``tolerance * tar
 ``ReadySetGo``.
 
 Scoring: the produced interval is the time from Set onset to the first step of the response window where the
-``go`` output reaches 0.5 (``response_threshold``). The trial is ``correct`` when it lies within the
-tolerance of the target (``choice`` 1, the target), an ``error`` when it is early (``choice`` 0) or late
-(``choice`` 2), and ``no_response`` when the output never reaches 0.5 in the window (``choice`` -1).
+``go`` output reaches 0.5 (``response_threshold``), both taken on the step grid (the first step at or after
+each event: what the network sees), and it is compared with the target interval on the same grid. The trial
+is ``correct`` when it lies within the tolerance of the target (``choice`` 1, the target), an ``error`` when
+it is early (``choice`` 0) or late (``choice`` 2), and ``no_response`` when the output never reaches 0.5 in
+the window (``choice`` -1).
 ``score`` adds the produced interval as a ``produced_ms`` column (NaN without a response).
 
 Deviations: no fixation input and no input noise; the target output is a step (0 from Set to the target
@@ -129,14 +131,25 @@ class ReadySetGo(Task):
         return x_t, y_t, mask_t
 
     # ------------------------------------------------------------------ scoring
+    def _on_grid(self, ms: np.ndarray) -> np.ndarray:
+        """The time of the first step at or after ``ms``: when an event at ``ms`` reaches the network."""
+        return np.ceil(np.asarray(ms, dtype=float) / self.dt - 1e-9) * self.dt
+
     def produced_ms(self, y_hat: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
-        """``(N_batch,)`` ms from Set onset to the first masked step where ``go`` reaches the threshold
-        (NaN when it never does)."""
+        """``(N_batch,)`` ms from the first step of Set to the first masked step where ``go`` reaches the
+        threshold (NaN when it never does). Both are on the step grid, so the target output's own crossing
+        gives the on-grid target interval (see :meth:`target_ms`) exactly."""
         t = step_times(self)
         above = (np.asarray(y_hat)[:, :, 0] >= self.response_threshold) & (np.asarray(mask)[:, :, 0] > 0)
         first = np.argmax(above, axis=1)
-        set_on = param_column(params, "set_on_ms", self, float)
+        set_on = self._on_grid(param_column(params, "set_on_ms", self, float))
         return np.where(above.any(axis=1), t[first] - set_on, np.nan)
+
+    def target_ms(self, params: pd.DataFrame) -> np.ndarray:
+        """``(N_batch,)`` the target interval as the network sees it: from the first step of Set to the first
+        step of the target output (``production_ms`` rounded to the step grid, off by less than ``dt``)."""
+        return self._on_grid(param_column(params, "go_ms", self, float)) - \
+            self._on_grid(param_column(params, "set_on_ms", self, float))
 
     def tolerance_ms(self, params: pd.DataFrame) -> np.ndarray:
         """``(N_batch,)`` half-width of the correct window around the target interval (ms)."""
@@ -148,7 +161,7 @@ class ReadySetGo(Task):
 
     def choice_from_output(self, y_hat: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
         produced = self.produced_ms(y_hat, mask, params)
-        error = produced - param_column(params, "production_ms", self, float)
+        error = produced - self.target_ms(params)
         tol = self.tolerance_ms(params)
         with np.errstate(invalid="ignore"):
             choice = np.where(error < -tol, self.EARLY, np.where(error > tol, self.LATE, self.ON_TIME))

@@ -220,7 +220,7 @@ class DelayedMatchToSample(Task):
         self.dim_ring = int(dim_ring)
         self.input_names = ("fixation",) + tuple(f"direction{k}" for k in range(self.dim_ring))
         super().__init__(1 + self.dim_ring, 2, dt, tau, T, N_batch, seed=seed, **knobs)
-        self.timing = check_timing("DelayedMatchToSample", self.default_timing, timing)
+        self.timing = check_timing("DelayedMatchToSample", self.default_timing, timing, self.dt)
         self.lo = LO
         self.hi = HI
 
@@ -275,4 +275,4 @@ class DelayedMatchToSample(Task):
         return x_t, y_t, mask_t
 
     def target_choice(self, y: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
-        return params["choice"].to_numpy(dtype=np.int64)
+        return param_column(params, "choice", self, np.int64)

@@ -66,6 +66,20 @@ def test_vectorised_and_stepwise_paths_agree_without_noise(task):
 
 def test_check_task_passes(task):
     check_task(task)
+    task.get_trial_batch()  # PsychRNN's first call starts a live generator, which copies used to choke on
+    check_task(task)
+
+
+def test_score_without_the_trial_params_scores_or_says_what_it_needs(task):
+    """trial_params is optional: a task that reads its targets from y scores without it, the others say they
+    need it (five tasks raised a bare KeyError)."""
+    b = task.generate(4, batch_id=0)
+    try:
+        scored = task.score(b.y, b.y, b.mask)
+    except ValueError as err:
+        assert "pass batch.params as trial_params" in str(err)
+    else:
+        assert (scored["outcome"] == "correct").all()
 
 
 def test_score_columns(task):

@@ -65,6 +65,18 @@ def test_ready_set_go_produced_interval(factor, choice, outcome):
     assert np.allclose(scored["produced_ms"], factor * target, atol=task.dt)
 
 
+@pytest.mark.parametrize("dt", [10, 40, 50])
+def test_ready_set_go_targets_produce_the_target_interval_exactly(dt):
+    """Set and the target time fall between steps: the produced interval ran late by up to dt, and at dt=40
+    with a tight tolerance a quarter of the targets themselves scored late."""
+    task = ReadySetGo(dt=dt, seed=0)
+    b = task.generate(256, knobs={"tolerance": 0.02}, batch_id=0)
+    scored = task.score(b.y, b.y, b.mask, b.params)
+    assert (scored["outcome"] == "correct").all()
+    np.testing.assert_allclose(scored["produced_ms"], task.target_ms(b.params))
+    assert np.all(np.abs(task.target_ms(b.params) - b.params["production_ms"]) < dt)
+
+
 def test_ready_set_go_no_response_and_tolerance_edges():
     task = ReadySetGo(seed=0)
     b = task.generate(16, knobs={"tolerance": 0.1, "interval_ms": 600.0}, batch_id=0)
