@@ -195,7 +195,9 @@ class Agent:
         if score.stage_index != self._stage:
             self.stage_changes += 1
             self._stage_changed = True
-            self._log_connectivity(score.trials, f"stage{self._stage}_{batch.stage}")
+            from .tracking import snapshot_tag
+
+            self._log_connectivity(score.trials, snapshot_tag(self._stage, batch.stage, score.trials))
             self._stage = score.stage_index
         return score
 
@@ -222,7 +224,7 @@ class Agent:
             return
         from .tracking import AgentTracker
 
-        self.tracker = AgentTracker(dict(run))
+        self.tracker = AgentTracker(dict(run), weights_dir=Path(self.config.workdir) / "weights")
         if not self._run_has_model_config():
             self.tracker.log_model_config(self.model.config())
             self.tracker.log_masks(self.model.masks())

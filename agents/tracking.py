@@ -11,22 +11,27 @@ What an agent writes:
 - the masks as ``constraints/masks.npz`` (:meth:`AgentTracker.log_masks`), their densities as
   ``constraint.density.<name>`` params;
 - at each stage change (graduation or regression) and at the end (:meth:`AgentTracker.log_connectivity`):
-  the weights file unchanged under ``connectivity/<tag>/`` (loadable by ``agents.weights``), ``W_rec.png``
-  (E then I, by region), ``eigenspectrum.png`` (effective ``W_rec`` with the unit circle), ``W_in.png`` and
-  ``W_out.png``, the
+  the weights file unchanged under ``connectivity/<tag>/`` (loadable by ``agents.weights``; tag
+  ``stage<i>_<name>_trial<N>`` (:func:`snapshot_tag`) or ``final``), ``W_rec.png`` (E then I, by region),
+  ``eigenspectrum.png`` (effective ``W_rec`` with the unit circle), ``W_in.png`` and ``W_out.png``, the
   metric ``connectivity/spectral_radius``, and a step-keyed image ``W_rec`` (``MlflowClient.log_image(run_id,
   image, key="W_rec", step=trials)``) so the UI's step slider shows connectivity changing;
 - training metrics (:meth:`AgentTracker.log_metrics`), buffered and written with ``log_batch``: the agent
   process logs each batch's loss as ``train/loss`` at the batch's trial count (the curriculum metrics' step).
 
 Failure policy and timeouts are those of :mod:`shaping.tracking`: store calls run on a background thread,
-the first store failure warns once and turns tracking off, and training never sees an exception.
+the first store failure warns once and turns tracking off, and training never sees an exception. A slow store
+falls behind on the figures first: params, metrics, every weights file and the final snapshot are written
+ahead of the figures of earlier snapshots (and of the step images), which wait until nothing else does (at
+most ``figure_backlog`` snapshots' worth; older ones are dropped). :meth:`AgentTracker.close` waits a bounded
+time, then drops what is left and logs exactly what (count and which).
 This module takes plain dicts and NumPy arrays; it does not import TensorFlow.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -37,7 +42,8 @@ import numpy as np
 
 # shaping.tracking first: it sets MLflow's environment (telemetry off, short HTTP timeouts) before import.
 from shaping import figures
-from shaping.tracking import (BackgroundWriter, StoreGuard, flatten_params, log_metrics_batched,
+from shaping.lab import AGENT_STOP_GRACE_S
+from shaping.tracking import (BackgroundWriter, StoreGuard, describe_labels, flatten_params, log_metrics_batched,
                               log_params_batched, now_ms, plain, safe_name)
 
 from mlflow import MlflowClient  # noqa: E402,I001
@@ -56,6 +62,28 @@ CONSTRAINT_KEYS = frozenset({
     "connectivity", "density", "densities", "p_connect", "region_spec", "fixed_weights", "fixed_fraction",
     "fixed_fractions", "input_connectivity", "rec_connectivity", "output_connectivity",
 })
+
+
+# close() waits this long for the store: half the time a lab gives a stopped agent before SIGKILL, the rest
+# being for its last batch, checkpoint and weight files.
+CLOSE_TIMEOUT_S = AGENT_STOP_GRACE_S / 2
+_SNAPSHOT_TAG = re.compile(r"stage(\d+)_(.+?)(?:_trial(\d+))?")
+
+
+def snapshot_tag(stage_index: int, stage: str, trials: int) -> str:
+    """The tag of the snapshot an agent takes when it leaves a stage, ``stage<i>_<name>_trial<N>`` (N: its
+    cumulative trial count then): unique however often it leaves the stage (weights file
+    ``<agent>_<tag>.npz``, MLflow folder ``connectivity/<tag>/``)."""
+    return f"stage{int(stage_index)}_{stage}_trial{int(trials)}"
+
+
+def parse_snapshot_tag(tag: str) -> tuple[int, str, int | None] | None:
+    """``(stage index, stage name, trial count)`` of a :func:`snapshot_tag`; the count is None for the
+    ``stage<i>_<name>`` tags of older agents; None for any other tag (``final``)."""
+    match = _SNAPSHOT_TAG.fullmatch(tag)
+    if match is None:
+        return None
+    return int(match[1]), match[2], None if match[3] is None else int(match[3])
 
 
 def split_config(config: Mapping[str, Any], constraint_keys: frozenset = CONSTRAINT_KEYS
@@ -81,20 +109,27 @@ class AgentTracker:
             (the server could not reach the store), gives a tracker that does nothing.
         background: write on a background thread (default) or inline.
         flush_interval_s, flush_metrics: when buffered :meth:`log_metrics` values are written.
+        weights_dir: where the agent saves its weight files (named in the warnings when MLflow misses some).
+        figure_backlog: snapshots whose figures may wait for the store; beyond it the oldest are dropped.
     """
 
     def __init__(self, run: Mapping[str, Any] | None, background: bool = True, flush_interval_s: float = 10.0,
-                 flush_metrics: int = 1000):
+                 flush_metrics: int = 1000, weights_dir: str | os.PathLike | None = None, figure_backlog: int = 32):
         run = dict(run or {})
         self.run = run
         self.run_id: str | None = run.get("run_id")
         self.tracking_uri: str | None = run.get("tracking_uri")
-        self.guard = StoreGuard(self.tracking_uri or "<none>")
+        where = f"in {weights_dir}" if weights_dir is not None else "where the agent saves them"
+        self.hint = (f"The agent's weight files, every snapshot's, are {where} (the dashboard and `skinnerbox "
+                     "report` draw them); `skinnerbox sync` rebuilds the curriculum from the journal, not the "
+                     "agent's metrics, connectivity or figures.")
+        self.guard = StoreGuard(self.tracking_uri or "<none>", hint=f"Training goes on. {self.hint}")
         if not self.run_id or not self.tracking_uri:
             self.guard.enabled = False
             logger.info("AgentTracker: no MLflow run was given; nothing will be logged")
         self._client: MlflowClient | None = None
-        self.writer = BackgroundWriter(self.guard, background=background, name="mlflow-agent")
+        self.writer = BackgroundWriter(self.guard, background=background, name="mlflow-agent",
+                                       max_deferred=figure_backlog)
         self.flush_interval_s = float(flush_interval_s)
         self.flush_metrics = int(flush_metrics)
         self._metrics: list[Metric] = []
@@ -158,8 +193,8 @@ class AgentTracker:
             dale_sign: ``(N_rec,)`` +1 (E) / -1 (I); default from ``Dale_rec`` when ``dale_ratio`` is set.
             region_labels: ``(N_rec,)`` region per unit (``model.region_labels``), or None.
             step: trial count (the x of the UI's step slider).
-            tag: folder name, e.g. ``"stage0_easy"`` (the agent's tag when it leaves stage 0, "easy") or
-                ``"final"``; None: no folder, no file.
+            tag: folder name, e.g. ``"stage0_easy_trial384"`` (:func:`snapshot_tag`: the agent leaves stage 0,
+                "easy", at trial 384) or ``"final"`` (its figures are not deferred); None: no folder, no file.
             input_names, output_names: channel names for the W_in / W_out maps.
         """
         if not self.enabled:
@@ -182,8 +217,10 @@ class AgentTracker:
             return
         sign = None if dale_sign is None else np.asarray(dale_sign, dtype=float)
         labels = None if region_labels is None else list(region_labels)
-        self.writer.submit("log connectivity", self._write_connectivity, tmp, local, snapshot, sign, labels,
-                           int(step), None if tag is None else safe_name(tag), input_names, output_names)
+        tag = None if tag is None else safe_name(tag)
+        label = f"connectivity weights ({tag})" if tag else f"spectral radius (trial {step})"
+        self.writer.submit(label, self._write_snapshot, tmp, local, snapshot, sign, labels, int(step), tag,
+                           input_names, output_names)
 
     # ------------------------------------------------------------------ metrics
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -201,14 +238,28 @@ class AgentTracker:
         self._flush_metrics()
         return self.writer.drain(timeout_s)
 
-    close = flush
+    def close(self, timeout_s: float | None = None) -> bool:
+        """Write everything buffered and wait for the store up to ``timeout_s`` (default
+        :data:`CLOSE_TIMEOUT_S`); then drop what is left, so the process can exit. Whatever was dropped, now
+        or earlier (``figure_backlog``), is logged as one warning saying what. Returns True when nothing was."""
+        timeout_s = CLOSE_TIMEOUT_S if timeout_s is None else timeout_s
+        self._flush_metrics()
+        if self.writer.close(timeout_s):
+            return True
+        running = f" (still writing: {self.writer.running})" if self.writer.running else ""
+        logger.warning("MLflow: %d write(s) to run %s were not made (the store could not keep up; the wait at "
+                       "the end was %.0f s at most)%s: %s. %s", len(self.writer.dropped), self.run_id, timeout_s,
+                       running, describe_labels(self.writer.dropped), self.hint)
+        return False
 
     # ------------------------------------------------------------------ writing (background thread)
     def _flush_metrics(self) -> None:
         metrics, self._metrics = self._metrics, []
         self._last_flush = time.monotonic()
         if metrics and self.enabled:
-            self.writer.submit("log agent metrics",
+            steps = sorted({m.step for m in metrics})
+            self.writer.submit(f"metrics ({', '.join(sorted({m.key for m in metrics}))} at trials "
+                               f"{steps[0]}-{steps[-1]})",
                                lambda: log_metrics_batched(self.client, self.run_id, metrics))
 
     def _write_config(self, params: dict, whole: dict) -> None:
@@ -222,38 +273,48 @@ class AgentTracker:
             self.client.log_artifact(self.run_id, str(path), "constraints")
         log_params_batched(self.client, self.run_id, density)
 
-    def _write_connectivity(self, tmp: str, local: Path | None, weights: dict, sign: np.ndarray | None,
-                            labels: list | None, step: int, tag: str | None, input_names: Any,
-                            output_names: Any) -> None:
+    def _write_snapshot(self, tmp: str, local: Path | None, weights: dict, sign: np.ndarray | None,
+                        labels: list | None, step: int, tag: str | None, input_names: Any, output_names: Any
+                        ) -> None:
+        """The cheap part of a snapshot, ahead of figures: its weights file and spectral radius; then its
+        figures, queued behind everything else but the final snapshot's."""
         try:
-            folder = f"connectivity/{tag}"
             if local is not None:
-                self.client.log_artifact(self.run_id, str(local), folder)
-            if sign is None:
-                sign = figures.dale_sign_from_weights(weights)
-            eff = figures.effective_weights(weights, sign)
-            w_rec = eff.get("W_rec")
-            run = self.guard.run
-            client, run_id = self.client, self.run_id
-            if w_rec is not None:
-                radius = float(np.max(np.abs(np.linalg.eigvals(w_rec)))) if w_rec.size else 0.0
-                run("connectivity metrics", log_metrics_batched, client, run_id,
-                    [Metric("connectivity/spectral_radius", radius, now_ms(), step)])
-                run("W_rec image", lambda: client.log_image(run_id, figures.w_rec_image(w_rec, sign, labels),
-                                                            key="W_rec", step=step, synchronous=True))
-            if tag is None:
-                return
-            if w_rec is not None:
-                run("W_rec figure", lambda: client.log_figure(
-                    run_id, figures.w_rec_heatmap(w_rec, sign, labels, title=f"W_rec ({tag}, trial {step})"),
-                    f"{folder}/W_rec.png"))
-                run("eigenspectrum figure", lambda: client.log_figure(
-                    run_id, figures.eigenspectrum(w_rec), f"{folder}/eigenspectrum.png"))
-            if "W_in" in eff:
-                run("W_in figure", lambda: client.log_figure(
-                    run_id, figures.w_in_map(eff["W_in"], sign, labels, input_names), f"{folder}/W_in.png"))
-            if "W_out" in eff:
-                run("W_out figure", lambda: client.log_figure(
-                    run_id, figures.w_out_map(eff["W_out"], sign, labels, output_names), f"{folder}/W_out.png"))
+                self.client.log_artifact(self.run_id, str(local), f"connectivity/{tag}")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        if sign is None:
+            sign = figures.dale_sign_from_weights(weights)
+        eff = figures.effective_weights(weights, sign)
+        w_rec = eff.get("W_rec")
+        if w_rec is not None:
+            radius = float(np.max(np.abs(np.linalg.eigvals(w_rec)))) if w_rec.size else 0.0
+            self.guard.run("connectivity metrics", log_metrics_batched, self.client, self.run_id,
+                           [Metric("connectivity/spectral_radius", radius, now_ms(), step)])
+        label = f"connectivity figures ({tag})" if tag else f"W_rec image (trial {step})"
+        queue = self.writer.submit if tag == "final" else self.writer.defer
+        queue(label, self._write_figures, eff, sign, labels, step, tag, input_names, output_names)
+
+    def _write_figures(self, eff: dict, sign: np.ndarray | None, labels: list | None, step: int, tag: str | None,
+                       input_names: Any, output_names: Any) -> None:
+        """A snapshot's step-keyed ``W_rec`` image and, with a ``tag``, its figures in ``connectivity/<tag>/``."""
+        run = self.guard.run
+        client, run_id, folder = self.client, self.run_id, f"connectivity/{tag}"
+        w_rec = eff.get("W_rec")
+        if w_rec is not None:
+            run("W_rec image", lambda: client.log_image(run_id, figures.w_rec_image(w_rec, sign, labels),
+                                                        key="W_rec", step=step, synchronous=True))
+        if tag is None:
+            return
+        if w_rec is not None:
+            run("W_rec figure", lambda: client.log_figure(
+                run_id, figures.w_rec_heatmap(w_rec, sign, labels, title=f"W_rec ({tag}, trial {step})"),
+                f"{folder}/W_rec.png"))
+            run("eigenspectrum figure", lambda: client.log_figure(
+                run_id, figures.eigenspectrum(w_rec), f"{folder}/eigenspectrum.png"))
+        if "W_in" in eff:
+            run("W_in figure", lambda: client.log_figure(
+                run_id, figures.w_in_map(eff["W_in"], sign, labels, input_names), f"{folder}/W_in.png"))
+        if "W_out" in eff:
+            run("W_out figure", lambda: client.log_figure(
+                run_id, figures.w_out_map(eff["W_out"], sign, labels, output_names), f"{folder}/W_out.png"))

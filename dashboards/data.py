@@ -10,7 +10,9 @@ A lab directory holds ``journal/`` (segments, ``server.json`` while the server r
 by the server), ``weights/<agent>*.npz`` (PsychRNN weight files) and, by default, ``mlflow.db``. A journal
 directory given on its own works too.
 
-Conventions: ``trial`` counts are cumulative per agent (the x axis everywhere, as in the MLflow metrics);
+Conventions: ``trial`` counts are cumulative per agent (the x axis everywhere, as in the MLflow metrics),
+events included: the functions below place an event at its ``session_trials`` (every trial the session scored,
+stale ones too) and keep the policy's own count, which leaves stale trials out, as ``policy_trial``;
 accuracy is ``correct / all trials`` (no-response trials count as not correct), over a trailing window of
 the current stage's trials that restarts at each stage change, as the stage policies' windows do.
 """
@@ -72,7 +74,7 @@ def lab_paths(lab_dir: str | os.PathLike) -> LabPaths:
 # ---------------------------------------------------------------------------------------------- journal
 _BATCH_COLUMNS = ["agent", "session", "batch", "epoch", "time", "task", "stage", "stage_index", "n",
                   "correct", "no_response", "accuracy", "policy_accuracy", "trials"]
-_EVENT_COLUMNS = ["agent", "session", "batch", "time", "event", "trial"]
+_EVENT_COLUMNS = ["agent", "session", "batch", "time", "session_trials", "event", "trial"]
 _SESSION_COLUMNS = ["agent", "session", "curriculum", "epoch", "resumed", "time", "seed", "info", "run",
                     "spec", "task", "task_spec"]
 _END_COLUMNS = ["agent", "session", "time", "reason"]
@@ -89,7 +91,9 @@ class LabTables:
             what its criteria read; None when it keeps none), ``trials`` (the agent's cumulative trial count at
             the end of the batch), then ``knob.NAME`` (the setting as journaled: number, list or
             ``{"uniform": [lo, hi]}``).
-        events: one row per policy event: ``agent, session, batch, time, event, trial``, then its fields.
+        events: one row per policy event: ``agent, session, batch, time, session_trials`` (the agent's
+            cumulative trial count when it fired: the x axis), ``event, trial`` (the policy's own count, without
+            stale trials), then its fields.
         sessions: one row per accepted HELLO: ``agent, session, curriculum, epoch, resumed, time, seed,
             info, run, spec`` (the curriculum spec) and ``task`` (the task config).
         ends: one row per BYE: ``agent, session, time, reason``.
@@ -145,6 +149,7 @@ class LabReader:
         self._batch_recs: list[dict] = []
         self._batch_rows: list[dict] = []
         self._event_rows: list[dict] = []
+        self._trials: dict[str, int] = {}  # agent -> trials read so far (events of older journals)
         self._sessions: list[dict] = []
         self._ends: list[dict] = []
         self._opened: dict | None = None
@@ -174,9 +179,7 @@ class LabReader:
                 if kind == J.BATCH:
                     self._batch_recs.append(rec)
                     self._batch_rows.append(_batch_row(rec))
-                for ev in json.loads(rec["events"]):
-                    self._event_rows.append({"agent": rec["agent"], "session": rec["session"],
-                                             "batch": rec["batch"], "time": rec["time"], **ev})
+                self._event_rows.extend(J.event_rows(kind, rec, self._trials))
             elif kind == J.HELLO:
                 self._sessions.append({c: rec.get(c) for c in _SESSION_COLUMNS})
             elif kind == J.END:
@@ -338,25 +341,32 @@ def agent_progress(tables: LabTables, agent: str, window: int | None = None) -> 
 
 
 def _events_of(tables: LabTables, agent: str, kinds: Sequence[str]) -> pd.DataFrame:
+    """``agent``'s events of these kinds, each at its cumulative trial count (``trial``; the policy's own count
+    as ``policy_trial``; ``session_trials`` missing: the policy's count is all there is)."""
     e = tables.events
     if not len(e) or "event" not in e.columns:
-        return e.iloc[0:0]
-    return e[(e["agent"] == agent) & e["event"].isin(kinds)].reset_index(drop=True)
+        return e.iloc[0:0].assign(policy_trial=[])
+    e = e[(e["agent"] == agent) & e["event"].isin(kinds)].reset_index(drop=True)
+    cumulative = e["session_trials"] if "session_trials" in e.columns else pd.Series(np.nan, index=e.index)
+    return e.assign(policy_trial=e["trial"], trial=cumulative.fillna(e["trial"]))
 
 
 def stage_changes(tables: LabTables, agent: str) -> pd.DataFrame:
-    """``agent``'s curriculum moves (``graduated``, ``regressed``, ``complete``) and stage overrides:
-    ``event, trial, from_stage, to_stage, stage, stage_index, accuracy, rule, note`` (an experimenter's note
-    on an override)."""
+    """``agent``'s curriculum moves (``graduated``, ``regressed``, ``complete``, ``out_of_trials``) and stage
+    overrides: ``event, trial`` (the agent's cumulative trial count: where the stage line of
+    :func:`agent_progress` steps), ``policy_trial`` (the policy's count, without stale trials), ``from_stage,
+    to_stage, stage, stage_index, accuracy, rule, note`` (an experimenter's note on an override)."""
     e = _events_of(tables, agent, [*MOVE_EVENTS, "override"])
     if "override" in set(e.get("event", [])) and "to_stage" in e.columns:
         e = e[(e["event"] != "override") | e["to_stage"].notna()]
-    cols = ["event", "trial", "from_stage", "to_stage", "stage", "stage_index", "accuracy", "rule", "note"]
+    cols = ["event", "trial", "policy_trial", "from_stage", "to_stage", "stage", "stage_index", "accuracy", "rule",
+            "note"]
     return e.reindex(columns=cols).reset_index(drop=True)
 
 
 def reversals(tables: LabTables, agent: str) -> pd.DataFrame:
-    """``agent``'s staircase reversals: ``trial, stage, level, reversals`` (count so far), ``threshold``."""
+    """``agent``'s staircase reversals: ``trial`` (cumulative, as in :func:`stage_changes`), ``stage, level,
+    reversals`` (count so far), ``threshold``."""
     e = _events_of(tables, agent, ["reversal"])
     return e.reindex(columns=["trial", "stage", "knob", "level", "reversals", "threshold"]).reset_index(drop=True)
 
@@ -368,7 +378,9 @@ def graduations(tables: LabTables, conditions: pd.DataFrame | None = None) -> pd
     (``"complete"``, common to every curriculum: the comparison between shaped and unshaped agents).
 
     Returns:
-        ``agent, condition, curriculum, milestone, order`` (stage index, completion last), ``trial``.
+        ``agent, condition, curriculum, milestone, order`` (stage index, completion last), ``trial``: the
+        trials the network trained on until then (the agent's cumulative count, stale trials included; the
+        policy's own count leaves them out).
     """
     conditions = agent_conditions(tables) if conditions is None else conditions
     cond = conditions.set_index("agent") if len(conditions) else None
@@ -554,15 +566,16 @@ def _agent_of_file(stem: str, agents: Sequence[str]) -> tuple[str, str] | None:
 def weight_files(lab_dir: str | os.PathLike, agents: Sequence[str] | None = None,
                  tables: LabTables | None = None) -> pd.DataFrame:
     """The lab's weight files: ``weights/<agent>.npz`` (the final weights) and ``weights/<agent>_<tag>.npz``
-    (snapshots an agent saves when its stage changes, tag ``stage<i>_<name>``), in the order they were
-    written (file modification time).
+    (snapshots an agent saves when its stage changes, tag ``stage<i>_<name>_trial<N>``: N is the agent's
+    cumulative trial count then; older agents wrote ``stage<i>_<name>``, replaced at each visit), in the order
+    they were written (file modification time).
 
     Args:
         lab_dir: the lab directory.
         agents: known agent names (default: the journal's); files of unknown agents are grouped by the
             stem before its first ``_``.
-        tables: the journal tables, to date snapshots: a ``stage<i>_...`` snapshot gets the trial count of
-            the agent's stage change out of stage ``i`` (the last one before a later snapshot), ``final`` the
+        tables: the journal tables, to date the snapshots whose tag does not: an older ``stage<i>_<name>``
+            snapshot gets the trial count of the agent's last stage change out of stage ``i``, ``final`` the
             agent's last trial count.
 
     Returns:
@@ -594,21 +607,26 @@ def weight_files(lab_dir: str | os.PathLike, agents: Sequence[str] | None = None
         return df
     df["final"] = df["tag"] == "final"
     df = df.sort_values(["agent", "final", "mtime", "tag"], kind="stable", ignore_index=True).drop(columns="final")
-    if tables is not None:
-        df["trial"] = [_snapshot_trial(tables, r["agent"], r["tag"]) for r in df.to_dict("records")]
+    df["trial"] = [_snapshot_trial(tables, r["agent"], r["tag"]) for r in df.to_dict("records")]
     return df
 
 
-def _snapshot_trial(tables: LabTables, agent: str, tag: str) -> float:
+def _snapshot_trial(tables: LabTables | None, agent: str, tag: str) -> float:
+    """The cumulative trial count a snapshot was taken at: from its tag (``stage<i>_<name>_trial<N>``), else
+    (``final``, and the ``stage<i>_<name>`` tags of older agents) from the journal tables."""
+    from agents.tracking import parse_snapshot_tag  # noqa: PLC0415  (imports mlflow: only when needed)
+
+    parsed = parse_snapshot_tag(tag)
+    if parsed is not None and parsed[2] is not None:
+        return float(parsed[2])
+    if tables is None:
+        return np.nan
     if tag == "final":
         b = tables.batches[tables.batches["agent"] == agent]
         return float(b["trials"].iloc[-1]) if len(b) else np.nan
-    if not tag.startswith("stage"):
+    if parsed is None:
         return np.nan
-    try:
-        index = int(tag[len("stage"):].split("_", 1)[0])
-    except ValueError:
-        return np.nan
+    index = parsed[0]
     moves = _events_of(tables, agent, ["graduated", "regressed"])
     names = stage_names(tables, agent)
     if not len(moves):

@@ -170,7 +170,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _sync_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("lab_dir", help="a lab directory (holding journal/ and lab.json) or a journal directory")
-    p.add_argument("--tracking-uri", help="MLflow store (default sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: the one the lab ran with, else "
+                                          "$MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--experiment", help="experiment name (default: the lab's)")
 
 
@@ -178,15 +179,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
-    from .lab import default_tracking_uri  # noqa: PLC0415
-    from .tracking import sync  # noqa: PLC0415
+    from .tracking import resolve_tracking_uri, sync  # noqa: PLC0415
 
     lab_dir = Path(args.lab_dir)
     journal_dir = lab_dir / "journal" if (lab_dir / "journal").is_dir() else lab_dir
     lab_json = journal_dir.parent / "lab.json"
     config = json.loads(lab_json.read_text()) if lab_json.exists() else None
     experiment = args.experiment or (config or {}).get("lab", {}).get("experiment", "skinnerbox")
-    uri = args.tracking_uri or (config or {}).get("lab", {}).get("tracking_uri") or default_tracking_uri()
+    ran_with = (config or {}).get("lab", {}).get("tracking_uri")  # the store the lab ran with
+    uri = resolve_tracking_uri(args.tracking_uri or (ran_with if ran_with != "none" else None))
     result = sync(journal_dir, uri, experiment, lab_config=config)
     if result.get("skipped"):
         print(f"{journal_dir} was already synced (parent run {result['parent_run_id']})")

@@ -466,16 +466,30 @@ def load_batches(path: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def event_rows(kind: int, rec: Mapping[str, Any], counts: dict[str, int]) -> list[dict]:
+    """The events of one BATCH or OVERRIDE record (read in journal order) as rows: ``agent, session, batch,
+    time`` and the event's fields, ``session_trials`` included. ``counts`` (agent -> trials journaled so far,
+    updated here) gives ``session_trials`` to the events of journals written before the server added it."""
+    agent = rec["agent"]
+    if kind == BATCH:
+        counts[agent] = counts.get(agent, 0) + int(rec["n"])
+    head = {"agent": agent, "session": rec["session"], "batch": rec["batch"], "time": rec["time"],
+            "session_trials": counts.get(agent, 0)}
+    return [{**head, **ev} for ev in json.loads(rec["events"])]
+
+
 def load_events(path: str | os.PathLike) -> pd.DataFrame:
-    """Every policy event: ``agent, session, batch, time``, then the event's own fields (``event, trial,
-    stage, stage_index, accuracy, rule``, ...). An experimenter's ``override`` carries the batch it followed
-    (-1 before the first) and its ``note``."""
-    rows = []
-    for _, rec in iter_records(path, kinds=[BATCH, OVERRIDE]):
-        for ev in json.loads(rec["events"]):
-            rows.append({"agent": rec["agent"], "session": rec["session"], "batch": rec["batch"],
-                         "time": rec["time"], **ev})
-    return pd.DataFrame(rows, columns=None if rows else ["agent", "session", "batch", "time", "event"])
+    """Every policy event: ``agent, session, batch, time, session_trials``, then the event's own fields
+    (``event, trial, stage, stage_index, accuracy, rule``, ...). ``trial`` is the policy's count, which leaves
+    out stale trials; ``session_trials`` counts every trial the session scored (and the network trained on):
+    the metrics' step and the x axis of every figure. An experimenter's ``override`` carries the batch it
+    followed (-1 before the first) and its ``note``."""
+    rows: list[dict] = []
+    counts: dict[str, int] = {}
+    for kind, rec in iter_records(path, kinds=[BATCH, OVERRIDE]):
+        rows.extend(event_rows(kind, rec, counts))
+    return pd.DataFrame(rows, columns=None if rows else ["agent", "session", "batch", "time", "session_trials",
+                                                         "event"])
 
 
 def load_snapshots(path: str | os.PathLike) -> pd.DataFrame:

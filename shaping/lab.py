@@ -210,6 +210,8 @@ def default_tracking_uri(cwd: str | os.PathLike | None = None) -> str:
     return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
 
 
+AGENT_STOP_GRACE_S = 60.0  # an agent stopped by the lab has this long to checkpoint and leave (then SIGKILL)
+SERVER_STOP_GRACE_S = 30.0  # the same for the server, once the agents are gone
 LAB_PID_ENV = "SKINNERBOX_LAB_PID"
 LAB_LOCK = "lab.lock"  # held by a running lab: the same lab run again refuses before changing anything
 
@@ -305,6 +307,7 @@ class Lab:
         self.dir = Path(self.workdir or lab["workdir"]).resolve()
         uri = self.tracking_uri or lab.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") \
             or default_tracking_uri()
+        lab["tracking_uri"] = uri  # the store run with, in lab.json: `skinnerbox sync` goes there too
         self.tracking_uri = None if uri == "none" else uri
         self.server: _Proc | None = None
         self.endpoint: str | None = None
@@ -478,7 +481,7 @@ class Lab:
         for proc in self.agents.values():
             proc.signal(signal.SIGTERM)
         for proc in self.agents.values():
-            if proc.popen is not None and proc.wait(60) is None:
+            if proc.popen is not None and proc.wait(AGENT_STOP_GRACE_S) is None:
                 proc.signal(signal.SIGKILL)
                 proc.wait(5)
             if proc.popen is not None and not proc.done:
@@ -487,7 +490,7 @@ class Lab:
                 proc.done = True
         if self.server is not None:
             self.server.signal(signal.SIGTERM)
-            if self.server.wait(30) is None:
+            if self.server.wait(SERVER_STOP_GRACE_S) is None:
                 self.server.signal(signal.SIGKILL)
                 self.server.wait(5)
         if self.lab_run is not None:
@@ -554,7 +557,9 @@ class Lab:
 
 def summarize(journal_dir: str | os.PathLike, config: Mapping[str, Any] | None = None,
               procs: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """The lab's summary table from its journal (one row per agent)."""
+    """The lab's summary table from its journal (one row per agent). ``trials_to_graduations`` and
+    ``trials_to_complete`` count the trials the network trained on until then (the session's cumulative count,
+    ``session_trials``, stale trials included; the policy's own count leaves them out)."""
     from . import journal
 
     try:
@@ -574,13 +579,13 @@ def summarize(journal_dir: str | os.PathLike, config: Mapping[str, Any] | None =
             "curriculum": (agent_entry(config, name).get("curriculum") if config else None),
             "trials": int(len(t)),
             "graduations": int(len(grads)),
-            "trials_to_graduations": ", ".join(str(int(v)) for v in grads["trial"]) if len(grads) else "",
+            "trials_to_graduations": ", ".join(str(int(v)) for v in grads["session_trials"]) if len(grads) else "",
             "final_stage": t["stage"].iloc[-1] if len(t) else None,
             "final_accuracy": float((last["outcome"] == "correct").mean()) if len(last) else float("nan"),
             "complete": bool(len(e) and (e["event"] == "complete").any()),
         }
         done = e[e["event"] == "complete"] if len(e) else e
-        row["trials_to_complete"] = int(done["trial"].iloc[0]) if len(done) else None
+        row["trials_to_complete"] = int(done["session_trials"].iloc[0]) if len(done) else None
         if procs and name in procs:
             row["restarts"] = procs[name].restarts
             row["exit"] = procs[name].returncode

@@ -17,7 +17,9 @@ Invariants:
   RESULT arrives, even if it has come back to that stage since (at most ``credit - 1`` batches after a
   graduation or regression), or answered after the curriculum completed (a pipelined agent's last batch), is
   scored, journaled (flagged ``stale``) and acknowledged, but not fed to the policy: the new stage's window
-  holds only its own trials.
+  holds only its own trials. So an event's ``trial`` (the policy's count) leaves stale trials out; the server
+  adds ``session_trials``, the session's count of every scored trial (the network trained on them all), at
+  which metrics, figures and trials-to-criterion place it.
 - **Reproducible.** Each agent's trial stream and policy are seeded from (server seed, agent name), and batch
   ``k`` of a stream is a function of (seed, k, knobs): a restarted server re-issues what was never scored.
 
@@ -55,7 +57,7 @@ import zmq
 from . import journal as J
 from . import keys as K
 from . import protocol as P
-from .lab import lab_gone
+from .lab import SERVER_STOP_GRACE_S, lab_gone
 from .protocol import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -952,6 +954,7 @@ class TaskServer:
         s.scored_ids.add(bid)
         s.last_scored = bid
         s.trials += n
+        events = _at_session_trials(events, s.trials)
         s.batches += 1
         s.record(codes)
         stage_before = int(s.conditions["stage_index"])
@@ -1004,6 +1007,7 @@ class TaskServer:
         if h.get("note"):
             for ev in events:
                 ev["note"] = h["note"]
+        events = _at_session_trials(events, s.trials)
         s.conditions = s.policy.conditions()
         if given != ["knob"]:
             s.stage_visit += 1  # batches in flight were drawn under the stage being left: stale
@@ -1037,6 +1041,12 @@ def _outcome_codes(outcome: np.ndarray) -> np.ndarray:
     for label, code in P.OUTCOME_CODES.items():
         codes[outcome == label] = code
     return codes
+
+
+def _at_session_trials(events: list[dict], trials: int) -> list[dict]:
+    """``events`` with ``session_trials``: the session's cumulative trial count when they fired (stale trials
+    included, unlike the policy's ``trial``), the x axis of every metric and figure."""
+    return [{**ev, "session_trials": int(trials)} for ev in events]
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -1088,12 +1098,18 @@ def attach_tracking(server: TaskServer, tracking: Mapping[str, Any]) -> Any:
         tracker.on_session_end(agent, lambda: J.load(journal, agent=agent),
                                status="FINISHED" if s.policy.complete else "KILLED")
 
-    server.on_session_start = lambda s: tracker.on_session_start(s.agent, s.spec, s.task.spec())
+    def journal_of(agent: str) -> Callable[[], tuple]:
+        path = server.config.journal
+        return lambda: (J.load(path, agent=agent), J.load_batches(path), J.load_events(path), J.load_sessions(path))
+
+    # A session this process resumes (a restarted server) is replayed from the journal on the writer thread.
+    server.on_session_start = lambda s: tracker.on_session_start(s.agent, s.spec, s.task.spec(), trials=s.trials,
+                                                                 journal=journal_of(s.agent))
     server.on_scored = lambda s, scored, events, cond: tracker.on_scored(
         s.agent, scored, events, cond, s.trials, policy_accuracy=s.policy_accuracy)
     server.on_override = lambda s, events: tracker.on_override(s.agent, events, s.trials)
     server.on_session_end = session_end
-    server.on_stop = lambda _server: tracker.close()
+    server.on_stop = lambda _server: tracker.close(SERVER_STOP_GRACE_S * 2 / 3)  # before the lab's SIGKILL
     return tracker
 
 

@@ -16,19 +16,25 @@ the same run. What the curriculum tracker writes into an agent's run:
   ``knob/<name>`` for each knob (a list-valued knob logs the mean of its choices, a ``{"uniform": [lo, hi]}``
   knob the midpoint; non-numeric knobs are skipped);
 - ``curriculum/events.json``: every event as a table (MLflow's ``log_table``, appended at each batch that
-  has events), with ``step`` (the trial count of the batch) added to the event's own fields;
+  has events), with ``step`` (the trial count of the batch, the event's ``session_trials``) added to the
+  event's own fields;
 - at the end, ``curriculum/trials.parquet`` (the agent's whole trial log), ``curriculum/psychometric/
-  <stage>.png`` per stage, ``curriculum/timeline.png`` and ``curriculum/curves.png``.
+  <stage>.png`` per stage, ``curriculum/timeline.png`` (events at their step) and ``curriculum/curves.png``,
+  and the tag ``curriculum.outcome``: ``complete``, ``out_of_trials`` or ``stopped``.
+
+A server restarted on its journal carries each run on from the journal (counters, window, figure history)
+and writes the batches the dead one never did (see :meth:`CurriculumTracker.on_session_start`).
 
 Nothing here may stop training. Store calls run on one background thread per tracker and metrics are
-buffered and written with ``log_batch`` (every ``flush_interval_s`` seconds or ``flush_metrics`` values, and
-at the end). The first store failure (unreachable server, unwritable file) logs a single warning and turns
-tracking off for the process; :func:`sync` rebuilds the runs from the journal afterwards. Importing this
-module sets, unless already set: ``MLFLOW_DISABLE_TELEMETRY=true``, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` and
-``MLFLOW_HTTP_REQUEST_TIMEOUT=5`` (seconds), so that a dead server costs one short timeout, not minutes of
-retries. sqlite stores tolerate several writing processes: MLflow sets a 20 s busy timeout, every call
-here is retried on "database is locked", and :func:`ensure_experiment` takes a file lock so that processes
-racing to create a new store run MLflow's schema migrations one at a time.
+buffered and written with ``log_batch`` (every ``flush_interval_s`` seconds or ``flush_metrics`` values, at
+each stage change, and at the end), events with them. The first store failure (unreachable server, unwritable
+file) logs a single warning and turns tracking off for the process; :func:`sync` rebuilds the runs from the
+journal afterwards. Importing this module sets, unless already set: ``MLFLOW_DISABLE_TELEMETRY=true``,
+``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT=5`` (seconds), so that a dead server
+costs one short timeout, not minutes of retries. sqlite stores tolerate several writing processes: MLflow
+sets a 20 s busy timeout, every call here is retried on "database is locked", and :func:`ensure_experiment`
+takes a file lock so that processes racing to create a new store run MLflow's schema migrations one at a
+time.
 
 Never imports TensorFlow.
 """
@@ -40,7 +46,6 @@ import json
 import logging
 import math
 import os
-import queue
 import random
 import re
 import subprocess
@@ -176,6 +181,9 @@ def _is_store_error(err: BaseException) -> bool:
     return isinstance(err, SQLAlchemyError)
 
 
+SYNC_HINT = "Training and journaling go on; `skinnerbox sync` can fill the store from the journal later."
+
+
 class StoreGuard:
     """Runs store calls so that no tracking failure reaches training.
 
@@ -183,8 +191,9 @@ class StoreGuard:
     failure (a bad param value, a figure that cannot be drawn) logs one warning per label and is skipped.
     """
 
-    def __init__(self, tracking_uri: str):
+    def __init__(self, tracking_uri: str, hint: str = SYNC_HINT):
         self.tracking_uri = tracking_uri
+        self.hint = hint
         self.enabled = True
         self._warned: set[str] = set()
         self._lock = threading.Lock()
@@ -194,9 +203,8 @@ class StoreGuard:
             if not self.enabled:
                 return
             self.enabled = False
-        logger.warning("MLflow tracking to %s is off for the rest of this process (%s). Training and "
-                       "journaling go on; `skinnerbox sync` can fill the store from the journal later.",
-                       self.tracking_uri, reason)
+        logger.warning("MLflow tracking to %s is off for the rest of this process (%s). %s", self.tracking_uri,
+                       reason, self.hint)
 
     def run(self, label: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``, or None when disabled or when it failed."""
@@ -214,54 +222,124 @@ class StoreGuard:
             return None
 
 
-_DRAIN = object()  # queue marker: everything before it has run
-
-
 class BackgroundWriter:
-    """Runs a tracker's store calls in order on one daemon thread, off the caller's thread.
+    """Runs a tracker's store calls on one daemon thread, off the caller's thread: :meth:`submit`'s in order,
+    and :meth:`defer`'s (figures: slow, and redrawable from files) in order whenever no submitted call waits.
 
-    ``background=False`` runs them inline (used by :func:`sync`). Pending calls are drained at interpreter
-    exit (up to 30 s).
+    ``background=False`` runs every call inline (used by :func:`sync`). Pending calls are drained at
+    interpreter exit (up to 30 s) unless :meth:`abandon` gave up on them.
+
+    Args:
+        guard: runs each call (see :class:`StoreGuard`).
+        background: use the thread.
+        name: the thread's name.
+        max_deferred: deferred calls kept waiting at most; beyond it the oldest is dropped (and listed in
+            :attr:`dropped`), so a slow store cannot pile up figure work without bound.
+
+    Attributes:
+        dropped: labels of the calls dropped (:meth:`abandon`, ``max_deferred``), in order.
+        running: the label of the call running now (None when idle).
     """
 
-    def __init__(self, guard: StoreGuard, background: bool = True, name: str = "mlflow-writer"):
+    def __init__(self, guard: StoreGuard, background: bool = True, name: str = "mlflow-writer",
+                 max_deferred: int | None = None):
         self.guard = guard
         self.background = background
+        self.max_deferred = max_deferred
+        self.dropped: list[str] = []
+        self.running: str | None = None
         self._name = name
-        self._queue: queue.Queue = queue.Queue()
+        self._urgent: deque = deque()
+        self._deferred: deque = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closed = False
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
         if background:
-            atexit.register(self.drain, 30.0)
+            atexit.register(self._at_exit)
 
     def submit(self, label: str, fn: Callable, *args: Any, **kwargs: Any) -> None:
-        """Run ``fn(*args, **kwargs)`` under the guard, now (inline) or soon (background)."""
-        if not self.guard.enabled:
+        """Run ``fn(*args, **kwargs)`` under the guard, now (inline) or soon (background), in order."""
+        self._put(self._urgent, (label, fn, args, kwargs))
+
+    def defer(self, label: str, fn: Callable, *args: Any, **kwargs: Any) -> None:
+        """As :meth:`submit`, but only once no submitted call waits."""
+        self._put(self._deferred, (label, fn, args, kwargs))
+
+    def _put(self, queue_: deque, item: tuple) -> None:
+        if not self.guard.enabled or self._closed:
             return
         if not self.background:
-            self.guard.run(label, fn, *args, **kwargs)
+            self.guard.run(item[0], item[1], *item[2], **item[3])
             return
-        with self._lock:
+        with self._cond:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
-        self._queue.put((label, fn, args, kwargs))
+            queue_.append(item)
+            if queue_ is self._deferred and self.max_deferred is not None and len(queue_) > self.max_deferred:
+                self.dropped.append(queue_.popleft()[0])
+            self._cond.notify_all()
 
     def drain(self, timeout_s: float = 60.0) -> bool:
-        """Wait until everything submitted so far has run; False on timeout."""
-        if not self.background or self._thread is None or not self._thread.is_alive():
+        """Wait until every call, those submitted meanwhile included, has run (after :meth:`abandon`: the one
+        running); False on timeout."""
+        if not self.background or self._thread is None:
             return True
-        done = threading.Event()
-        self._queue.put((_DRAIN, done.set, (), {}))
-        return done.wait(timeout_s)
+        with self._cond:
+            return self._cond.wait_for(lambda: not (self._busy or self._urgent or self._deferred), timeout_s)
+
+    def _at_exit(self) -> None:
+        if not self._closed:  # an abandoned writer's owner has waited already
+            self.drain(30.0)
+
+    def close(self, timeout_s: float) -> bool:
+        """Drain for two thirds of ``timeout_s``, then :meth:`abandon` what is left and give the call running
+        the last third (one left running as the interpreter exits can abort it: a C++ frame under a daemon
+        thread). True when nothing was ever dropped."""
+        if not self.drain(timeout_s * 2 / 3):
+            self.abandon()
+            self.drain(timeout_s / 3)
+        return not self.dropped
+
+    def abandon(self) -> list[str]:
+        """Give up: calls not started are dropped (added to :attr:`dropped`, returned) and later ones refused;
+        a call running now finishes on its own."""
+        with self._cond:
+            self._closed = True
+            left = [item[0] for item in (*self._urgent, *self._deferred)]
+            self._urgent.clear()
+            self._deferred.clear()
+            self.dropped.extend(left)
+            self._cond.notify_all()
+        return left
 
     def _loop(self) -> None:
         while True:
-            label, fn, args, kwargs = self._queue.get()
-            if label is _DRAIN:
-                fn()
-            else:
-                self.guard.run(label, fn, *args, **kwargs)
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+                self._cond.wait_for(lambda: self._urgent or self._deferred)
+                label, fn, args, kwargs = (self._urgent or self._deferred).popleft()
+                self._busy, self.running = True, label
+            self.guard.run(label, fn, *args, **kwargs)
+            self.running = None
+
+
+def describe_labels(labels: Sequence[str], shown: int = 6) -> str:
+    """Labels such as ``"connectivity figures (stage0_easy_trial384)"`` counted by kind (the text before
+    `` (``), with the first ``shown`` details of each: ``"2 connectivity figures (stage0_easy_trial384,
+    stage1_final_trial640)"``."""
+    kinds: dict[str, list[str]] = {}
+    for label in labels:
+        kind, _, detail = label.partition(" (")
+        kinds.setdefault(kind, []).append(detail[:-1] if detail.endswith(")") else detail)
+    parts = []
+    for kind, details in kinds.items():
+        named = [d for d in details if d]
+        more = f", and {len(named) - shown} more" if len(named) > shown else ""
+        parts.append(f"{len(details)} {kind}" + (f" ({', '.join(named[:shown])}{more})" if named else ""))
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- params
@@ -585,6 +663,19 @@ def _frame_for_parquet(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _run_start(agent: str, run_id: str, batches: pd.DataFrame, sessions: pd.DataFrame, trials: int) -> int:
+    """``agent``'s trials journaled before the first HELLO that gave it run ``run_id`` (``trials`` when none
+    did yet: a run that starts now). Journal tables as :func:`shaping.journal.load_batches` and
+    ``load_sessions``."""
+    mine = sessions[sessions["agent"] == agent] if len(sessions) else sessions
+    hellos = [t for t, run in zip(mine.get("time", []), mine.get("run", []))
+              if isinstance(run, Mapping) and run.get("run_id") == run_id]
+    if not hellos:
+        return trials
+    before = batches[(batches["agent"] == agent) & (batches["time"] < min(hellos))] if len(batches) else batches
+    return int(before["n"].sum()) if len(before) else 0
+
+
 def _events_frame(events: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Events as a table: nested values as JSON text; all-empty columns left out (MLflow's ``log_table``
     appends with ``pd.concat``, which fills them in)."""
@@ -607,10 +698,21 @@ class _Session:
     events: list = field(default_factory=list)
     history: list = field(default_factory=list)
     last_flush: float = field(default_factory=time.monotonic)
+    outcome: str | None = None  # the policy's last word: "complete" or "out_of_trials" (None: not done)
+    logged_upto: int = -1  # steps up to this one are in the store already (a resumed run): counted, not logged
+    events_upto: int = -1  # the same for curriculum/events.json
+    held: list | None = None  # hook calls held while the journal is replayed (a resumed session), in order
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def run_id(self) -> str | None:
         return self.run.get("run_id")
+
+
+OUTCOMES = ("complete", "out_of_trials")  # events that end a curriculum: the run's ``curriculum.outcome``
+STAGE_EVENTS = ("graduated", "regressed", *OUTCOMES)  # written at once (a staircase's wait for the next flush)
+# shaping.journal's load(agent), load_batches, load_events and load_sessions
+JournalTables = tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]
 
 
 class CurriculumTracker:
@@ -653,15 +755,27 @@ class CurriculumTracker:
         return self.lab.client
 
     # ------------------------------------------------------------------ hooks
-    def on_session_start(self, agent: str, curriculum_spec: Mapping[str, Any],
-                         task_spec: Mapping[str, Any]) -> dict:
+    def on_session_start(self, agent: str, curriculum_spec: Mapping[str, Any], task_spec: Mapping[str, Any],
+                         trials: int = 0, journal: Callable[[], JournalTables] | None = None) -> dict:
         """Create (or find again) ``agent``'s child run and log its curriculum and task specs.
+
+        A session that has ``trials`` already when this process first sees it (a restarted server, a resumed
+        lab) is replayed from ``journal`` on the writer thread: its reversal count, accuracy window, outcome and
+        figure history go on from the journal, and the batches the run should hold (those since the first HELLO
+        the journal records with this run) but lacks, after its last logged step, are logged: a server that died
+        with writes queued lost them. Hook calls made meanwhile are held and run after the replay, in order.
+
+        Args:
+            trials: the session's scored trials now.
+            journal: returns the journal's ``load(agent)``, ``load_batches``, ``load_events`` and
+                ``load_sessions`` tables.
 
         Returns:
             the ``run`` dict for WELCOME (see :meth:`LabRun.child`).
         """
         run = self.lab.child(agent)
         sess = self._sessions.get(agent)
+        resume = sess is None and trials > 0 and journal is not None and run["run_id"] is not None
         if sess is None:
             knob = _evidence_knob(task_spec)
             axes = psychometric_axes(dict(task_spec or {}, evidence_knob=knob)) if knob else None
@@ -672,6 +786,10 @@ class CurriculumTracker:
         if isinstance(stages, list):
             sess.stage_names = {i: str(s.get("name", i)) for i, s in enumerate(stages)
                                 if isinstance(s, Mapping)}
+        if resume:
+            sess.held = []
+            self.writer.submit("resume curriculum metrics from the journal", self._resume, agent, sess, journal,
+                               int(trials), time.time())
         if run["run_id"] is not None:
             policy, task = plain(dict(curriculum_spec or {})), plain(dict(task_spec or {}))
             params = {**flatten_params(policy, "policy"), **flatten_params(task, "task")}
@@ -693,7 +811,14 @@ class CurriculumTracker:
         sess = self._sessions.get(agent)
         if sess is None or sess.run_id is None or not self.enabled:
             return
-        step, ts = int(trials_so_far), now_ms()
+        self._when_replayed(sess, self._record, sess, scored, events, conditions, int(trials_so_far),
+                            policy_accuracy)
+
+    def _record(self, sess: _Session, scored: pd.DataFrame, events: Sequence[Mapping[str, Any]],
+                conditions: Mapping[str, Any], step: int, policy_accuracy: float | None) -> None:
+        """:meth:`on_scored` for ``sess``: its counters, window and history; metrics and events buffered for
+        the store unless ``step`` is in it already."""
+        ts = now_ms()
         outcome = scored["outcome"].to_numpy() if "outcome" in scored.columns else np.array([])
         stage_index = conditions.get("stage_index")
         if "stage_index" in scored.columns and len(scored):
@@ -719,15 +844,28 @@ class CurriculumTracker:
         for name, value in (conditions.get("knobs") or {}).items():
             if (v := knob_scalar(value)) is not None:
                 values[f"knob/{safe_name(name)}"] = v
-        sess.metrics.extend(Metric(k, v, ts, step) for k, v in values.items())
+        fresh = step > sess.logged_upto
+        if fresh:
+            sess.metrics.extend(Metric(k, v, ts, step) for k, v in values.items())
         sess.history.append({"trial": step, **values})
-        if events:
-            rows = [{"step": step, **dict(ev)} for ev in events]
-            sess.events.extend(rows)
-            sess.events_pending.extend(rows)
-        if len(sess.metrics) >= self.flush_metrics or events or \
-                time.monotonic() - sess.last_flush >= self.flush_interval_s:
+        self._record_events(sess, events, step)
+        moved = any(ev.get("event") in STAGE_EVENTS for ev in events)  # others wait for the next flush
+        if fresh and (len(sess.metrics) >= self.flush_metrics or moved or
+                      time.monotonic() - sess.last_flush >= self.flush_interval_s):
             self._flush(sess)
+
+    def _record_events(self, sess: _Session, events: Sequence[Mapping[str, Any]], step: int) -> None:
+        """Keep ``events`` at ``step`` for the figures, queue them for ``curriculum/events.json`` unless the
+        store has that step, and follow the curriculum's outcome (a stage override resumes a finished one)."""
+        rows = [{"step": step, **dict(ev)} for ev in events]
+        sess.events.extend(rows)
+        if step > sess.events_upto:
+            sess.events_pending.extend(rows)
+        for ev in events:
+            if ev.get("event") in OUTCOMES:
+                sess.outcome = ev["event"]
+            elif ev.get("event") == "override" and not _is_missing(ev.get("to_stage")):
+                sess.outcome = None
 
     def on_override(self, agent: str, events: Sequence[Mapping[str, Any]], trials_so_far: int) -> None:
         """Record an experimenter's override (its ``override`` events) at the agent's trial count; the stage
@@ -735,9 +873,10 @@ class CurriculumTracker:
         sess = self._sessions.get(agent)
         if sess is None or sess.run_id is None or not self.enabled or not events:
             return
-        rows = [{"step": int(trials_so_far), **dict(ev)} for ev in events]
-        sess.events.extend(rows)
-        sess.events_pending.extend(rows)
+        self._when_replayed(sess, self._override, sess, events, int(trials_so_far))
+
+    def _override(self, sess: _Session, events: Sequence[Mapping[str, Any]], step: int) -> None:
+        self._record_events(sess, events, step)
         self._flush(sess)
 
     def on_session_end(self, agent: str, trial_log: pd.DataFrame | Callable[[], pd.DataFrame] | None,
@@ -753,19 +892,105 @@ class CurriculumTracker:
         sess = self._sessions.get(agent)
         if sess is None or sess.run_id is None or not self.enabled:
             return
+        self._when_replayed(sess, self._end, sess, trial_log, status)
+
+    def _end(self, sess: _Session, trial_log: Any, status: str) -> None:
         self._flush(sess)
         self.writer.submit("log trial log and figures", self._write_end, sess.run_id, trial_log,
                            list(sess.history), list(sess.events), sess.axes, dict(sess.stage_names), status,
-                           sess.sides)
+                           sess.sides, sess.outcome or "stopped")
 
     def flush(self, timeout_s: float = 60.0) -> bool:
         """Write every buffered value now and wait for the store; False on timeout."""
-        for sess in self._sessions.values():
-            if sess.run_id is not None:
-                self._flush(sess)
+        self._flush_all()
         return self.writer.drain(timeout_s)
 
-    close = flush
+    def close(self, timeout_s: float = 60.0) -> bool:
+        """Write every buffered value and wait for the store, at most ``timeout_s`` all told (a lab stops its
+        server 30 s after asking); what is left then is dropped and logged, saying what. True when nothing
+        was."""
+        self._flush_all()
+        if self.writer.close(timeout_s):
+            return True
+        logger.warning("MLflow: %d curriculum write(s) were not made (the store could not keep up; the wait at "
+                       "the end was %.0f s at most): %s. The journal holds it all: `skinnerbox sync` rebuilds the "
+                       "runs from it (as new runs).",
+                       len(self.writer.dropped), timeout_s, describe_labels(self.writer.dropped))
+        return False
+
+    def _flush_all(self) -> None:
+        for sess in self._sessions.values():
+            if sess.run_id is not None:
+                self._when_replayed(sess, self._flush, sess)
+
+    # ------------------------------------------------------------------ resuming (background thread)
+    def _when_replayed(self, sess: _Session, fn: Callable, *args: Any) -> None:
+        """``fn(*args)`` now, or after ``sess``'s journal replay when one is under way (in order)."""
+        with sess.lock:
+            if sess.held is not None:
+                sess.held.append((fn, args))
+                return
+        fn(*args)
+
+    def _resume(self, agent: str, sess: _Session, journal: Callable[[], JournalTables], trials: int,
+                started: float) -> None:
+        """Replay ``agent``'s first ``trials`` journaled trials (those before its HELLO at ``started``) into
+        ``sess``, back-filling the steps after the run's last logged one; then run the held hook calls."""
+        try:
+            log, batches, events, sessions = journal()
+            begun = _run_start(agent, sess.run_id, batches, sessions, trials)  # the steps before: other runs'
+            last = max((m.step for m in self.client.get_metric_history(sess.run_id, "curriculum/reversals")),
+                       default=-1)
+            # events.json is written after its batch's metrics: it may lag behind them
+            sess.logged_upto = max(begun, int(last))
+            sess.events_upto = max(begun, self._last_event_step(sess.run_id))
+            if len(events) and "time" in events.columns:
+                events = events[events["time"] < started]  # an override made since arrives as a hook call
+            self._replay(agent, sess, log.iloc[:trials], batches, events)
+            self._flush(sess)
+        finally:
+            self._release(sess)
+
+    def _last_event_step(self, run_id: str) -> int:
+        """The last ``step`` in the run's ``curriculum/events.json`` (-1: none yet)."""
+        if not any(f.path == "curriculum/events.json" for f in self.client.list_artifacts(run_id, "curriculum")):
+            return -1
+        with tempfile.TemporaryDirectory(prefix="skinnerbox-") as tmp:
+            with open(self.client.download_artifacts(run_id, "curriculum/events.json", tmp)) as f:
+                table = json.load(f)
+        steps = [row[table["columns"].index("step")] for row in table["data"]]
+        return int(max(steps, default=-1))
+
+    def _release(self, sess: _Session) -> None:
+        """Run the hook calls held during the replay, until none is left, then stop holding them."""
+        while True:
+            with sess.lock:
+                calls = sess.held or []
+                sess.held = [] if calls else None
+            if not calls:
+                return
+            for fn, args in calls:
+                self.lab.guard.run("curriculum hook after the journal replay", fn, *args)
+
+    def _replay(self, agent: str, sess: _Session, log: pd.DataFrame, batches: pd.DataFrame | None,
+                events: pd.DataFrame | None) -> None:
+        """Feed ``agent``'s journaled batches (``log``: its trials in order, with the batch keys ``session,
+        batch``) to the hooks as the server did: their events from ``events`` (:func:`shaping.journal.
+        load_events`), knob settings and policy accuracy from ``batches`` (``load_batches``)."""
+        keys = [k for k in BATCH_KEYS if k in log.columns]
+        batch_rows = _index_rows(batches, keys)
+        event_rows = _index_rows(events, keys, many=True)
+        done, seen = 0, set()
+        for key, rows in (log.groupby(keys, sort=False) if keys else [((), log)]):
+            key = (agent, *(key if isinstance(key, tuple) else (key,)))
+            seen.add(key)
+            done += len(rows)
+            batch = batch_rows.get(key)
+            self._record(sess, rows, event_rows.get(key, []), _conditions(rows, batch), done,
+                         batch.get("policy_accuracy") if batch else None)
+        for key, evs in event_rows.items():  # an operator's override before the first scored batch
+            if key[0] == agent and key not in seen and key[-1] == -1:
+                self._override(sess, evs, _as_int(evs[0].get("session_trials")) or 0)
 
     # ------------------------------------------------------------------ writing (background thread)
     def _flush(self, sess: _Session) -> None:
@@ -788,15 +1013,15 @@ class CurriculumTracker:
 
     def _write_end(self, run_id: str, trial_log: pd.DataFrame | Callable[[], pd.DataFrame] | None,
                    history_rows: list[dict], event_rows: list[dict], axes: PsychometricAxes | None,
-                   stage_names: dict, status: str, sides: dict | None = None) -> None:
+                   stage_names: dict, status: str, sides: dict | None = None, outcome: str = "stopped") -> None:
         from . import figures
 
         guard = self.lab.guard
         if callable(trial_log):
             trial_log = trial_log()
         history, events = pd.DataFrame(history_rows), pd.DataFrame(event_rows)
-        if len(events) and "trial" not in events.columns:
-            events["trial"] = events["step"]
+        if len(events):  # on the figures' axis, the metrics' step: the policy's own count leaves stale trials out
+            events = events.assign(trial=events["step"])
         if trial_log is not None and len(trial_log):
             with tempfile.TemporaryDirectory(prefix="skinnerbox-") as tmp:
                 path = Path(tmp, "trials.parquet")
@@ -829,6 +1054,7 @@ class CurriculumTracker:
             guard.run("timeline figure", lambda: self.client.log_figure(
                 run_id, figures.stage_timeline(history["trial"], stage.ffill().fillna(0), events,
                                                stage_names or None), "curriculum/timeline.png"))
+        self.client.set_tag(run_id, "curriculum.outcome", outcome)
         self.client.set_terminated(run_id, status)
 
 
@@ -887,9 +1113,6 @@ def sync_frames(trial_log: pd.DataFrame, tracking_uri: str, experiment: str,
                        tags={"skinnerbox.synced_from": source} if source else None)
     tracker = CurriculumTracker(lab, background=False, flush_interval_s=1e9)
     has_agent = "agent" in trial_log.columns
-    keys = [k for k in BATCH_KEYS if k in trial_log.columns]
-    batch_rows = _index_rows(batches, keys)
-    event_rows = _index_rows(events, keys, many=True)
     runs = {}
     for agent in (trial_log["agent"].unique().tolist() if has_agent else ["agent"]):
         log = (trial_log[trial_log["agent"] == agent] if has_agent else trial_log).reset_index(drop=True)
@@ -897,20 +1120,9 @@ def sync_frames(trial_log: pd.DataFrame, tracking_uri: str, experiment: str,
         if not task and "task" in log.columns and len(log):
             task = {"task": str(log["task"].iloc[0])}
         runs[agent] = tracker.on_session_start(agent, policy, task)
-        done = 0
-        groups = log.groupby(keys, sort=False) if keys else [((), log)]
-        seen = set()
-        for key, rows in groups:
-            key = (agent, *(key if isinstance(key, tuple) else (key,)))
-            seen.add(key)
-            done += len(rows)
-            batch = batch_rows.get(key)
-            tracker.on_scored(agent, rows, event_rows.get(key, []), _conditions(rows, batch), done,
-                              policy_accuracy=batch.get("policy_accuracy") if batch else None)
-        for key, evs in event_rows.items():  # an operator's override before the first scored batch
-            if key[0] == agent and key not in seen:
-                for ev in evs:
-                    tracker.on_override(agent, [ev], int(ev.get("trial") or 0))
+        sess = tracker._sessions[agent]
+        if sess.run_id is not None:
+            tracker._replay(agent, sess, log, batches, events)
         tracker.on_session_end(agent, log)
     tracker.flush()
     lab.end()

@@ -91,7 +91,8 @@ def test_stage_changes_and_reversals_equal_the_events(tables, events):
     for agent in D.agent_names(tables):
         e = events[events["agent"] == agent]
         moves = D.stage_changes(tables, agent)
-        assert moves["trial"].tolist() == e[e["event"].isin(D.MOVE_EVENTS)]["trial"].tolist()
+        assert moves["trial"].tolist() == e[e["event"].isin(D.MOVE_EVENTS)]["session_trials"].tolist()
+        assert moves["policy_trial"].tolist() == e[e["event"].isin(D.MOVE_EVENTS)]["trial"].tolist()
         r = D.reversals(tables, agent)
         assert r["level"].tolist() == e[e["event"] == "reversal"]["level"].tolist()
         assert r["reversals"].tolist() == list(range(1, len(r) + 1))
@@ -113,10 +114,10 @@ def test_graduations_are_first_times_and_the_spread_is_over_seeds(tables, events
     g = D.graduations(tables)
     s1 = g[g["agent"] == "shaped-dale-s1"].set_index("milestone")["trial"]
     e = events[(events["agent"] == "shaped-dale-s1") & (events["event"] == "graduated")]
-    assert s1["graduated easy"] == e[e["from_stage"] == "easy"]["trial"].iloc[0]  # before its regression
+    assert s1["graduated easy"] == e[e["from_stage"] == "easy"]["session_trials"].iloc[0]  # before its regression
     assert (e["from_stage"] == "easy").sum() == 2
     assert s1["complete"] == events[(events["agent"] == "shaped-dale-s1") &
-                                    (events["event"] == "complete")]["trial"].iloc[0]
+                                    (events["event"] == "complete")]["session_trials"].iloc[0]
     summary = D.graduation_summary(g).set_index(["milestone", "condition"])
     both = g[(g["condition"] == "shaped · Dale") & (g["milestone"] == "complete")]["trial"].to_numpy(float)
     row = summary.loc[("complete", "shaped · Dale")]
@@ -161,7 +162,7 @@ def test_weight_files_are_ordered_and_dated(lab, tables, events):
         assert f["tag"].iloc[-1] == "final"
         assert f["trial"].iloc[-1] == tables.batches[tables.batches["agent"] == agent]["trials"].iloc[-1]
     easy = files[(files["agent"] == "shaped-dale-s1") & (files["tag"] == "stage0_easy")]["trial"].iloc[0]
-    left = events[(events["agent"] == "shaped-dale-s1") & (events["from_stage"] == "easy")]["trial"]
+    left = events[(events["agent"] == "shaped-dale-s1") & (events["from_stage"] == "easy")]["session_trials"]
     assert easy == left.iloc[-1]  # the file was overwritten when the agent left "easy" the second time
 
 

@@ -304,7 +304,7 @@ def test_connectivity_artifacts_at_every_graduation_and_at_the_end(short_lab, st
         steps = {int(p.split("+step+")[1].split("+")[0]) for p in arts
                  if p.startswith("images/W_rec+step+") and p.endswith(".png")}
         last = int((trials["agent"] == agent).sum())
-        assert set(changes["trial"].astype(int)) | {last} <= steps
+        assert set(changes["session_trials"].astype(int)) | {last} <= steps
         radius = dict(history(store.client, rid, "connectivity/spectral_radius"))
         assert set(radius) == steps
         assert run.data.tags.get("mlflow.loggedImages") == "True"
