@@ -35,6 +35,8 @@ from typing import Any, Mapping
 from shaping.client import TaskClient
 from shaping.lab import lab_gone
 
+from .weights import snapshot_tag
+
 log = logging.getLogger(__name__)
 
 
@@ -195,8 +197,6 @@ class Agent:
         if score.stage_index != self._stage:
             self.stage_changes += 1
             self._stage_changed = True
-            from .tracking import snapshot_tag
-
             self._log_connectivity(score.trials, snapshot_tag(self._stage, batch.stage, score.trials))
             self._stage = score.stage_index
         return score

@@ -12,7 +12,7 @@ What an agent writes:
   ``constraint.density.<name>`` params;
 - at each stage change (graduation or regression) and at the end (:meth:`AgentTracker.log_connectivity`):
   the weights file unchanged under ``connectivity/<tag>/`` (loadable by ``agents.weights``; tag
-  ``stage<i>_<name>_trial<N>`` (:func:`snapshot_tag`) or ``final``), ``W_rec.png`` (E then I, by region),
+  ``stage<i>_<name>_trial<N>`` (:func:`agents.weights.snapshot_tag`) or ``final``), ``W_rec.png`` (E then I, by region),
   ``eigenspectrum.png`` (effective ``W_rec`` with the unit circle), ``W_in.png`` and ``W_out.png``, the
   metric ``connectivity/spectral_radius``, and a step-keyed image ``W_rec`` (``MlflowClient.log_image(run_id,
   image, key="W_rec", step=trials)``) so the UI's step slider shows connectivity changing;
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -67,25 +66,6 @@ CONSTRAINT_KEYS = frozenset({
 # close() waits this long for the store: half the time a lab gives a stopped agent before SIGKILL, the rest
 # being for its last batch, checkpoint and weight files.
 CLOSE_TIMEOUT_S = AGENT_STOP_GRACE_S / 2
-_SNAPSHOT_TAG = re.compile(r"stage(\d+)_(.+?)(?:_trial(\d+))?")
-
-
-def snapshot_tag(stage_index: int, stage: str, trials: int) -> str:
-    """The tag of the snapshot an agent takes when it leaves a stage, ``stage<i>_<name>_trial<N>`` (N: its
-    cumulative trial count then): unique however often it leaves the stage (weights file
-    ``<agent>_<tag>.npz``, MLflow folder ``connectivity/<tag>/``)."""
-    return f"stage{int(stage_index)}_{stage}_trial{int(trials)}"
-
-
-def parse_snapshot_tag(tag: str) -> tuple[int, str, int | None] | None:
-    """``(stage index, stage name, trial count)`` of a :func:`snapshot_tag`; the count is None for the
-    ``stage<i>_<name>`` tags of older agents; None for any other tag (``final``)."""
-    match = _SNAPSHOT_TAG.fullmatch(tag)
-    if match is None:
-        return None
-    return int(match[1]), match[2], None if match[3] is None else int(match[3])
-
-
 def split_config(config: Mapping[str, Any], constraint_keys: frozenset = CONSTRAINT_KEYS
                  ) -> tuple[dict, dict]:
     """``(model, constraint)`` parts of a model config (see :data:`CONSTRAINT_KEYS`)."""
@@ -193,7 +173,7 @@ class AgentTracker:
             dale_sign: ``(N_rec,)`` +1 (E) / -1 (I); default from ``Dale_rec`` when ``dale_ratio`` is set.
             region_labels: ``(N_rec,)`` region per unit (``model.region_labels``), or None.
             step: trial count (the x of the UI's step slider).
-            tag: folder name, e.g. ``"stage0_easy_trial384"`` (:func:`snapshot_tag`: the agent leaves stage 0,
+            tag: folder name, e.g. ``"stage0_easy_trial384"`` (:func:`agents.weights.snapshot_tag`: the agent leaves stage 0,
                 "easy", at trial 384) or ``"final"`` (its figures are not deferred); None: no folder, no file.
             input_names, output_names: channel names for the W_in / W_out maps.
         """

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -163,3 +164,23 @@ def package_version() -> str:
         return version("skinnerbox")
     except Exception:  # noqa: BLE001 - not installed
         return "unknown"
+
+
+# ---------------------------------------------------------------------------------------------- snapshot names
+_SNAPSHOT_TAG = re.compile(r"stage(\d+)_(.+?)(?:_trial(\d+))?")
+
+
+def snapshot_tag(stage_index: int, stage: str, trials: int) -> str:
+    """The tag of the snapshot an agent takes when it leaves a stage, ``stage<i>_<name>_trial<N>`` (N: its
+    cumulative trial count then): unique however often it leaves the stage (weights file
+    ``<agent>_<tag>.npz``, MLflow folder ``connectivity/<tag>/``)."""
+    return f"stage{int(stage_index)}_{stage}_trial{int(trials)}"
+
+
+def parse_snapshot_tag(tag: str) -> tuple[int, str, int | None] | None:
+    """``(stage index, stage name, trial count)`` of a :func:`snapshot_tag`; the count is None for the
+    ``stage<i>_<name>`` tags of older agents; None for any other tag (``final``)."""
+    match = _SNAPSHOT_TAG.fullmatch(tag)
+    if match is None:
+        return None
+    return int(match[1]), match[2], None if match[3] is None else int(match[3])

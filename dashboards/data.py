@@ -614,7 +614,7 @@ def weight_files(lab_dir: str | os.PathLike, agents: Sequence[str] | None = None
 def _snapshot_trial(tables: LabTables | None, agent: str, tag: str) -> float:
     """The cumulative trial count a snapshot was taken at: from its tag (``stage<i>_<name>_trial<N>``), else
     (``final``, and the ``stage<i>_<name>`` tags of older agents) from the journal tables."""
-    from agents.tracking import parse_snapshot_tag  # noqa: PLC0415  (imports mlflow: only when needed)
+    from agents.weights import parse_snapshot_tag  # noqa: PLC0415
 
     parsed = parse_snapshot_tag(tag)
     if parsed is not None and parsed[2] is not None:

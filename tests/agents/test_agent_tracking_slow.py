@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 import agents.tracking as AT
+from agents.weights import snapshot_tag
 from shaping import figures, tracking
 from shaping.lab import AGENT_STOP_GRACE_S
 
@@ -32,7 +33,7 @@ def test_a_slow_store_still_gets_the_final_snapshot_and_every_metric(tmp_path, m
 
     monkeypatch.setattr(figures, "w_rec_heatmap", slow_heatmap)
     tracker = AT.AgentTracker(run, weights_dir=tmp_path / "weights", figure_backlog=5)
-    tags = [AT.snapshot_tag(k % 2, "ab"[k % 2], 32 * (k + 1)) for k in range(SNAPSHOTS)]
+    tags = [snapshot_tag(k % 2, "ab"[k % 2], 32 * (k + 1)) for k in range(SNAPSHOTS)]
     for k, tag in enumerate(tags):
         path = tmp_path / f"agent_{tag}.npz"
         np.savez(path, **weights(k))
