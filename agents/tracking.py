@@ -173,8 +173,9 @@ class AgentTracker:
             dale_sign: ``(N_rec,)`` +1 (E) / -1 (I); default from ``Dale_rec`` when ``dale_ratio`` is set.
             region_labels: ``(N_rec,)`` region per unit (``model.region_labels``), or None.
             step: trial count (the x of the UI's step slider).
-            tag: folder name, e.g. ``"stage0_easy_trial384"`` (:func:`agents.weights.snapshot_tag`: the agent leaves stage 0,
-                "easy", at trial 384) or ``"final"`` (its figures are not deferred); None: no folder, no file.
+            tag: folder name, e.g. ``"stage0_easy_trial384"`` (:func:`agents.weights.snapshot_tag`: the agent
+                leaves stage 0, "easy", at trial 384) or ``"final"`` (its figures are not deferred); None: no folder,
+                no file.
             input_names, output_names: channel names for the W_in / W_out maps.
         """
         if not self.enabled:
