@@ -29,16 +29,16 @@ def _check_positive(value: Any, name: str, cls: str, allow_zero: bool = False) -
 
 
 def check_clip_grads(value: Any) -> bool | float:
-    """PsychRNN's ``clip_grads``: True (each gradient clipped to norm 1), False (no clipping) or a positive
-    finite norm (returned as a float).
+    """PsychRNN's ``clip_grads``: True (each gradient clipped to norm 1), False, 0 or None (no clipping, as
+    PsychRNN reads a falsy flag) or a positive finite norm (returned as a float).
 
     Raises:
-        ValueError: anything else; a norm <= 0 would zero every gradient and a string is not a flag.
+        ValueError: anything else; a negative norm would zero every gradient and a string is not a flag.
     """
-    if isinstance(value, (bool, np.bool_)):
+    if value is None or isinstance(value, (bool, np.bool_)):
         return bool(value)
-    if isinstance(value, (int, float, np.number)) and np.isfinite(value) and value > 0:
-        return float(value)
+    if isinstance(value, (int, float, np.number)) and np.isfinite(value) and value >= 0:
+        return float(value) if value > 0 else False  # PsychRNN reads the flag as `if clip_grads:`
     raise ValueError(f"clip_grads must be true (clip each gradient to norm 1), false (no clipping) or a positive "
                      f"number (that norm), got {value!r}")
 

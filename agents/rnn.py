@@ -686,7 +686,7 @@ def build_model(spec: Mapping[str, Any], task_spec: Mapping[str, Any]) -> RNN:
     params.update({k: v for k, v in spec.items() if k not in ("model", "version")})
     model = kinds[kind](params)
     known = (set(model.config()) | set(REGULARIZER_KEYS) | set(_CONSTRAINT_KEYS) | set(_PSYCHRNN_INIT_KEYS)
-             | {"explicit_masks", "custom_regularization"})
+             | {"explicit_masks", "initial_arrays", "custom_regularization"})
     unknown = sorted(set(spec) - known)
     if unknown:
         model.destruct()

@@ -257,8 +257,12 @@ def agent_conditions(tables: LabTables, runs: pd.DataFrame | None = None,
         sess = _last_session(tables, agent)
         model = (sess.get("info") or {}).get("model") if isinstance(sess.get("info"), Mapping) else None
         model = model if isinstance(model, Mapping) else {}
-        # an agent that sent its model table without dale_ratio has the models' default: no Dale
-        ratio, seed, known = model.get("dale_ratio"), model.get("seed"), bool(model)
+        # a model table without dale_ratio has the models' default, no Dale, unless Dale can come from elsewhere
+        # (per-region ratios, a weights file, an initializer's arrays): then the run's params or files tell
+        elsewhere = any(k in model for k in ("regions", "constraints", "load_weights_path", "initializer",
+                                             "Dale_rec"))
+        ratio, seed = model.get("dale_ratio"), model.get("seed")
+        known = "dale_ratio" in model or (bool(model) and not elsewhere)
         run = run_params.get(agent, {})
         if not known and run.get("param.constraint.dale_ratio") is not None:
             ratio, known = _json_value(run["param.constraint.dale_ratio"]), True

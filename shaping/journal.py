@@ -475,7 +475,11 @@ def event_rows(kind: int, rec: Mapping[str, Any], counts: dict[str, int]) -> lis
         counts[agent] = counts.get(agent, 0) + int(rec["n"])
     head = {"agent": agent, "session": rec["session"], "batch": rec["batch"], "time": rec["time"],
             "session_trials": counts.get(agent, 0)}
-    return [{**head, **ev} for ev in json.loads(rec["events"])]
+    rows = [{**head, **ev} for ev in json.loads(rec["events"])]
+    for row in rows:  # journals written before the event existed called a spent budget "complete"
+        if row.get("event") == "complete" and str(row.get("rule", "")).startswith("max_trials:"):
+            row["event"] = "out_of_trials"
+    return rows
 
 
 def load_events(path: str | os.PathLike) -> pd.DataFrame:

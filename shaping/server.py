@@ -49,7 +49,7 @@ import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import numpy as np
 import zmq
@@ -379,12 +379,14 @@ def resume_session(config: ServerConfig, hello: Mapping[str, Any]) -> tuple[Sess
     return s, (f"agent {agent!r} (curriculum {name!r}): " + "; ".join(diffs)) if diffs else None
 
 
-def check_resume(config: ServerConfig) -> None:
+def check_resume(config: ServerConfig, agents: Collection[str] | None = None) -> None:
     """Raise :class:`ConfigChanged` when ``config`` would resume a session of its journal under another
-    curriculum or task (reads only the journal's HELLO records; a new agent or curriculum is no change)."""
+    curriculum or task (reads only the journal's HELLO records; a new agent or curriculum is no change).
+    ``agents``: the agents that will run (a lab's); journaled agents not among them are not checked."""
     if not Path(config.journal).is_dir():
         return
-    hellos = {rec["agent"]: rec for _, rec in J.iter_records(config.journal, kinds=[J.HELLO])}
+    hellos = {rec["agent"]: rec for _, rec in J.iter_records(config.journal, kinds=[J.HELLO])
+              if agents is None or rec["agent"] in agents}
     changes = [change for hello in hellos.values() if (change := resume_session(config, hello)[1])]
     if changes:
         raise ConfigChanged(config.journal, changes)
@@ -573,7 +575,12 @@ class TaskServer:
                 log.warning("journal has batches of agent %r but no HELLO record; skipping it", agent)
                 continue
             s, change = resume_session(self.config, hello)
-            if change:
+            if s is None:  # its curriculum left the config, presumably with the agent: kept as journaled
+                log.warning("%s; its session is kept as journaled", change)
+                s = Session(agent, hello["session"], hello["curriculum"], hello["spec"], hello["task"],
+                            hello["seed"], self.config.window_trials)
+                restored.append((s, hello, entry))
+            elif change:
                 changes.append(change)
             else:
                 restored.append((s, hello, entry))

@@ -81,6 +81,9 @@ def test_initial_arrays_are_checked_and_refused_where_they_cannot_apply(tmp_path
         Basic({"load_weights_path": path, "W_rec": np.eye(10)})
     with pytest.raises(ValueError, match=r"GRU: initial arrays \['W_out'\] are Basic's variables"):
         build_model({"model": "GRU", "N_rec": 10, "W_out": np.ones((2, 10))}, TASK)
+    given = build_model({"N_rec": 10, "seed": 0, "W_rec": 0.1 * np.eye(10)}, TASK)  # its config, with its file
+    again = build_model({**given.config(), "load_weights_path": str(given.save(tmp_path / "given"))}, TASK)
+    np.testing.assert_array_equal(again.get_weights()["W_rec"], given.get_weights()["W_rec"])
 
 
 # ------------------------------------------------------------------------------ Dale's principle and zeros

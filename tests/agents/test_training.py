@@ -140,7 +140,16 @@ def test_files_written_during_a_call_hold_the_models_own_fixed_synapses_only(sma
     assert np.all(again.vars["W_rec"].numpy() != before)                # W_rec was fixed for that call only
 
 
-@pytest.mark.parametrize("clip", [-1.0, 0, float("nan"), "1.0", "false", None])
+def test_clip_grads_falsy_values_mean_no_clipping_as_in_psychrnn(small_params):
+    from agents import Basic
+    from agents.optimizers import check_clip_grads
+
+    for off in (0, 0.0, None, np.int64(0), False):  # PsychRNN tests `if clip_grads:`
+        assert check_clip_grads(off) is False
+    assert Basic(small_params(clip_grads=0)).clip_grads is False
+
+
+@pytest.mark.parametrize("clip", [-1.0, float("nan"), float("inf"), "1.0", "false"])
 def test_clip_grads_is_a_flag_or_a_positive_norm(clip, small_params, batch):
     from agents import Basic
 

@@ -108,6 +108,11 @@ def test_conditions_from_hello_info(tables):
             if a == "unshaped-free-s0" else i for a, i in zip(tables.sessions["agent"], tables.sessions["info"])]
     left_out = D.agent_conditions(dataclasses.replace(tables, sessions=tables.sessions.assign(info=info)))
     assert left_out.set_index("agent").loc["unshaped-free-s0", "dale"] == "free"
+    # ... but not when Dale can come from elsewhere (per-region ratios): then it is unknown, not "free"
+    info = [{"model": {"N_rec": 24, "regions": [{"name": "A", "N": 24, "dale_ratio": 0.8}]}}
+            if a == "shaped-dale-s0" else i for a, i in zip(tables.sessions["agent"], tables.sessions["info"])]
+    regions = D.agent_conditions(dataclasses.replace(tables, sessions=tables.sessions.assign(info=info)))
+    assert regions.set_index("agent").loc["shaped-dale-s0", "dale"] == "?"
 
 
 def test_graduations_are_first_times_and_the_spread_is_over_seeds(tables, events):

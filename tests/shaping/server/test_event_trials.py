@@ -8,6 +8,7 @@ runs end with their ``curriculum.outcome``.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,13 @@ def test_session_trials_and_the_outcome_are_documented():
     root = Path(__file__).resolve().parents[3]
     assert "session_trials" in (root / "shaping" / "PROTOCOL.md").read_text()
     assert "curriculum.outcome" in (root / "docs" / "labs.md").read_text()
+
+
+def test_a_spent_budget_journaled_as_complete_reads_as_out_of_trials():
+    """Journals written before the out_of_trials event called a spent max_trials "complete"; read back, it is
+    not a completion (summaries and comparisons would count a control that never learned)."""
+    events = [{"event": "complete", "trial": 640, "rule": "max_trials: 640 trials >= 640"},
+              {"event": "complete", "trial": 900, "rule": "stages[2].graduate: accuracy 0.9 >= 0.8"}]
+    rec = {"agent": "a", "session": "s", "batch": 9, "time": 0.0, "n": 64, "events": json.dumps(events)}
+    rows = J.event_rows(J.BATCH, rec, {})
+    assert [r["event"] for r in rows] == ["out_of_trials", "complete"]

@@ -96,3 +96,16 @@ def test_a_lab_with_a_changed_config_refuses_before_it_changes_anything(tmp_path
     assert (lab_dir / "lab.json").read_text() == "as run before"
     assert not (lab_dir / "server_config.json").exists() and not store.exists() and lab.server is None
     assert not Path(lab_dir / "logs").exists()
+
+
+def test_an_agent_removed_with_its_curriculum_does_not_stop_the_others(tmp_path):
+    """A lab that drops agent a2 and its curriculum resumes a1 (it was refused: "curriculum 'fixed' is not in
+    the config"); the server keeps a2's session as journaled."""
+    cfg = config(tmp_path / "journal")
+    play(cfg, {"a1": "shaped", "a2": "fixed"})
+    reduced = copy.deepcopy(cfg)
+    del reduced["curricula"]["fixed"]
+    check_resume(ServerConfig.from_dict(reduced), agents=["a1"])
+    with pytest.raises(ConfigChanged, match="curriculum 'fixed' is not in the config"):
+        check_resume(ServerConfig.from_dict(reduced), agents=["a1", "a2"])  # a2 would run: its curriculum is gone
+    assert play(reduced, {"a1": "shaped"}, batches=1) == {"a1": 48, "a2": 32}
