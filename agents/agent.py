@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from shaping.client import TaskClient
-from shaping.lab import lab_gone
+from shaping.lab import REFUSED, lab_gone
 
 from .weights import snapshot_tag
 
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_agent(config)
     except CheckpointMismatch as err:
         log.error("%s", err)
-        return 2
+        return REFUSED
     finally:
         # Checkpointed and gone from the server: a stop signal has nothing left to do in this process.
         # Ignoring it (rather than Python's default, restored at interpreter exit) keeps a lab's SIGTERM that

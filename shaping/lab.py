@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 AGENT_KEYS = ("name", "curriculum", "checkpoint_every", "threads", "device", "max_batches")
 SECTIONS = ("lab", "task", "curricula", "agents", "server")
+REFUSED = 2  # an agent's exit status for a refusal no restart changes (its checkpoint belongs to another session)
 LAB_KEYS = ("name", "experiment", "workdir", "seed", "max_restarts", "tracking_uri", "client_name")
 # every ServerConfig field but those the lab sets itself (task, curricula, journal, seed)
 SERVER_KEYS = ("default_curriculum", "bind", "credit", "heartbeat_interval_s", "expiry_s", "window_trials", "keys",
@@ -438,6 +439,10 @@ class Lab:
                     proc.returncode = code
                     if code == 0:
                         proc.done = True
+                    elif code == REFUSED:  # a restart would be refused the same way
+                        proc.done = True
+                        log.error("agent %s refused to run (status %d); not restarting it. Last lines of %s:\n%s",
+                                  name, code, proc.log_path, _tail(proc.log_path))
                     elif proc.restarts < max_restarts:
                         proc.restarts += 1
                         log.warning("agent %s exited with status %s; restart %d of %d", name, code,

@@ -84,3 +84,22 @@ def test_a_lab_whose_journal_a_server_holds_is_refused_and_changes_nothing(tmp_p
     assert not (tmp_path / "mlflow.db").exists()
     lab._claim()  # the server gone, the lab may run (its lock was let go when it refused)
     lab._release()
+
+
+def test_an_agent_that_refuses_its_session_is_not_restarted(tmp_path):
+    """An agent whose checkpoint belongs to another session exits with REFUSED; the lab does not restart it
+    max_restarts times (each restart would be refused the same way)."""
+    import shutil
+
+    from shaping.lab import REFUSED
+
+    cfg = lab_config(agents=[lab_config()["agents"][0]])
+    cfg["curricula"]["shaped"]["stages"] = cfg["curricula"]["shaped"]["stages"][:1]
+    Lab(cfg, workdir=tmp_path / "lab", tracking_uri="none", progress=False, timeout_s=240).run()
+    assert (tmp_path / "lab" / "checkpoints" / "free.ckpt.npz").exists()
+    shutil.rmtree(tmp_path / "lab" / "journal")  # the sessions are gone; the trained network is not
+    lab = Lab(cfg, workdir=tmp_path / "lab", tracking_uri="none", progress=False, timeout_s=240)
+    lab.run()
+    row = lab.summary().set_index("agent").loc["free"]
+    assert row["exit"] == REFUSED and row["restarts"] == 0 and not row["complete"]
+    assert "holds a network trained in an earlier session" in (tmp_path / "lab" / "logs" / "free.log").read_text()
