@@ -709,8 +709,8 @@ class _Session:
         return self.run.get("run_id")
 
 
-OUTCOMES = ("complete", "out_of_trials")  # events that end a curriculum: the run's ``curriculum.outcome``
-STAGE_EVENTS = ("graduated", "regressed", *OUTCOMES)  # written at once (a staircase's wait for the next flush)
+CURRICULUM_ENDS = ("complete", "out_of_trials")  # events that end a curriculum: the run's ``curriculum.outcome``
+STAGE_EVENTS = ("graduated", "regressed", *CURRICULUM_ENDS)  # flushed at once (others wait)
 # shaping.journal's load(agent), load_batches, load_events and load_sessions
 JournalTables = tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]
 
@@ -862,7 +862,7 @@ class CurriculumTracker:
         if step > sess.events_upto:
             sess.events_pending.extend(rows)
         for ev in events:
-            if ev.get("event") in OUTCOMES:
+            if ev.get("event") in CURRICULUM_ENDS:
                 sess.outcome = ev["event"]
             elif ev.get("event") == "override" and not _is_missing(ev.get("to_stage")):
                 sess.outcome = None
