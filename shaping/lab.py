@@ -385,7 +385,7 @@ class Lab:
                                     "it before running this lab, or use another workdir")
             served = ServerConfig.from_dict(self._server_dict())
             with _on_sys_path([*self.task_path, Path.cwd()]):  # a "module:Class" task's module
-                check_resume(served, [entry["name"] for entry in self.config["agents"]])
+                check_resume(served)
         except BaseException:
             self._release()
             raise

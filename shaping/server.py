@@ -49,7 +49,7 @@ import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import zmq
@@ -379,15 +379,15 @@ def resume_session(config: ServerConfig, hello: Mapping[str, Any]) -> tuple[Sess
     return s, (f"agent {agent!r} (curriculum {name!r}): " + "; ".join(diffs)) if diffs else None
 
 
-def check_resume(config: ServerConfig, agents: Collection[str] | None = None) -> None:
+def check_resume(config: ServerConfig) -> None:
     """Raise :class:`ConfigChanged` when ``config`` would resume a session of its journal under another
-    curriculum or task (reads only the journal's HELLO records; a new agent or curriculum is no change).
-    ``agents``: the agents that will run (a lab's); journaled agents not among them are not checked."""
+    curriculum or task, as :meth:`TaskServer.start` would (reads only the journal's HELLO records). A new agent
+    or curriculum is no change; a session whose curriculum left the config (with its agent, say) is kept as
+    journaled."""
     if not Path(config.journal).is_dir():
         return
-    hellos = {rec["agent"]: rec for _, rec in J.iter_records(config.journal, kinds=[J.HELLO])
-              if agents is None or rec["agent"] in agents}
-    changes = [change for hello in hellos.values() if (change := resume_session(config, hello)[1])]
+    hellos = {rec["agent"]: rec for _, rec in J.iter_records(config.journal, kinds=[J.HELLO])}
+    changes = [r[1] for hello in hellos.values() if (r := resume_session(config, hello))[0] is not None and r[1]]
     if changes:
         raise ConfigChanged(config.journal, changes)
 

@@ -53,7 +53,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -267,7 +267,10 @@ class BackgroundWriter:
         self._put(self._deferred, (label, fn, args, kwargs))
 
     def _put(self, queue_: deque, item: tuple) -> None:
-        if not self.guard.enabled or self._closed:
+        if not self.guard.enabled:
+            return
+        if self._closed:  # after abandon(): refused, and counted as dropped
+            self.dropped.append(item[0])
             return
         if not self.background:
             self.guard.run(item[0], item[1], *item[2], **item[3])
@@ -288,6 +291,11 @@ class BackgroundWriter:
             return True
         with self._cond:
             return self._cond.wait_for(lambda: not (self._busy or self._urgent or self._deferred), timeout_s)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`abandon` gave up: later calls are refused (and listed in :attr:`dropped`)."""
+        return self._closed
 
     def _at_exit(self) -> None:
         if not self._closed:  # an abandoned writer's owner has waited already
@@ -676,6 +684,13 @@ def _run_start(agent: str, run_id: str, batches: pd.DataFrame, sessions: pd.Data
     return int(before["n"].sum()) if len(before) else 0
 
 
+def _event_key(row: Mapping[str, Any]) -> tuple:
+    """What tells apart events logged at one step (an event table's row or an event, before or after the
+    store's JSON round trip)."""
+    return tuple("" if _is_missing(v := row.get(k)) else str(v)
+                 for k in ("event", "rule", "note", "knob", "new", "to_stage"))
+
+
 def _events_frame(events: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Events as a table: nested values as JSON text; all-empty columns left out (MLflow's ``log_table``
     appends with ``pd.concat``, which fills them in)."""
@@ -701,6 +716,7 @@ class _Session:
     outcome: str | None = None  # the policy's last word: "complete" or "out_of_trials" (None: not done)
     logged_upto: int = -1  # steps up to this one are in the store already (a resumed run): counted, not logged
     events_upto: int = -1  # the same for curriculum/events.json
+    events_at_upto: Counter = field(default_factory=Counter)  # the store's events at that step (by _event_key)
     held: list | None = None  # hook calls held while the journal is replayed (a resumed session), in order
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -859,8 +875,15 @@ class CurriculumTracker:
         store has that step, and follow the curriculum's outcome (a stage override resumes a finished one)."""
         rows = [{"step": step, **dict(ev)} for ev in events]
         sess.events.extend(rows)
-        if step > sess.events_upto:
-            sess.events_pending.extend(rows)
+        for row in rows:  # at the store's last step, only what it lacks (several events can share a step)
+            if step > sess.events_upto:
+                sess.events_pending.append(row)
+            elif step == sess.events_upto:
+                key = _event_key(row)
+                if sess.events_at_upto[key] > 0:
+                    sess.events_at_upto[key] -= 1
+                else:
+                    sess.events_pending.append(row)
         for ev in events:
             if ev.get("event") in CURRICULUM_ENDS:
                 sess.outcome = ev["event"]
@@ -943,7 +966,9 @@ class CurriculumTracker:
                        default=-1)
             # events.json is written after its batch's metrics: it may lag behind them
             sess.logged_upto = max(begun, int(last))
-            sess.events_upto = max(begun, self._last_event_step(sess.run_id))
+            last_step, at_last = self._last_events(sess.run_id)
+            sess.events_upto = max(begun, last_step)
+            sess.events_at_upto = at_last if last_step >= begun else Counter()
             if len(events) and "time" in events.columns:
                 events = events[events["time"] < started]  # an override made since arrives as a hook call
             self._replay(agent, sess, log.iloc[:trials], batches, events)
@@ -951,26 +976,36 @@ class CurriculumTracker:
         finally:
             self._release(sess)
 
-    def _last_event_step(self, run_id: str) -> int:
-        """The last ``step`` in the run's ``curriculum/events.json`` (-1: none yet)."""
+    def _last_events(self, run_id: str) -> tuple[int, Counter]:
+        """The last ``step`` in the run's ``curriculum/events.json`` (-1: none yet) and its events there, counted
+        by :func:`_event_key`."""
         if not any(f.path == "curriculum/events.json" for f in self.client.list_artifacts(run_id, "curriculum")):
-            return -1
+            return -1, Counter()
         with tempfile.TemporaryDirectory(prefix="skinnerbox-") as tmp:
             with open(self.client.download_artifacts(run_id, "curriculum/events.json", tmp)) as f:
                 table = json.load(f)
-        steps = [row[table["columns"].index("step")] for row in table["data"]]
-        return int(max(steps, default=-1))
+        rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+        last = int(max((row["step"] for row in rows), default=-1))
+        return last, Counter(_event_key(row) for row in rows if row["step"] == last)
 
     def _release(self, sess: _Session) -> None:
-        """Run the hook calls held during the replay, until none is left, then stop holding them."""
+        """Run the hook calls held during the replay, until none is left, then stop holding them. Their writes
+        are refused when :meth:`close` gave up meanwhile: then they are listed, as close() lists its own."""
+        dropped_before = len(self.writer.dropped)
         while True:
             with sess.lock:
                 calls = sess.held or []
                 sess.held = [] if calls else None
             if not calls:
-                return
+                break
             for fn, args in calls:
                 self.lab.guard.run("curriculum hook after the journal replay", fn, *args)
+        late = self.writer.dropped[dropped_before:]
+        if self.writer.closed and late:
+            logger.warning("MLflow: %d more curriculum write(s) of run %s were not made (the tracker was closed "
+                           "while it replayed the journal; the run stays RUNNING): %s. The journal holds it all: "
+                           "`skinnerbox sync` rebuilds the runs from it (as new runs).", len(late), sess.run_id,
+                           describe_labels(late))
 
     def _replay(self, agent: str, sess: _Session, log: pd.DataFrame, batches: pd.DataFrame | None,
                 events: pd.DataFrame | None) -> None:

@@ -425,3 +425,15 @@ def test_sync_keeps_an_override_made_before_the_first_scored_batch(store, client
     table = json.loads(Path(local).read_text())
     events = pd.DataFrame(table["data"], columns=table["columns"])
     assert events[["event", "to_stage", "note"]].values.tolist()[0] == ["override", "staircase", "skip ahead"]
+
+
+def test_a_closed_writer_lists_the_writes_it_refuses(tmp_path):
+    """After close() gave up (abandon), a write submitted later (a hook held during a journal replay) was
+    refused without a word; it is listed with the dropped ones."""
+    writer = tracking.BackgroundWriter(tracking.StoreGuard(f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    ran = []
+    writer.submit("log curriculum metrics", ran.append, 1)
+    assert writer.drain(10) and ran == [1] and not writer.closed
+    writer.abandon()
+    writer.submit("log trial log and figures", ran.append, 2)
+    assert writer.closed and ran == [1] and writer.dropped == ["log trial log and figures"]

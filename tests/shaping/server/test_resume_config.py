@@ -60,8 +60,6 @@ def test_a_changed_curriculum_or_task_is_refused_naming_each_key(tmp_path):
         in text
     assert "agent 'a2' (curriculum 'fixed'): task.T: 500 -> 600" in text
     assert "Restore the old config" in text and "new lab directory" in text and "skinnerbox override" in text
-    with pytest.raises(ConfigChanged, match="curriculum 'shaped' is not in the config"):
-        check_resume(ServerConfig.from_dict({**cfg, "curricula": {"fixed": {"kind": "fixed"}}}))
     # Nothing was journaled by the refused servers: the journal resumes under its own config as before.
     assert [p for p in J.segments(tmp_path / "journal") if p.stat().st_size] == segments
     assert play(cfg, {"a1": "shaped"}, batches=1)["a1"] == 3 * 16
@@ -100,12 +98,18 @@ def test_a_lab_with_a_changed_config_refuses_before_it_changes_anything(tmp_path
 
 def test_an_agent_removed_with_its_curriculum_does_not_stop_the_others(tmp_path):
     """A lab that drops agent a2 and its curriculum resumes a1 (it was refused: "curriculum 'fixed' is not in
-    the config"); the server keeps a2's session as journaled."""
+    the config"); the server keeps a2's session as journaled. The lab's check and the server agree: a kept
+    curriculum that changed is refused by both, whichever agent ran it."""
     cfg = config(tmp_path / "journal")
     play(cfg, {"a1": "shaped", "a2": "fixed"})
     reduced = copy.deepcopy(cfg)
     del reduced["curricula"]["fixed"]
-    check_resume(ServerConfig.from_dict(reduced), agents=["a1"])
-    with pytest.raises(ConfigChanged, match="curriculum 'fixed' is not in the config"):
-        check_resume(ServerConfig.from_dict(reduced), agents=["a1", "a2"])  # a2 would run: its curriculum is gone
+    check_resume(ServerConfig.from_dict(reduced))
     assert play(reduced, {"a1": "shaped"}, batches=1) == {"a1": 48, "a2": 32}
+    edited = copy.deepcopy(cfg)
+    del edited["curricula"]["shaped"]  # a1 dropped with its curriculum, a2's edited
+    edited["task"]["T"] = 600
+    with pytest.raises(ConfigChanged, match="agent 'a2'"):
+        check_resume(ServerConfig.from_dict(edited))
+    with pytest.raises(ConfigChanged, match="agent 'a2'"):
+        TaskServer(edited).start()

@@ -100,3 +100,38 @@ def test_a_restarted_server_carries_the_run_on_and_fills_in_what_the_dead_one_lo
 def _download(client, run_id: str, tmp_path) -> str:
     with open(client.download_artifacts(run_id, "curriculum/events.json", str(tmp_path))) as f:
         return f.read()
+
+
+def test_events_sharing_a_step_with_the_stores_last_are_back_filled_once(tmp_path):
+    """Two overrides at one trial count, the second still queued when the server dies: the restarted server wrote
+    neither again (its watermark was the step), losing the second; it must write exactly the one the store lacks."""
+    from shaping.client import override
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = tracking.LabRun.start(uri, "overrides", {"t": 1})
+    cfg = config(tmp_path / "journal")
+    with ServerThread(cfg) as st:
+        tracker = attach_tracking(st.server, {"tracking_uri": uri, "run_id": parent.run_id})
+        agent = AgentThread(st.endpoint, "a", "shaped", p_correct=0.5).start()
+        agent.wait_for(3)
+        agent._stop.set()
+        agent.thread.join(10)
+        override(st.endpoint, "a", stage="medium", note="first")
+        assert tracker.flush(30)
+        tracker.writer.abandon()  # a kill -9 with the next write queued
+        override(st.endpoint, "a", knob="coherence", value=0.5, note="second")
+        st.server.on_session_end = st.server.on_stop = None
+        agent.client.close()
+    with ServerThread(cfg) as st:
+        tracker = attach_tracking(st.server, {"tracking_uri": uri, "run_id": parent.run_id})
+        agent = AgentThread(st.endpoint, "a", "shaped", p_correct=0.5, seed=1).start()
+        agent.wait_for(2)
+        agent._stop.set()
+        agent.thread.join(10)
+        agent.client.bye("done")
+    assert tracker.flush(30)
+    path = tracking.MlflowClient(uri).download_artifacts(parent.child("a")["run_id"], "curriculum/events.json",
+                                                          str(tmp_path))
+    table = json.loads(open(path).read())
+    logged = pd.DataFrame(table["data"], columns=table["columns"])
+    assert sorted(logged.loc[logged["event"] == "override", "note"]) == ["first", "second"]
