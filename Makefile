@@ -38,6 +38,7 @@ bench: install
 	$(PY) bench/tasks.py
 	$(PY) bench/agents.py
 	$(PY) bench/learning.py
+	$(PY) bench/shaping.py
 	$(PY) bench/policies.py
 	$(PY) bench/loop.py
 
