@@ -60,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"agent": agent, "reached": f"{len(done)}/{len(t)}", "q25": q[0], "median": q[1], "q75": q[2]})
     print("\n" + pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:,.0f}"))
     if {"shaped", "control"} <= set(trials.columns):
-        ratio = trials["control"] / trials["shaped"]
-        print(f"\ncontrol / shaped, per seed: median {ratio.median():.2f} (range {ratio.min():.2f}-{ratio.max():.2f})")
+        ratio = (trials["control"] / trials["shaped"]).dropna()
+        print(f"\ncontrol / shaped, per seed where both reached it: median {ratio.median():.2f} (range "
+              f"{ratio.min():.2f}-{ratio.max():.2f}, {len(ratio)} seeds)" if len(ratio) else
+              "\ncontrol / shaped: no seed where both reached the criterion")
     return 0
 
 
