@@ -4,8 +4,6 @@ figures and MLflow artifacts must show a steep curve for the cued evidence and a
 context."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -14,10 +12,11 @@ from shaping import figures as SF
 from shaping import tracking
 from shaping.client import TaskClient
 from shaping.scoring import psychometric_axes
-from shaping.server import TaskServer, attach_tracking
+from shaping.server import attach_tracking
 from shaping.tasks import ContextDependentDM, MultiSensoryIntegration, PerceptualDiscrimination
 
 from labsim import free_port
+from server_thread import ServerThread
 
 N_BATCHES = 24
 
@@ -41,14 +40,10 @@ def cdm_lab(tmp_path_factory) -> dict:
                     "coherence_motion": [0.02, 0.05, 0.15], "coherence_color": [0.02, 0.05, 0.15]},
            "curricula": {"fixed": {"kind": "fixed"}}, "seed": 3, "journal": str(lab / "journal"),
            "bind": f"tcp://127.0.0.1:{free_port()}", "fsync": "never"}
-    server = TaskServer(cfg)
     parent = tracking.LabRun.start(tracking.default_tracking_uri(lab), "cdm-psychometrics", cfg)
-    tracker = attach_tracking(server, {"tracking_uri": parent.tracking_uri, "run_id": parent.run_id})
-    endpoint = server.start()
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        client = TaskClient(endpoint, "observer", curriculum="fixed", timeout_s=20.0)
+    with ServerThread(cfg) as srv:  # hooks set before any agent connects
+        tracker = attach_tracking(srv.server, {"tracking_uri": parent.tracking_uri, "run_id": parent.run_id})
+        client = TaskClient(srv.endpoint, "observer", curriculum="fixed", timeout_s=20.0)
         run_id = client.hello().run["run_id"]
         rng = np.random.default_rng(0)
         for k, batch in enumerate(client.batches()):
@@ -56,9 +51,6 @@ def cdm_lab(tmp_path_factory) -> dict:
             if k + 1 == N_BATCHES:
                 break
         client.bye("done")
-    finally:
-        server.stop()
-        thread.join(20)
     tracker.close()
     parent.end()
     return {"tables": D.read_lab(lab), "uri": tracking.default_tracking_uri(lab), "run_id": run_id}

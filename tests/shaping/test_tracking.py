@@ -399,27 +399,18 @@ def test_sync_rebuilds_the_runs_from_a_journal(store, client, tmp_path):
 
 
 def test_sync_keeps_an_override_made_before_the_first_scored_batch(store, client, tmp_path):
-    import threading
-
+    from server_thread import ServerThread
     from shaping.client import TaskClient, override
-    from shaping.server import TaskServer
 
-    server = TaskServer({"task": {"name": "PerceptualDiscrimination", "T": 300, "N_batch": 16}, "seed": 0,
-                         "curricula": {"s": {"kind": "stages", "stages": [{"name": "easy", "knobs": {}},
-                                                                          {"name": "staircase", "knobs": {}}]}},
-                         "journal": str(tmp_path / "journal")})
-    endpoint = server.start()
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        with TaskClient(endpoint, "a1") as agent:
-            agent.hello()
-            override(endpoint, "a1", stage="staircase", note="skip ahead")  # nothing scored yet: batch -1
-            batch = agent.get()
-            agent.result(batch, batch.y)
-    finally:
-        server.stop()
-        thread.join(10)
+    cfg = {"task": {"name": "PerceptualDiscrimination", "T": 300, "N_batch": 16}, "seed": 0,
+           "curricula": {"s": {"kind": "stages", "stages": [{"name": "easy", "knobs": {}},
+                                                            {"name": "staircase", "knobs": {}}]}},
+           "journal": str(tmp_path / "journal")}
+    with ServerThread(cfg) as srv, TaskClient(srv.endpoint, "a1") as agent:
+        agent.hello()
+        override(srv.endpoint, "a1", stage="staircase", note="skip ahead")  # nothing scored yet: batch -1
+        batch = agent.get()
+        agent.result(batch, batch.y)
     run_id = tracking.sync(tmp_path / "journal", store, "synced-override")["runs"]["a1"]["run_id"]
     local = client.download_artifacts(run_id, "curriculum/events.json", str(tmp_path))
     table = json.loads(Path(local).read_text())

@@ -12,7 +12,7 @@ import zmq
 
 from shaping import protocol as P
 from shaping.client import TaskClient
-from shaping.server import TaskServer
+from server_thread import ServerThread  # noqa: F401  (re-exported: the server tests import it from here)
 
 HERE = Path(__file__).resolve().parent
 SIM_AGENT = HERE / "sim_agent.py"
@@ -42,27 +42,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class ServerThread:
-    """A real TaskServer running its loop in a background thread."""
-
-    def __init__(self, cfg: dict):
-        self.server = TaskServer(cfg)
-        self.endpoint = self.server.start()
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-        self.thread.join(10)
-        assert not self.thread.is_alive(), "server thread did not stop"
-
-    def __enter__(self) -> "ServerThread":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 class Raw:

@@ -3,7 +3,6 @@ NumPy client, scored with its own accuracy_function, and accepted by the lab's c
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +10,9 @@ import pytest
 
 from shaping.client import TaskClient
 from shaping.lab import load_config, process_env, validate_config
-from shaping.server import TaskServer
 
 import user_tasks
+from server_thread import ServerThread
 
 USER_MODULE = Path(user_tasks.__file__).read_text()  # copied beside a lab's TOML
 
@@ -29,21 +28,13 @@ def _module(directory: Path, name: str) -> Path:
 
 
 def _serve(cfg: dict, answer, batches: int) -> list:
-    server = TaskServer(cfg)
-    endpoint = server.start()
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        with TaskClient(endpoint, "a") as client:
-            client.hello()
-            scores = []
-            for _ in range(batches):
-                batch = client.get()
-                scores.append(client.result(batch, answer(batch)))
-            client.bye()
-    finally:
-        server.stop()
-        thread.join(10)
+    with ServerThread(cfg) as srv, TaskClient(srv.endpoint, "a") as client:
+        client.hello()
+        scores = []
+        for _ in range(batches):
+            batch = client.get()
+            scores.append(client.result(batch, answer(batch)))
+        client.bye()
     return scores
 
 
