@@ -18,16 +18,21 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 demo: install
 	$(PY) -m shaping.cli lab examples/demo.toml
 
-# The MLflow UI on the embedded store that labs write by default (loopback only, one worker).
+# The MLflow UI on the embedded store that labs write by default (loopback only, one worker; UI_PORT=5000 by
+# default). MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: no job runner and huey consumers (MLflow 3's GenAI jobs:
+# about 10 processes, 2.5 GB, that we never use); the warning filter hides starlette's deprecation of the WSGI
+# middleware that MLflow's app imports (not ours to fix).
 ui: install
-	@echo "MLflow UI: http://127.0.0.1:5000  (Ctrl-C to stop)"
-	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
-		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port 5000 --workers 1
+	@echo "MLflow UI: http://127.0.0.1:$(or $(UI_PORT),5000)  (Ctrl-C to stop; MLflow 3 shows runs under 'Model training')"
+	@exec env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false PYTHONWARNINGS="ignore:starlette.middleware.wsgi is deprecated" \
+		$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(or $(UI_PORT),5000) --workers 1
 
 # The live shaping dashboard of a lab (LAB=labs/demo by default).
 LAB ?= labs/demo

@@ -11,11 +11,12 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "Basic": "agents.rnn", "RNN": "agents.rnn", "build_model": "agents.rnn",
+    "Basic": "agents.rnn", "RNN": "agents.rnn", "build_model": "agents.build",
     "LSTM": "agents.gated", "GRU": "agents.gated",
     "configure_threads": "agents._tf", "train": "agents.trainer", "Curriculum": "agents.curriculum",
     "Network": "agents.simulate", "simulate": "agents.simulate", "Silence": "agents.simulate",
     "Cut": "agents.simulate", "build_regions": "agents.regions", "load_weights": "agents.weights",
+    "Simulator": "agents.simulation", "BasicSimulator": "agents.simulation", "LSTMSimulator": "agents.simulation",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,21 +1,20 @@
-"""A small Keras-style registry: classes by ``ClassName`` and ``snake_name``, ``get`` and ``serialize``.
+"""The agents' model objects: a :class:`Serializable` base and the shared Keras-style :class:`Registry`.
 
 Each of :mod:`agents.constraints`, :mod:`agents.initializers`, :mod:`agents.regularizers`,
-:mod:`agents.losses` and :mod:`agents.optimizers` keeps one :class:`Registry` of its classes. An object
-travels as plain data: ``{"class_name": "Dale", "config": {...}}`` where ``config`` is exactly the
-constructor's arguments (``get_config()``), and comes back with ``registry.get(that_dict)``.
+:mod:`agents.losses` and :mod:`agents.optimizers` keeps one :class:`Registry` of its classes (the one class of
+:mod:`shaping.registry`, which tasks and policy kinds use too). An object travels as plain data:
+``{"class_name": "Dale", "config": {...}}`` where ``config`` is exactly the constructor's arguments
+(``get_config()``), and comes back with ``registry.get(that_dict)``.
 """
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
+from shaping.registry import Registry, snake
 
-def snake(name: str) -> str:
-    """``GaussianSpectralRadius`` -> ``gaussian_spectral_radius``; an acronym stays one word (``SGD`` ->
-    ``sgd``, ``L2FiringRate`` -> ``l2_firing_rate``)."""
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+__all__ = ["Registry", "Serializable", "snake", "callable_path", "callable_ref", "import_callable",
+           "NOT_IMPORTABLE"]
 
 
 class Serializable:
@@ -38,63 +37,6 @@ class Serializable:
             other.get_config(), sort_keys=True)  # type: ignore[attr-defined]
 
     __hash__ = object.__hash__
-
-
-class Registry:
-    """Classes of one kind (``what``: "constraint", "initializer", ...), found by name.
-
-    Args:
-        what: the kind, used in error messages.
-        base: the base class every registered class derives from.
-    """
-
-    def __init__(self, what: str, base: type):
-        self.what = what
-        self.base = base
-        self._classes: dict[str, type] = {}
-
-    def register(self, cls: type | None = None, *, name: str | None = None):
-        """Class decorator: ``@registry.register`` or ``@registry.register(name="pkg>Name")``."""
-        def add(c: type) -> type:
-            if not issubclass(c, self.base):
-                raise TypeError(f"cannot register {c.__name__} as a {self.what}: it must derive from "
-                                f"{self.base.__name__}")
-            keys = [name] if name else [c.__name__, snake(c.__name__)]
-            for key in keys:
-                self._classes[key] = c
-            return c
-        return add(cls) if cls is not None else add
-
-    def names(self) -> list[str]:
-        """The registered class names."""
-        return sorted({c.__name__ for c in self._classes.values()})
-
-    def lookup(self, name: str) -> type:
-        try:
-            return self._classes[name]
-        except KeyError:
-            raise ValueError(f"unknown {self.what} {name!r}; known {self.what}s: "
-                             f"{', '.join(self.names())}") from None
-
-    def get(self, identifier: Any):
-        """An instance from ``None`` (returns None), a name, ``{"class_name", "config"}`` or an instance."""
-        if identifier is None or isinstance(identifier, self.base):
-            return identifier
-        if isinstance(identifier, str):
-            return self.lookup(identifier)()
-        if isinstance(identifier, dict):
-            if "class_name" not in identifier:
-                raise ValueError(f"a {self.what} config must be {{'class_name': ..., 'config': {{...}}}}, "
-                                 f"got keys {sorted(identifier)}")
-            return self.lookup(identifier["class_name"]).from_config(dict(identifier.get("config", {})))
-        raise TypeError(f"cannot interpret {identifier!r} as a {self.what}: expected None, a name, a "
-                        f"{{'class_name', 'config'}} dict or a {self.base.__name__} instance")
-
-    def serialize(self, obj: Any) -> dict | None:
-        """``{"class_name", "config"}`` for ``obj`` (None for None)."""
-        if obj is None:
-            return None
-        return {"class_name": type(obj).__name__, "config": obj.get_config()}
 
 
 # What a config holds for a function that cannot be imported back (a lambda, a local function): a record of

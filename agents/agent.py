@@ -28,55 +28,17 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from shaping.client import TaskClient
-from shaping.lab import REFUSED, lab_gone
+from shaping.errors import CheckpointMismatch, ConfigError
+from shaping.labfile import AgentConfig, LabFile
+from shaping.procs import REFUSED, lab_gone
 
 from .weights import snapshot_tag
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AgentConfig:
-    """What an agent process runs.
-
-    Args:
-        name: the agent's name (its session key at the server; restarting under it resumes).
-        server: the task server's endpoint, e.g. ``tcp://127.0.0.1:5555``.
-        model: model settings for :func:`agents.build_model` (``model``, ``N_rec``, ``dale_ratio``,
-            ``autapses``, ``regions``, ``rec_noise``, ``learning_rate``, ``seed``, ...).
-        curriculum: which of the server's curricula to follow (None: the server's default).
-        workdir: where checkpoints (``checkpoints/<name>.ckpt.npz``) and weight files go.
-        checkpoint_every: batches between checkpoints.
-        max_batches: stop after this many batches in this process (None: until the curriculum is complete).
-        threads: TensorFlow intra/inter-op threads (1 is best when agents share cores).
-        device: ``"CPU"``, ``"GPU"`` (any, memory growth on) or ``"GPU:k"`` (pinned).
-        keys, client_name: CurveZMQ keys directory and client key name, for a server off loopback.
-        log_every_s: seconds between connectivity images logged to MLflow (besides graduations and the end).
-        timeout_s: give up when the server has been silent this long (s).
-    """
-
-    name: str
-    server: str
-    model: dict = field(default_factory=dict)
-    curriculum: str | None = None
-    workdir: str = "."
-    checkpoint_every: int = 20
-    max_batches: int | None = None
-    threads: int = 1
-    device: str = "CPU"
-    keys: str | None = None
-    client_name: str = "client"
-    log_every_s: float = 60.0
-    timeout_s: float = 120.0
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return Path(self.workdir) / "checkpoints" / f"{self.name}.ckpt.npz"
 
 
 def _configure_device(device: str, threads: int) -> None:
@@ -97,10 +59,6 @@ def _configure_device(device: str, threads: int) -> None:
                            f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}); use device = 'CPU' to train on the CPU")
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
-
-
-class CheckpointMismatch(RuntimeError):
-    """A checkpoint offered to a server session that is new: it belongs to another session."""
 
 
 class Agent:
@@ -263,9 +221,6 @@ def run_agent(config: AgentConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """``python -m agents.agent`` / ``skinnerbox agent``: one agent process from a lab config entry."""
     import argparse
-    import json
-
-    from shaping.lab import agent_entry, load_config, model_spec
 
     ap = argparse.ArgumentParser(prog="skinnerbox agent", description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", required=True, help="task server endpoint, e.g. tcp://127.0.0.1:5555")
@@ -274,24 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=None, help="checkpoints and weights go here (default: lab.workdir)")
     ap.add_argument("--curriculum", default=None, help="override the entry's curriculum")
     ap.add_argument("--keys", default=None, help="CurveZMQ keys directory (needed off loopback)")
-    ap.add_argument("--client-name", default="client", help="client key pair to use from --keys")
+    ap.add_argument("--client-name", default=None, help="client key pair to use from --keys (default: lab.client_name)")
     ap.add_argument("--max-batches", type=int, default=None)
     ap.add_argument("--device", default=None, help="CPU, GPU or GPU:k")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.config.endswith(".json"):
-        cfg = json.loads(Path(args.config).read_text())
-    else:
-        cfg = load_config(args.config)
-    entry = agent_entry(cfg, args.name)
-    config = AgentConfig(
-        name=args.name, server=args.server, model=model_spec(entry),
-        curriculum=args.curriculum or entry.get("curriculum"),
-        workdir=args.workdir or cfg.get("lab", {}).get("workdir", "."),
-        checkpoint_every=int(entry.get("checkpoint_every", 20)),
-        max_batches=args.max_batches if args.max_batches is not None else entry.get("max_batches"),
-        threads=int(entry.get("threads", 1)), device=args.device or entry.get("device", "CPU"),
-        keys=args.keys, client_name=args.client_name)
+    try:
+        config = LabFile.load(args.config).agent_config(
+            args.name, args.server, workdir=args.workdir, curriculum=args.curriculum, keys=args.keys,
+            client_name=args.client_name, max_batches=args.max_batches, device=args.device)
+    except ConfigError as err:  # the same file gives the same error on every restart
+        log.error("%s", err)
+        return REFUSED
     try:
         summary = run_agent(config)
     except CheckpointMismatch as err:

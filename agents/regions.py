@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .constraints import MATRICES, dale_signs, validate_dale_ratio
+from .dale import MATRICES, dale_signs, validate_dale_ratio
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import constraints as C
+from . import constraints
 from . import initializers, losses, optimizers, regularizers
 from ._registry import NOT_IMPORTABLE, callable_ref, import_callable
 from ._tf import ensure_eager, tf
@@ -162,7 +162,7 @@ class RNN:
             if missing and file_arrays is None:
                 raise ValueError(f"this config was made from {what} {missing}, which configs do not hold; "
                                  f"pass them as arrays or load the model's weights file")
-        rng = np.random.default_rng(C.sub_seed(self.seed, "init"))
+        rng = np.random.default_rng(constraints.sub_seed(self.seed, "init"))
         arrays = self._init_arrays(rng)
         self.vars: dict[str, tf.Variable] = {
             name: tf.Variable(arr, dtype=tf.float32, name=name, trainable=self._is_trainable(name))
@@ -171,7 +171,7 @@ class RNN:
         self.optimizer.build([self.vars[n] for n in self._train_names])
         self._fixed: dict[str, np.ndarray] = self._own_fixed()
         self.noise_counter = 0
-        self._noise_seed = C.sub_seed(self.seed, "noise") % (2 ** 31)
+        self._noise_seed = constraints.sub_seed(self.seed, "noise") % (2 ** 31)
         self._step_fn = None
         self._test_fn = None
         self._clear_fixed_slots()
@@ -226,7 +226,7 @@ class RNN:
         self.N_steps = params.get("N_steps")
         self.N_batch = params.get("N_batch")
 
-    def _build_wiring(self, params: dict, file_arrays: dict | None) -> C.Wiring | None:
+    def _build_wiring(self, params: dict, file_arrays: dict | None) -> constraints.Wiring | None:
         if not self.supports_constraints:
             given = [k for k in ("dale_ratio", "regions", *_CONSTRAINT_KEYS[:3]) if params.get(k) is not None]
             given += [k for k in ("input_density", "rec_density", "output_density") if params.get(k, 1.0) != 1.0]
@@ -237,19 +237,19 @@ class RNN:
                                  f"(use Basic)")
             return None
         if file_arrays is None:
-            return C.build_wiring(params, self.N_in, self.N_rec, self.N_out, self.seed)
+            return constraints.build_wiring(params, self.N_in, self.N_rec, self.N_out, self.seed)
         src = {**params, **{k: file_arrays[k] for k in (*_CONSTRAINT_KEYS, "dale_ratio") if k in file_arrays}}
         if params.get("load_weights_path") is None:
             # a PsychRNN initializer object's masks, with the params' densities, regions and fixed synapses
-            return C.build_wiring(src, self.N_in, self.N_rec, self.N_out, self.seed, strict=False)
+            return constraints.build_wiring(src, self.N_in, self.N_rec, self.N_out, self.seed, strict=False)
         # a weights file: its masks already hold the densities and regions its config records
         src.update(regions=None, input_density=1.0, rec_density=1.0, output_density=1.0, fixed=None)
-        wiring = C.build_wiring(src, self.N_in, self.N_rec, self.N_out, self.seed, strict=False)
+        wiring = constraints.build_wiring(src, self.N_in, self.N_rec, self.N_out, self.seed, strict=False)
         wiring.labels = params.get("_region_labels")
         fixed = dict(params.get("fixed") or {})
         fixed.update({k[6:]: v for k, v in file_arrays.items() if k.startswith("fixed_")})
         if fixed:
-            wiring.fixed = C.build_wiring({"fixed": fixed}, self.N_in, self.N_rec, self.N_out, self.seed).fixed
+            wiring.fixed = constraints.build_wiring({"fixed": fixed}, self.N_in, self.N_rec, self.N_out, self.seed).fixed
         return wiring
 
     def _build_initializer(self, params: dict, file_arrays: dict | None) -> initializers.Initializer:
@@ -608,7 +608,7 @@ class Basic(RNN):
         """The initializer's arrays, replaced by those given in the params; under Dale, exact zeros of
         plastic synapses made tiny so that they can learn (:meth:`~agents.constraints.Wiring.unstick_zeros`)."""
         arrays = {**self.initializer(self.N_in, self.N_rec, self.N_out, self.wiring, rng), **self._given}
-        for name in C.MATRICES:
+        for name in constraints.MATRICES:
             if self._is_trainable(name):
                 arrays[name] = self.wiring.unstick_zeros(name, arrays[name])
         order = ("init_state", "W_in", "W_rec", "W_out", "b_rec", "b_out")
@@ -620,7 +620,7 @@ class Basic(RNN):
 
     def _forward(self, x, seed, batch_major_states=True):
         v = self.vars
-        W_in, W_rec, W_out = (self.effective(n) for n in C.MATRICES)
+        W_in, W_rec, W_out = (self.effective(n) for n in constraints.MATRICES)
         alpha = tf.constant(self.alpha, tf.float32)
         n_batch, n_steps = tf.shape(x)[0], tf.shape(x)[1]
         # Work time-major, (T, B, units): the loop slices the first axis.
@@ -644,7 +644,7 @@ class Basic(RNN):
 
     def _weights_dict(self):
         out = {k: v.numpy() for k, v in self.vars.items()}
-        for name in C.MATRICES:
+        for name in constraints.MATRICES:
             out[name] = np.asarray(self.wiring.effective(name, out[name]), dtype=np.float32)
         out.update(self.wiring.psychrnn_arrays())
         out["dale_ratio"] = self.wiring.dale_ratio
@@ -657,39 +657,3 @@ def _file_kind(path: str | os.PathLike | None) -> str:
         return "Basic"
     meta = load_weights(path)[1]
     return str((meta or {}).get("config", {}).get("model", "Basic"))
-
-
-def build_model(spec: Mapping[str, Any], task_spec: Mapping[str, Any]) -> RNN:
-    """Build a model from a lab config's model section and the task spec the server sends.
-
-    Args:
-        spec: model settings (any key of :meth:`RNN.config`; ``model`` picks ``Basic``, ``LSTM`` or ``GRU``,
-            default the kind a ``load_weights_path`` file records, else ``Basic``; ``N_rec`` is required).
-        task_spec: ``N_in, N_out, dt, tau, T, N_steps, N_batch`` (``Task.spec()``). The model's own ``tau``
-            and ``dt``, when given, win over the task's.
-
-    Raises:
-        ValueError: an unknown model kind, an unknown key (a misspelt ``dale_ratio`` must not quietly build a
-            network without Dale's principle), or sizes that disagree with the task.
-    """
-    from .gated import GRU, LSTM
-    from .regularizers import PSYCHRNN_KEYS as REGULARIZER_KEYS
-
-    kinds = {"Basic": Basic, "LSTM": LSTM, "GRU": GRU}
-    kind = spec.get("model") or _file_kind(spec.get("load_weights_path"))
-    if kind not in kinds:
-        raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(kinds)}")
-    params = {k: task_spec[k] for k in ("N_in", "N_out", "dt", "tau", "N_steps", "N_batch") if k in task_spec}
-    for key in ("N_in", "N_out"):
-        if key in spec and key in params and spec[key] != params[key]:
-            raise ValueError(f"model spec has {key}={spec[key]} but the task has {key}={params[key]}")
-    params.update({k: v for k, v in spec.items() if k not in ("model", "version")})
-    model = kinds[kind](params)
-    known = (set(model.config()) | set(REGULARIZER_KEYS) | set(_CONSTRAINT_KEYS) | set(_PSYCHRNN_INIT_KEYS)
-             | {"explicit_masks", "initial_arrays", "custom_regularization"})
-    unknown = sorted(set(spec) - known)
-    if unknown:
-        model.destruct()
-        raise ValueError(f"model spec: unknown key(s) {', '.join(map(repr, unknown))}; a {kind} takes "
-                         f"{', '.join(sorted(k for k in known if not k.startswith('_')))}")
-    return model

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 
-from . import constraints as C
+from . import constraints
 from .weights import load_weights
 
 # a transfer function: a name from NUMPY_TRANSFER or a NumPy callable, float32 array -> array of its shape
@@ -170,7 +170,7 @@ class Network:
         W_in = np.asarray(weights["W_in"], dtype=np.float32)
         N_rec, N_in = W_in.shape
         N_out = np.asarray(weights["W_out"]).shape[0]
-        wiring = C.build_wiring({k: weights.get(k) for k in ("input_connectivity", "rec_connectivity",
+        wiring = constraints.build_wiring({k: weights.get(k) for k in ("input_connectivity", "rec_connectivity",
                                                               "output_connectivity", "Dale_rec", "Dale_out",
                                                               "dale_ratio")},
                                 N_in, N_rec, N_out, seed=0, strict=False)

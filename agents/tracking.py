@@ -7,7 +7,10 @@ would not be the server's. The server writes the curriculum into the same run at
 What an agent writes:
 
 - params ``model.*`` and ``constraint.*`` (:meth:`AgentTracker.log_model_config`) and the config whole as
-  ``model/config.json``;
+  ``model/config.json``; with them the run's one-line description (the ``mlflow.note.content`` tag): the
+  curriculum line the server put in the ``run`` dict (its ``description``) and the network's constraints, e.g.
+  ``"curriculum shaped (stages: easy → mixed → final); N_rec 50, Dale 0.8, no autapses, 2 regions"``
+  (:meth:`AgentTracker.describe`);
 - the masks as ``constraints/masks.npz`` (:meth:`AgentTracker.log_masks`), their densities as
   ``constraint.density.<name>`` params;
 - at each stage change (graduation or regression) and at the end (:meth:`AgentTracker.log_connectivity`):
@@ -34,19 +37,20 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-# shaping.tracking first: it sets MLflow's environment (telemetry off, short HTTP timeouts) before import.
+# shaping.tracking first: importing it sets MLflow's environment (telemetry off, short HTTP timeouts).
 from shaping import figures
-from shaping.lab import AGENT_STOP_GRACE_S
-from shaping.tracking import (BackgroundWriter, StoreGuard, describe_labels, flatten_params, log_metrics_batched,
-                              log_params_batched, now_ms, plain, safe_name)
+from shaping.procs import AGENT_STOP_GRACE_S
+from shaping.tracking.names import NOTE_TAG, describe_agent, describe_labels, flatten_params, now_ms, plain, safe_name
+from shaping.tracking.store import BackgroundWriter, StoreGuard, log_metrics_batched, log_params_batched
 
-from mlflow import MlflowClient  # noqa: E402,I001
-from mlflow.entities import Metric  # noqa: E402
+from mlflow import MlflowClient  # noqa: I001  (after shaping.tracking)
+from mlflow.entities import Metric
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +146,15 @@ class AgentTracker:
         model, constraint = split_config(config, constraint_keys)
         params = {**flatten_params(model, "model"), **flatten_params(constraint, "constraint")}
         whole = plain(dict(config))
-        self.writer.submit("log model config", self._write_config, params, whole)
+        self.writer.submit("log model config", self._write_config, params, whole, self.describe(whole))
+
+    def describe(self, config: Mapping[str, Any]) -> str:
+        """The run's one-line description: the curriculum line from the ``run`` dict (``description``, set by
+        the server's :class:`shaping.tracking.CurriculumTracker`) and the constraints of ``config`` (a model
+        config), e.g. ``"curriculum shaped (stages: easy → mixed → final); N_rec 50, Dale 0.8, no autapses, 2
+        regions"`` (:func:`shaping.tracking.names.describe_agent`)."""
+        curriculum = self.run.get("description")
+        return describe_agent(curriculum if isinstance(curriculum, str) else None, config)
 
     def log_masks(self, masks: Mapping[str, np.ndarray]) -> None:
         """Log connectivity masks (e.g. ``input_connectivity``, ``rec_connectivity``, ``output_connectivity``,
@@ -243,9 +255,11 @@ class AgentTracker:
                                f"{steps[0]}-{steps[-1]})",
                                lambda: log_metrics_batched(self.client, self.run_id, metrics))
 
-    def _write_config(self, params: dict, whole: dict) -> None:
+    def _write_config(self, params: dict, whole: dict, note: str) -> None:
         log_params_batched(self.client, self.run_id, params)
         self.client.log_dict(self.run_id, whole, "model/config.json")
+        if note:
+            self.client.set_tag(self.run_id, NOTE_TAG, note)
 
     def _write_masks(self, arrays: dict, density: dict) -> None:
         with tempfile.TemporaryDirectory(prefix="skinnerbox-masks-") as tmp:

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zmq  # noqa: E402
 
-from shaping import protocol as P  # noqa: E402
+from shaping import protocol  # noqa: E402
 
 TASK = {"name": "PerceptualDiscrimination", "dt": 10, "T": 2000}  # 200 time steps
 # The agent benchmarks (issue 5): PerceptualDiscrimination(dt=10, tau=100, T=2000, N_batch=128), Basic N_rec=50.
@@ -88,7 +88,7 @@ def _instant_agents(endpoint: str, n_agents: int, n_trials: int, credit: int, se
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.connect(endpoint)
-        s.send_multipart(P.encode("HELLO", {"agent": f"sim{i:03d}", "curriculum": "fixed"}))
+        s.send_multipart(protocol.encode("HELLO", {"agent": f"sim{i:03d}", "curriculum": "fixed"}))
         poller.register(s, zmq.POLLIN)
         socks.append(s)
     epochs: dict[zmq.Socket, int] = {}
@@ -99,16 +99,16 @@ def _instant_agents(endpoint: str, n_agents: int, n_trials: int, credit: int, se
     while time.monotonic() < deadline:
         for sock, _ in poller.poll(1000):
             frames = sock.recv_multipart(copy=False)
-            msg = P.decode(frames)
+            msg = protocol.decode(frames)
             if msg.type == "WELCOME":
                 epochs[sock] = msg.header["epoch"]
                 for _ in range(credit):
-                    sock.send_multipart(P.encode("GET", {"n": n_trials}))
+                    sock.send_multipart(protocol.encode("GET", {"n": n_trials}))
                 if len(epochs) == n_agents and t_start is None:
                     t_start = time.monotonic() + warmup_s
                     t_end = t_start + seconds
             elif msg.type == "BATCH":
-                sock.send_multipart(P.encode("RESULT", {"batch": msg.header["batch"], "epoch": epochs[sock]},
+                sock.send_multipart(protocol.encode("RESULT", {"batch": msg.header["batch"], "epoch": epochs[sock]},
                                              {"y_hat": msg.arrays["y"]}), copy=False)
             elif msg.type == "SCORE":
                 now = time.monotonic()
@@ -116,7 +116,7 @@ def _instant_agents(endpoint: str, n_agents: int, n_trials: int, credit: int, se
                     trials += msg.header["n"]
                 if t_end is not None and now >= t_end:
                     continue
-                sock.send_multipart(P.encode("GET", {"n": n_trials}))
+                sock.send_multipart(protocol.encode("GET", {"n": n_trials}))
             elif msg.type == "ERROR":
                 raise RuntimeError(f"server error: {msg.header}")
         if t_end is not None and time.monotonic() >= t_end:

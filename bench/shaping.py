@@ -2,10 +2,12 @@
 
 Runs the lab config (default ``examples/demo.toml``) once per seed, each time with ``lab.seed`` and every
 agent's model ``seed`` offset by the seed (the trial streams and the initial networks change together), with
-MLflow off, and prints the summary's ``trials_to_complete`` per agent: the trials the network trained on until
-its curriculum's criterion was met (batches in flight at a stage change included), or "> budget" for an agent
-stopped by ``max_trials``. One run of the demo gives one sample of a noisy quantity; compare the distributions
-(median and quartiles per agent), not single runs.
+MLflow off, and prints the summary's ``trials_to_complete`` per agent (:func:`shaping.readout.summary_rows`): the
+trials the network trained on until its curriculum's criterion was met (``session_trials``: batches in flight at
+a stage change included), NaN for an agent stopped by ``max_trials``; then each seed's one-line verdict
+(:func:`shaping.readout.verdict`) and each agent's final recent accuracy, labelled with the server's window. One
+run of the demo gives one sample of a noisy quantity; compare the distributions (median and quartiles per agent),
+not single runs.
 
 Usage: ``python bench/shaping.py [--config examples/demo.toml] [--seeds 0 1 2 3 4 5 6 7]``; about 15 s a seed
 for the demo on two cores.
@@ -28,6 +30,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from shaping.lab import Lab, load_config  # noqa: E402
+from shaping.readout import RECENT_ACCURACY, accuracy_label  # noqa: E402
 
 
 def run_seed(config: dict, seed: int, workdir: Path) -> pd.DataFrame:
@@ -48,10 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = load_config(args.config)
     with tempfile.TemporaryDirectory(prefix="skinnerbox-bench-") as tmp:
-        runs = pd.concat([run_seed(config, s, Path(tmp) / f"seed{s}") for s in args.seeds], ignore_index=True)
+        summaries = [run_seed(config, s, Path(tmp) / f"seed{s}") for s in args.seeds]
+    runs = pd.concat(summaries, ignore_index=True)
     trials = runs.pivot(index="seed", columns="agent", values="trials_to_complete")
-    print(f"\ntrials to criterion, {args.config}, seeds {args.seeds} (NaN: stopped by max_trials)\n")
+    print(f"\ntrials to criterion (session_trials), {args.config}, seeds {args.seeds} (NaN: stopped by max_trials)\n")
     print(trials.to_string(float_format=lambda v: f"{v:,.0f}"))
+    print()
+    for summary in summaries:
+        print(f"seed {int(summary['seed'].iloc[0])}: {summary.attrs.get('verdict') or 'no shaped/control pair'}")
+    window = summaries[0].attrs.get("window_trials") if summaries else None
+    recent = runs.pivot(index="seed", columns="agent", values=RECENT_ACCURACY)
+    print(f"\nfinal {accuracy_label(RECENT_ACCURACY, window)}\n")
+    print(recent.to_string(float_format=lambda v: f"{v:.3f}"))
     rows = []
     for agent in trials.columns:
         t = trials[agent].to_numpy(dtype=float)

@@ -3,13 +3,15 @@
     streamlit run dashboards/app.py -- --lab LAB_DIR [--tracking-uri URI] [--refresh-s 5]
 
 (``LAB_DIR`` may also come from ``$SKINNERBOX_LAB``.) Views: server status, one agent's curriculum (stage
-timeline, window accuracy and knobs, reversals), a comparison of trials to each graduation across conditions
-and seeds, psychometric curves per stage with a logistic fit, connectivity (``W_rec`` by region and E/I,
-eigenvalues, their change across graduations) and the agents' MLflow runs.
+timeline, recent and criterion accuracy, knobs as drawn, reversals), a comparison of trials to each graduation
+across conditions and seeds, psychometric curves over stated spans (the trials before each graduation, a stage's
+last trials) with their fits, connectivity (``W_rec`` by region and E/I, eigenvalues, their change across
+graduations) and the agents' MLflow runs.
 
-Read-only: the journal is polled incrementally (:class:`dashboards.data.LabReader`), weight files and the
-MLflow store are only read. Every number comes from :mod:`dashboards.data`; every figure from
-:mod:`shaping.figures` or :mod:`dashboards.figures`. The page refreshes itself every ``--refresh-s`` seconds
+Read-only: the journal is polled incrementally (:class:`shaping.readout.LabReader`), weight files and the
+MLflow store are only read. Every number comes from :mod:`shaping.readout` (through :mod:`dashboards.data`),
+labelled by :func:`shaping.readout.accuracy_label`; every figure from :mod:`shaping.figures` or
+:mod:`dashboards.figures`, each agent in its own colour. The page refreshes itself every ``--refresh-s`` seconds
 (0: never).
 """
 from __future__ import annotations
@@ -24,13 +26,14 @@ from typing import Callable
 if __package__ in (None, ""):  # `streamlit run dashboards/app.py` puts dashboards/, not the repo, on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-from dashboards import data as D  # noqa: E402
-from dashboards import figures as DF  # noqa: E402
-from shaping import figures as SF  # noqa: E402
+from dashboards import data as D
+from dashboards import figures as DF
+from shaping import figures as SF
+from shaping import readout as RO
 
 TABS = ("Status", "Agent", "Compare", "Psychometrics", "Connectivity", "MLflow")
 GROUPINGS = ("condition", "curriculum", "dale")
@@ -98,6 +101,7 @@ def view_status(root: str, tables: D.LabTables, lab: D.LabPaths) -> None:
     elif not info["running"] and status.get("time"):
         st.caption(f"The server has stopped: status as of its last write, "
                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(status['time']))}.")
+    window = tables.window_trials
     if len(table):
         c1, c2, c3 = st.columns(3)
         c1.metric("Connected agents", int(table["connected"].fillna(False).astype(bool).sum()))
@@ -105,57 +109,74 @@ def view_status(root: str, tables: D.LabTables, lab: D.LabPaths) -> None:
         c2.metric("Batches in flight", fmt(int(in_flight.sum())) if in_flight.notna().any() else "—")
         rate = pd.to_numeric(table["trials_per_s"], errors="coerce")
         c3.metric("Trials/s", fmt(float(rate.sum()), 1) if rate.notna().any() else "—")
-        st.dataframe(table, hide_index=True)
+        st.dataframe(RO.labelled(table, window), hide_index=True)
     else:
         st.write("No agent has connected yet.")
-    progress = [D.agent_progress(tables, a).assign(agent=a) for a in D.agent_names(tables)]
-    long = pd.concat([p[["agent", "trials", "window_accuracy"]] for p in progress if len(p)], ignore_index=True) \
-        if any(len(p) for p in progress) else pd.DataFrame(columns=["agent", "trials", "window_accuracy"])
+    agents = D.agent_names(tables)
+    progress = [D.agent_progress(tables, a).assign(agent=a) for a in agents]
+    label = RO.accuracy_label(RO.RECENT_ACCURACY, window)
+    long = pd.concat([p[["agent", "trials", RO.RECENT_ACCURACY]] for p in progress if len(p)], ignore_index=True) \
+        if any(len(p) for p in progress) else pd.DataFrame(columns=["agent", "trials", RO.RECENT_ACCURACY])
     if len(long):
-        st.subheader("Window accuracy, every agent")
-        st.line_chart(long, x="trials", y="window_accuracy", color="agent")
+        import altair as alt
+
+        colours = SF.agent_colours(agents)
+        st.subheader(f"{label[0].upper()}{label[1:]}, every agent")
+        chart = alt.Chart(long).mark_line().encode(
+            x=alt.X("trials:Q", title="trials (session_trials)"),
+            y=alt.Y(f"{RO.RECENT_ACCURACY}:Q", title=label, scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("agent:N", scale=alt.Scale(domain=list(colours), range=list(colours.values()))))
+        st.altair_chart(chart, width="stretch")
 
 
 def view_agent(root: str, tables: D.LabTables, agent: str) -> None:
     progress = D.agent_progress(tables, agent)
     moves = D.stage_changes(tables, agent)
     revs = D.reversals(tables, agent)
+    window = tables.window_trials
     last = progress.iloc[-1] if len(progress) else None
-    c = st.columns(6)
+    c = st.columns(7)
     c[0].metric("Stage", "—" if last is None else f"{last['stage']} ({int(last['stage_index'])})")
     c[1].metric("Trials", 0 if last is None else int(last["trials"]))
-    c[2].metric("Window accuracy", "—" if last is None else fmt(float(last["window_accuracy"])))
-    c[3].metric("Graduations", int((moves["event"] == "graduated").sum()))
-    c[4].metric("Regressions", int((moves["event"] == "regressed").sum()))
-    c[5].metric("Reversals", len(revs))
+    c[2].metric(RO.accuracy_label(RO.RECENT_ACCURACY, window), fmt(RO.recent_accuracy(tables, agent)))
+    c[3].metric(RO.accuracy_label(RO.CRITERION_ACCURACY), fmt(RO.criterion_accuracy(tables, agent)))
+    c[4].metric("Graduations", int((moves["event"] == "graduated").sum()))
+    c[5].metric("Regressions", int((moves["event"] == "regressed").sum()))
+    c[6].metric("Reversals", len(revs))
     if last is None:
         st.info(f"{agent} has no scored batch yet.")
         return
     version = (agent, tables.records)
     names = D.stage_names(tables, agent)
+    colour = SF.agent_colours(D.agent_names(tables))[agent]
     marks = pd.concat([moves[["event", "trial"]], revs.assign(event="reversal")[["event", "trial"]]],
                       ignore_index=True)
     image("timeline", root, version, lambda: SF.stage_timeline(
-        progress["trials"].to_numpy(), progress["stage_index"].to_numpy(), marks, names),
-        caption="Stage against trials; graduations, regressions, completion and reversals marked")
-    image("curves", root, version, lambda: DF.agent_curves(progress, revs),
-          caption="Window accuracy (current stage's trials) and knob values; dotted lines: stage changes")
+        progress["trials"].to_numpy(), progress["policy_stage_index"].to_numpy(), marks, names, color=colour),
+        caption="The policy's stage against trials (session_trials); graduations, regressions, completion and "
+                "reversals marked where they happened")
+    image("curves", root, version, lambda: DF.agent_curves(progress, revs, window_trials=window, color=colour),
+          caption=f"{RO.accuracy_label(RO.RECENT_ACCURACY, window)} and {RO.accuracy_label(RO.CRITERION_ACCURACY)};"
+                  " knobs as drawn (a band: the range or set trials were drawn from); dotted lines: stage changes")
+    st.caption(RO.trial_axis_caption())
     left, right = st.columns(2)
     left.markdown("**Stage changes**")
-    left.dataframe(moves[["event", "trial", "from_stage", "to_stage", "accuracy"]], hide_index=True)
+    left.dataframe(RO.for_display(moves[["event", "trial", "policy_trial", "from_stage", "to_stage", "accuracy"]]),
+                   hide_index=True)
     right.markdown("**Staircase reversals**")
-    right.dataframe(revs, hide_index=True)
+    right.dataframe(RO.for_display(revs), hide_index=True)
 
 
 def view_compare(root: str, tables: D.LabTables, conditions: pd.DataFrame) -> None:
     by = st.selectbox("Group agents by", GROUPINGS, key="group_by")
     grads = D.graduations(tables, conditions)
     grads = grads.merge(conditions[["agent", "dale"]], on="agent", how="left")
-    image("compare", root, (tables.records, by), lambda: DF.graduation_comparison(grads, by),
-          caption="Trials to each graduation; agents sharing a group are seeds of one condition")
-    st.markdown("**Spread over seeds**")
+    colours = SF.agent_colours(D.agent_names(tables))
+    image("compare", root, (tables.records, by), lambda: DF.graduation_comparison(grads, by, colours),
+          caption="Trials (session_trials) to each graduation; agents sharing a group are seeds of one condition")
+    st.markdown("**Spread over seeds** (session_trials)")
     st.dataframe(D.graduation_summary(grads, by), hide_index=True)
-    st.markdown("**Per agent**")
+    st.markdown("**Per agent** (session_trials)")
     if len(grads):
         st.dataframe(grads.pivot_table(index=["agent", by], columns="milestone", values="trial", sort=False)
                      .reset_index(), hide_index=True)
@@ -169,16 +190,20 @@ def view_psychometrics(root: str, tables: D.LabTables, agent: str) -> None:
         return
     st.caption(f"Against the task's evidence ({', '.join(axes.evidence)}), signed towards choice 1"
                + (f", one curve per {axes.by}" if axes.by else "") + "; fitted by maximum likelihood with lapse "
-               "rates. No-response trials are left out of the fit.")
-    trials = tables.trials[tables.trials["agent"] == agent]
-    stages = fits.drop_duplicates("stage_index").to_dict("records")
-    cols = st.columns(min(3 if len(axes.evidence) == 1 else 1, len(stages)))
-    for i, row in enumerate(stages):
-        rows = trials[trials["stage_index"] == row["stage_index"]]
+               "rates over a stated span: the trials before each graduation, or a stage's last trials (its "
+               f"criterion window), never a whole learning phase. No curve through fewer than "
+               f"{RO.MIN_EVIDENCE_LEVELS} evidence levels; no-response trials are left out of the fit.")
+    trials = RO.agent_trials(tables, agent)
+    spans = RO.agent_spans(tables, agent)
+    sides = D.evidence_sides(tables, agent)
+    colour = SF.agent_colours(D.agent_names(tables))[agent]
+    cols = st.columns(min(3 if len(axes.evidence) == 1 else 1, len(spans)))
+    for i, span in enumerate(spans):
+        rows = RO.span_trials(trials, span)
         with cols[i % len(cols)]:
-            image(f"psy{row['stage_index']}", root, (agent, tables.records), lambda rows=rows, row=row:
-                  SF.psychometric_curve(rows, axes.evidence, title=f"stage {row['stage']}",
-                                        sides=D.evidence_sides(tables, agent), by=axes.by, labels=axes.labels))
+            image(f"psy{i}", root, (agent, tables.records, span.label), lambda rows=rows, span=span:
+                  SF.psychometric_curve(rows, axes.evidence, title=span.label, sides=sides, by=axes.by,
+                                        labels=axes.labels, color=colour))
     st.dataframe(fits, hide_index=True)
 
 
@@ -190,6 +215,7 @@ def view_connectivity(root: str, tables: D.LabTables, agent: str, lab: D.LabPath
                 "and at the end).")
         return
     snaps = [cached_connectivity(str(p), m) for p, m in zip(files["path"], files["mtime"])]
+    colour = SF.agent_colours(D.agent_names(tables))[agent]
     tags = files["tag"].tolist()
     tag = st.select_slider("Snapshot", tags, value=tags[-1], key=f"snapshot-{agent}") if len(tags) > 1 \
         else tags[0]
@@ -204,7 +230,7 @@ def view_connectivity(root: str, tables: D.LabTables, agent: str, lab: D.LabPath
                                                               title=f"W_rec, {tag}{suffix}"),
               caption="Effective W_rec [post, pre]: units by region, E before I")
     with right:
-        image("eig", root, version, lambda: SF.eigenspectrum(c.W_rec),
+        image("eig", root, version, lambda: SF.eigenspectrum(c.W_rec, color=colour),
               caption=f"Eigenvalues (spectral radius {c.spectral_radius:.3f})")
     changes = D.connectivity_changes(snaps, tags, files["trial"].tolist())
     image("across", root, tuple(zip(files["path"].astype(str), files["mtime"])),
@@ -219,7 +245,7 @@ def view_mlflow(tables: D.LabTables, tracking_uri: str) -> None:
         return
     try:
         runs = cached_runs(uri, tuple(sorted(D.run_ids_of(tables).items())), D.parent_run_id_of(tables))
-    except Exception as err:  # noqa: BLE001 - an unreachable store is shown, not raised
+    except Exception as err:
         st.warning(f"MLflow store {uri} cannot be read: {type(err).__name__}: {str(err)[:300]}")
         return
     st.caption(f"Store: {uri} (open it with `make ui`). Parent run: {D.parent_run_id_of(tables) or '—'}")

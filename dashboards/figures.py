@@ -1,6 +1,9 @@
 """The dashboard's own figures, beside those of :mod:`shaping.figures` (which it uses for everything else):
 the graduation comparison across conditions, connectivity across snapshots, and the lab's accuracy curves.
 
+Every number drawn comes from :mod:`shaping.readout` (through :mod:`dashboards.data`); each agent keeps its
+colour (:func:`shaping.figures.agent_colours`) in every figure; the x axis is ``session_trials``.
+
 Same rules as :mod:`shaping.figures`: plain tables in, a :class:`matplotlib.figure.Figure` on the Agg canvas
 out, object API only (never ``pyplot``), so figures can be drawn from any thread of a Streamlit server.
 """
@@ -15,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from shaping import figures as SF
+from shaping import readout as RO
 
 __all__ = ["agent_curves", "graduation_comparison", "connectivity_across", "lab_accuracy", "message_figure"]
 
@@ -35,72 +39,91 @@ def message_figure(text: str, width_in: float = 5.0, height_in: float = 1.5) -> 
 
 
 def agent_curves(progress: pd.DataFrame, reversals: pd.DataFrame | None = None,
-                 knobs: Sequence[str] | None = None) -> Figure:
-    """Window accuracy and knob values of one agent against trials (:func:`shaping.figures.curriculum_curves`)
-    with its staircase reversals marked on the knob they moved.
+                 knobs: Sequence[str] | None = None, window_trials: int | None = None, color: str = "k") -> Figure:
+    """Recent and criterion accuracy and the knobs as drawn, for one agent against its trials
+    (:func:`shaping.figures.curriculum_curves`), with its staircase reversals marked on the knob they moved.
 
     Args:
-        progress: :func:`dashboards.data.agent_progress` of the agent.
-        reversals: :func:`dashboards.data.reversals` of the agent (``trial``, ``knob``, ``level``).
-        knobs: knob columns to draw (names without ``knob.``); default: those that changed, else the first.
+        progress: :func:`shaping.readout.agent_progress` of the agent (its batch rows).
+        reversals: :func:`shaping.readout.reversals` of the agent (``trial``, ``knob``, ``level``).
+        knobs: knobs to draw (names without ``knob.``); default: those that changed, else the first.
+        window_trials: the server's recent-accuracy window (for the label).
+        color: the agent's colour.
     """
     if not len(progress):
         return message_figure("no scored batches yet")
-    cols = [c for c in progress.columns if str(c).startswith("knob.")]
+    names = RO.knob_names(progress)
+    bands = {k: (progress[f"knob_min.{k}"].to_numpy(dtype=float), progress[f"knob_max.{k}"].to_numpy(dtype=float))
+             for k in names}
+    numeric = [k for k in names if np.isfinite(bands[k][0]).any()]
     if knobs is None:
-        varying = [c for c in cols if progress[c].nunique(dropna=True) > 1]
-        chosen = varying or cols[:1]
+        varying = [k for k in numeric if progress[f"knob.{k}"].nunique(dropna=True) > 1]
+        chosen = varying or numeric[:1]
     else:
-        chosen = [f"knob.{k}" for k in knobs if f"knob.{k}" in cols]
-    policy = progress["policy_accuracy"].to_numpy(dtype=float) if "policy_accuracy" in progress else None
-    fig = SF.curriculum_curves(progress["trials"].to_numpy(), progress["window_accuracy"].to_numpy(),
-                               {c[len("knob."):]: progress[c].to_numpy() for c in chosen},
-                               progress["stage_index"].to_numpy(), policy_accuracy=policy)
-    fig.axes[0].set_ylabel("window accuracy")
+        chosen = [k for k in knobs if k in numeric]
+    stage = progress["policy_stage_index"] if "policy_stage_index" in progress else progress["stage_index"]
+    fig = SF.curriculum_curves(progress["trials"].to_numpy(), progress[RO.RECENT_ACCURACY].to_numpy(dtype=float),
+                               {k: bands[k] for k in chosen}, stage.to_numpy(),
+                               policy_accuracy=progress[RO.CRITERION_ACCURACY].to_numpy(dtype=float),
+                               window_trials=window_trials, color=color)
     if reversals is not None and len(reversals) and "knob" in reversals.columns:
-        for ax, col in zip(fig.axes[1:], chosen):
-            r = reversals[reversals["knob"] == col[len("knob."):]]
+        for ax, name in zip(fig.axes[1:], chosen):
+            r = reversals[reversals["knob"] == name]
             if len(r):
-                ax.scatter(r["trial"], r["level"], marker="o", s=22, facecolors="none", edgecolors="C3",
+                marker, shade = SF.EVENT_MARKERS["reversal"]
+                ax.scatter(r["trial"], r["level"], marker=marker, s=22, facecolors="none", edgecolors=shade,
                            zorder=3, label="reversal")
                 ax.legend(loc="upper right", fontsize="small")
     return fig
 
 
-def graduation_comparison(grads: pd.DataFrame, by: str = "condition") -> Figure:
-    """Trials to each milestone (graduation out of a stage, completion) per group, one point per agent
-    (seed) and the group's mean ± SD.
+def graduation_comparison(grads: pd.DataFrame, by: str = "condition",
+                          colours: Mapping[str, str] | None = None) -> Figure:
+    """Trials to each milestone (graduation out of a stage, completion) per group: one point per agent (seed) in
+    the agent's colour, and the group's mean ± SD in black.
 
     Args:
-        grads: :func:`dashboards.data.graduations` (``milestone, order, trial`` and the ``by`` column).
+        grads: :func:`shaping.readout.graduations` (``agent, milestone, order, trial`` and the ``by`` column).
         by: the grouping column (e.g. ``condition``, ``curriculum``).
+        colours: agent -> colour (default: :func:`shaping.figures.agent_colours` in the table's order).
     """
     if not len(grads):
         return message_figure("no graduations yet")
+    colours = dict(colours or SF.agent_colours(grads["agent"].astype(str)))
     milestones = grads.sort_values("order", kind="stable")["milestone"].drop_duplicates().tolist()
     groups = sorted(grads[by].astype(str).unique())
-    fig = _figure(max(5.0, 1.4 * len(milestones) + 2.5), 3.8)
+    fig = _figure(max(5.0, 1.4 * len(milestones) * max(1, len(groups)) / 2 + 2.5), 3.8)
     ax = fig.add_subplot()
     width = 0.8 / max(len(groups), 1)
     rng = np.random.default_rng(0)  # fixed jitter: the same figure for the same data
+    labelled: set[str] = set()
+    ticks, tick_labels = [], []
     for gi, group in enumerate(groups):
         rows = grads[grads[by].astype(str) == group]
-        label = group
         for mi, name in enumerate(milestones):
-            t = rows.loc[rows["milestone"] == name, "trial"].to_numpy(dtype=float)
-            if not len(t):
+            sel = rows[rows["milestone"] == name]
+            if not len(sel):
                 continue
             x = mi - 0.4 + width * (gi + 0.5)
-            ax.scatter(x + rng.uniform(-width / 5, width / 5, len(t)), t, s=16, color=f"C{gi}", alpha=0.7,
-                       zorder=3, label=label)
-            label = None
+            t = sel["trial"].to_numpy(dtype=float)
+            for agent, trial in zip(sel["agent"].astype(str), t):
+                ax.scatter(x + rng.uniform(-width / 5, width / 5), trial, s=18, color=colours.get(agent, "0.5"),
+                           alpha=0.85, zorder=3, label=None if agent in labelled else agent)
+                labelled.add(agent)
             sd = t.std(ddof=1) if len(t) > 1 else 0.0
-            ax.errorbar(x, t.mean(), yerr=sd, fmt="_", ms=14, color=f"C{gi}", capsize=3, lw=1.5, zorder=2)
-    ax.set_xticks(range(len(milestones)), milestones, rotation=20 if len(milestones) > 3 else 0)
-    ax.set_ylabel("trials to milestone")
+            ax.errorbar(x, t.mean(), yerr=sd, fmt="_", ms=14, color="k", capsize=3, lw=1.5, zorder=2)
+            if len(groups) > 1:
+                ticks.append(x)
+                tick_labels.append(group)
+    ax.set_xticks(range(len(milestones)), milestones)
+    if ticks:  # the groups under each milestone
+        sec = ax.secondary_xaxis("top")
+        sec.set_xticks(ticks, tick_labels, rotation=30, fontsize="x-small", ha="left")
+    ax.set_ylabel("trials to milestone (session_trials)")
     ax.set_ylim(bottom=0)
-    ax.legend(title=by, fontsize="small", loc="upper left")
-    ax.set_title("trials to each graduation (points: agents; bars: mean ± SD over seeds)", fontsize="medium")
+    ax.legend(title="agent", fontsize="small", loc="upper left")
+    ax.set_title(f"trials to each graduation by {by} (points: agents; bars: mean ± SD over seeds)",
+                 fontsize="medium", pad=40 if ticks else 6)
     return fig
 
 
@@ -139,27 +162,31 @@ def connectivity_across(snapshots: Sequence, tags: Sequence[str], trials: Sequen
     return fig
 
 
-def lab_accuracy(progress: Mapping[str, pd.DataFrame]) -> Figure:
-    """Window accuracy of every agent against its trials, stage changes as dots.
+def lab_accuracy(progress: Mapping[str, pd.DataFrame], colours: Mapping[str, str] | None = None,
+                 window_trials: int | None = None) -> Figure:
+    """Recent accuracy of every agent against its trials, in the agent's colour; its stage changes as dots.
 
     Args:
-        progress: agent -> :func:`dashboards.data.agent_progress`.
+        progress: agent -> :func:`shaping.readout.agent_progress`.
+        colours: agent -> colour (default: :func:`shaping.figures.agent_colours` in ``progress``'s order).
+        window_trials: the server's recent-accuracy window (for the label).
     """
+    colours = dict(colours or SF.agent_colours(list(progress)))
     progress = {a: p for a, p in progress.items() if len(p)}
     if not progress:
         return message_figure("no scored batches yet")
     fig = _figure(7.0, 3.2)
     ax = fig.add_subplot()
-    for i, (agent, p) in enumerate(progress.items()):
-        ax.plot(p["trials"], p["window_accuracy"], color=f"C{i}", lw=1.2, label=agent)
-        s = p["stage_index"].to_numpy()
-        moved = np.flatnonzero(np.diff(s) != 0) + 1
-        ax.scatter(p["trials"].to_numpy()[moved], p["window_accuracy"].to_numpy()[moved], color=f"C{i}", s=18,
-                   zorder=3)
+    for agent, p in progress.items():
+        acc = p[RO.RECENT_ACCURACY].to_numpy(dtype=float)
+        ax.plot(p["trials"], acc, color=colours.get(agent, "0.5"), lw=1.2, label=agent)
+        s = (p["policy_stage_index"] if "policy_stage_index" in p else p["stage_index"]).to_numpy()
+        moved = np.flatnonzero(np.diff(s) != 0)  # the batch whose end the stage changed at
+        ax.scatter(p["trials"].to_numpy()[moved], acc[moved], color=colours.get(agent, "0.5"), s=18, zorder=3)
     ax.axhline(0.5, color="0.6", ls="--", lw=0.8)
     ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("trials")
-    ax.set_ylabel("window accuracy")
+    ax.set_xlabel("trials (session_trials)")
+    ax.set_ylabel(RO.accuracy_label(RO.RECENT_ACCURACY, window_trials))
     ax.legend(fontsize="small", loc="lower right", ncol=2)
     ax.set_title("every agent (dots: stage changes)", fontsize="medium")
     return fig

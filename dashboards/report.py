@@ -7,7 +7,10 @@ MLflow run (the one the journal names) under ``report/``. That is the only write
 a store, and only when asked; the journal is never written.
 
 Each figure is ``<figure id="fig-NAME" data-figure="NAME">`` and each table ``<table id="table-NAME">``, so a
-reader (or a test) can find them by name; :attr:`Report.figures` lists the names.
+reader (or a test) can find them by name; :attr:`Report.figures` lists the names. Every number comes from
+:mod:`shaping.readout` (the same as the dashboard's, the lab summary's and MLflow's), each accuracy labelled by
+:func:`shaping.readout.accuracy_label`, each agent in its colour; a wide table scrolls inside its own box, so
+the page stays as wide as the window.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import pandas as pd
 from dashboards import data as D
 from dashboards import figures as DF
 from shaping import figures as SF
+from shaping import readout as RO
 
 __all__ = ["Report", "build_report", "render_html", "write_report", "log_report"]
 
@@ -37,7 +41,8 @@ h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em
 figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; max-width: 640px; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1em; }
+.table-wrap { max-width: 100%; overflow-x: auto; margin: 0.5em 0 1em; }
+table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; }
 th { background: #f4f4f4; } .meta { color: #666; font-size: 0.9em; }
 """
@@ -80,7 +85,7 @@ class Report:
 def _figure(name: str, make: Callable, caption: str = "", dpi: int = 100) -> _Item:
     try:
         png = SF.to_png(make(), dpi=dpi)
-    except Exception as err:  # noqa: BLE001 - one bad figure must not lose the whole report
+    except Exception as err:
         log.warning("report: figure %s failed (%s: %s)", name, type(err).__name__, err)
         png = SF.to_png(DF.message_figure(f"{name}: {type(err).__name__}: {err}"), dpi=dpi)
     return _Item("figure", name, caption, png=png)
@@ -102,6 +107,9 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
     tables = D.read_lab(lab.root)
     report = Report(f"skinnerbox lab report: {lab.root.name}", lab.root, time.time())
     agents = D.agent_names(tables)
+    colours = SF.agent_colours(agents)
+    window = tables.window_trials
+    recent = RO.accuracy_label(RO.RECENT_ACCURACY, window)
     weights = D.weight_files(lab.root, agents, tables)
     conditions = D.agent_conditions(tables, weights=weights)
     summary = D.agent_summary(tables, conditions)
@@ -109,22 +117,29 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
     overview: list[_Item] = []
     if tables.empty:
         overview.append(_Item("text", "empty", "The journal holds no scored batch yet."))
-    overview.append(_table("agents", summary.drop(columns=["last_time"]), "One row per agent."))
+    overview.append(_table("agents", RO.labelled(summary.drop(columns=["last_time"]), window),
+                           "One row per agent (trials: session_trials)."))
+    line = RO.verdict(RO.summary_rows(tables))
+    if line:
+        overview.append(_Item("text", "verdict", line))
     progress = {a: D.agent_progress(tables, a) for a in agents}
-    overview.append(_figure("lab-accuracy", lambda: DF.lab_accuracy(progress),
-                            "Window accuracy of every agent against its trials; dots mark stage changes."))
+    overview.append(_figure("lab-accuracy", lambda: DF.lab_accuracy(progress, colours, window),
+                            f"{recent[0].upper()}{recent[1:]} of every agent against its trials (session_trials); "
+                            "dots mark stage changes."))
     status = D.status_table(D.read_status(lab.root), tables)
     if len(status):
-        overview.append(_table("status", status, "Server status (status.json, else derived from the journal)."))
+        overview.append(_table("status", RO.labelled(status, window),
+                               "Server status (status.json, else derived from the journal)."))
     report.sections.append(("Overview", overview))
 
     grads = D.graduations(tables, conditions)
     report.sections.append(("Comparison across conditions", [
-        _figure("compare", lambda: DF.graduation_comparison(grads, "condition"),
-                "Trials to each graduation per condition (curriculum · Dale/free); points are agents (seeds), "
-                "bars mean ± SD."),
-        _table("graduation-summary", D.graduation_summary(grads, "condition"), "Spread over seeds."),
-        _table("graduations", grads.drop(columns=["order"]), "Trials to each milestone, per agent."),
+        _figure("compare", lambda: DF.graduation_comparison(grads, "condition", colours),
+                "Trials (session_trials) to each graduation per condition (curriculum · Dale/free); points are "
+                "agents (seeds) in their colours, bars mean ± SD."),
+        _table("graduation-summary", D.graduation_summary(grads, "condition"), "Spread over seeds (session_trials)."),
+        _table("graduations", RO.for_display(grads.drop(columns=["order"])),
+               "Trials to each milestone, per agent (session_trials)."),
     ]))
 
     for agent in agents:
@@ -132,33 +147,38 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
         p = progress[agent]
         moves = D.stage_changes(tables, agent)
         revs = D.reversals(tables, agent)
+        colour = colours[agent]
         if len(p):
             marks = pd.concat([moves[["event", "trial"]], revs.assign(event="reversal")[["event", "trial"]]],
                               ignore_index=True)
             names = D.stage_names(tables, agent)
-            items.append(_figure(f"{agent}-timeline", lambda p=p, marks=marks, names=names: SF.stage_timeline(
-                p["trials"].to_numpy(), p["stage_index"].to_numpy(), marks, names),
-                "Stage against trials; graduations, regressions, completion and staircase reversals marked."))
-            items.append(_figure(f"{agent}-curves", lambda p=p, revs=revs: DF.agent_curves(p, revs),
-                                 "Window accuracy over the current stage's trials, and knob values "
-                                 "(reversals circled)."))
+            items.append(_figure(f"{agent}-timeline", lambda p=p, marks=marks, names=names, c=colour:
+                                 SF.stage_timeline(p["trials"].to_numpy(), p["policy_stage_index"].to_numpy(), marks,
+                                                   names, color=c),
+                                 "The policy's stage against trials (session_trials); graduations, regressions, "
+                                 "completion and staircase reversals marked where they happened."))
+            items.append(_figure(f"{agent}-curves", lambda p=p, revs=revs, c=colour: DF.agent_curves(
+                p, revs, window_trials=window, color=c),
+                f"{recent[0].upper()}{recent[1:]} and {RO.accuracy_label(RO.CRITERION_ACCURACY)}; knobs as drawn (a "
+                "band: the range or set trials were drawn from; reversals circled)."))
         if len(moves):
-            items.append(_table(f"{agent}-stage-changes", moves.drop(columns=["stage", "stage_index"]),
-                                "Curriculum moves."))
+            items.append(_table(f"{agent}-stage-changes", RO.for_display(moves.drop(columns=["stage", "stage_index"])),
+                                "Curriculum moves (session_trials: the agent's count; policy_trials: the policy's, "
+                                "without stale trials)."))
         axes = D.psychometric_axes(tables, agent)
         fits = D.psychometric_table(tables, agent)
-        trials = tables.trials[tables.trials["agent"] == agent] if len(tables.trials) else tables.trials
-        for row in fits.drop_duplicates("stage_index").to_dict("records"):
-            rows = trials[trials["stage_index"] == row["stage_index"]]
-            items.append(_figure(f"{agent}-psychometric-{row['stage_index']}",
-                                 lambda rows=rows, row=row: SF.psychometric_curve(
-                                     rows, axes.evidence, title=f"stage {row['stage']}",
-                                     sides=D.evidence_sides(tables, agent), by=axes.by, labels=axes.labels),
-                                 f"Psychometric curves, stage {row['stage']}" +
-                                 (f", one per {axes.by}." if axes.by else "."), dpi=80))
+        trials = RO.agent_trials(tables, agent)
+        sides = D.evidence_sides(tables, agent)
         if len(fits):
+            for i, span in enumerate(RO.agent_spans(tables, agent)):
+                rows = RO.span_trials(trials, span)
+                items.append(_figure(f"{agent}-psychometric-{i}", lambda rows=rows, span=span: SF.psychometric_curve(
+                    rows, axes.evidence, title=span.label, sides=sides, by=axes.by, labels=axes.labels,
+                    color=colour),
+                    f"Psychometric curves over {span.label}" + (f", one per {axes.by}." if axes.by else "."), dpi=80))
             items.append(_table(f"{agent}-psychometric-fits", fits,
-                                f"Psychometric fits against {', '.join(axes.evidence)}."))
+                                f"Psychometric fits against {', '.join(axes.evidence)}, one row per stated span "
+                                f"(no curve through fewer than {RO.MIN_EVIDENCE_LEVELS} evidence levels)."))
         files = weights[weights["agent"] == agent].reset_index(drop=True)
         if len(files):
             snaps, tags = [], []
@@ -175,7 +195,8 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
                     c.W_rec, c.dale_sign, c.region_labels, title=title), "Effective W_rec [post, pre], units by "
                     "region, E before I.", dpi=70))
             if snaps:
-                items.append(_figure(f"{agent}-eigenspectrum", lambda c=snaps[-1]: SF.eigenspectrum(c.W_rec),
+                items.append(_figure(f"{agent}-eigenspectrum", lambda c=snaps[-1], col=colour: SF.eigenspectrum(
+                    c.W_rec, color=col),
                                      f"Eigenvalues of the latest W_rec ({tags[-1]}).", dpi=80))
                 items.append(_figure(f"{agent}-connectivity-across", lambda s=snaps, t=tags, n=trials_at:
                                      DF.connectivity_across(s, t, n), "W_rec across snapshots.", dpi=80))
@@ -187,7 +208,7 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
     runs_items: list[_Item] = []
     try:
         runs = D.load_runs(uri, D.run_ids_of(tables) or None, D.parent_run_id_of(tables)) if uri else None
-    except Exception as err:  # noqa: BLE001 - the report is still useful without the store
+    except Exception as err:
         runs = None
         runs_items.append(_Item("text", "mlflow-error", f"MLflow store {uri} could not be read: "
                                                         f"{type(err).__name__}: {str(err)[:300]}"))
@@ -206,8 +227,9 @@ def _html_table(name: str, frame: pd.DataFrame) -> str:
             return "" if not np.isfinite(v) else f"{v:.4g}"
         return str(v)
 
-    return frame.to_html(index=False, table_id=f"table-{name}", border=0, na_rep="",
-                         formatters={c: cell for c in frame.columns}, escape=True)
+    table = frame.to_html(index=False, table_id=f"table-{name}", border=0, na_rep="",
+                          formatters={c: cell for c in frame.columns}, escape=True)
+    return f"<div class='table-wrap'>{table}</div>"  # a wide table scrolls in its box, not the page
 
 
 def render_html(report: Report) -> str:
@@ -217,7 +239,9 @@ def render_html(report: Report) -> str:
              f"<h1>{html.escape(report.title)}</h1>",
              f"<p class='meta'>Lab {html.escape(str(report.lab))}; written "
              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(report.created))}. Trial counts are cumulative "
-             "per agent; accuracy is correct / all trials over the current stage's recent window.</p>"]
+             "per agent (session_trials: every trial scored, stale ones included); accuracy is correct / all "
+             "trials, either the recent accuracy (the server's window of the last trials, across stages) or the "
+             "criterion accuracy (the policy's own window, what its graduation criteria read).</p>"]
     for heading, items in report.sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         for it in items:
@@ -264,7 +288,7 @@ def write_report(lab_dir: str | os.PathLike, out_html: str | os.PathLike | None 
         else:
             try:
                 log_report(out, uri, parent)
-            except Exception as err:  # noqa: BLE001 - the file is written either way
+            except Exception as err:
                 log.warning("report: could not log %s to run %s in %s (%s: %s)", out, parent, uri,
                             type(err).__name__, err)
     return out
@@ -272,7 +296,8 @@ def write_report(lab_dir: str | os.PathLike, out_html: str | os.PathLike | None 
 
 def log_report(path: str | os.PathLike, tracking_uri: str, run_id: str, artifact_path: str = "report") -> None:
     """Log a written report to an MLflow run (the lab's parent run) as ``<artifact_path>/<file name>``."""
-    import shaping.tracking  # noqa: F401,PLC0415  (sets MLflow's environment before MLflow loads)
-    from mlflow import MlflowClient  # noqa: PLC0415
+    from mlflow import MlflowClient
+
+    import shaping.tracking  # noqa: F401  (sets MLflow's environment before MLflow loads)
 
     MlflowClient(tracking_uri=tracking_uri).log_artifact(run_id, str(path), artifact_path)

@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from .errors import SkinnerboxError, UsageError
+
 log = logging.getLogger("skinnerbox")
 
 
@@ -44,25 +46,19 @@ def _server_args(p: argparse.ArgumentParser) -> None:
 
 
 def server_config(args: argparse.Namespace) -> tuple:
-    """The :class:`~shaping.server.ServerConfig` and tracking record ``skinnerbox server`` runs with: the config
-    file's paths are relative to its folder, the command line's to the working directory; a ``"module:Class"``
-    task is imported from the config file's folder or the working directory."""
+    """The :class:`~shaping.labfile.ServerConfig` and tracking record ``skinnerbox server`` runs with (see
+    :func:`shaping.labfile.load_server_file`): the file's paths are relative to its folder, the command line's
+    to the working directory; a ``"module:Class"`` task is imported from the file's folder or the working
+    directory."""
     from pathlib import Path  # noqa: PLC0415
 
-    from .server import ServerConfig, read_toml  # noqa: PLC0415
+    from .labfile import load_server_file  # noqa: PLC0415
 
-    data = read_toml(args.config)
     for folder in (str(Path.cwd()), str(Path(args.config).resolve().parent)):  # a "module:Class" task's module
         if folder not in sys.path:
             sys.path.insert(0, folder)
-    for key in ("bind", "journal", "seed", "keys"):
-        value = getattr(args, key)
-        if value is not None:
-            data[key] = str(Path(value).resolve()) if key in ("journal", "keys") else value
-    tracking = data.pop("tracking", None)
-    config = ServerConfig.from_dict(data, base_dir=Path(args.config).resolve().parent,
-                                    ignore_unknown=args.ignore_unknown)
-    return config, tracking
+    overrides = {key: getattr(args, key) for key in ("bind", "journal", "seed", "keys")}
+    return load_server_file(args.config, overrides, ignore_unknown=args.ignore_unknown)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -106,13 +102,11 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
     lab = Lab(args.config, workdir=args.workdir, tracking_uri=args.tracking_uri, timeout_s=args.timeout_s,
               progress=not args.no_progress)
-    try:
-        summary = lab.run()
-    except RuntimeError as err:  # the server did not start (a port taken, a journal in use): its log says why
-        print(f"skinnerbox lab: {err}", file=sys.stderr)
-        return 2
+    summary = lab.run()  # ServerNotStarted (a port taken: the server's log says why) is reported by main()
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print("\n" + summary.to_string(index=False))
+    if summary.attrs.get("verdict"):
+        print("\n" + summary.attrs["verdict"])
     print(f"\nlab directory: {lab.dir}")
     if lab.tracking_uri:
         print(f"MLflow store:  {lab.tracking_uri}   (make ui)")
@@ -219,24 +213,24 @@ def cmd_override(args: argparse.Namespace) -> int:
     from pathlib import Path  # noqa: PLC0415
 
     from .client import override  # noqa: PLC0415
+    from .procs import read_endpoint  # noqa: PLC0415
     from .protocol import ProtocolError  # noqa: PLC0415
-    from .server import read_endpoint  # noqa: PLC0415
 
     lab_dir = Path(args.lab_dir)
     journal_dir = lab_dir / "journal" if (lab_dir / "journal").is_dir() else lab_dir
     try:
         info = read_endpoint(journal_dir, timeout_s=1.0)
     except TimeoutError:
-        raise ValueError(f"no task server is running on {journal_dir} (no server.json there)") from None
+        raise UsageError(f"no task server is running on {journal_dir} (no server.json there)") from None
     endpoint = info["endpoint"]
     if info.get("curve") and not args.keys:
-        raise ValueError(f"the task server at {endpoint} takes only CurveZMQ connections: give --keys DIR (and "
+        raise UsageError(f"the task server at {endpoint} takes only CurveZMQ connections: give --keys DIR (and "
                          f"--client-name)")
     change: dict = {}
     if args.knob is not None:
         name, sep, text = args.knob.partition("=")
         if not sep or not name:
-            raise ValueError(f"--knob {args.knob!r}: expected NAME=VALUE, e.g. coherence=0.2")
+            raise UsageError(f"--knob {args.knob!r}: expected NAME=VALUE, e.g. coherence=0.2")
         try:
             change = {"knob": name.strip(), "value": json.loads(text)}
         except json.JSONDecodeError:
@@ -295,8 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return args.run(args)
-    except (ValueError, OSError) as err:  # bad config, missing file, journal in use, port taken
-        print(f"skinnerbox {args.command}: {err}", file=sys.stderr)
+    except SkinnerboxError as err:  # the user's to fix (a bad config, a missing file, a lab in use); a bug
+        print(f"skinnerbox {args.command}: {err}", file=sys.stderr)  # anywhere else keeps its traceback
         return 2
 
 

@@ -35,13 +35,12 @@ import numpy as np
 import pandas as pd
 import zmq
 
-from . import keys as K
-from . import protocol as P
+from . import keys as curve_keys
+from . import protocol
 from .protocol import ProtocolError
 
 log = logging.getLogger(__name__)
 
-LIVENESS = 3  # silent heartbeat intervals before the server is presumed dead
 MAX_INTERNAL_ERRORS = 5  # INTERNAL errors in a row, with no batch or score between them, before giving up
 
 
@@ -172,7 +171,7 @@ class TaskClient:
                  client_name: str = "client", server_key: str | bytes | os.PathLike | None = None,
                  client_secret_file: str | os.PathLike | None = None, context: zmq.Context | None = None,
                  give_up: Callable[[], bool] | None = None):
-        P.check_agent_name(agent)
+        protocol.check_agent_name(agent)
         for name, val in (("heartbeat_interval_s", heartbeat_interval_s), ("timeout_s", timeout_s),
                           ("reconnect_initial_s", reconnect_initial_s), ("reconnect_max_s", reconnect_max_s)):
             if not val > 0:
@@ -194,7 +193,7 @@ class TaskClient:
         self._curve = self._curve_keys(keys, client_name, server_key, client_secret_file)
         self._own_context = context is None
         self.context = context or zmq.Context()
-        self.limits = P.LIMITS
+        self.limits = protocol.LIMITS
         self.welcome: Welcome | None = None
         self.session: str | None = None
         self.epoch = 0
@@ -221,16 +220,16 @@ class TaskClient:
     @staticmethod
     def _curve_keys(keys: Any, client_name: str, server_key: Any, client_secret_file: Any) -> dict | None:
         if keys is not None:
-            server_public = K.server_public_key(keys)
-            public, secret = K.client_keys(keys, client_name)
+            server_public = curve_keys.server_public_key(keys)
+            public, secret = curve_keys.client_keys(keys, client_name)
         elif server_key is not None or client_secret_file is not None:
             if server_key is None or client_secret_file is None:
                 raise ValueError("TaskClient: CURVE needs both server_key and client_secret_file (or keys=DIR)")
             if isinstance(server_key, (str, bytes)) and len(server_key) == 40 and not os.path.exists(server_key):
                 server_public = server_key.encode() if isinstance(server_key, str) else server_key
             else:
-                server_public = K.server_public_key(server_key)
-            public, secret = K.client_keys(client_secret_file)
+                server_public = curve_keys.server_public_key(server_key)
+            public, secret = curve_keys.client_keys(client_secret_file)
         else:
             return None
         return {"server": server_public, "public": public, "secret": secret}
@@ -382,8 +381,8 @@ class TaskClient:
         sock.setsockopt(zmq.LINGER, 0)
         ivl_ms = int(self.heartbeat_interval_s * 1000)
         sock.setsockopt(zmq.HEARTBEAT_IVL, ivl_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, LIVENESS * ivl_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, LIVENESS * ivl_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, protocol.LIVENESS * ivl_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, protocol.LIVENESS * ivl_ms)
         sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
         if self._curve is not None:
             sock.curve_serverkey = self._curve["server"]
@@ -399,7 +398,7 @@ class TaskClient:
         head = dict(header or {})
         head["seq"] = seq
         try:
-            self._socket.send_multipart(P.encode(command, head, arrays), zmq.NOBLOCK, copy=False)
+            self._socket.send_multipart(protocol.encode(command, head, arrays), zmq.NOBLOCK, copy=False)
         except zmq.Again:  # no connected server (down, or it refused our handshake): silence will tell
             log.debug("%s: %s not sent: no server connected", self.agent, command)
         self._last_sent = time.monotonic()
@@ -456,7 +455,7 @@ class TaskClient:
         self.complete = welcome.complete
         self.heartbeat_interval_s = float(welcome.heartbeat_interval_s)
         try:
-            self.limits = P.Limits.from_dict(welcome.limits)
+            self.limits = protocol.Limits.from_dict(welcome.limits)
         except ValueError as err:
             log.warning("%s: ignoring the server's limits (%s)", self.agent, err)
 
@@ -475,7 +474,7 @@ class TaskClient:
     def _pump(self, done: Callable[[], bool], top_up: bool = False, handshake: bool = False) -> bool:
         """Receive and dispatch until ``done()``. Outside a handshake, reconnects on silence and re-HELLOs
         on NO_SESSION. In a handshake, returns False on silence (the caller backs off)."""
-        silence_s = LIVENESS * self.heartbeat_interval_s
+        silence_s = protocol.LIVENESS * self.heartbeat_interval_s
         # A reply lost on the way (e.g. dropped at a full queue) would leave us waiting among heartbeats
         # forever: after expiry_s without it, resynchronise with a new HELLO.
         reply_by = time.monotonic() + (self.welcome.expiry_s if self.welcome else self.timeout_s)
@@ -523,7 +522,7 @@ class TaskClient:
             self._dispatch(frames)
 
     def _dispatch(self, frames: list) -> None:
-        msg = P.decode(frames, self.limits)
+        msg = protocol.decode(frames, self.limits)
         h = msg.header
         request = self._pending.pop(msg.seq, None) if msg.seq is not None else None
         if msg.type == "WELCOME":
@@ -534,7 +533,7 @@ class TaskClient:
             if h["epoch"] != self.epoch:
                 return
             a = msg.arrays
-            params = {k[len(P.PARAM_PREFIX):]: v for k, v in a.items() if k.startswith(P.PARAM_PREFIX)}
+            params = {k[len(protocol.PARAM_PREFIX):]: v for k, v in a.items() if k.startswith(protocol.PARAM_PREFIX)}
             self._in_flight.add(h["batch"])
             self._queue.append(RemoteBatch(h["batch"], h["epoch"], a["x"], a["y"], a["mask"], h["task"],
                                            h["stage"], h["stage_index"], h["knobs"], params,
@@ -560,7 +559,7 @@ class TaskClient:
     def _on_error(self, h: dict, request: tuple[str, int | None] | None) -> None:
         err = ProtocolError(h["code"], h["detail"], h.get("batch"))
         kind, bid = request if request else (None, h.get("batch"))
-        if err.action == P.RETRY:
+        if err.action == protocol.RETRY:
             log.warning("%s: %s", self.agent, err)
             if kind == "GET" or err.name == "NO_CREDIT":
                 self._gets = max(0, self._gets - 1)
@@ -573,7 +572,7 @@ class TaskClient:
             if self._internal_in_a_row >= MAX_INTERNAL_ERRORS:  # the same failure at every try: a server bug
                 raise ProtocolError(err.code, f"{err.detail} (the server failed {self._internal_in_a_row} times in "
                                               f"a row, with no batch or score in between: giving up)", err.batch)
-        if err.action == P.RECONNECT:
+        if err.action == protocol.RECONNECT:
             log.warning("%s: %s; saying HELLO again", self.agent, err)
             if err.name != "NO_SESSION":
                 time.sleep(self.reconnect_initial_s)
@@ -632,10 +631,10 @@ def override(endpoint: str, agent: str, *, stage: str | int | None = None, knob:
             sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = (curve["server"], curve["public"],
                                                                                 curve["secret"])
         sock.connect(endpoint)
-        sock.send_multipart(P.encode("OVERRIDE", header))
+        sock.send_multipart(protocol.encode("OVERRIDE", header))
         if not sock.poll(int(timeout_s * 1000)):
             raise TimeoutError(f"override: no answer from {endpoint} within {timeout_s} s")
-        msg = P.decode(sock.recv_multipart())
+        msg = protocol.decode(sock.recv_multipart())
         if msg.type == "ERROR":
             raise ProtocolError(msg.header["code"], msg.header["detail"])
         if msg.type != "OVERRIDDEN":

@@ -12,22 +12,32 @@ region (in order of first appearance), and within a region excitatory units befo
 from __future__ import annotations
 
 import io
+import textwrap
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import TwoSlopeNorm
+from matplotlib.colors import TwoSlopeNorm, to_hex
 from matplotlib.figure import Figure
 
-from .scoring import (PsychometricAxes, fit_logistic, fit_trials, psychometric_points, responded, signed_evidence,
-                      split_trials)
+from .readout import CRITERION_ACCURACY, RECENT_ACCURACY, accuracy_label
+from .scoring import (
+    PsychometricAxes,
+    fit_logistic,
+    fit_trials,
+    no_fit_reason,
+    psychometric_points,
+    responded,
+    signed_evidence,
+    split_trials,
+)
 
 __all__ = [
     "effective_weights", "dale_sign_from_weights", "unit_order", "w_rec_heatmap", "w_rec_image",
     "eigenspectrum", "w_in_map", "w_out_map", "fit_logistic", "psychometric_points", "psychometric_curve",
-    "stage_timeline", "curriculum_curves", "to_png", "responded",
+    "stage_timeline", "curriculum_curves", "to_png", "responded", "agent_colours", "EVENT_MARKERS",
 ]
 
 _CMAP = "RdBu_r"  # red excitatory (positive), blue inhibitory (negative)
@@ -37,6 +47,24 @@ def _figure(width_in: float, height_in: float) -> Figure:
     fig = Figure(figsize=(width_in, height_in), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def agent_colours(agents: Sequence[str]) -> dict[str, str]:
+    """One colour per agent, the same in every figure of the dashboard and the report: agents in the order given
+    (:func:`shaping.readout.agent_names`: first HELLO first) take ``tab10``'s colours in turn (``tab20``'s beyond
+    ten).
+
+    Returns:
+        agent -> ``"#rrggbb"``.
+    """
+    names = list(dict.fromkeys(str(a) for a in agents))
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {a: to_hex(cmap(i % cmap.N)) for i, a in enumerate(names)}
+
+
+# curriculum events on a timeline: black and grey shapes, so that they never take an agent's colour
+EVENT_MARKERS = {"graduated": ("^", "k"), "regressed": ("v", "k"), "complete": ("*", "k"),
+                 "out_of_trials": ("X", "k"), "override": ("s", "0.45"), "reversal": ("o", "0.45")}
 
 
 def to_png(fig: Figure, dpi: int = 100) -> bytes:
@@ -185,8 +213,9 @@ def w_rec_image(W_rec: np.ndarray, dale_sign: Sequence[float] | None = None,
     return np.repeat(np.repeat(rgba[..., :3], block, axis=0), block, axis=1)
 
 
-def eigenspectrum(W_rec: np.ndarray, title: str | None = None) -> Figure:
-    """Eigenvalues of ``W_rec`` in the complex plane, with the unit circle and the spectral radius."""
+def eigenspectrum(W_rec: np.ndarray, title: str | None = None, color: str = "C3") -> Figure:
+    """Eigenvalues of ``W_rec`` in the complex plane, with the unit circle and the spectral radius; ``color``: the
+    points' (the agent's, :func:`agent_colours`, in the dashboard and the report)."""
     W_rec = _square(W_rec, "W_rec")
     ev = np.linalg.eigvals(W_rec)
     radius = float(np.max(np.abs(ev))) if ev.size else 0.0
@@ -194,7 +223,7 @@ def eigenspectrum(W_rec: np.ndarray, title: str | None = None) -> Figure:
     ax = fig.add_subplot()
     theta = np.linspace(0, 2 * np.pi, 361)
     ax.plot(np.cos(theta), np.sin(theta), color="0.5", lw=0.8, label="unit circle")
-    ax.scatter(ev.real, ev.imag, s=10, color="C3", zorder=3, label="eigenvalues")
+    ax.scatter(ev.real, ev.imag, s=10, color=color, zorder=3, label="eigenvalues")
     ax.axhline(0, color="0.85", lw=0.5)
     ax.axvline(0, color="0.85", lw=0.5)
     ax.set_aspect("equal", adjustable="datalim")
@@ -257,8 +286,8 @@ def _square(w: np.ndarray, name: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- behaviour
 def psychometric_curve(trials: pd.DataFrame, evidence: str | Sequence[str], title: str | None = None,
                        sides: Mapping[str, str] | None = None, by: str | None = None,
-                       labels: Mapping[str, str] | None = None) -> Figure:
-    """Psychometric curves of one stage: choice proportions by evidence and the fitted psychometric function
+                       labels: Mapping[str, str] | None = None, color: str = "C0") -> Figure:
+    """Psychometric curves of one span of trials: choice proportions by evidence and the fitted psychometric function
     (:func:`shaping.scoring.fit_trials`: lapse rates included), one panel per evidence column and, with ``by``,
     one curve per value of that trial parameter (Mante et al. 2013, Fig. 2: motion and colour evidence, split
     by context).
@@ -267,32 +296,39 @@ def psychometric_curve(trials: pd.DataFrame, evidence: str | Sequence[str], titl
         trials: scored trials with ``choice``, ``target`` and the ``evidence`` column(s) (e.g.
             ``coherence``); no-response trials (``choice < 0``) are counted in the title, not in the fit.
         evidence: name of the evidence column, or several (a panel each).
-        title: figure title (e.g. the stage name).
+        title: figure title: the span of trials fitted (:attr:`shaping.readout.Span.label`), so that a curve
+            never reads as more than it is. No curve is fitted through fewer than
+            :data:`shaping.scoring.MIN_EVIDENCE_LEVELS` evidence levels: the panel says why instead.
         sides: the task's ``evidence_side`` (see :func:`shaping.scoring.signed_evidence`).
         by: trial parameter splitting the trials into curves (None, or a column the table lacks: one curve).
         labels: legend names of ``by``'s values, keyed by ``str(value)``
             (:class:`shaping.scoring.PsychometricAxes`).
+        color: the fitted curve's colour when there is one curve (the agent's, :func:`agent_colours`).
     """
     columns = [evidence] if isinstance(evidence, str) else list(evidence)
     groups = split_trials(trials, PsychometricAxes(tuple(columns), sides or {}, by, labels))
     fig = _figure(4.5 * len(columns), 3.6 + 0.25 * (len(groups) - 1))
     n_all = len(trials)
     n_resp = int(responded(trials).sum()) if n_all and {"choice", "target"} <= set(trials.columns) else 0
-    heading = f"{title or 'psychometric curve'} (n={n_all}" + (f", {n_all - n_resp} no response)"
-                                                               if n_resp < n_all else ")")
+    heading = "\n".join(textwrap.wrap(title or "psychometric curve", 44 * len(columns))) + f"\n(n={n_all}" + (
+        f", {n_all - n_resp} no response)" if n_resp < n_all else ")")
     for i, column in enumerate(columns):
         ax = fig.add_subplot(1, len(columns), i + 1)
         ylabel = None
+        notes: list[str] = []
         for j, (name, rows) in enumerate(groups):
             xy = signed_evidence(rows, column, sides)
             if xy is None or len(xy[0]) == 0:
                 continue
             x, _, ylabel = xy
-            color = "k" if name is None else f"C{j}"
+            colour = "k" if name is None else f"C{j}"
             pts = psychometric_points(rows, column, sides=sides)
-            ax.errorbar(pts["evidence"], pts["p"], yerr=pts["sem"], fmt="o", color=color, ms=4, capsize=2)
+            ax.errorbar(pts["evidence"], pts["p"], yerr=pts["sem"], fmt="o", color=colour, ms=4, capsize=2)
             fit = fit_trials(rows, column, sides=sides)
             if fit is None:
+                reason = no_fit_reason(rows, column, sides)
+                if reason:
+                    notes.append(f"{name + ': ' if name else ''}no fit, {reason}")
                 continue
             grid = np.linspace(x.min(), x.max(), 200)
             if fit.kind == "logistic":
@@ -301,11 +337,14 @@ def psychometric_curve(trials: pd.DataFrame, evidence: str | Sequence[str], titl
                 label = f"75 % at {fit.threshold(0.75):.3g}, lapse {fit.lapse:.2f}"
             prefix = (name + ": ") if name is not None else ("logistic fit: " if fit.kind == "logistic"
                                                              else "Weibull fit: ")
-            ax.plot(grid, fit(grid), color="C0" if name is None else color, label=prefix + label)
+            ax.plot(grid, fit(grid), color=color if name is None else colour, label=prefix + label)
         if ylabel is None:
             ax.text(0.5, 0.5, f"no scorable trials with '{column}'", ha="center", va="center",
                     transform=ax.transAxes)
             continue
+        if notes:
+            ax.text(0.02, 0.98, "\n".join(notes), ha="left", va="top", fontsize="small", color="0.3",
+                    transform=ax.transAxes)
         if ax.get_legend_handles_labels()[0]:
             one = len(groups) == 1
             ax.legend(loc="lower right" if one else "best", fontsize="small" if one else "x-small")
@@ -320,70 +359,94 @@ def psychometric_curve(trials: pd.DataFrame, evidence: str | Sequence[str], titl
 
 
 def stage_timeline(trial: np.ndarray, stage_index: np.ndarray, events: pd.DataFrame | None = None,
-                   stage_names: Mapping[int, str] | Sequence[str] | None = None) -> Figure:
-    """Stage index against trial count, with curriculum events as labelled markers.
+                   stage_names: Mapping[int, str] | Sequence[str] | None = None, color: str = "k") -> Figure:
+    """Stage index against trial count, with curriculum events as labelled markers on the same axis.
 
     Args:
-        trial: ``(n,)`` increasing trial counts (x axis), e.g. the count at the end of each batch.
-        stage_index: ``(n,)`` stage of the trials up to each count (drawn as a step ending there).
-        events: optional table with ``event`` and ``trial`` columns (graduated, regressed, reversal, ...).
+        trial: ``(n,)`` increasing trial counts (x axis: ``session_trials``), e.g. the count at the end of each
+            batch.
+        stage_index: ``(n,)`` stage of the trials up to each count (drawn as a step ending there). Pass the stage
+            the policy was in (:func:`shaping.readout.agent_progress`'s ``policy_stage_index``): the line then
+            steps exactly at each move's marker.
+        events: optional table with ``event`` and ``trial`` columns (graduated, regressed, reversal, ...), the
+            trial on the same count; each marker sits on the line, at the stage it was in before the event.
         stage_names: names of the stage indices for the y ticks.
+        color: the line's colour (the agent's, :func:`agent_colours`).
     """
     trial = np.asarray(trial, dtype=float)
     stage_index = np.asarray(stage_index, dtype=float)
     fig = _figure(7.0, 3.0)
     ax = fig.add_subplot()
-    ax.step(trial, stage_index, where="pre", color="k", lw=1.2)
+    ax.step(trial, stage_index, where="pre", color=color, lw=1.4)
     if events is not None and len(events) and {"event", "trial"} <= set(events.columns):
         for i, (kind, rows) in enumerate(events.groupby("event", sort=True)):
             t = pd.to_numeric(rows["trial"], errors="coerce").to_numpy(dtype=float)
             at = np.clip(np.searchsorted(trial, t, side="left"), 0, max(len(trial) - 1, 0))
             y = stage_index[at] if len(trial) else np.zeros_like(t)
-            ax.scatter(t, y, s=18, marker="v", color=f"C{i}", zorder=3, label=str(kind))
+            marker, shade = EVENT_MARKERS.get(str(kind), ("D", "0.6"))
+            hollow = kind == "reversal"
+            ax.scatter(t, y, s=26, marker=marker, facecolors="none" if hollow else shade, edgecolors=shade,
+                       zorder=3, label=str(kind))
         ax.legend(loc="upper left", fontsize="small", ncol=3)
     if stage_names is not None:
         names = dict(stage_names) if isinstance(stage_names, Mapping) else dict(enumerate(stage_names))
         ax.set_yticks(list(names), [str(v) for v in names.values()])
-    ax.set_xlabel("trials")
+    ax.set_xlabel("trials (session_trials)")
     ax.set_ylabel("stage")
     ax.set_title("curriculum timeline")
     return fig
 
 
-def curriculum_curves(trial: np.ndarray, accuracy: np.ndarray, knobs: Mapping[str, np.ndarray] | None = None,
+def curriculum_curves(trial: np.ndarray, accuracy: np.ndarray, knobs: Mapping[str, Any] | None = None,
                       stage_index: np.ndarray | None = None, chance: float | None = 0.5,
-                      policy_accuracy: np.ndarray | None = None) -> Figure:
+                      policy_accuracy: np.ndarray | None = None, *, window_trials: int | None = None,
+                      color: str = "k") -> Figure:
     """Accuracy and knob values against trial count, one panel each, sharing the x axis.
 
     Args:
-        trial: ``(n,)`` increasing trial counts, e.g. the count at the end of each batch.
-        accuracy: ``(n,)`` fraction correct (e.g. over a window).
-        knobs: knob name -> ``(n,)`` values of the trials up to each count (drawn as steps ending there).
+        trial: ``(n,)`` increasing trial counts (``session_trials``), e.g. the count at the end of each batch.
+        accuracy: ``(n,)`` the recent accuracy (the server's window, across stages) after each count.
+        knobs: knob name -> the values of the trials up to each count (drawn as steps ending there): ``(n,)``
+            values, or a ``(low, high)`` pair of ``(n,)`` arrays, the smallest and largest value a trial could be
+            drawn with (:func:`shaping.readout.knob_drawn`): a set of choices or a range is drawn as the band
+            between them, never as its mean.
         stage_index: optional ``(n,)``; stage changes are drawn as dotted vertical lines.
         chance: chance level drawn on the accuracy panel (None: no line).
-        policy_accuracy: optional ``(n,)``: the policy's own accuracy (what its graduation criterion reads;
-            NaN where it keeps none), drawn over ``accuracy`` in colour, with a legend.
+        policy_accuracy: optional ``(n,)``: the criterion accuracy (the policy's own, what its graduation
+            criterion reads; NaN where it keeps none), drawn over ``accuracy`` in colour, with a legend.
+        window_trials: the recent-accuracy window, for its label (:func:`shaping.readout.accuracy_label`).
+        color: the recent accuracy's colour (the agent's, :func:`agent_colours`).
     """
     knobs = dict(knobs or {})
     trial = np.asarray(trial, dtype=float)
     fig = _figure(7.0, 2.0 + 1.4 * len(knobs))
     axes = fig.subplots(1 + len(knobs), 1, sharex=True, squeeze=False)[:, 0]
-    axes[0].plot(trial, np.asarray(accuracy, dtype=float), color="k", lw=1.2, label="window")
+    axes[0].plot(trial, np.asarray(accuracy, dtype=float), color=color, lw=1.2,
+                 label=accuracy_label(RECENT_ACCURACY, window_trials))
     if policy_accuracy is not None and np.isfinite(np.asarray(policy_accuracy, dtype=float)).any():
-        axes[0].plot(trial, np.asarray(policy_accuracy, dtype=float), color="C1", lw=1.2,
-                     label="policy (its criteria)")
+        axes[0].plot(trial, np.asarray(policy_accuracy, dtype=float), color="0.45", lw=1.0, ls="-",
+                     label=accuracy_label(CRITERION_ACCURACY))
         axes[0].legend(loc="lower right", fontsize="small")
     if chance is not None:
         axes[0].axhline(chance, color="0.6", ls="--", lw=0.8)
     axes[0].set_ylim(-0.03, 1.03)
     axes[0].set_ylabel("accuracy")
     for ax, (name, values) in zip(axes[1:], knobs.items()):
-        ax.step(trial, np.asarray(values, dtype=float), where="pre", lw=1.2)
+        if isinstance(values, tuple) and len(values) == 2:
+            low, high = (np.asarray(v, dtype=float) for v in values)
+        else:
+            low = high = np.asarray(values, dtype=float)
+        ax.step(trial, low, where="pre", lw=1.2, color=color)
+        if np.any(high != low):
+            ax.step(trial, high, where="pre", lw=1.2, color=color)
+            ax.fill_between(trial, low, high, step="pre", color=color, alpha=0.25, lw=0,
+                            label="drawn from (min..max)")
+            ax.legend(loc="upper right", fontsize="x-small")
         ax.set_ylabel(name)
     if stage_index is not None and len(trial) > 1:
         s = np.asarray(stage_index)
         for t in trial[:-1][np.diff(s) != 0]:  # the last count of the old stage, where the step is drawn
             for ax in axes:
                 ax.axvline(t, color="0.5", ls=":", lw=0.8)
-    axes[-1].set_xlabel("trials")
+    axes[-1].set_xlabel("trials (session_trials)")
     return fig

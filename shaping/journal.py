@@ -43,6 +43,9 @@ import msgpack
 import numpy as np
 import pandas as pd
 
+from .errors import InUseError
+from .tasks.base import OUTCOMES  # the one definition of the outcome labels
+
 log = logging.getLogger(__name__)
 
 RECORD_MAGIC = b"SKJ1"
@@ -50,7 +53,6 @@ _HEAD = struct.Struct("<4sBII")  # magic, kind, length, crc
 HEAD_BYTES = _HEAD.size
 SEGMENT_GLOB = "segment-*.skj"
 LOCK_FILE = "journal.lock"
-OUTCOMES = ("correct", "error", "no_response")
 
 # Record kinds.
 OPEN, HELLO, BATCH, END, CLOSE, OVERRIDE = 1, 2, 3, 4, 5, 6
@@ -120,8 +122,8 @@ def decode_column(spec: list, n: int) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-class JournalLocked(OSError):
-    """Another live server holds the journal directory."""
+class JournalLocked(InUseError):
+    """Another live process holds the journal directory (or the lab)."""
 
 
 class Journal:

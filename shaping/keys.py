@@ -21,6 +21,8 @@ from typing import Iterable
 import zmq
 import zmq.auth
 
+from .errors import ConfigError, FileInTheWay, MissingFile
+
 SERVER = "server"
 CLIENTS_DIR = "clients"
 AUTHORIZED_DIR = "authorized_clients"
@@ -53,11 +55,11 @@ def generate_keys(directory: str | os.PathLike, clients: Iterable[str] = ("clien
     out[SERVER] = server_secret
     for name in clients:
         if not _NAME.match(name) or name == SERVER:
-            raise ValueError(f"generate_keys: client name {name!r} must use [A-Za-z0-9_.-] and not be "
+            raise ConfigError(f"generate_keys: client name {name!r} must use [A-Za-z0-9_.-] and not be "
                              f"{SERVER!r}")
         secret = root / CLIENTS_DIR / f"{name}.key_secret"
         if secret.exists() and not force:
-            raise FileExistsError(f"generate_keys: {secret} exists; pass force=True (--force) to replace it")
+            raise FileInTheWay(f"generate_keys: {secret} exists; pass force=True (--force) to replace it")
         public_path, secret_path = zmq.auth.create_certificates(root / CLIENTS_DIR, name)
         os.chmod(secret_path, 0o600)
         (root / AUTHORIZED_DIR / f"{name}.key").write_bytes(Path(public_path).read_bytes())
@@ -69,7 +71,7 @@ def server_keys(directory: str | os.PathLike) -> tuple[bytes, bytes]:
     """The server's ``(public, secret)`` Z85 keys from ``DIR/server.key_secret``."""
     path = Path(directory) / f"{SERVER}.key_secret"
     if not path.exists():
-        raise FileNotFoundError(f"no server key pair at {path}; make one with `skinnerbox keys {directory}`")
+        raise MissingFile(f"no server key pair at {path}; make one with `skinnerbox keys {directory}`")
     public, secret = zmq.auth.load_certificate(path)
     return public, secret
 
@@ -80,7 +82,7 @@ def server_public_key(path: str | os.PathLike) -> bytes:
     if p.is_dir():
         p = p / f"{SERVER}.key"
     if not p.exists():
-        raise FileNotFoundError(f"no server public key at {p}; copy server.key from the server's keys directory")
+        raise MissingFile(f"no server public key at {p}; copy server.key from the server's keys directory")
     public, _ = zmq.auth.load_certificate(p)
     return public
 
@@ -92,10 +94,10 @@ def client_keys(path: str | os.PathLike, name: str = "client") -> tuple[bytes, b
     if p.is_dir():
         p = p / CLIENTS_DIR / f"{name}.key_secret"
     if not p.exists():
-        raise FileNotFoundError(f"no client key pair at {p}; make one with `skinnerbox keys DIR --client {name}`")
+        raise MissingFile(f"no client key pair at {p}; make one with `skinnerbox keys DIR --client {name}`")
     public, secret = zmq.auth.load_certificate(p)
     if secret is None:
-        raise ValueError(f"{p} holds no secret key; pass the .key_secret file")
+        raise ConfigError(f"{p} holds no secret key; pass the .key_secret file")
     return public, secret
 
 
@@ -103,7 +105,7 @@ def authorized_dir(directory: str | os.PathLike) -> Path:
     """The directory of public keys a server accepts."""
     path = Path(directory) / AUTHORIZED_DIR
     if not path.is_dir():
-        raise FileNotFoundError(f"no {AUTHORIZED_DIR}/ in {directory}; make keys with `skinnerbox keys {directory}`")
+        raise MissingFile(f"no {AUTHORIZED_DIR}/ in {directory}; make keys with `skinnerbox keys {directory}`")
     return path
 
 

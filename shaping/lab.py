@@ -6,36 +6,14 @@ so this module never imports TensorFlow), shows a progress bar per agent (stage,
 the server's ``status.json``), restarts an agent that crashes (at most ``max_restarts`` times; it resumes from its
 checkpoint and the server's journal), stops everything cleanly on Ctrl-C, and prints a summary table.
 
-A lab config (TOML; see ``examples/demo.toml``)::
-
-    [lab]
-    name = "demo"                  # also the MLflow experiment, unless `experiment` is given
-    workdir = "labs/demo"          # journal/, checkpoints/, weights/, logs/, server.toml
-    seed = 0
-    max_restarts = 2
-    tracking_uri = ""              # default: sqlite:///<cwd>/mlflow.db ("none" disables MLflow)
-
-    [task]                         # a registered task and its constructor arguments
-    name = "PerceptualDiscrimination"  # or "mytasks:MyTask": class MyTask of mytasks.py beside this file
-    T = 1000
-
-    [curricula.shaped]             # one policy spec per curriculum (docs/policies.md)
-    kind = "stages"
-    ...
-
-    [[agents]]                     # one process each; every key but name/curriculum is the model spec
-    name = "shaped"
-    curriculum = "shaped"
-    N_rec = 50
-    learning_rate = 0.001
-
-Every process gets ``OPENBLAS_NUM_THREADS=1`` and one TensorFlow thread (``threads`` per agent overrides it).
-The directory of the config file is on ``PYTHONPATH`` for every process, and on ``sys.path`` while the config
-is validated, so a task of one's own is named ``"module:Class"`` with ``module.py`` beside the TOML file.
+The lab file (TOML; see ``examples/demo.toml``) is read and checked by :class:`shaping.labfile.LabFile`, the
+only parser of lab files; the process contract (exit statuses, stop grace periods, environment) is
+:mod:`shaping.procs`. Every process gets ``OPENBLAS_NUM_THREADS=1`` and one TensorFlow thread (``threads`` per
+agent overrides it). The directory of the lab file is on ``PYTHONPATH`` for every process, and on ``sys.path``
+while the file is checked, so a task of one's own is named ``"module:Class"`` with ``module.py`` beside it.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -45,160 +23,42 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping
 
 import pandas as pd
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
-if TYPE_CHECKING:  # the server imports this module
-    from .server import ServerConfig
+from .errors import ConfigError, ServerNotStarted
+from .labfile import AGENT_KEYS, LAB_KEYS, SECTIONS, SERVER_KEYS, LabFile, on_sys_path
+from .procs import AGENT_STOP_GRACE_S, LAB_LOCK, REFUSED, SERVER_STOP_GRACE_S, ENDPOINT_FILE, STATUS_FILE, \
+    process_env
 
 log = logging.getLogger(__name__)
 
-AGENT_KEYS = ("name", "curriculum", "checkpoint_every", "threads", "device", "max_batches")
-SECTIONS = ("lab", "task", "curricula", "agents", "server")
-REFUSED = 2  # an agent's exit status for a refusal no restart changes (its checkpoint belongs to another session)
-LAB_KEYS = ("name", "experiment", "workdir", "seed", "max_restarts", "tracking_uri", "client_name")
-# every ServerConfig field but those the lab sets itself (task, curricula, journal, seed)
-SERVER_KEYS = ("default_curriculum", "bind", "credit", "heartbeat_interval_s", "expiry_s", "window_trials", "keys",
-               "curve", "fsync", "fsync_interval_s", "limits", "send_hwm")
+__all__ = ["AGENT_KEYS", "LAB_KEYS", "REFUSED", "SECTIONS", "SERVER_KEYS", "Lab", "agent_entry", "load_config",
+           "model_spec", "process_env", "summarize", "validate_config"]
 
 
+# The plain-data views of a lab file, for scripts and tests written against them (LabFile is the parser).
 def load_config(path: str | os.PathLike) -> dict:
-    """Read a lab config file (TOML) and validate it (``ValueError`` naming the field)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            cfg = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ValueError(f"lab config {path} does not exist") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"lab config {path} is not valid TOML: {err}") from None
-    return validate_config(cfg, source=str(path), task_path=[path.resolve().parent])
-
-
-@contextlib.contextmanager
-def _on_sys_path(dirs: Sequence[str | os.PathLike]) -> Iterator[None]:
-    """Put ``dirs`` first on ``sys.path`` for the duration (a user task module is imported from there)."""
-    added = [d for d in dict.fromkeys(str(Path(d).resolve()) for d in dirs) if d not in sys.path]
-    sys.path[:0] = added
-    try:
-        yield
-    finally:
-        for d in added:
-            if d in sys.path:
-                sys.path.remove(d)
+    """Read and check a lab file; its tables as plain data with every default filled in
+    (:class:`~shaping.errors.ConfigError` naming the field)."""
+    return LabFile.load(path).to_dict()
 
 
 def validate_config(cfg: Mapping[str, Any], source: str = "lab config",
-                    task_path: Sequence[str | os.PathLike] = ()) -> dict:
-    """Check a lab config's structure and build its task and curricula once, so errors surface before any
-    process starts.
-
-    Args:
-        cfg: the lab config as plain data.
-        source: where it came from, for error messages.
-        task_path: directories put on ``sys.path`` while the config is checked, so that a ``"module:Class"``
-            task (``[task]`` or a stage's) finds ``module.py`` there (:func:`load_config` passes the TOML file's
-            directory).
-            The working directory is searched too, as the ``python -m`` processes a lab starts do.
-    """
-    with _on_sys_path([*task_path, Path.cwd()]):  # the task's and stage tasks' "module:Class" modules
-        return _validate_config(cfg, source, task_path)
-
-
-def _validate_config(cfg: Mapping[str, Any], source: str, task_path: Sequence[str | os.PathLike]) -> dict:
-    from . import policies, tasks
-    from .protocol import ProtocolError, check_agent_name
-    from .server import ServerConfig
-
-    cfg = json.loads(json.dumps(cfg))  # plain data, and a private copy
-    for key in ("task", "curricula", "agents"):
-        if key not in cfg:
-            raise ValueError(f"{source}: missing [{key}] section")
-    _known(source, "the lab file", cfg, SECTIONS, "section")
-    lab = cfg.setdefault("lab", {})
-    _known(source, "[lab]", lab, LAB_KEYS)
-    lab.setdefault("name", Path(source).stem if source != "lab config" else "lab")
-    lab.setdefault("experiment", lab["name"])
-    lab.setdefault("workdir", f"labs/{lab['name']}")
-    lab.setdefault("seed", 0)
-    lab.setdefault("max_restarts", 2)
-    for key in ("seed", "max_restarts"):
-        if not isinstance(lab[key], int) or isinstance(lab[key], bool) or lab[key] < 0:
-            raise ValueError(f"{source}: lab.{key} = {lab[key]!r} must be a non-negative integer")
-    for key in ("name", "experiment", "workdir", "tracking_uri", "client_name"):
-        if key in lab and not isinstance(lab[key], str):
-            raise ValueError(f"{source}: lab.{key} = {lab[key]!r} must be a string")
-    if not isinstance(cfg["task"], Mapping):
-        raise ValueError(f"{source}: [task] must be a table with a name, got {cfg['task']!r}")
-    task_spec = dict(cfg["task"])
-    if not isinstance(task_spec.get("name"), str):
-        raise ValueError(f"{source}: task.name must name a registered task or 'module:Class', got "
-                         f"{task_spec.get('name')!r}")
-    kwargs = {k: v for k, v in task_spec.items() if k != "name"}
-    try:
-        task = tasks.make(task_spec["name"], **kwargs)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{source}: [task]: {err}") from None
-    if not isinstance(cfg["curricula"], Mapping) or not cfg["curricula"]:
-        raise ValueError(f"{source}: [curricula] must hold at least one named policy spec")
-    for name, spec in cfg["curricula"].items():
-        try:
-            policies.from_spec(spec, task, seed=0)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{source}: curricula.{name}: {err}") from None
-    server = cfg.get("server", {})
-    _known(source, "[server]", server, SERVER_KEYS)
-    try:  # the server's own checks (bind off loopback needs keys, ...), before anything starts
-        ServerConfig.from_dict({**server, "task": task_spec, "curricula": cfg["curricula"], "journal": "journal"},
-                               base_dir=Path(task_path[0]) if task_path else Path.cwd())
-    except ValueError as err:
-        raise ValueError(f"{source}: [server]: {err}") from None
-    agents = cfg["agents"]
-    if not isinstance(agents, list) or not agents:
-        raise ValueError(f"{source}: [[agents]] must list at least one agent")
-    seen = set()
-    for i, agent in enumerate(agents):
-        if not isinstance(agent, Mapping):
-            raise ValueError(f"{source}: agents[{i}] must be a table ([[agents]]), got {agent!r}")
-        name = agent.get("name")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{source}: agents[{i}].name must be a non-empty string")
-        try:
-            check_agent_name(name)
-        except ProtocolError as err:
-            raise ValueError(f"{source}: agents[{i}].name: {err.detail}") from None
-        if name in seen:
-            raise ValueError(f"{source}: agents[{i}].name = {name!r} is used twice")
-        seen.add(name)
-        cur = agent.get("curriculum")
-        if cur is not None and cur not in cfg["curricula"]:
-            raise ValueError(f"{source}: agents[{i}].curriculum = {cur!r} is not one of the curricula: "
-                             f"{', '.join(cfg['curricula'])}")
-    return cfg
-
-
-def _known(source: str, where: str, table: Any, keys: Sequence[str], what: str = "key") -> None:
-    if not isinstance(table, Mapping):
-        raise ValueError(f"{source}: {where} must be a table, got {table!r}")
-    unknown = sorted(set(table) - set(keys))
-    if unknown:
-        raise ValueError(f"{source}: {where}: unknown {what}(s) {', '.join(map(repr, unknown))}; "
-                         f"known: {', '.join(keys)}")
+                    task_path: list[str | os.PathLike] | tuple = ()) -> dict:
+    """Check a lab config given as plain data (see :meth:`shaping.labfile.LabFile.from_dict`); returns it with
+    every default filled in."""
+    return LabFile.from_dict(cfg, source=source, task_path=task_path).to_dict()
 
 
 def agent_entry(cfg: Mapping[str, Any], name: str) -> dict:
-    """The ``[[agents]]`` entry called ``name``."""
+    """The ``[[agents]]`` entry called ``name`` of a plain-data lab config."""
     for agent in cfg["agents"]:
         if agent["name"] == name:
             return dict(agent)
-    raise ValueError(f"no agent named {name!r} in the lab config; agents: "
-                     f"{', '.join(a['name'] for a in cfg['agents'])}")
+    raise ConfigError(f"no agent named {name!r} in the lab config; agents: "
+                      f"{', '.join(a['name'] for a in cfg['agents'])}")
 
 
 def model_spec(entry: Mapping[str, Any]) -> dict:
@@ -209,31 +69,6 @@ def model_spec(entry: Mapping[str, Any]) -> dict:
 def default_tracking_uri(cwd: str | os.PathLike | None = None) -> str:
     """``sqlite:///<absolute cwd>/mlflow.db``: the embedded store ``make ui`` opens."""
     return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
-
-
-AGENT_STOP_GRACE_S = 60.0  # an agent stopped by the lab has this long to checkpoint and leave (then SIGKILL)
-SERVER_STOP_GRACE_S = 30.0  # the same for the server, once the agents are gone
-LAB_PID_ENV = "SKINNERBOX_LAB_PID"
-LAB_LOCK = "lab.lock"  # held by a running lab: the same lab run again refuses before changing anything
-
-
-def lab_gone() -> bool:
-    """True in a process a lab started once that lab has died (its children run in sessions of their own, so
-    neither a closed terminal nor a killed lab reaches them: they stop themselves, as on SIGTERM)."""
-    pid = os.environ.get(LAB_PID_ENV)
-    return bool(pid) and os.getppid() != int(pid)
-
-
-def process_env(threads: int = 1, task_path: Sequence[str | os.PathLike] = ()) -> dict:
-    """Environment for a lab process: one BLAS thread, quiet TensorFlow, MLflow telemetry off; the package
-    root and ``task_path`` (where a ``"module:Class"`` task's module lives) on ``PYTHONPATH``."""
-    env = dict(os.environ)
-    env.update({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2",
-                "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1", LAB_PID_ENV: str(os.getpid())})
-    root = str(Path(__file__).resolve().parents[1])
-    extra = [str(Path(d).resolve()) for d in task_path]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, *extra, env.get("PYTHONPATH", "")) if p)
-    return env
 
 
 @dataclass
@@ -296,19 +131,19 @@ class Lab:
     agents: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.config, (str, os.PathLike)):
-            self.config_path = Path(self.config).resolve()
-            self.config = load_config(self.config_path)
+        if isinstance(self.config, LabFile):
+            self.labfile = self.config
+        elif isinstance(self.config, (str, os.PathLike)):
+            self.labfile = LabFile.load(self.config)
         else:
-            self.config = validate_config(self.config)
-            self.config_path = None
+            self.labfile = LabFile.from_dict(self.config)
         # where a "module:Class" task's module is found, in every process the lab starts
-        self.task_path = [self.config_path.parent] if self.config_path is not None else []
-        lab = self.config["lab"]
-        self.dir = Path(self.workdir or lab["workdir"]).resolve()
-        uri = self.tracking_uri or lab.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") \
-            or default_tracking_uri()
-        lab["tracking_uri"] = uri  # the store run with, in lab.json: `skinnerbox sync` goes there too
+        self.task_path = [Path(p) for p in self.labfile.task_path]
+        lab = self.labfile.lab
+        self.dir = Path(self.workdir or lab.workdir).resolve()
+        uri = self.tracking_uri or lab.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+        lab.tracking_uri = uri  # the store run with, in lab.json: `skinnerbox sync` goes there too
+        self.config = self.labfile.to_dict()  # plain data, as written to lab.json
         self.tracking_uri = None if uri == "none" else uri
         self.server: _Proc | None = None
         self.endpoint: str | None = None
@@ -323,16 +158,10 @@ class Lab:
 
     def _server_dict(self) -> dict:
         """What the server process is given (``server_config.json``)."""
-        lab = self.config["lab"]
-        server = {"task": self.config["task"], "curricula": self.config["curricula"], "seed": lab["seed"],
-                  "journal": str(self.journal_dir)}
-        server.update(self.config.get("server", {}))
-        if server.get("keys"):  # relative to the lab file, like the task module (the server reads from its own dir)
-            base = self.config_path.parent if self.config_path is not None else Path.cwd()
-            server["keys"] = str((base / server["keys"]).resolve())
+        tracking = None
         if self.lab_run is not None and self.lab_run.run_id is not None:
-            server["tracking"] = {"tracking_uri": self.lab_run.tracking_uri, "run_id": self.lab_run.run_id}
-        return server
+            tracking = {"tracking_uri": self.lab_run.tracking_uri, "run_id": self.lab_run.run_id}
+        return self.labfile.server_dict(str(self.journal_dir), tracking)
 
     def _write_configs(self) -> Path:
         """The lab config as run (the agents read their entries from it) and the server's own config."""
@@ -350,30 +179,30 @@ class Lab:
         if self.tracking_uri is not None:
             from .tracking import LabRun
 
-            self.lab_run = LabRun.start(self.tracking_uri, self.config["lab"]["experiment"], self.config,
-                                        run_name=self.config["lab"]["name"])
+            self.lab_run = LabRun.start(self.tracking_uri, self.labfile.lab.experiment, self.config,
+                                        run_name=self.labfile.lab.name)
         server_cfg = self._write_configs()
         self.server = _Proc("server", [sys.executable, "-m", "shaping.cli", "server", str(server_cfg)],
                             self.dir / "logs" / "server.log")
         self.server.start(self._env())
-        self.endpoint = self._wait_endpoint(self.journal_dir / "server.json")
+        self.endpoint = self._wait_endpoint(self.journal_dir / ENDPOINT_FILE)
         keys = served.keys if served.use_curve else None
-        for entry in self.config["agents"]:
-            args = [sys.executable, "-m", "agents", "--server", self.endpoint, "--name", entry["name"],
+        for entry in self.labfile.agents:
+            args = [sys.executable, "-m", "agents", "--server", self.endpoint, "--name", entry.name,
                     "--config", str(self.dir / "lab.json"), "--workdir", str(self.dir)]
             if keys:  # a server other machines reach takes only CURVE agents, its own lab's included
-                args += ["--keys", keys, "--client-name", self.config["lab"].get("client_name", "client")]
-            proc = _Proc(entry["name"], args, self.dir / "logs" / f"{entry['name']}.log")
-            proc.start(self._env(int(entry.get("threads", 1))))
-            self.agents[entry["name"]] = proc
+                args += ["--keys", keys, "--client-name", self.labfile.lab.client_name]
+            proc = _Proc(entry.name, args, self.dir / "logs" / f"{entry.name}.log")
+            proc.start(self._env(entry.threads))
+            self.agents[entry.name] = proc
 
-    def _claim(self) -> "ServerConfig":
+    def _claim(self) -> Any:
         """Check, before any side effect, that the lab may start, and hold its lock (``lab.lock``) until
         :meth:`stop`: ``JournalLocked`` when this lab, or a task server on its journal, is running already;
-        ``shaping.server.ConfigChanged`` when the config would resume a journaled session under another
-        curriculum or task. Returns the server's config."""
+        :class:`~shaping.errors.ConfigChanged` when the config would resume a journaled session under another
+        curriculum or task. Returns the server's :class:`~shaping.labfile.ServerConfig`."""
         from .journal import LOCK_FILE, JournalLocked, hold_lock, lock_holder
-        from .server import ServerConfig, check_resume
+        from .server import check_resume
 
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = hold_lock(self.dir / LAB_LOCK, f"lab {self.dir} is already running",
@@ -383,8 +212,8 @@ class Lab:
             if holder is not None:
                 raise JournalLocked(f"journal {self.journal_dir} is in use by a task server (pid {holder}); stop "
                                     "it before running this lab, or use another workdir")
-            served = ServerConfig.from_dict(self._server_dict())
-            with _on_sys_path([*self.task_path, Path.cwd()]):  # a "module:Class" task's module
+            served = self.labfile.server_config(str(self.journal_dir))
+            with on_sys_path([*self.task_path, Path.cwd()]):  # a "module:Class" task's module
                 check_resume(served)
         except BaseException:
             self._release()
@@ -414,10 +243,10 @@ class Lab:
                 pass
             code = self.server.poll()
             if code is not None:
-                raise RuntimeError(f"the task server exited with status {code} before binding; see "
+                raise ServerNotStarted(f"the task server exited with status {code} before binding; see "
                                    f"{self.server.log_path}:\n{_tail(self.server.log_path)}")
             time.sleep(0.05)
-        raise RuntimeError(f"the task server did not bind within {timeout_s:.0f} s; see {self.server.log_path}")
+        raise ServerNotStarted(f"the task server did not bind within {timeout_s:.0f} s; see {self.server.log_path}")
 
     def request_stop(self, *_: Any) -> None:
         self._stop = True
@@ -426,7 +255,7 @@ class Lab:
         """Wait for every agent, restarting crashed ones, updating progress bars."""
         bars = self._bars()
         started = time.monotonic()
-        max_restarts = int(self.config["lab"]["max_restarts"])
+        max_restarts = self.labfile.lab.max_restarts
         try:
             while not self._stop:
                 for name, proc in self.agents.items():
@@ -447,7 +276,7 @@ class Lab:
                         proc.restarts += 1
                         log.warning("agent %s exited with status %s; restart %d of %d", name, code,
                                     proc.restarts, max_restarts)
-                        proc.start(self._env(int(agent_entry(self.config, name).get("threads", 1))))
+                        proc.start(self._env(self.labfile.agent(name).threads))
                     else:
                         proc.done = True
                         log.error("agent %s failed %d times; giving up. Last lines of %s:\n%s", name,
@@ -528,7 +357,7 @@ class Lab:
     def status(self) -> dict:
         """The server's latest ``status.json`` (empty before it writes one)."""
         try:
-            return json.loads((self.journal_dir / "status.json").read_text())
+            return json.loads((self.journal_dir / STATUS_FILE).read_text())
         except (OSError, ValueError):
             return {}
 
@@ -562,41 +391,23 @@ class Lab:
 
 def summarize(journal_dir: str | os.PathLike, config: Mapping[str, Any] | None = None,
               procs: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """The lab's summary table from its journal (one row per agent). ``trials_to_graduations`` and
-    ``trials_to_complete`` count the trials the network trained on until then (the session's cumulative count,
-    ``session_trials``, stale trials included; the policy's own count leaves them out)."""
-    from . import journal
+    """The lab's summary table from its journal: :func:`shaping.readout.summary_rows` (one row per agent:
+    trials to each graduation and to criterion on the ``session_trials`` axis, stale trials included; the
+    ``recent_accuracy`` of the server's window and the ``criterion_accuracy`` of the policy's), then
+    ``restarts, exit, wall_s`` for the processes in ``procs``. ``attrs["verdict"]`` is the one line comparing the
+    shaped agents with their controls (None without both)."""
+    from .readout import read_lab, summary_rows
 
-    try:
-        trials = journal.load(journal_dir)
-        events = journal.load_events(journal_dir)
-    except (OSError, ValueError):
-        trials, events = pd.DataFrame(), pd.DataFrame()
-    names = [a["name"] for a in config["agents"]] if config else sorted(trials.get("agent", pd.Series()).unique())
-    rows = []
-    for name in names:
-        t = trials[trials["agent"] == name] if len(trials) else trials
-        e = events[events["agent"] == name] if len(events) and "agent" in events else pd.DataFrame()
-        grads = e[e["event"] == "graduated"] if len(e) else e
-        last = t.tail(200)
-        row = {
-            "agent": name,
-            "curriculum": (agent_entry(config, name).get("curriculum") if config else None),
-            "trials": int(len(t)),
-            "graduations": int(len(grads)),
-            "trials_to_graduations": ", ".join(str(int(v)) for v in grads["session_trials"]) if len(grads) else "",
-            "final_stage": t["stage"].iloc[-1] if len(t) else None,
-            "final_accuracy": float((last["outcome"] == "correct").mean()) if len(last) else float("nan"),
-            "complete": bool(len(e) and (e["event"] == "complete").any()),
-        }
-        done = e[e["event"] == "complete"] if len(e) else e
-        row["trials_to_complete"] = int(done["session_trials"].iloc[0]) if len(done) else None
-        if procs and name in procs:
-            row["restarts"] = procs[name].restarts
-            row["exit"] = procs[name].returncode
-            row["wall_s"] = round(procs[name].wall_s, 1)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    tables = read_lab(journal_dir)
+    names = [a["name"] for a in config["agents"]] if config else None
+    curricula = {a["name"]: a.get("curriculum") for a in config["agents"]} if config else None
+    specs = dict(config.get("curricula") or {}) if config else None
+    out = summary_rows(tables, names, curricula, specs)
+    if procs:
+        for key, get in (("restarts", lambda p: p.restarts), ("exit", lambda p: p.returncode),
+                         ("wall_s", lambda p: round(p.wall_s, 1))):
+            out[key] = [get(procs[n]) if n in procs else None for n in out["agent"]]
+    return out
 
 
 def _tail(path: Path, lines: int = 15) -> str:

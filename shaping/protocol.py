@@ -24,6 +24,7 @@ import numpy as np
 MAGIC = b"SKBX"
 VERSION = 1
 SIGNATURE = MAGIC + struct.pack(">H", VERSION)
+LIVENESS = 3  # heartbeat intervals of silence before a peer is presumed dead (ZeroMQ RFC 6)
 
 COMMANDS: dict[str, int] = {
     "HELLO": 1, "WELCOME": 2, "GET": 3, "BATCH": 4, "RESULT": 5, "SCORE": 6, "HEARTBEAT": 7, "BYE": 8,

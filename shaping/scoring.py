@@ -26,7 +26,12 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["responded", "signed_evidence", "psychometric_points", "fit_logistic", "PsychometricFit",
-           "fit_psychometric", "fit_trials", "PsychometricAxes", "psychometric_axes", "split_trials"]
+           "fit_psychometric", "fit_trials", "MIN_EVIDENCE_LEVELS", "evidence_levels", "no_fit_reason",
+           "PsychometricAxes", "psychometric_axes", "split_trials"]
+
+MIN_EVIDENCE_LEVELS = 3
+"""Distinct evidence values a psychometric curve needs: through two, any sigmoid fits and says nothing of its
+shape (a fixed coherence signed by side is two levels)."""
 
 
 def responded(trials: pd.DataFrame) -> np.ndarray:
@@ -70,8 +75,8 @@ def _evidence_side(trials: pd.DataFrame, target: np.ndarray, evidence: str,
         return trials[column].to_numpy() if column and column in trials.columns else target
     if "task" not in trials.columns or not len(trials):
         return target
-    from .tasks.base import evidence_sides  # noqa: PLC0415
-    from .tasks.registry import get  # noqa: PLC0415
+    from .tasks.base import evidence_sides
+    from .tasks.registry import get
 
     side = np.asarray(target).copy()
     names = trials["task"].astype(str).to_numpy()
@@ -213,7 +218,7 @@ def fit_psychometric(x: Any, y: Any, kind: str = "logistic", guess: float | None
     Returns:
         a :class:`PsychometricFit`.
     """
-    from scipy.optimize import minimize  # noqa: PLC0415  (only fits need scipy)
+    from scipy.optimize import minimize
 
     if kind not in ("logistic", "weibull"):
         raise ValueError(f"fit_psychometric: kind = {kind!r}; expected 'logistic' or 'weibull'")
@@ -265,23 +270,42 @@ def fit_psychometric(x: Any, y: Any, kind: str = "logistic", guess: float | None
     return PsychometricFit(kind, float(mu), float(width), float(gamma), float(lapse), int(x.size), -float(best.fun))
 
 
+def evidence_levels(x: Any) -> int:
+    """Distinct finite evidence values in ``x`` (``(n,)``, as fitted: signed for P(choice = 1))."""
+    x = np.asarray(x, dtype=float).ravel()
+    return int(len(np.unique(x[np.isfinite(x)])))
+
+
+def no_fit_reason(trials: pd.DataFrame, evidence: str, sides: Mapping[str, str] | None = None) -> str | None:
+    """Why :func:`fit_trials` returns no fit for these trials (e.g. ``"2 evidence levels (a curve needs 3)"``), or
+    None when it fits one."""
+    xy = signed_evidence(trials, evidence, sides)
+    if xy is None:
+        return f"no '{evidence}', choice or target column"
+    x, y, ylabel = xy
+    levels = evidence_levels(x)
+    if levels < MIN_EVIDENCE_LEVELS:
+        return f"{levels} evidence level{'s' if levels != 1 else ''} (a curve needs {MIN_EVIDENCE_LEVELS})"
+    if len(np.unique(y)) < 2:
+        return "a single answer at every level"
+    if not ylabel.startswith("P(choice") and np.any(x < 0):
+        return "negative evidence on a P(correct) axis"
+    return None
+
+
 def fit_trials(trials: pd.DataFrame, evidence: str, max_lapse: float = 0.25,
                sides: Mapping[str, str] | None = None) -> PsychometricFit | None:
     """Fit the psychometric function of scored trials on the axes of :func:`signed_evidence`: a logistic with
     two lapse rates on P(choice = 1) for two-alternative tasks, else a Weibull on P(correct) with the guess rate
-    1 / (number of targets). None when the trials cannot constrain a fit (fewer than two evidence levels or a
-    single answer); ``sides`` as for :func:`signed_evidence`."""
-    xy = signed_evidence(trials, evidence, sides)
-    if xy is None:
+    1 / (number of targets). None when the trials cannot constrain a curve (fewer than
+    :data:`MIN_EVIDENCE_LEVELS` evidence levels or a single answer; :func:`no_fit_reason` says which);
+    ``sides`` as for :func:`signed_evidence`."""
+    if no_fit_reason(trials, evidence, sides) is not None:
         return None
-    x, y, ylabel = xy
-    if len(np.unique(x)) < 2 or len(np.unique(y)) < 2:
-        return None
+    x, y, ylabel = signed_evidence(trials, evidence, sides)
     if ylabel.startswith("P(choice"):
         return fit_psychometric(x, y, "logistic", max_lapse=max_lapse)
     n_targets = max(2, int(pd.Series(trials["target"]).nunique()))
-    if np.any(x < 0):
-        return None
     return fit_psychometric(x, y, "weibull", guess=1.0 / n_targets, max_lapse=max_lapse)
 
 
@@ -322,7 +346,7 @@ def psychometric_axes(task: Any) -> PsychometricAxes | None:
     if isinstance(task, Mapping):
         spec = dict(task)
         if "psychometric_by" not in spec:
-            from .tasks.registry import get  # noqa: PLC0415
+            from .tasks.registry import get
             try:
                 cls = get(str(spec.get("task") or spec.get("name")))
                 spec.setdefault("evidence_knob", cls.evidence_knob)
@@ -333,7 +357,7 @@ def psychometric_axes(task: Any) -> PsychometricAxes | None:
         knob, sides = spec.get("evidence_knob"), dict(spec.get("evidence_side") or {})
         by, labels = spec.get("psychometric_by"), dict(spec.get("psychometric_labels") or {})
     else:
-        from .tasks.base import evidence_sides  # noqa: PLC0415
+        from .tasks.base import evidence_sides
         cls = task if isinstance(task, type) else type(task)
         knob, sides = cls.evidence_knob, evidence_sides(cls)
         by, labels = cls.psychometric_by, {str(k): str(v) for k, v in dict(cls.psychometric_labels).items()}

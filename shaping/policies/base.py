@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-import re
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from . import spec as S
+from ..tasks.base import OUTCOMES  # the one definition of the outcome labels
+from ..registry import Registry, legacy_snake, snake
+from . import spec as spec_rules
 from .spec import SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,7 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
 EVENTS = ("graduated", "regressed", "level_changed", "reversal", "override", "complete", "out_of_trials")
 """Kinds of event: every decision a policy makes is one of these."""
 
-OUTCOMES = ("correct", "error", "no_response")
 
 
 def make_event(event: str, trial: int, stage: str, stage_index: int, accuracy: float | None, rule: str,
@@ -44,7 +44,7 @@ def make_event(event: str, trial: int, stage: str, stage_index: int, accuracy: f
     out = {"event": event, "trial": int(trial), "stage": stage, "stage_index": int(stage_index),
            "accuracy": None if accuracy is None else float(accuracy), "rule": rule}
     out.update(extra)
-    return S.plain(out)
+    return spec_rules.plain(out)
 
 
 def make_seed(seed: int | np.random.Generator | None) -> int:
@@ -214,7 +214,7 @@ class Policy:
     # ------------------------------------------------------------------ spec and state
     def get_config(self) -> dict:
         """The spec (constructor arguments, defaults filled in, ``seed`` included) as plain data."""
-        return S.plain({"kind": self.kind, **self._config(), "seed": self.seed})
+        return spec_rules.plain({"kind": self.kind, **self._config(), "seed": self.seed})
 
     def _config(self) -> dict:
         raise NotImplementedError
@@ -223,7 +223,7 @@ class Policy:
         """A JSON-able snapshot: counters, stage, windows, staircases and the RNG (``bit_generator.state``).
 
         It does not hold the spec or the task: restore it into a policy built from the same spec."""
-        return S.plain({"kind": self.kind, "trials": self._trials, "complete": self._complete,
+        return spec_rules.plain({"kind": self.kind, "trials": self._trials, "complete": self._complete,
                         "rng": self.rng.bit_generator.state, **self._state()})
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -254,35 +254,26 @@ class Policy:
 
 
 # ---------------------------------------------------------------------- registry
-_KINDS: dict[str, type[Policy]] = {}
-_PRIMARY: dict[str, type[Policy]] = {}
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+POLICIES = Registry("policy kind", Policy, error=SpecError,
+                    unknown="kind = {name!r}: unknown policy kind; known kinds: {known}{suggestion}")
 
 
 def register(cls: type[Policy]) -> type[Policy]:
     """Class decorator: make a policy class buildable from a spec by its ``kind``, class name or snake name."""
     if not cls.kind:
         raise ValueError(f"{cls.__name__}: set a class attribute `kind` before registering it")
-    _PRIMARY[cls.kind] = cls
-    for key in (cls.kind, cls.__name__, _snake(cls.__name__)):
-        _KINDS[key] = cls
-    return cls
+    return POLICIES.register(cls, name=cls.kind,
+                             aliases=(cls.__name__, snake(cls.__name__), legacy_snake(cls.__name__)))
 
 
 def kinds() -> list[str]:
     """The registered policy kinds."""
-    return sorted(_PRIMARY)
+    return POLICIES.names()
 
 
 def lookup(kind: Any) -> type[Policy]:
-    """The class registered as ``kind`` (``SpecError`` listing the known kinds otherwise)."""
-    try:
-        return _KINDS[kind]
-    except (KeyError, TypeError):
-        raise SpecError(f"kind = {kind!r}: unknown policy kind; known kinds: {', '.join(kinds())}") from None
+    """The class registered as ``kind`` (``SpecError`` listing the known kinds and the closest otherwise)."""
+    return POLICIES.lookup(kind)
 
 
 def from_spec(spec: Mapping[str, Any], task: "Task", seed: int | np.random.Generator | None = None) -> Policy:
@@ -296,7 +287,7 @@ def from_spec(spec: Mapping[str, Any], task: "Task", seed: int | np.random.Gener
     Raises:
         ValueError (``SpecError``): naming the spec field that is wrong.
     """
-    spec = S.mapping("spec", spec, required=("kind",))
+    spec = spec_rules.mapping("spec", spec, required=("kind",))
     cls = lookup(spec.pop("kind"))
     spec_seed = spec.pop("seed", None)
     return cls.from_config(spec, task, seed=spec_seed if seed is None else seed)

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ..tasks.base import PARAM_PREFIX
-from . import spec as S
+from . import spec as spec_rules
 from .base import Policy, check_scored, child_seed, from_spec, register, tell, trial_param_names
 from .spec import SpecError
 from .window import correction_flags
@@ -78,7 +78,7 @@ class BiasCorrection(Policy):
                  max_same_side: int | None = None, side_param: str | None = None,
                  exclude_correction: bool = True, *, seed: int | np.random.Generator | None = None):
         super().__init__(task, seed=seed)
-        inner = S.mapping("policy", policy, required=("kind",))
+        inner = spec_rules.mapping("policy", policy, required=("kind",))
         try:
             self.inner = from_spec(inner, task, seed=None if "seed" in inner else child_seed(self.seed, 1))
         except SpecError as err:
@@ -88,7 +88,7 @@ class BiasCorrection(Policy):
         self.side_knob = getattr(task, "side_knob", None)
         self.repeat = self._parse_repeat(repeat)
         self.side = self._parse_side(side)
-        self.max_same_side = S.optional(S.integer, "max_same_side", max_same_side)
+        self.max_same_side = spec_rules.optional(spec_rules.integer, "max_same_side", max_same_side)
         if side_param is not None and side_param not in self._param_names:
             raise SpecError(f"side_param = {side_param!r}: {type(task).__name__} draws no such trial parameter; "
                             f"its parameters are {', '.join(self._param_names)}")
@@ -108,7 +108,7 @@ class BiasCorrection(Policy):
     def _parse_repeat(self, value: Any) -> dict | None:
         if value is None or value is False:
             return None
-        m = S.mapping("repeat", {} if value is True else value, ("params", "on", "min_evidence", "max_per_batch"))
+        m = spec_rules.mapping("repeat", {} if value is True else value, ("params", "on", "min_evidence", "max_per_batch"))
         params = m.get("params")
         if params is None:
             params = list(self._param_names)
@@ -124,26 +124,26 @@ class BiasCorrection(Policy):
         if not on:
             raise SpecError("repeat.on = []: give 'error' and/or 'no_response'")
         for i, o in enumerate(on):
-            S.choice(f"repeat.on[{i}]", o, ("error", "no_response"))
+            spec_rules.choice(f"repeat.on[{i}]", o, ("error", "no_response"))
         min_evidence = m.get("min_evidence")
         if min_evidence is not None:
             ev = getattr(self.task, "evidence_knob", None)
             if ev is None:
                 raise SpecError(f"repeat.min_evidence: {type(self.task).__name__} declares no evidence_knob")
-            min_evidence = S.number("repeat.min_evidence", min_evidence)
+            min_evidence = spec_rules.number("repeat.min_evidence", min_evidence)
         max_per_batch = m.get("max_per_batch")
         if max_per_batch is None:
             max_per_batch = max(1, self.task.N_batch // 4)
         return {"params": list(params), "on": list(on), "min_evidence": min_evidence,
-                "max_per_batch": S.integer("repeat.max_per_batch", max_per_batch)}
+                "max_per_batch": spec_rules.integer("repeat.max_per_batch", max_per_batch)}
 
     def _parse_side(self, value: Any) -> dict | None:
         if value is None or value is False:
             return None
         if isinstance(value, str):
             value = {"rule": value}
-        m = S.mapping("side", value, ("rule", "window", "threshold", "sigma", "limits"), required=("rule",))
-        rule = S.choice("side.rule", m["rule"], SIDE_RULES)
+        m = spec_rules.mapping("side", value, ("rule", "window", "threshold", "sigma", "limits"), required=("rule",))
+        rule = spec_rules.choice("side.rule", m["rule"], SIDE_RULES)
         if self.side_knob is None:
             raise SpecError(f"side: {type(self.task).__name__} declares no side_knob (the probability that the "
                             f"correct choice is 1), so its side cannot be drawn")
@@ -154,15 +154,15 @@ class BiasCorrection(Policy):
         limits = m.get("limits", [0.0, 1.0])
         if not isinstance(limits, (list, tuple)) or len(limits) != 2:
             raise SpecError(f"side.limits = {limits!r} must be [low, high]")
-        limits = [S.fraction("side.limits[0]", limits[0]), S.fraction("side.limits[1]", limits[1])]
+        limits = [spec_rules.fraction("side.limits[0]", limits[0]), spec_rules.fraction("side.limits[1]", limits[1])]
         if limits[0] > limits[1]:
             raise SpecError(f"side.limits = {limits!r}: low must be <= high")
-        out = {"rule": rule, "window": S.integer("side.window", m.get("window", 100 if rule != "ibl" else 10)),
+        out = {"rule": rule, "window": spec_rules.integer("side.window", m.get("window", 100 if rule != "ibl" else 10)),
                "limits": limits}
         if rule == "thresholded_linear":
-            out["threshold"] = S.fraction("side.threshold", m.get("threshold", 0.2))
+            out["threshold"] = spec_rules.fraction("side.threshold", m.get("threshold", 0.2))
         else:
-            out["sigma"] = S.number("side.sigma", m.get("sigma", 0.5), 1e-9)
+            out["sigma"] = spec_rules.number("side.sigma", m.get("sigma", 0.5), 1e-9)
         return out
 
     def _check_pinning(self) -> None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from . import spec as S
+from . import spec as spec_rules
 from .base import register
 from .spec import SpecError
 from .staged import StagedPolicy, check_names, parse_stage
@@ -61,9 +61,9 @@ class CurriculumPolicy(StagedPolicy):
         super().__init__(task, window=window, max_trials=max_trials, seed=seed)
         if not isinstance(tasks, (list, tuple)) or not tasks:
             raise SpecError(f"tasks = {tasks!r} must be a non-empty list of task specs")
-        self._entries = [S.jsonable(f"tasks[{i}]", e) for i, e in enumerate(tasks)]
+        self._entries = [spec_rules.jsonable(f"tasks[{i}]", e) for i, e in enumerate(tasks)]
         for i, entry in enumerate(self._entries):
-            m = S.mapping(f"tasks[{i}]", entry)
+            m = spec_rules.mapping(f"tasks[{i}]", entry)
             label = m.pop("stage", None)
             knobs = m.pop("knobs", {})
             name = m.get("name")
@@ -81,8 +81,8 @@ class CurriculumPolicy(StagedPolicy):
         if not isinstance(thresholds, (list, tuple)) or len(thresholds) != len(tasks):
             raise SpecError(f"thresholds = {thresholds!r} must be a list with one threshold per task "
                             f"({len(tasks)})")
-        self.thresholds = [S.fraction(f"thresholds[{i}]", t) for i, t in enumerate(thresholds)]
-        self.metric_epoch = S.integer("metric_epoch", metric_epoch)
+        self.thresholds = [spec_rules.fraction(f"thresholds[{i}]", t) for i, t in enumerate(thresholds)]
+        self.metric_epoch = spec_rules.integer("metric_epoch", metric_epoch)
         self._epoch = 0
         self._setup()
 
@@ -92,7 +92,7 @@ class CurriculumPolicy(StagedPolicy):
         return self._epoch
 
     def _config(self) -> dict:
-        return {"tasks": S.plain(self._entries), "thresholds": list(self.thresholds),
+        return {"tasks": spec_rules.plain(self._entries), "thresholds": list(self.thresholds),
                 "metric_epoch": self.metric_epoch, **self._base_config()}
 
     def _decide(self, scored: pd.DataFrame) -> list[dict]:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from shaping.tasks import registry
 
-from . import spec as S
+from . import spec as spec_rules
 from .base import Policy
 from .spec import SpecError
 from .updown import Staircase
@@ -69,13 +69,13 @@ def stage_task(path: str, value: Any, task: "Task") -> tuple[dict | None, Any]:
     """Validate a stage's ``task`` entry; returns ``(plain spec or None, task instance)``."""
     if value is None:
         return None, task
-    m = S.mapping(path, value, required=("name",))
+    m = spec_rules.mapping(path, value, required=("name",))
     name = m.pop("name")
     try:
         cls = registry.get(name)
     except ValueError as err:
-        raise SpecError(f"{S.join(path, 'name')} = {name!r}: {err}") from None
-    kwargs = S.jsonable(path, m)
+        raise SpecError(f"{spec_rules.join(path, 'name')} = {name!r}: {err}") from None
+    kwargs = spec_rules.jsonable(path, m)
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as err:
@@ -95,7 +95,7 @@ def validate_knob(path: str, task_obj: Any, name: str, value: Any) -> Any:
     """A knob value validated against ``task_obj``'s knob ``name``, as plain data."""
     knob = knob_of(path, task_obj, name)
     try:
-        return S.plain(knob.validate(value, type(task_obj).__name__))
+        return spec_rules.plain(knob.validate(value, type(task_obj).__name__))
     except ValueError as err:
         raise SpecError(f"{path} = {value!r}: {err}") from None
 
@@ -103,43 +103,43 @@ def validate_knob(path: str, task_obj: Any, name: str, value: Any) -> Any:
 def parse_graduate(path: str, value: Any, staircases: dict) -> dict | None:
     if value is None:
         return None
-    m = S.mapping(path, value, ("accuracy", "min_trials", "per_condition", "reversals"))
+    m = spec_rules.mapping(path, value, ("accuracy", "min_trials", "per_condition", "reversals"))
     if not m:
         raise SpecError(f"{path}: give at least one of accuracy, min_trials, per_condition, reversals "
                         f"(or leave graduate out for a stage that never ends)")
     out: dict = {}
     if "accuracy" in m:
-        out["accuracy"] = S.fraction(S.join(path, "accuracy"), m["accuracy"])
+        out["accuracy"] = spec_rules.fraction(spec_rules.join(path, "accuracy"), m["accuracy"])
     if "min_trials" in m:
-        out["min_trials"] = S.integer(S.join(path, "min_trials"), m["min_trials"], 0)
+        out["min_trials"] = spec_rules.integer(spec_rules.join(path, "min_trials"), m["min_trials"], 0)
     if "per_condition" in m:
-        p = S.join(path, "per_condition")
-        pc = S.mapping(p, m["per_condition"], ("param", "accuracy", "min_trials", "values"),
+        p = spec_rules.join(path, "per_condition")
+        pc = spec_rules.mapping(p, m["per_condition"], ("param", "accuracy", "min_trials", "values"),
                        required=("param", "accuracy"))
         if not isinstance(pc["param"], str):
-            raise SpecError(f"{S.join(p, 'param')} = {pc['param']!r} must be a trial-parameter name")
+            raise SpecError(f"{spec_rules.join(p, 'param')} = {pc['param']!r} must be a trial-parameter name")
         out["per_condition"] = {
             "param": pc["param"],
-            "accuracy": S.fraction(S.join(p, "accuracy"), pc["accuracy"]),
-            "min_trials": S.integer(S.join(p, "min_trials"), pc.get("min_trials", 1)),
+            "accuracy": spec_rules.fraction(spec_rules.join(p, "accuracy"), pc["accuracy"]),
+            "min_trials": spec_rules.integer(spec_rules.join(p, "min_trials"), pc.get("min_trials", 1)),
             "values": None if pc.get("values") is None else
-            [S.number(S.join(S.join(p, "values"), i), v) for i, v in enumerate(_as_list(S.join(p, "values"),
+            [spec_rules.number(spec_rules.join(spec_rules.join(p, "values"), i), v) for i, v in enumerate(_as_list(spec_rules.join(p, "values"),
                                                                                       pc["values"]))],
         }
     if "reversals" in m:
-        out["reversals"] = S.integer(S.join(path, "reversals"), m["reversals"])
+        out["reversals"] = spec_rules.integer(spec_rules.join(path, "reversals"), m["reversals"])
         if not staircases:
-            raise SpecError(f"{S.join(path, 'reversals')}: the stage runs no staircase")
+            raise SpecError(f"{spec_rules.join(path, 'reversals')}: the stage runs no staircase")
     return out
 
 
 def parse_regress(path: str, value: Any) -> dict:
-    m = S.mapping(path, value, ("accuracy", "min_dwell", "to"), required=("accuracy",))
+    m = spec_rules.mapping(path, value, ("accuracy", "min_dwell", "to"), required=("accuracy",))
     to = m.get("to")
     if to is not None and not isinstance(to, (str, int)):
-        raise SpecError(f"{S.join(path, 'to')} = {to!r} must be a stage name or index")
-    return {"accuracy": S.fraction(S.join(path, "accuracy"), m["accuracy"]),
-            "min_dwell": S.integer(S.join(path, "min_dwell"), m.get("min_dwell", 0), 0), "to": to}
+        raise SpecError(f"{spec_rules.join(path, 'to')} = {to!r} must be a stage name or index")
+    return {"accuracy": spec_rules.fraction(spec_rules.join(path, "accuracy"), m["accuracy"]),
+            "min_dwell": spec_rules.integer(spec_rules.join(path, "min_dwell"), m.get("min_dwell", 0), 0), "to": to}
 
 
 def _as_list(path: str, value: Any) -> list:
@@ -150,27 +150,27 @@ def _as_list(path: str, value: Any) -> list:
 
 def parse_stage(path: str, raw: Any, task: "Task") -> Stage:
     """Validate one stage of a spec (at ``path``) against ``task``."""
-    m = S.mapping(path, raw, STAGE_KEYS)
+    m = spec_rules.mapping(path, raw, STAGE_KEYS)
     name = m.get("name")
     if not isinstance(name, str) or not name:
-        raise SpecError(f"{S.join(path, 'name')} = {name!r} must be a non-empty string")
-    task_spec, task_obj = stage_task(S.join(path, "task"), m.get("task"), task)
+        raise SpecError(f"{spec_rules.join(path, 'name')} = {name!r} must be a non-empty string")
+    task_spec, task_obj = stage_task(spec_rules.join(path, "task"), m.get("task"), task)
     knobs, staircases = {}, {}
-    kpath = S.join(path, "knobs")
-    for knob_name, value in S.mapping(kpath, m.get("knobs") or {}).items():
-        p = S.join(kpath, knob_name)
+    kpath = spec_rules.join(path, "knobs")
+    for knob_name, value in spec_rules.mapping(kpath, m.get("knobs") or {}).items():
+        p = spec_rules.join(kpath, knob_name)
         if isinstance(value, Mapping) and "staircase" in value:
-            S.mapping(p, value, ("staircase",))
-            sc = Staircase.from_spec(value["staircase"], knob_of(p, task_obj, knob_name), S.join(p, "staircase"))
+            spec_rules.mapping(p, value, ("staircase",))
+            sc = Staircase.from_spec(value["staircase"], knob_of(p, task_obj, knob_name), spec_rules.join(p, "staircase"))
             staircases[knob_name] = sc.get_config()
         else:
             knobs[knob_name] = validate_knob(p, task_obj, knob_name, value)
     regress = None
     if "regress" in m:
-        regress = False if m["regress"] is None else parse_regress(S.join(path, "regress"), m["regress"])
+        regress = False if m["regress"] is None else parse_regress(spec_rules.join(path, "regress"), m["regress"])
     return Stage(name=name, knobs=knobs, staircases=staircases, task=task_spec,
-                 defaults=S.plain(dict(task_obj.knob_values)), task_obj=task_obj,
-                 graduate=parse_graduate(S.join(path, "graduate"), m.get("graduate"), staircases),
+                 defaults=spec_rules.plain(dict(task_obj.knob_values)), task_obj=task_obj,
+                 graduate=parse_graduate(spec_rules.join(path, "graduate"), m.get("graduate"), staircases),
                  regress=regress, path=path)
 
 
@@ -178,7 +178,7 @@ def check_names(path: str, stages: list[Stage]) -> None:
     seen: dict[str, int] = {}
     for i, st in enumerate(stages):
         if st.name in seen:
-            raise SpecError(f"{S.join(S.join(path, i), 'name')} = {st.name!r} repeats the name of "
+            raise SpecError(f"{spec_rules.join(spec_rules.join(path, i), 'name')} = {st.name!r} repeats the name of "
                             f"{path}[{seen[st.name]}]")
         seen[st.name] = i
 
@@ -194,7 +194,7 @@ class StagedPolicy(Policy):
                  seed: int | np.random.Generator | None = None):
         super().__init__(task, seed=seed)
         self._window_spec = AccuracyWindow.from_spec(window, "window").get_config()
-        self.max_trials = S.optional(S.integer, "max_trials", max_trials)
+        self.max_trials = spec_rules.optional(spec_rules.integer, "max_trials", max_trials)
         self._stages: list[Stage] = []
 
     def _setup(self, start: int = 0) -> None:
@@ -211,7 +211,7 @@ class StagedPolicy(Policy):
         pc = (stage.graduate or {}).get("per_condition")
         self.window = AccuracyWindow.from_spec(self._window_spec, "window", pc["param"] if pc else None)
         self._staircases = {
-            k: Staircase(stage.task_obj.knob(k), **cfg, path=S.join(S.join(S.join(stage.path, "knobs"), k),
+            k: Staircase(stage.task_obj.knob(k), **cfg, path=spec_rules.join(spec_rules.join(spec_rules.join(stage.path, "knobs"), k),
                                                                      "staircase"))
             for k, cfg in stage.staircases.items()}
 
@@ -313,7 +313,7 @@ class StagedPolicy(Policy):
         old = self.stage
         event = self._event(kind, rule, from_stage=old, to_stage=self._stages[to].name, **extra)
         self._enter(to)
-        event.update(stage=self.stage, stage_index=self._index, knobs=S.plain(self.conditions()["knobs"]))
+        event.update(stage=self.stage, stage_index=self._index, knobs=spec_rules.plain(self.conditions()["knobs"]))
         return event
 
     def set_stage(self, stage: str | int) -> list[dict]:

@@ -31,7 +31,7 @@ import numpy as np
 
 from shaping.tasks.knobs import Knob
 
-from . import spec as S
+from . import spec as spec_rules
 from .spec import SpecError
 
 STAIRCASE_KEYS = ("start", "method", "up", "down", "target", "step", "scale", "shrink", "min_step", "bounds",
@@ -66,19 +66,19 @@ class Staircase:
                  step: float | None = None, scale: str = "linear",
                  shrink: float = 1.0, min_step: float | None = None, bounds: list | None = None,
                  max_reversals: int | None = None, estimate_reversals: int = 6, path: str = "staircase"):
-        j = lambda key: S.join(path, key)  # noqa: E731
+        j = lambda key: spec_rules.join(path, key)  # noqa: E731
         if knob.easier not in ("higher", "lower"):
             raise SpecError(f"{path}: knob {knob.name!r} has no easier direction (easier = {knob.easier!r}), so "
                             f"a staircase cannot tell harder from easier; staircase a difficulty knob")
         self.knob = knob
         self.path = path
-        self.method = S.choice(j("method"), method, ("transformed", "weighted"))
-        self.scale = S.choice(j("scale"), scale, ("linear", "log"))
+        self.method = spec_rules.choice(j("method"), method, ("transformed", "weighted"))
+        self.scale = spec_rules.choice(j("scale"), scale, ("linear", "log"))
         if self.method == "weighted" and (up is not None or down is not None):
             raise SpecError(f"{j('up')}/{j('down')} = {up!r}/{down!r}: the weighted rule has no runs; its steps "
                             f"follow from target (drop up and down, or use method = 'transformed')")
-        self.up = S.integer(j("up"), 1 if up is None else up)
-        self.down = S.integer(j("down"), 2 if down is None else down)
+        self.up = spec_rules.integer(j("up"), 1 if up is None else up)
+        self.down = spec_rules.integer(j("down"), 2 if down is None else down)
         if self.method == "transformed":
             if self.up != 1 and self.down != 1:
                 raise SpecError(f"{j('up')} = {self.up}, {j('down')} = {self.down}: a transformed rule needs "
@@ -90,7 +90,7 @@ class Staircase:
         else:
             if target is None:
                 raise SpecError(f"{j('target')} is required with method = 'weighted'")
-            self.target_p = S.number(j("target"), target, 0.0, 1.0)
+            self.target_p = spec_rules.number(j("target"), target, 0.0, 1.0)
             if not 0.0 < self.target_p < 1.0:
                 raise SpecError(f"{j('target')} = {target!r} must lie strictly between 0 and 1")
         lo, hi = (knob.low, knob.high) if bounds is None else self._bounds(j("bounds"), bounds)
@@ -104,19 +104,19 @@ class Staircase:
         if start is None:
             start = knob.default if isinstance(knob.default, (int, float)) and not isinstance(knob.default, bool) \
                 else knob.easier_of(lo, hi)
-        self.start = S.number(j("start"), start, lo, hi)
+        self.start = spec_rules.number(j("start"), start, lo, hi)
         span = (self._u(hi) - self._u(lo))
-        self.step = S.number(j("step"), step if step is not None else (0.1 if self.scale == "log" else span / 20),
+        self.step = spec_rules.number(j("step"), step if step is not None else (0.1 if self.scale == "log" else span / 20),
                              0.0)
         if self.step <= 0:
             raise SpecError(f"{j('step')} = {self.step:g} must be positive")
-        self.shrink = S.number(j("shrink"), shrink, 0.0, 1.0)
+        self.shrink = spec_rules.number(j("shrink"), shrink, 0.0, 1.0)
         if self.shrink <= 0:
             raise SpecError(f"{j('shrink')} = {self.shrink:g} must be in (0, 1]")
-        self.min_step = S.number(j("min_step"), min_step if min_step is not None else self.step / 8, 0.0,
+        self.min_step = spec_rules.number(j("min_step"), min_step if min_step is not None else self.step / 8, 0.0,
                                  self.step)
-        self.max_reversals = S.optional(S.integer, j("max_reversals"), max_reversals)
-        self.estimate_reversals = S.integer(j("estimate_reversals"), estimate_reversals)
+        self.max_reversals = spec_rules.optional(spec_rules.integer, j("max_reversals"), max_reversals)
+        self.estimate_reversals = spec_rules.integer(j("estimate_reversals"), estimate_reversals)
         # +1 moves the level towards harder on the staircase's scale
         self._harder = -1.0 if knob.easier == "higher" else 1.0
         self._ratio = 1.0 if self.method == "transformed" else self.target_p / (1 - self.target_p)
@@ -125,7 +125,7 @@ class Staircase:
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], knob: Knob, path: str = "staircase") -> "Staircase":
         """Build from a spec table (the keys of :data:`STAIRCASE_KEYS`)."""
-        m = S.mapping(path, spec, STAIRCASE_KEYS)
+        m = spec_rules.mapping(path, spec, STAIRCASE_KEYS)
         return cls(knob, **m, path=path)
 
     def get_config(self) -> dict:
@@ -140,7 +140,7 @@ class Staircase:
     def _bounds(path: str, bounds: Any) -> tuple[float, float]:
         if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
             raise SpecError(f"{path} = {bounds!r} must be [low, high]")
-        lo, hi = S.number(S.join(path, 0), bounds[0]), S.number(S.join(path, 1), bounds[1])
+        lo, hi = spec_rules.number(spec_rules.join(path, 0), bounds[0]), spec_rules.number(spec_rules.join(path, 1), bounds[1])
         if not lo < hi:
             raise SpecError(f"{path} = {list(bounds)!r}: low must be < high")
         return lo, hi

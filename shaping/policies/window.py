@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from . import spec as S
+from . import spec as spec_rules
 
 WINDOW_KEYS = ("size", "exclude_no_response", "exclude_correction")
 
@@ -62,7 +62,7 @@ class AccuracyWindow:
 
     def __init__(self, size: int = 200, exclude_no_response: bool = False, exclude_correction: bool = False,
                  condition: str | None = None):
-        self.size = S.integer("window.size", size)
+        self.size = spec_rules.integer("window.size", size)
         self.exclude_no_response = bool(exclude_no_response)
         self.exclude_correction = bool(exclude_correction)
         self.condition = condition
@@ -73,11 +73,11 @@ class AccuracyWindow:
     def from_spec(cls, value: Any, path: str = "window", condition: str | None = None) -> "AccuracyWindow":
         """Build from a spec value: an int (the size) or ``{"size", "exclude_no_response", "exclude_correction"}``."""
         if isinstance(value, Mapping):
-            m = S.mapping(path, value, WINDOW_KEYS)
-            return cls(S.integer(S.join(path, "size"), m.get("size", 200)),
+            m = spec_rules.mapping(path, value, WINDOW_KEYS)
+            return cls(spec_rules.integer(spec_rules.join(path, "size"), m.get("size", 200)),
                        bool(m.get("exclude_no_response", False)), bool(m.get("exclude_correction", False)),
                        condition)
-        return cls(S.integer(path, value), condition=condition)
+        return cls(spec_rules.integer(path, value), condition=condition)
 
     def get_config(self) -> dict:
         return {"size": self.size, "exclude_no_response": self.exclude_no_response,

@@ -16,19 +16,19 @@ Built-in tasks, one module per family:
 :func:`check_task` checks any task, a user's PsychRNN subclass included, against the contract.
 """
 from .base import OUTCOMES, Batch, Task, TrialBuilder
-from .knobs import Knob
-from .registry import catalog, get, make, register
-from .perceptual import PerceptualDiscrimination
-from .working_memory import DelayedDiscrimination, DelayedMatchToSample
 from .category import MatchToCategory
+from .check import check_task
+from .confidence import PostDecisionWager
 from .context import ContextDependentDM
+from .flipflop import FlipFlop
 from .gonogo import GoNoGo
+from .knobs import Knob
+from .multisensory import MultiSensoryIntegration
+from .perceptual import PerceptualDiscrimination
+from .registry import catalog, get, make, register
 from .saccade import ProAntiSaccade
 from .timing import ReadySetGo
-from .flipflop import FlipFlop
-from .confidence import PostDecisionWager
-from .multisensory import MultiSensoryIntegration
-from .check import check_task
+from .working_memory import DelayedDiscrimination, DelayedMatchToSample
 
 __all__ = ["Task", "Batch", "TrialBuilder", "Knob", "OUTCOMES", "make", "get", "catalog", "register",
            "check_task", "PerceptualDiscrimination", "DelayedDiscrimination", "DelayedMatchToSample",

@@ -34,6 +34,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .common import HI, LO, step_times, window
 from .knobs import Knob
 
 OUTCOMES = ("correct", "error", "no_response")
@@ -98,84 +99,105 @@ class TrialBuilder:
     (time ``t = i*dt``) belongs to a period when ``onset <= t < offset``, i.e. steps
     ``ceil(onset/dt) .. ceil(offset/dt) - 1``. Periods beyond ``T`` are clipped.
 
+    A channel is an index, a name from the task's ``input_names``/``output_names``, a per-trial array of
+    indices (e.g. each trial's correct output), or a list of names (several channels at once, with one value
+    per trial and channel: ``(n, k)``). A period is a name or a boolean ``(n, N_steps)`` array of steps.
+
     Example::
 
         b = TrialBuilder(task, n)
+        b.add_noise(sd, rng)                          # Gaussian input noise, sd per trial
         b.add_period("fixation", 100)                 # 0 .. 100 ms for every trial
         b.add_period("stimulus", params.stim_ms)      # per-trial durations, after the previous period
         b.add_period("decision", 300)
-        b.add_input(1, coherence, "stimulus")         # channel 1, per-trial values
-        b.set_groundtruth(target_channel, 1.0, "decision")
+        b.add_input("fixation", 1.0, b.before("decision"))
+        b.add_input(["left", "right"], levels, "stimulus")   # levels (n, 2)
+        b.set_choice_target(params.choice, "decision")       # 1.0 on the choice, 0.2 on the others
+        b.set_mask(1.0, "decision")
+        x, y, mask = b.result()
     """
 
     def __init__(self, task: "Task", n: int):
         self.task = task
         self.n = n
-        self.t = np.arange(task.N_steps) * float(task.dt)  # (N_steps,) ms
+        self.t = step_times(task)  # (N_steps,) ms
         self.x = np.zeros((n, task.N_steps, task.N_in), dtype=np.float32)
         self.y = np.zeros((n, task.N_steps, task.N_out), dtype=np.float32)
         self.mask = np.zeros((n, task.N_steps, task.N_out), dtype=np.float32)
         self.periods: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._end = np.zeros(n)
 
-    def add_period(self, name: str, duration_ms: Any, after: str | None = None,
-                   onset_ms: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    # ------------------------------------------------------------------ periods
+    def add_period(self, name: str, duration_ms: Any = None, after: str | None = None, onset_ms: Any = None,
+                   offset_ms: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Add a period of ``duration_ms`` (scalar or per trial) after ``after`` (default: the last one
-        added), or at ``onset_ms``. Returns per-trial ``(onset_ms, offset_ms)`` arrays."""
+        added), or at ``onset_ms``; or one from ``onset_ms`` to ``offset_ms`` (per-trial bounds, e.g. the
+        columns of a params table). Returns per-trial ``(onset_ms, offset_ms)`` float64 arrays ``(n,)``.
+
+        Raises:
+            ValueError: neither or both of ``duration_ms`` and ``offset_ms``.
+        """
+        if (duration_ms is None) == (offset_ms is None):
+            raise ValueError(f"add_period({name!r}): give either duration_ms or offset_ms, got duration_ms="
+                             f"{duration_ms!r}, offset_ms={offset_ms!r}")
         if onset_ms is None:
             onset = self.periods[after][1] if after is not None else self._end
         else:
             onset = onset_ms
-        onset = np.broadcast_to(np.asarray(onset, dtype=float), (self.n,)).copy()
-        offset = onset + np.broadcast_to(np.asarray(duration_ms, dtype=float), (self.n,))
+        onset = self._ms(onset)
+        offset = onset + self._ms(duration_ms) if offset_ms is None else self._ms(offset_ms)
         self.periods[name] = (onset, offset)
         self._end = offset
         return onset, offset
 
+    def _ms(self, value: Any) -> np.ndarray:
+        """A time (ms), one for all trials or one per trial (a params column), as a fresh ``(n,)`` float64."""
+        if isinstance(value, pd.Series):  # to_numpy is several times faster than np.asarray on a Series
+            value = value.to_numpy(dtype=float)
+        return np.broadcast_to(np.asarray(value, dtype=float), (self.n,)).copy()
+
     def in_period(self, name: str) -> np.ndarray:
         """Boolean ``(n, N_steps)``: which steps of each trial lie in the period."""
-        onset, offset = self.periods[name]
-        return (self.t[None, :] >= onset[:, None]) & (self.t[None, :] < offset[:, None])
+        return window(self.t, *self.periods[name])
 
     def after(self, name: str) -> np.ndarray:
         """Boolean ``(n, N_steps)``: steps at or after the period's onset."""
         return self.t[None, :] >= self.periods[name][0][:, None]
 
-    @staticmethod
-    def _per_trial(value: Any, n: int) -> np.ndarray:
-        v = np.asarray(value, dtype=np.float32)
-        return np.broadcast_to(v.reshape(-1, 1) if v.ndim == 1 else v, (n, 1) if v.ndim <= 1 else v.shape)
+    def before(self, name: str) -> np.ndarray:
+        """Boolean ``(n, N_steps)``: steps before the period's onset (a fixation cue that goes off at it)."""
+        return self.t[None, :] < self.periods[name][0][:, None]
 
+    def until(self, name: str) -> np.ndarray:
+        """Boolean ``(n, N_steps)``: steps from the trial's start to the period's offset (a rule cue shown
+        through the response)."""
+        return self.t[None, :] < self.periods[name][1][:, None]
+
+    # ------------------------------------------------------------------ inputs, targets, mask
     def add_input(self, channel: Any, value: Any, period: str | np.ndarray) -> None:
-        """Add ``value`` (scalar or per trial) to input ``channel`` (int or per-trial int array) during
-        ``period`` (a name or a boolean ``(n, N_steps)`` array)."""
-        where = self.in_period(period) if isinstance(period, str) else period
-        self._put(self.x, channel, value, where, add=True)
+        """Add ``value`` to input ``channel`` during ``period``: a number, one per trial ``(n,)``, or for a
+        list of channel names one per trial and channel ``(n, k)``."""
+        self._write(self.x, self._channel(channel, "in"), value, self._where(period), add=True)
 
     def set_groundtruth(self, channel: Any, value: Any, period: str | np.ndarray) -> None:
-        """Set the target of output ``channel`` (int or per-trial array) to ``value`` during ``period``."""
-        where = self.in_period(period) if isinstance(period, str) else period
-        self._put(self.y, channel, value, where, add=False)
+        """Set the target of output ``channel`` to ``value`` (as in :meth:`add_input`) during ``period``."""
+        self._write(self.y, self._channel(channel, "out"), value, self._where(period), add=False)
 
-    def set_mask(self, value: float, period: str | np.ndarray, channel: Any = None) -> None:
-        """Set the loss/scoring weight during ``period`` (all output channels unless ``channel``)."""
-        where = self.in_period(period) if isinstance(period, str) else period
-        if channel is None:
-            self.mask[where] = value
-        else:
-            self._put(self.mask, channel, value, where, add=False)
+    def set_choice_target(self, choice: Any, period: str | np.ndarray, hi: float = HI, lo: float = LO) -> None:
+        """The targets of a choice during ``period``: output ``choice`` (per-trial ints ``(n,)``) at ``hi``,
+        every other output at ``lo`` (PsychRNN's one-hot levels by default)."""
+        choice = np.asarray(choice, dtype=np.int64)
+        levels = np.full((self.n, self.task.N_out), lo, dtype=np.float32)
+        levels[np.arange(self.n), choice] = hi
+        self._write(self.y, list(range(self.task.N_out)), levels, self._where(period), add=False)
 
-    def _put(self, arr: np.ndarray, channel: Any, value: Any, where: np.ndarray, add: bool) -> None:
-        ch = np.broadcast_to(np.asarray(channel, dtype=int), (self.n,))
-        val = np.broadcast_to(np.asarray(value, dtype=np.float32).reshape(-1, 1)
-                              if np.ndim(value) == 1 else np.asarray(value, dtype=np.float32),
-                              where.shape)
-        for c in np.unique(ch):  # one channel at a time: contiguous writes, no fancy-index scatter
-            sel = where & (ch == c)[:, None]
-            if add:
-                arr[:, :, c] += np.where(sel, val, np.float32(0))
-            else:
-                arr[:, :, c] = np.where(sel, val, arr[:, :, c])
+    def set_mask(self, value: Any, period: str | np.ndarray, channel: Any = None) -> None:
+        """Set the loss/scoring weight to ``value`` (a number or one per trial) during ``period``, on every
+        output unless ``channel``."""
+        channel = list(range(self.task.N_out)) if channel is None else self._channel(channel, "out")
+        if isinstance(channel, list) and np.ndim(value) == 1:  # one value per trial, the same on each output
+            value = np.repeat(np.asarray(value, dtype=np.float32)[:, None], len(channel), axis=1)
+        self._write(self.mask, channel, value, self._where(period), add=False)
 
     def add_noise(self, sd: Any, rng: np.random.Generator, channels: Sequence[int] | None = None) -> None:
         """Add Gaussian noise with standard deviation ``sd`` (scalar or per trial) to the inputs.
@@ -186,10 +208,54 @@ class TrialBuilder:
         idx = slice(None) if channels is None else list(channels)
         shape = self.x[:, :, idx].shape
         noise = rng.standard_normal(shape, dtype=np.float32)
-        self.x[:, :, idx] += noise * (sd.reshape(-1, 1, 1) if sd.ndim == 1 else sd)
+        noise *= sd.reshape(-1, 1, 1) if sd.ndim == 1 else sd
+        if channels is None:
+            self.x += noise
+        else:
+            self.x[:, :, idx] += noise
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(x, y, mask)``: ``(n, N_steps, N_in)``, ``(n, N_steps, N_out)`` twice, float32."""
         return self.x, self.y, self.mask
+
+    # ------------------------------------------------------------------ helpers
+    def _where(self, period: str | np.ndarray) -> np.ndarray:
+        return self.in_period(period) if isinstance(period, str) else period
+
+    def _channel(self, channel: Any, which: str) -> Any:
+        """A name -> its index; a list or tuple of names -> a list of indices; anything else as given."""
+        if isinstance(channel, str):
+            return self._index(channel, which)
+        if isinstance(channel, (list, tuple)) and channel and all(isinstance(c, str) for c in channel):
+            return [self._index(c, which) for c in channel]
+        return channel
+
+    def _index(self, name: str, which: str) -> int:
+        names = self.task.channel_names(which)
+        if name not in names:
+            kind = "input" if which == "in" else "output"
+            raise ValueError(f"{type(self.task).__name__}: no {kind} channel {name!r}; its {kind}s are "
+                             f"{', '.join(names)}")
+        return names.index(name)
+
+    def _write(self, arr: np.ndarray, channel: Any, value: Any, where: np.ndarray, add: bool) -> None:
+        """Add (``add``) or set ``value`` on ``arr``'s ``channel`` (an index, a list of indices or one index per
+        trial) at the steps ``where`` ``(n, N_steps)``."""
+        val = np.asarray(value, dtype=np.float32)
+        if isinstance(channel, list):  # several channels: one column of value each, or one number for all
+            writes = [(c, where, val if val.ndim == 0 else val[:, j, None]) for j, c in enumerate(channel)]
+        else:
+            val = val[:, None] if val.ndim == 1 else val  # one value per trial: (n, 1) against (n, N_steps)
+            if np.ndim(channel) == 0:
+                writes = [(channel, where, val)]
+            else:  # one channel per trial
+                ch = np.asarray(channel, dtype=int)
+                writes = [(c, where & (ch == c)[:, None], val) for c in np.unique(ch)]
+        for c, sel, v in writes:  # masked in-place ufuncs: no temporaries, steps outside sel untouched
+            if add:
+                np.add(arr[:, :, c], v, out=arr[:, :, c], where=sel)
+            else:
+                np.copyto(arr[:, :, c], v, where=sel)
 
 
 def evidence_sides(task: Any) -> dict[str, str]:

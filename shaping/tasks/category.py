@@ -18,8 +18,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .base import Task
-from .common import (knob_samples, noise, paint, param_column, side_probability_knob, step_times, window)
+from .base import Task, TrialBuilder
+from .common import knob_samples, param_column, side_probability_knob
 from .knobs import Knob
 from .registry import register
 
@@ -104,21 +104,14 @@ class MatchToCategory(Task):
 
     def build_trials(self, params: pd.DataFrame, rng: np.random.Generator
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n, t = len(params), step_times(self)
-        onset = params["onset_time"].to_numpy(dtype=float)
-        stim_off = onset + params["input_dur"].to_numpy(dtype=float)
-        out_off = stim_off + params["output_dur"].to_numpy(dtype=float)
-        sd = (1.0 / (2 * self.dt)) * params["stim_noise"].to_numpy(dtype=float)
-        x = noise(rng, (n, self.N_steps, self.N_in), sd)
-        paint(x, window(t, onset, stim_off), self.gaussian_input(params["angle"].to_numpy(dtype=float)))
-        respond = window(t, stim_off, out_off)
-        y = np.zeros((n, self.N_steps, self.N_out), dtype=np.float32)
-        levels = np.zeros((n, self.N_out), dtype=np.float32)
-        levels[np.arange(n), params["category"].to_numpy(dtype=np.int64)] = 1.0
-        paint(y, respond, levels)
-        mask = np.zeros((n, self.N_steps, self.N_out), dtype=np.float32)
-        paint(mask, respond, 1.0)
-        return x, y, mask
+        b = TrialBuilder(self, len(params))
+        b.add_noise((1.0 / (2 * self.dt)) * params["stim_noise"].to_numpy(dtype=float), rng)
+        b.add_period("stimulus", params["input_dur"], onset_ms=params["onset_time"])
+        b.add_period("response", params["output_dur"])
+        b.add_input(self.channel_names("in"), self.gaussian_input(params["angle"]), "stimulus")
+        b.set_choice_target(params["category"], "response", hi=1.0, lo=0.0)
+        b.set_mask(1.0, "response")
+        return b.result()
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x_t = (1.0 / (2 * self.dt)) * params["stim_noise"] * self.rng.standard_normal(self.N_in)

@@ -1,15 +1,16 @@
-"""Helpers shared by the built-in tasks: input-noise scales, period windows, ring codes, trial-length checks.
+"""Helpers shared by the built-in tasks: input-noise scales, the period window, ring codes, trial-length checks.
 
-Every window follows :class:`~shaping.tasks.base.TrialBuilder`'s rule unless a task says otherwise: step
-``i`` (time ``t = i*dt`` ms) lies in ``[onset, offset)`` when ``onset <= t < offset``. The per-step
-``trial_function`` of each task uses the same comparisons on the same numbers (period bounds are stored in
-the params table in absolute ms), so the vectorised and per-step paths agree exactly.
+The built-in tasks build their batches with :class:`~shaping.tasks.base.TrialBuilder`; its windows follow
+:func:`window`'s rule: step ``i`` (time ``t = i*dt`` ms) lies in ``[onset, offset)`` when ``onset <= t < offset``.
+The per-step ``trial_function`` of each task uses the same comparisons on the same numbers (period bounds are
+stored in the params table in absolute ms), so the vectorised and per-step paths agree exactly.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 import numpy as np
+
 from .knobs import Knob
 
 # Output levels of PsychRNN's one-hot targets (high on the correct channel, low on the others).
@@ -58,46 +59,6 @@ def cos_tuning(theta: Any, n: int) -> np.ndarray:
     (NeuroGym's ring encoding)."""
     theta = np.asarray(theta, dtype=float).reshape(-1, 1)
     return 0.5 + 0.5 * np.cos(ring_angles(n)[None, :] - theta)
-
-
-def one_hot_levels(choice: Any, n_out: int, hi: float = HI, lo: float = LO) -> np.ndarray:
-    """``(n, n_out)`` float32 target levels: ``hi`` on channel ``choice[i]``, ``lo`` elsewhere."""
-    choice = np.asarray(choice, dtype=np.int64)
-    out = np.full((choice.size, n_out), lo, dtype=np.float32)
-    out[np.arange(choice.size), choice] = hi
-    return out
-
-
-def choice_targets(decide: np.ndarray, choice: Any, n_out: int, hi: float = HI, lo: float = LO
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Targets and mask of a choice task: one-hot levels (``hi`` on the chosen output, ``lo`` elsewhere) and
-    mask 1 during the decision window ``decide`` ``(n, N_steps)``, zero outside it; both
-    ``(n, N_steps, n_out)`` float32."""
-    n, n_steps = decide.shape
-    y = np.zeros((n, n_steps, n_out), dtype=np.float32)
-    paint(y, decide, one_hot_levels(choice, n_out, hi, lo))
-    mask = np.zeros((n, n_steps, n_out), dtype=np.float32)
-    paint(mask, decide, 1.0)
-    return y, mask
-
-
-def paint(arr: np.ndarray, where: np.ndarray, levels: Any, channels: Any = None) -> None:
-    """Add ``levels`` to ``arr`` ``(n, N_steps, C)`` in place during ``where`` (``(n, N_steps)`` bool).
-
-    ``levels`` is ``(n, k)`` per-trial values for ``k`` channels (``channels``: their indices, default
-    ``0..k-1``) or a scalar for every listed channel (default: all). One array operation per channel: much
-    faster than broadcasting over a short trailing axis.
-    """
-    w = where.astype(arr.dtype)
-    if np.ndim(levels) == 0:
-        chans = range(arr.shape[2]) if channels is None else np.atleast_1d(channels)
-        for ch in chans:
-            arr[:, :, ch] += w * arr.dtype.type(levels)
-        return
-    levels = np.asarray(levels, dtype=arr.dtype).reshape(arr.shape[0], -1)
-    chans = range(levels.shape[1]) if channels is None else np.atleast_1d(channels)
-    for j, ch in enumerate(chans):
-        arr[:, :, ch] += w * levels[:, j:j + 1]
 
 
 def noise(rng: np.random.Generator, shape: tuple[int, int, int], sd: Any) -> np.ndarray:

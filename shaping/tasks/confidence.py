@@ -37,9 +37,18 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .base import Task, argmax_untied
-from .common import (HI, LO, check_fits, check_timing, choice_targets, draw_side, fixation_step, input_noise_sd,
-                     knob_samples, noise, paint, side_probability_knob, step_times, window)
+from .base import Task, TrialBuilder, argmax_untied
+from .common import (
+    HI,
+    LO,
+    check_fits,
+    check_timing,
+    draw_side,
+    fixation_step,
+    input_noise_sd,
+    knob_samples,
+    side_probability_knob,
+)
 from .knobs import Knob
 from .registry import register
 
@@ -142,22 +151,21 @@ class PostDecisionWager(Task):
 
     def build_trials(self, params: pd.DataFrame, rng: np.random.Generator
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n, t = len(params), step_times(self)
-        col = {c: params[c].to_numpy(dtype=float) for c in params.columns if c.endswith("_ms")}
         direction = params["direction"].to_numpy(dtype=np.int64)
-        wager = params["wager"].to_numpy(dtype=np.int64)
-        coh = params["coherence"].to_numpy(dtype=float)
-        x = noise(rng, (n, self.N_steps, 4), input_noise_sd(self.dt, self.tau, params["stim_noise"].to_numpy()))
-        paint(x, window(t, 0.0, col["decision_on_ms"]), 1.0, channels=0)
-        levels = np.empty((n, 2))
-        levels[np.arange(n), direction] = (1.0 + coh) / 2.0
-        levels[np.arange(n), 1 - direction] = (1.0 - coh) / 2.0
-        paint(x, window(t, col["stim_on_ms"], col["stim_off_ms"]), levels, channels=[1, 2])
-        paint(x, window(t, col["sure_on_ms"], col["decision_off_ms"]), wager[:, None].astype(float), channels=3)
-        decide = window(t, col["decision_on_ms"], col["decision_off_ms"])
-        y, mask = choice_targets(decide, direction, 3, self.hi, self.lo)
-        mask[:, :, SURE] *= wager[:, None].astype(np.float32)  # the sure option exists on wager trials only
-        return x, y, mask
+        wager, coh = params["wager"].to_numpy(dtype=float), params["coherence"].to_numpy(dtype=float)
+        b = TrialBuilder(self, len(params))
+        b.add_noise(input_noise_sd(self.dt, self.tau, params["stim_noise"].to_numpy()), rng)
+        b.add_period("stimulus", onset_ms=params["stim_on_ms"], offset_ms=params["stim_off_ms"])
+        b.add_period("decision", onset_ms=params["decision_on_ms"], offset_ms=params["decision_off_ms"])
+        b.add_period("sure", onset_ms=params["sure_on_ms"], offset_ms=params["decision_off_ms"])
+        b.add_input("fixation", 1.0, b.before("decision"))
+        b.add_input(1 + direction, (1.0 + coh) / 2.0, "stimulus")  # evidence for the correct side ...
+        b.add_input(2 - direction, (1.0 - coh) / 2.0, "stimulus")  # ... and against it
+        b.add_input("sure_cue", wager, "sure")
+        b.set_choice_target(direction, "decision", self.hi, self.lo)
+        b.set_mask(1.0, "decision")
+        b.set_mask(wager, "decision", channel="sure")  # the sure option exists on wager trials only
+        return b.result()
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x_t, y_t, mask_t = fixation_step(self, t, params)

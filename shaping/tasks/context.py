@@ -18,9 +18,19 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .base import Task
-from .common import (HI, LO, check_fits, check_timing, choice_targets, draw_side, fixation_step, input_noise_sd,
-                     knob_samples, noise, paint, param_column, side_probability_knob, step_times, window)
+from .base import Task, TrialBuilder
+from .common import (
+    HI,
+    LO,
+    check_fits,
+    check_timing,
+    draw_side,
+    fixation_step,
+    input_noise_sd,
+    knob_samples,
+    param_column,
+    side_probability_knob,
+)
 from .knobs import Knob
 from .registry import register
 
@@ -113,19 +123,16 @@ class ContextDependentDM(Task):
 
     def build_trials(self, params: pd.DataFrame, rng: np.random.Generator
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n, t = len(params), step_times(self)
-        col = {c: params[c].to_numpy(dtype=float) for c in params.columns if c.endswith("_ms")}
-        x = noise(rng, (n, self.N_steps, 5), input_noise_sd(self.dt, self.tau, params["stim_noise"].to_numpy()))
-        paint(x, window(t, 0.0, col["decision_on_ms"]), 1.0, channels=0)
-        motion, color = self._evidence(params)
-        paint(x, window(t, col["stim_on_ms"], col["stim_off_ms"]), np.stack([motion, color], axis=1),
-              channels=[_MOTION, _COLOR])
-        cue = np.zeros((n, 2), dtype=np.float32)
-        cue[np.arange(n), params["context"].to_numpy(dtype=np.int64)] = 1.0
-        paint(x, window(t, 0.0, col["decision_off_ms"]), cue, channels=[3, 4])
-        decide = window(t, col["decision_on_ms"], col["decision_off_ms"])
-        y, mask = choice_targets(decide, params["choice"].to_numpy(), 2, self.hi, self.lo)
-        return x, y, mask
+        b = TrialBuilder(self, len(params))
+        b.add_noise(input_noise_sd(self.dt, self.tau, params["stim_noise"].to_numpy()), rng)
+        b.add_period("stimulus", onset_ms=params["stim_on_ms"], offset_ms=params["stim_off_ms"])
+        b.add_period("decision", onset_ms=params["decision_on_ms"], offset_ms=params["decision_off_ms"])
+        b.add_input("fixation", 1.0, b.before("decision"))
+        b.add_input(["motion", "color"], np.stack(self._evidence(params), axis=1), "stimulus")
+        b.add_input(["context_motion", "context_color"], np.eye(2)[params["context"]], b.until("decision"))
+        b.set_choice_target(params["choice"], "decision", self.hi, self.lo)
+        b.set_mask(1.0, "decision")
+        return b.result()
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x_t, y_t, mask_t = fixation_step(self, t, params)

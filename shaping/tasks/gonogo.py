@@ -20,9 +20,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .base import Task
-from .common import (check_fits, check_timing, fixation_step, input_noise_sd, knob_samples, noise, paint, param_column,
-                     step_times, window)
+from .base import Task, TrialBuilder
+from .common import check_fits, check_timing, fixation_step, input_noise_sd, knob_samples, param_column
 from .knobs import Knob
 from .registry import register
 
@@ -88,21 +87,16 @@ class GoNoGo(Task):
 
     def build_trials(self, params: pd.DataFrame, rng: np.random.Generator
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n, t = len(params), step_times(self)
-        col = {c: params[c].to_numpy(dtype=float) for c in params.columns if c.endswith("_on_ms") or
-               c.endswith("_off_ms")}
         nogo = params["nogo"].to_numpy(dtype=np.int64)
-        x = noise(rng, (n, self.N_steps, 3), input_noise_sd(self.dt, self.tau, params["stim_noise"].to_numpy()))
-        paint(x, window(t, 0.0, col["decision_on_ms"]), 1.0, channels=0)
-        cue = np.zeros((n, 2), dtype=np.float32)
-        cue[np.arange(n), 1 - nogo] = 1.0  # channel 1: no-go cue, channel 2: go cue
-        paint(x, window(t, col["stim_on_ms"], col["stim_off_ms"]), cue, channels=[1, 2])
-        decide = window(t, col["decision_on_ms"], col["decision_off_ms"])
-        y = np.zeros((n, self.N_steps, 1), dtype=np.float32)
-        paint(y, decide, (1 - nogo)[:, None])
-        mask = np.zeros((n, self.N_steps, 1), dtype=np.float32)
-        paint(mask, decide, 1.0)
-        return x, y, mask
+        b = TrialBuilder(self, len(params))
+        b.add_noise(input_noise_sd(self.dt, self.tau, params["stim_noise"].to_numpy()), rng)
+        b.add_period("stimulus", onset_ms=params["stim_on_ms"], offset_ms=params["stim_off_ms"])
+        b.add_period("decision", onset_ms=params["decision_on_ms"], offset_ms=params["decision_off_ms"])
+        b.add_input("fixation", 1.0, b.before("decision"))
+        b.add_input(2 - nogo, 1.0, "stimulus")  # channel 1: nogo_cue, channel 2: go_cue
+        b.set_groundtruth("go", 1 - nogo, "decision")
+        b.set_mask(1.0, "decision")
+        return b.result()
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x_t, y_t, mask_t = fixation_step(self, t, params)

@@ -17,8 +17,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .base import Task
-from .common import (draw_side, knob_samples, noise, one_hot_levels, paint, param_column, psychrnn_noise_sd, step_times)
+from .base import Task, TrialBuilder
+from .common import draw_side, knob_samples, param_column, psychrnn_noise_sd
 from .knobs import Knob
 from .registry import register
 
@@ -102,22 +102,17 @@ class PerceptualDiscrimination(Task):
 
     def build_trials(self, params: pd.DataFrame, rng: np.random.Generator
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n = len(params)
-        t = step_times(self)
-        onset = params["onset_time"].to_numpy(dtype=float)[:, None]
-        offset = onset + params["stim_duration"].to_numpy(dtype=float)[:, None]
         direction = params["direction"].to_numpy(dtype=np.int64)
-        rows = np.arange(n)
-        sd = psychrnn_noise_sd(self.dt, params["stim_noise"].to_numpy(dtype=float))
-        x = noise(rng, (n, self.N_steps, 2), sd)
-        amp = np.ones((n, 2), dtype=np.float32)
-        amp[rows, direction] += params["coherence"].to_numpy(dtype=np.float32)
-        paint(x, (t > onset) & (t < offset), amp)  # PsychRNN's strict inequalities
-        y = np.zeros((n, self.N_steps, 2), dtype=np.float32)
-        paint(y, t > offset + 20, one_hot_levels(direction, 2, self.hi, self.lo))
-        mask = np.zeros((n, self.N_steps, 2), dtype=np.float32)
-        paint(mask, t >= offset, 1.0)
-        return x, y, mask
+        b = TrialBuilder(self, len(params))
+        b.add_noise(psychrnn_noise_sd(self.dt, params["stim_noise"].to_numpy(dtype=float)), rng)
+        on, off = b.add_period("stimulus", params["stim_duration"], onset_ms=params["onset_time"])
+        on, off = on[:, None], off[:, None]  # (n, 1), against b.t (N_steps,)
+        stimulus = (b.t > on) & (b.t < off)  # PsychRNN's strict inequalities, here and below
+        b.add_input(direction, np.float32(1) + params["coherence"].to_numpy(dtype=np.float32), stimulus)
+        b.add_input(1 - direction, 1.0, stimulus)
+        b.set_choice_target(direction, b.t > off + 20, self.hi, self.lo)
+        b.set_mask(1.0, b.t >= off)
+        return b.result()
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x_t = psychrnn_noise_sd(self.dt, params["stim_noise"]) * self.rng.standard_normal(self.N_in)

@@ -1,54 +1,50 @@
 """The task registry: ``make(name, **kwargs)`` and ``catalog()``.
 
 A name is a registered class name (``"PerceptualDiscrimination"``), its snake_case form
-(``"perceptual_discrimination"``), or ``"module:Class"`` for a user's :class:`~shaping.tasks.base.Task`
-subclass in an importable module (on ``sys.path``; a lab puts the directory of its TOML file there, for
-itself and for the server and agent processes it starts).
+(``"perceptual_discrimination"``, an acronym kept as one word: ``"context_dependent_dm"``), the snake_case form
+used before that (``"context_dependent_d_m"``, kept so that old lab files and journals load), or
+``"module:Class"`` for a user's :class:`~shaping.tasks.base.Task` subclass in an importable module (on
+``sys.path``; a lab puts the directory of its TOML file there, for itself and for the server and agent processes
+it starts). The registry itself is a :class:`shaping.registry.Registry`, :data:`TASKS`.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
-import re
 from typing import Any
 
 import pandas as pd
 
+from ..registry import Registry, legacy_snake
 from .base import Task
 
-_REGISTRY: dict[str, type] = {}
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+TASKS = Registry("task", Task, unknown="unknown task {name!r}{suggestion}; known tasks: {known}; a task of your own "
+                 "is named 'module:Class' (the module importable, e.g. beside the lab's TOML file)")
+_REGISTRY: dict[str, type] = TASKS._classes  # every key -> class (tests pop from it; kept for them)
 
 
 def register(cls: type) -> type:
-    """Class decorator: make ``cls`` available to :func:`make` by its class name and snake_case name."""
-    _REGISTRY[cls.__name__] = cls
-    _REGISTRY[_snake(cls.__name__)] = cls
-    return cls
+    """Class decorator: make ``cls`` available to :func:`make` by its class name and snake_case name (and the
+    older snake_case form, where it differs)."""
+    return TASKS.register(cls, aliases=(legacy_snake(cls.__name__),))
 
 
 def get(name: str) -> type:
     """The task class called ``name``: registered, or ``"module:Class"`` imported from ``module``.
 
     Raises:
-        ValueError: unknown name (the message lists the registered tasks and the ``module:Class`` form), a
-            module that cannot be imported, a missing class, or a class that is not a Task subclass.
+        ValueError: unknown name (the message lists the registered tasks, the closest names and the
+            ``module:Class`` form), a module that cannot be imported, a missing class, or a class that is not a
+            Task subclass.
     """
     if not isinstance(name, str):
         raise ValueError(f"task name must be a string, got {name!r}")
     if ":" in name:
         return _import_task(name)
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted({c.__name__ for c in _REGISTRY.values()}))
-        module, _, cls = name.rpartition(".")
-        hint = f" (did you mean {module + ':' + cls!r}?)" if module and cls else ""
-        raise ValueError(f"unknown task {name!r}{hint}; known tasks: {known}; a task of your own is named "
-                         f"'module:Class' (the module importable, e.g. beside the lab's TOML file)") from None
+    module, _, cls = name.rpartition(".")
+    if module and cls and name not in TASKS:  # "mytasks.MyTask" for "mytasks:MyTask"
+        raise TASKS.unknown_name(name, [f"{module}:{cls}"])
+    return TASKS.lookup(name)
 
 
 def _import_task(name: str) -> type:
@@ -95,7 +91,7 @@ def catalog() -> pd.DataFrame:
     A registered class that cannot be built without arguments (a PsychRNN-style constructor) is left out.
     """
     rows = []
-    for cls in sorted({c for c in _REGISTRY.values()}, key=lambda c: c.__name__):
+    for cls in sorted(TASKS.classes(), key=lambda c: c.__name__):
         if not _builds_without_arguments(cls):
             continue
         task = cls()

@@ -18,9 +18,19 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .base import Task
-from .common import (HI, LO, check_fits, check_timing, choice_targets, cos_tuning, fixation_step, input_noise_sd,
-                     knob_samples, noise, paint, param_column, ring_angles, step_times, window)
+from .base import Task, TrialBuilder
+from .common import (
+    HI,
+    LO,
+    check_fits,
+    check_timing,
+    cos_tuning,
+    fixation_step,
+    input_noise_sd,
+    knob_samples,
+    param_column,
+    ring_angles,
+)
 from .knobs import Knob
 from .registry import register
 
@@ -95,20 +105,16 @@ class ProAntiSaccade(Task):
 
     def build_trials(self, params: pd.DataFrame, rng: np.random.Generator
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n, t = len(params), step_times(self)
-        col = {c: params[c].to_numpy(dtype=float) for c in
-               ("stim_on_ms", "stim_off_ms", "decision_on_ms", "decision_off_ms", "stim_theta")}
-        x = noise(rng, (n, self.N_steps, self.N_in),
-                  input_noise_sd(self.dt, self.tau, params["stim_noise"].to_numpy()))
-        paint(x, window(t, 0.0, col["decision_on_ms"]), 1.0, channels=0)
-        rule = np.zeros((n, 2), dtype=np.float32)
-        rule[np.arange(n), params["anti"].to_numpy(dtype=np.int64)] = 1.0
-        paint(x, window(t, 0.0, col["decision_off_ms"]), rule, channels=[1, 2])
-        paint(x, window(t, col["stim_on_ms"], col["stim_off_ms"]), cos_tuning(col["stim_theta"], self.dim_ring),
-              channels=np.arange(3, self.N_in))
-        decide = window(t, col["decision_on_ms"], col["decision_off_ms"])
-        y, mask = choice_targets(decide, params["choice"].to_numpy(), self.N_out, self.hi, self.lo)
-        return x, y, mask
+        b = TrialBuilder(self, len(params))
+        b.add_noise(input_noise_sd(self.dt, self.tau, params["stim_noise"].to_numpy()), rng)
+        b.add_period("stimulus", onset_ms=params["stim_on_ms"], offset_ms=params["stim_off_ms"])
+        b.add_period("decision", onset_ms=params["decision_on_ms"], offset_ms=params["decision_off_ms"])
+        b.add_input("fixation", 1.0, b.before("decision"))
+        b.add_input(["rule_pro", "rule_anti"], np.eye(2)[params["anti"]], b.until("decision"))
+        b.add_input(self.input_names[3:], cos_tuning(params["stim_theta"], self.dim_ring), "stimulus")
+        b.set_choice_target(params["choice"], "decision", self.hi, self.lo)
+        b.set_mask(1.0, "decision")
+        return b.result()
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x_t, y_t, mask_t = fixation_step(self, t, params)

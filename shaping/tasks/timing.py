@@ -25,8 +25,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .base import Task
-from .common import check_fits, knob_samples, paint, param_column, step_times, window
+from .base import Task, TrialBuilder
+from .common import check_fits, knob_samples, param_column, step_times
 from .knobs import Knob
 from .registry import register
 
@@ -104,17 +104,16 @@ class ReadySetGo(Task):
 
     def build_trials(self, params: pd.DataFrame, rng: np.random.Generator
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n, t = len(params), step_times(self)
-        col = {c: params[c].to_numpy(dtype=float)
-               for c in ("ready_on_ms", "set_on_ms", "go_ms", "response_off_ms")}
-        x = np.zeros((n, self.N_steps, 2), dtype=np.float32)
-        paint(x, window(t, col["ready_on_ms"], col["ready_on_ms"] + self.flash_ms), 1.0, channels=0)
-        paint(x, window(t, col["set_on_ms"], col["set_on_ms"] + self.flash_ms), 1.0, channels=1)
-        y = np.zeros((n, self.N_steps, 1), dtype=np.float32)
-        paint(y, window(t, col["go_ms"], col["response_off_ms"]), 1.0)
-        mask = np.zeros((n, self.N_steps, 1), dtype=np.float32)
-        paint(mask, window(t, col["set_on_ms"], col["response_off_ms"]), 1.0)
-        return x, y, mask
+        b = TrialBuilder(self, len(params))
+        b.add_period("ready", self.flash_ms, onset_ms=params["ready_on_ms"])
+        b.add_period("set", self.flash_ms, onset_ms=params["set_on_ms"])
+        b.add_period("production", onset_ms=params["set_on_ms"], offset_ms=params["response_off_ms"])
+        b.add_period("go", onset_ms=params["go_ms"], offset_ms=params["response_off_ms"])
+        b.add_input("ready", 1.0, "ready")
+        b.add_input("set", 1.0, "set")
+        b.set_groundtruth("go", 1.0, "go")  # 0 before the target time, 1 from it on
+        b.set_mask(1.0, "production")
+        return b.result()
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x_t = np.zeros(self.N_in)

@@ -25,10 +25,22 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .base import Task
-from .common import (HI, LO, check_fits, check_timing, choice_targets, cos_tuning, draw_side, fixation_step,
-                     input_noise_sd, knob_samples, noise, paint, param_column, psychrnn_noise_sd, ring_angles,
-                     side_probability_knob, step_times, window)
+from .base import Task, TrialBuilder
+from .common import (
+    HI,
+    LO,
+    check_fits,
+    check_timing,
+    cos_tuning,
+    draw_side,
+    fixation_step,
+    input_noise_sd,
+    knob_samples,
+    param_column,
+    psychrnn_noise_sd,
+    ring_angles,
+    side_probability_knob,
+)
 from .knobs import Knob
 from .registry import register
 
@@ -140,15 +152,15 @@ class DelayedDiscrimination(Task):
 
     def build_trials(self, params: pd.DataFrame, rng: np.random.Generator
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n, t = len(params), step_times(self)
-        col = {c: params[c].to_numpy(dtype=float) for c in
-               ("stimulus_1", "delay", "stimulus_2", "decision", "end", "f1", "f2", "stim_noise")}
-        x = noise(rng, (n, self.N_steps, 2), psychrnn_noise_sd(self.dt, col["stim_noise"]))
+        b = TrialBuilder(self, len(params))
+        b.add_noise(psychrnn_noise_sd(self.dt, params["stim_noise"].to_numpy(dtype=float)), rng)
         for f, on, off in (("f1", "stimulus_1", "delay"), ("f2", "stimulus_2", "decision")):
-            paint(x, window(t, col[on], col[off]), np.stack([_scale_p(col[f]), _scale_n(col[f])], axis=1))
-        decide = window(t, col["decision"], col["end"])
-        y, mask = choice_targets(decide, params["choice"].to_numpy(), 2, self.hi, self.lo)
-        return x, y, mask
+            b.add_period(on, onset_ms=params[on], offset_ms=params[off])
+            b.add_input(["f_positive", "f_negative"], np.stack([_scale_p(params[f]), _scale_n(params[f])], axis=1), on)
+        b.add_period("decision", onset_ms=params["decision"], offset_ms=params["end"])
+        b.set_choice_target(params["choice"], "decision", self.hi, self.lo)
+        b.set_mask(1.0, "decision")
+        return b.result()
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x_t = psychrnn_noise_sd(self.dt, params["stim_noise"]) * self.rng.standard_normal(self.N_in)
@@ -247,19 +259,18 @@ class DelayedMatchToSample(Task):
 
     def build_trials(self, params: pd.DataFrame, rng: np.random.Generator
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n, t = len(params), step_times(self)
-        col = {c: params[c].to_numpy(dtype=float) for c in params.columns if c.endswith(("_ms", "_theta"))}
-        sd = input_noise_sd(self.dt, self.tau, params["stim_noise"].to_numpy(dtype=float))
-        x = noise(rng, (n, self.N_steps, self.N_in), sd)
-        ring = np.arange(1, self.N_in)
-        paint(x, window(t, 0.0, col["decision_on_ms"]), 1.0, channels=0)
-        paint(x, window(t, col["sample_on_ms"], col["sample_off_ms"]),
-              cos_tuning(col["sample_theta"], self.dim_ring), channels=ring)
-        paint(x, window(t, col["test_on_ms"], col["test_off_ms"]),
-              cos_tuning(col["test_theta"], self.dim_ring), channels=ring)
-        decide = window(t, col["decision_on_ms"], col["decision_off_ms"])
-        y, mask = choice_targets(decide, params["choice"].to_numpy(), 2, self.hi, self.lo)
-        return x, y, mask
+        ring = self.input_names[1:]
+        b = TrialBuilder(self, len(params))
+        b.add_noise(input_noise_sd(self.dt, self.tau, params["stim_noise"].to_numpy(dtype=float)), rng)
+        b.add_period("sample", onset_ms=params["sample_on_ms"], offset_ms=params["sample_off_ms"])
+        b.add_period("test", onset_ms=params["test_on_ms"], offset_ms=params["test_off_ms"])
+        b.add_period("decision", onset_ms=params["decision_on_ms"], offset_ms=params["decision_off_ms"])
+        b.add_input("fixation", 1.0, b.before("decision"))
+        b.add_input(ring, cos_tuning(params["sample_theta"], self.dim_ring), "sample")
+        b.add_input(ring, cos_tuning(params["test_theta"], self.dim_ring), "test")
+        b.set_choice_target(params["choice"], "decision", self.hi, self.lo)
+        b.set_mask(1.0, "decision")
+        return b.result()
 
     def trial_function(self, t: float, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x_t, y_t, mask_t = fixation_step(self, t, params)

@@ -114,6 +114,17 @@ def test_model_config_and_masks_become_params_and_artifacts(child, tmp_path):
                                                                   "config": {"spectral_radius": 1.1}}
 
 
+def test_the_run_description_is_the_curriculum_line_and_the_constraints(child):
+    run = {**child, "description": "curriculum shaped (stages: easy → final)"}  # as the server's WELCOME has it
+    tracker = AgentTracker(run, background=False)
+    assert tracker.describe(CONFIG) == "curriculum shaped (stages: easy → final); N_rec 12, Dale 0.75, no autapses, " \
+        "2 regions"
+    tracker.log_model_config(CONFIG)
+    client = MlflowClient(tracking_uri=child["tracking_uri"])
+    assert client.get_run(child["run_id"]).data.tags["mlflow.note.content"] == tracker.describe(CONFIG)
+    assert AgentTracker(child).describe({"N_rec": 8}) == "N_rec 8"  # a server that sent no curriculum line
+
+
 def test_connectivity_snapshots_by_graduation_and_step(child, tmp_path):
     tracker = AgentTracker(child)
     weights_path = tmp_path / "agent.weights.npz"

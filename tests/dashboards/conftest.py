@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import labsim  # noqa: E402
+import labsim
 
 
 @pytest.fixture(scope="session")

@@ -18,14 +18,14 @@ from typing import Any
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
-from shaping import journal as J  # noqa: E402
-from shaping import tracking  # noqa: E402
-from shaping.client import TaskClient  # noqa: E402
-from shaping.server import TaskServer  # noqa: E402
-from shaping.tasks.perceptual import PerceptualDiscrimination  # noqa: E402
+from shaping import journal as J
+from shaping import tracking
+from shaping.client import TaskClient
+from shaping.server import TaskServer
+from shaping.tasks.perceptual import PerceptualDiscrimination
 
 TASK = {"name": "PerceptualDiscrimination", "dt": 20, "T": 500, "N_batch": 32}
 SHAPED = {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from labsim import JournalWriter
 from streamlit.testing.v1 import AppTest
 
-from labsim import JournalWriter
 from dashboards.launch import app_path
 from shaping import journal as J
 
@@ -75,17 +75,19 @@ def test_lab_numbers_equal_the_journal(at, lab):
 
 
 def expected_agent_numbers(lab, agent: str) -> dict[str, str]:
-    """What the Agent view must show, computed here from the journal without dashboards.data."""
+    """What the Agent view must show, computed here from the journal without dashboards.data or readout."""
     trials = J.load(lab["lab"] / "journal")
     t = trials[trials["agent"] == agent]
     events = J.load_events(lab["lab"] / "journal")
     e = events[events["agent"] == agent]
+    batches = J.load_batches(lab["lab"] / "journal")
+    criterion = batches[batches["agent"] == agent]["policy_accuracy"].iloc[-1]
     stage = t["stage_index"].to_numpy()
-    changed = np.flatnonzero(stage != stage[-1])
-    current = t.iloc[changed[-1] + 1:] if len(changed) else t
-    window = 128  # the curricula's window (labsim.SHAPED / UNSHAPED)
-    acc = (current["outcome"].to_numpy()[-window:] == "correct").mean()
-    return {"Stage": f"{t['stage'].iloc[-1]} ({stage[-1]})", "Trials": str(len(t)), "Window accuracy": f"{acc:.3f}",
+    recent = (t["outcome"].to_numpy()[-64:] == "correct").mean()  # the server's window (labsim: 64), any stage
+    return {"Stage": f"{t['stage'].iloc[-1]} ({stage[-1]})", "Trials": str(len(t)),
+            "recent accuracy (last 64 trials)": f"{recent:.3f}",
+            "criterion accuracy (policy window)":
+                "—" if criterion is None or np.isnan(criterion) else f"{criterion:.3f}",
             "Graduations": str((e["event"] == "graduated").sum()),
             "Regressions": str((e["event"] == "regressed").sum()), "Reversals": str((e["event"] == "reversal").sum())}
 
@@ -94,6 +96,16 @@ def test_agent_numbers_equal_the_journal(at, lab):
     agent = at.selectbox(key="agent").value
     assert agent == lab["agents"][0]
     assert metrics(tab(at, "Agent")) == expected_agent_numbers(lab, agent)
+
+
+def test_the_status_tab_and_the_agent_tab_show_one_recent_accuracy(at, lab):
+    """The server's status.json (its window_accuracy), the Status table and the Agent tab: one number."""
+    label = "recent accuracy (last 64 trials)"
+    table = tab(at, "Status").dataframe[0].value.set_index("agent")
+    for s in lab["status"]["sessions"]:
+        assert table.loc[s["agent"], label] == pytest.approx(s["accuracy"])
+    agent = at.selectbox(key="agent").value
+    assert metrics(tab(at, "Agent"))[label] == f"{table.loc[agent, label]:.3f}"
 
 
 def test_selecting_an_agent_changes_what_is_shown(lab):
@@ -107,9 +119,11 @@ def test_selecting_an_agent_changes_what_is_shown(lab):
     assert after["Regressions"] == "1"
     moves = tab(at, "Agent").dataframe[0].value
     assert moves["event"].tolist() == ["graduated", "regressed", "graduated", "graduated", "complete"]
+    assert {"session_trials", "policy_trials", "criterion_accuracy"} <= set(moves.columns)  # which count is which
     at.selectbox(key="agent").set_value("unshaped-free-s0").run()
     fits = tab(at, "Psychometrics").dataframe[0].value
-    assert fits["stage"].tolist() == ["final"] and len(fits_before) == 3
+    assert fits["stage"].tolist() == ["final"] and len(fits_before) == 3  # one span per graduation / completion
+    assert fits["span"].iloc[0].startswith("final: ") and "trials" in fits["span"].iloc[0]
     slider = tab(at, "Connectivity").select_slider
     assert len(slider) == 0  # one snapshot only: nothing to choose
     at.selectbox(key="agent").set_value("shaped-dale-s0").run()

@@ -10,9 +10,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from labsim import free_port
 
 from dashboards.launch import app_command
-from labsim import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -112,5 +112,38 @@ def test_dashboard_in_a_headless_browser(server, tmp_path):
         shot = tmp_path / "dashboard.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         print(f"screenshot: {shot}")
+    finally:
+        driver.quit()
+
+
+def test_the_report_stays_inside_the_page(lab, tmp_path):
+    """The report's wide tables (the MLflow runs: one column per param and metric) scroll inside their own box:
+    the page is no wider than the window (it was 7,815 px for the demo)."""
+    binary = ensure_chromium()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    from dashboards.report import write_report
+
+    path = write_report(lab["lab"], tmp_path / "report.html")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.set_page_load_timeout(60)
+        driver.get(path.as_uri())
+        width = driver.execute_script("return window.innerWidth")
+        page = driver.execute_script("return Math.max(document.body.scrollWidth, "
+                                     "document.documentElement.scrollWidth)")
+        assert page <= width + 2, f"the report is {page} px wide in a {width} px window"
+        runs = driver.find_element(By.ID, "table-mlflow-runs")
+        box = runs.find_element(By.XPATH, "..")
+        # the runs table is wider than the page, and its box scrolls it
+        assert driver.execute_script("return arguments[0].scrollWidth", runs) > width
+        assert driver.execute_script("return arguments[0].clientWidth", box) < width
+        assert driver.execute_script("return getComputedStyle(arguments[0]).overflowX", box) == "auto"
     finally:
         driver.quit()

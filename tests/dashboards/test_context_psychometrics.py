@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from labsim import free_port
+from server_thread import ServerThread
 
 from dashboards import data as D
 from shaping import figures as SF
@@ -14,9 +16,6 @@ from shaping.client import TaskClient
 from shaping.scoring import psychometric_axes
 from shaping.server import attach_tracking
 from shaping.tasks import ContextDependentDM, MultiSensoryIntegration, PerceptualDiscrimination
-
-from labsim import free_port
-from server_thread import ServerThread
 
 N_BATCHES = 24
 
@@ -69,13 +68,17 @@ def test_axes_come_from_the_task_and_its_spec():
 
 
 def test_table_splits_each_evidence_by_context(cdm_lab):
-    table = D.psychometric_table(cdm_lab["tables"], "observer")
+    table = D.psychometric_table(cdm_lab["tables"], "observer", n_trials=N_BATCHES * 64)
     assert len(table) == 4 and set(table["curve"]) == {"motion context", "colour context"}
     slope = table.set_index(["evidence", "curve"])["slope"]
     # the cued evidence decides the choice; the other one does not (Mante et al. 2013, Fig. 2)
     assert slope["coherence_motion", "motion context"] > 5 * abs(slope["coherence_motion", "colour context"])
     assert slope["coherence_color", "colour context"] > 5 * abs(slope["coherence_color", "motion context"])
-    assert table["n"].sum() == 2 * N_BATCHES * 64
+    assert table["n"].sum() == 2 * N_BATCHES * 64  # a span as long as the run: every trial, once per evidence
+    # by default a stage's span is its criterion window (the fixed policy's: 200 trials), stated in each row
+    default = D.psychometric_table(cdm_lab["tables"], "observer")
+    assert (default.groupby("evidence")["n"].sum() == 200).all()
+    assert (default["span"] == f"final: its last 200 trials (trials {N_BATCHES * 64 - 199:,}-{N_BATCHES * 64:,})").all()
 
 
 def test_figure_has_a_panel_per_evidence_and_a_curve_per_context(cdm_lab):

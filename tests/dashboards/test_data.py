@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-
 from labsim import JournalWriter
+
 from dashboards import data as D
 from shaping import journal as J
 
@@ -55,36 +55,51 @@ def test_lab_paths_accept_the_journal_directory(lab):
 
 
 def test_progress_matches_an_independent_count(tables, trials):
+    assert tables.window_trials == 64  # labsim's server runs with window_trials = 64 (its OPEN record says so)
     for agent in D.agent_names(tables):
         t = trials[trials["agent"] == agent]
-        p = D.agent_progress(tables, agent, window=50)
+        p = D.agent_progress(tables, agent)
         sizes = t.groupby("batch", sort=False).size().to_numpy()
         assert p["trials"].tolist() == np.cumsum(sizes).tolist()
-        # window accuracy of the last batch, by hand: the last 50 trials of the final stage segment
-        stage = t["stage_index"].to_numpy()
-        start = len(stage) - np.argmax(stage[::-1] != stage[-1]) if (stage != stage[-1]).any() else 0
-        tail = (t["outcome"].to_numpy()[start:] == "correct")[-50:]
-        assert p["window_accuracy"].iloc[-1] == pytest.approx(tail.mean())
+        # recent accuracy after each batch, by hand: the last 64 trials up to its end, whatever their stage
+        correct = (t["outcome"].to_numpy() == "correct")
+        want = [correct[max(0, end - 64):end].mean() for end in np.cumsum(sizes)]
+        np.testing.assert_allclose(p["recent_accuracy"], want)
         assert p["stage"].iloc[-1] == t["stage"].iloc[-1]
 
 
 def test_progress_carries_the_policys_own_accuracy(lab, tables):
     batches = J.load_batches(lab["lab"] / "journal")
     for agent in D.agent_names(tables):
-        got = D.agent_progress(tables, agent)["policy_accuracy"].to_numpy(dtype=float)
+        got = D.agent_progress(tables, agent)["criterion_accuracy"].to_numpy(dtype=float)
         want = batches[batches["agent"] == agent]["policy_accuracy"].to_numpy(dtype=float)
         np.testing.assert_allclose(got, want)  # NaN where the policy keeps none, in both
         assert np.isfinite(want).sum() > len(want) // 2
         assert ((want[np.isfinite(want)] >= 0) & (want[np.isfinite(want)] <= 1)).all()
 
 
-def test_knob_values_are_numbers_per_batch(tables):
+def test_knobs_are_shown_as_drawn_never_as_a_mean(tables):
     p = D.agent_progress(tables, "shaped-dale-s0")
-    assert p["knob.coherence"].dtype == float
-    assert p["knob.coherence"].iloc[0] == pytest.approx(0.7)  # stage "easy"
-    contrasts = p[p["stage"] == "contrasts"]["knob.coherence"]
-    assert np.allclose(contrasts, np.mean([0.05, 0.1, 0.2, 0.4, 0.7]))  # a list of choices: its mean
-    assert p[p["stage"] == "titrate"]["knob.coherence"].nunique() > 3  # the staircase moved
+    easy = p[p["stage"] == "easy"]
+    assert (easy["knob.coherence"] == "0.7").all() and (easy["knob_min.coherence"] == 0.7).all()
+    assert (easy["knob_max.coherence"] == 0.7).all()
+    contrasts = p[p["stage"] == "contrasts"]  # a list of choices: the set, min and max
+    assert (contrasts["knob.coherence"] == "{0.05, 0.1, 0.2, 0.4, 0.7}").all()
+    assert (contrasts["knob_min.coherence"] == 0.05).all() and (contrasts["knob_max.coherence"] == 0.7).all()
+    titrate = p[p["stage"] == "titrate"]  # a staircase: its current level, one value per batch
+    assert titrate["knob_min.coherence"].nunique() > 3
+    assert (titrate["knob_min.coherence"] == titrate["knob_max.coherence"]).all()
+
+
+def test_the_stage_line_steps_under_each_move_marker(tables):
+    for agent in D.agent_names(tables):
+        p = D.agent_progress(tables, agent)
+        moves = D.stage_changes(tables, agent)
+        stage = p["policy_stage_index"].to_numpy()
+        steps = p["trials"].to_numpy()[:-1][np.diff(stage) != 0]  # where the timeline's step is drawn
+        moved = moves[moves["event"].isin(["graduated", "regressed"])]
+        assert steps.tolist() == moved["trial"].tolist()
+        assert moved["stage_index"].tolist() == stage[1:][np.diff(stage) != 0].tolist()
 
 
 def test_stage_changes_and_reversals_equal_the_events(tables, events):
@@ -148,15 +163,25 @@ def test_psychometric_fit_recovers_a_known_logistic():
     assert fit["pse"] == pytest.approx(-0.3 / 8.0, abs=0.02)
 
 
-def test_psychometric_table_has_one_row_per_stage_run(tables, trials):
+def test_psychometric_fits_are_over_stated_spans(tables, trials, events):
     assert D.evidence_knob(tables, "shaped-dale-s0") == "coherence"
     for agent in D.agent_names(tables):
-        t = trials[trials["agent"] == agent]
+        t = trials[trials["agent"] == agent].reset_index(drop=True)
+        e = events[(events["agent"] == agent) & events["event"].isin(["graduated", "complete"])]
         table = D.psychometric_table(tables, agent)
-        assert table["stage"].tolist() == list(t.drop_duplicates("stage_index").sort_values("stage_index")["stage"])
-        assert table["n"].sum() == len(t)
-    contrasts = D.psychometric_table(tables, "shaped-dale-s0").set_index("stage").loc["contrasts"]
-    assert contrasts["slope"] > 1  # the simulated agent really uses the evidence
+        ends = table.drop_duplicates("span")["span_stop"].tolist()
+        count = np.arange(1, len(t) + 1)
+        for ev in e.to_dict("records"):  # a span ends at each graduation and completion: its last trial there
+            stage = ev["from_stage"] if ev["event"] == "graduated" else ev["stage"]
+            at = np.flatnonzero((t["stage"] == stage).to_numpy() & (count <= ev["session_trials"]))
+            assert at[-1] + 1 in ends
+        assert (table["n"] <= 128).all()  # the criterion window (labsim's curricula), never a pooled stage
+        assert table["span"].str.contains("trials").all() and table["span"].nunique() == len(ends)
+    shaped = D.psychometric_table(tables, "shaped-dale-s0").set_index("stage")
+    # "easy" runs one coherence (two signed levels): no curve, and the row says why
+    assert shaped.loc["easy", "levels"] == 2 and np.isnan(shaped.loc["easy", "slope"])
+    assert "no fit: 2 evidence levels" in shaped.loc["easy", "note"]
+    assert shaped.loc["contrasts", "slope"] > 1 and shaped.loc["contrasts", "note"] == ""
 
 
 def test_weight_files_are_ordered_and_dated(lab, tables, events):
@@ -275,12 +300,12 @@ def test_mlflow_runs_are_the_journaled_ones(lab, tables):
     assert (runs["parent_run_id"] == lab["parent_run_id"]).all()
     by_parent = D.load_runs(uri, parent_run_id=lab["parent_run_id"])
     assert sorted(by_parent["run_id"]) == sorted(runs["run_id"])
-    # the server's window metric (64 trials, restarted at stage changes) is the dashboard's at window=64
+    # MLflow's curriculum/accuracy_window is the recent accuracy: the server's window (64), across stages
     for agent, rid in D.run_ids_of(tables).items():
         hist = D.metric_history(uri, rid, "curriculum/accuracy_window")
-        p = D.agent_progress(tables, agent, window=64)
+        p = D.agent_progress(tables, agent)
         assert hist["step"].tolist() == p["trials"].tolist()
-        assert np.allclose(hist["value"], p["window_accuracy"])
+        np.testing.assert_allclose(hist["value"], p["recent_accuracy"])
 
 
 def test_conditions_fall_back_on_mlflow_params_then_weight_files(lab, tables):

@@ -6,9 +6,9 @@ import io
 import re
 
 import pytest
+from labsim import JournalWriter
 from PIL import Image
 
-from labsim import JournalWriter
 from dashboards import report as R
 from shaping import journal as J
 
@@ -24,12 +24,15 @@ def written(lab, tmp_path_factory):
 
 
 def expected_figures(lab) -> set[str]:
-    """What the report must hold, from the journal and the weights folder (not from the report code)."""
-    trials = J.load(lab["lab"] / "journal")
+    """What the report must hold, from the journal and the weights folder (not from the report code): a
+    psychometric figure per stated span, i.e. per graduation and completion here (labsim's agents all finish)."""
+    events = J.load_events(lab["lab"] / "journal")
     names = {"lab-accuracy", "compare"}
     for agent in lab["agents"]:
+        e = events[events["agent"] == agent]
+        spans = int(e["event"].isin(["graduated", "complete"]).sum())
         names |= {f"{agent}-timeline", f"{agent}-curves", f"{agent}-eigenspectrum", f"{agent}-connectivity-across"}
-        names |= {f"{agent}-psychometric-{i}" for i in trials[trials["agent"] == agent]["stage_index"].unique()}
+        names |= {f"{agent}-psychometric-{i}" for i in range(spans)}
         names |= {f"{agent}-wrec-{p.stem[len(agent) + 1:] or 'final'}" for p in lab["weights"][agent]}
     return names
 

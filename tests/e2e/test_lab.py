@@ -131,41 +131,89 @@ def _trials_of(lab: Lab, agent: str) -> int:
     return int(sessions.get(agent, {}).get("trials", 0))
 
 
+def _stage_of(lab: Lab, agent: str) -> str | None:
+    sessions = {s["agent"]: s for s in lab.status().get("sessions", [])}
+    return sessions.get(agent, {}).get("stage")
+
+
 def _longer_curriculum() -> dict:
+    """One agent (``free``); the easy stage lasts at least 384 trials."""
     cfg = lab_config()
-    easy, final = cfg["curricula"]["shaped"]["stages"]
-    easy["graduate"]["min_trials"] = 384
-    final["graduate"]["min_trials"] = 1536  # long enough to be killed in, whatever the machine's speed
+    cfg["curricula"]["shaped"]["stages"][0]["graduate"]["min_trials"] = 384
     cfg["agents"] = [cfg["agents"][0]]
     return cfg
 
 
+def _held_curriculum() -> dict:
+    """:func:`_longer_curriculum` with a stage ``hold`` between easy and final (final's knobs) that never ends by
+    itself: a test kills a process while the agent is surely mid-curriculum, then releases it with an operator
+    override to ``final`` (128 trials), whatever the machine's speed.
+
+    No trial count can stand in for the hold: the server rewrites ``status.json`` once a second, and an idle
+    machine trains this agent through 1,500 trials in about a second, so the first status a test reads may
+    already show the curriculum complete and the agent gone.
+    """
+    cfg = _longer_curriculum()
+    shaped = cfg["curricula"]["shaped"]
+    easy, final = shaped["stages"]
+    hold = {"name": "hold", "knobs": dict(final["knobs"]), "graduate": {"min_trials": 10**9}}
+    shaped["stages"] = [easy, hold, final]
+    shaped["max_trials"] = 10**9  # only the final stage's criterion ends the curriculum
+    return cfg
+
+
+def _release_hold(lab: Lab) -> dict:
+    """Move ``free`` from the hold stage to final (an operator override); returns the override's event."""
+    from shaping.client import override
+
+    reply = override(lab.endpoint, "free", stage="final", note="release the hold", timeout_s=60)
+    (moved,) = [e for e in reply["events"] if e.get("event") == "override"]
+    return moved
+
+
 def test_agent_killed_with_sigkill_resumes_its_stage(tmp_path):
-    lab = Lab(_longer_curriculum(), workdir=tmp_path / "lab", tracking_uri="none", progress=False, timeout_s=240)
+    lab = Lab(_held_curriculum(), workdir=tmp_path / "lab", tracking_uri="none", progress=False, timeout_s=240)
     thread = _run_in_thread(lab)
-    _wait_for(lambda: "free" in lab.agents and _trials_of(lab, "free") >= 448, 120, "the agent to reach stage 2")
-    stage_before = journal.load(lab.journal_dir).query("agent == 'free'")["stage"].iloc[-1]
-    os.kill(lab.agents["free"].popen.pid, signal.SIGKILL)
+    _wait_for(lambda: "free" in lab.agents and _stage_of(lab, "free") == "hold", 120, "the agent to reach hold")
+    agent = lab.agents["free"]
+    killed_pid = agent.popen.pid
+    os.kill(killed_pid, signal.SIGKILL)  # hold never ends by itself: the agent is alive and training
+    _wait_for(lambda: agent.restarts >= 1, 60, "the lab to restart the agent")
+    assert agent.restarts == 1 and agent.returncode == -signal.SIGKILL  # the lab saw the kill, not an exit
+    log_path = lab.dir / "logs" / "free.log"
+    _wait_for(lambda: "resumed from" in log_path.read_text(), 120, "the restarted agent to load its checkpoint")
+    assert agent.popen.pid != killed_pid
+    moved = _release_hold(lab)
+    assert (moved["from_stage"], moved["to_stage"]) == ("hold", "final")  # the restart left the stage as it was
     thread.join(240)
     assert not thread.is_alive()
     summary = lab.summary().set_index("agent")
     assert summary.loc["free", "restarts"] == 1
-    assert summary.loc["free", "complete"]
+    assert summary.loc["free", "complete"] and summary.loc["free", "exit"] == 0
     trials = journal.load(lab.journal_dir)
     assert_exactly_once(trials, n_batch=32, gaps=True)  # the killed agent's in-flight batches are void
-    log = (lab.dir / "logs" / "free.log").read_text()
-    assert "resumed from" in log  # the restarted process loaded its checkpoint
-    if stage_before == "final":  # it never went back to the easy stage after the crash
-        killed_at = trials.index[trials["stage"] == "final"][0]
-        assert (trials.loc[killed_at:, "stage"] == "final").all()
+    assert "(server: stage hold," in log_path.read_text()  # the restarted process rejoined its session in hold
+    held_from = trials.index[trials["stage"] == "hold"][0]  # it never went back to the easy stage
+    assert set(trials.loc[held_from:, "stage"]) == {"hold", "final"}
 
 
 def test_server_killed_with_sigkill_is_restarted_and_agents_carry_on(tmp_path):
-    lab = Lab(_longer_curriculum(), workdir=tmp_path / "lab", tracking_uri="none", progress=False, timeout_s=240)
+    lab = Lab(_held_curriculum(), workdir=tmp_path / "lab", tracking_uri="none", progress=False, timeout_s=240)
     thread = _run_in_thread(lab)
     _wait_for(lambda: lab.server is not None and _trials_of(lab, "free") >= 256, 120, "trials to be scored")
     acknowledged = journal.load(lab.journal_dir)
-    os.kill(lab.server.popen.pid, signal.SIGKILL)
+    killed_pid = lab.server.popen.pid
+    os.kill(killed_pid, signal.SIGKILL)  # the curriculum cannot complete before the hold is released
+
+    def restarted_server_serves() -> bool:  # the new server has restored its sessions and bound the endpoint
+        try:
+            pid = json.loads((lab.journal_dir / "server.json").read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            return False
+        return lab.server.restarts >= 1 and pid != killed_pid and pid == lab.server.popen.pid
+
+    _wait_for(restarted_server_serves, 120, "the lab to restart the server")
+    _release_hold(lab)  # completing now takes the agent's trials through the restarted server
     thread.join(240)
     assert not thread.is_alive()
     assert lab.server.restarts == 1
@@ -316,7 +364,7 @@ def test_ctrl_c_stops_the_whole_lab_cleanly(tmp_path):
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-3000:]
-    assert "free" in out and "final_accuracy" in out  # the summary table
+    assert "free" in out and "recent_accuracy" in out  # the summary table
     assert (lab_dir / "checkpoints" / "free.ckpt.npz").exists()
     assert (lab_dir / "weights" / "free.npz").exists()
     records = [kind for kind, _ in journal.iter_records(lab_dir / "journal")]
@@ -328,8 +376,14 @@ def test_the_labs_processes_stop_themselves_when_the_lab_is_killed(tmp_path):
     """kill -9 of `skinnerbox lab` (its children run in sessions of their own, so nothing reaches them): the
     server and agent notice and stop as on SIGTERM, releasing the journal, so the lab can be run again."""
     proc, lab_dir = _endless_cli_lab(tmp_path)
-    _wait_for(lambda: (lab_dir / "journal" / "status.json").exists() or proc.poll() is not None, 120,
-              "the lab to start")
+
+    def agent_connected() -> bool:  # the server's first status.json may predate the agent process
+        try:
+            return bool(json.loads((lab_dir / "journal" / "status.json").read_text())["sessions"])
+        except (OSError, ValueError, KeyError):
+            return False
+
+    _wait_for(lambda: agent_connected() or proc.poll() is not None, 120, "the lab to start")
     children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                                                text=True).stdout.split()]
     assert len(children) == 2  # the server and the agent

@@ -99,11 +99,16 @@ def make_task(cfg: dict) -> tasks.Task:
     return tasks.make(cfg["task"]["name"], **{k: v for k, v in cfg["task"].items() if k != "name"})
 
 
-def knob_number(value) -> float:
-    """The documented one-number summary of a knob setting: a number, the mean of a list of choices."""
+def knob_metrics(knob: str, value) -> dict[str, float]:
+    """The documented metrics of a knob setting, as drawn: the number itself, or the min and max of a list of
+    choices or of a uniform range (never a mean)."""
     if isinstance(value, str):
         value = json.loads(value)
-    return float(np.mean(value))
+    if isinstance(value, dict):
+        value = value["uniform"]
+    if isinstance(value, list):
+        return {f"knob/{knob}/min": float(min(value)), f"knob/{knob}/max": float(max(value))}
+    return {f"knob/{knob}": float(value)}
 
 
 # ---------------------------------------------------------------------------------------------- shared checks
@@ -117,11 +122,16 @@ def check_curriculum_metrics(client: MlflowClient, run_id: str, journal_dir: Pat
     knobs = [c[len("knob."):] for c in mine.columns if c.startswith("knob.")]
     assert {"coherence", "stim_noise"} <= set(knobs)
     for knob in knobs:
-        want = [(s, knob_number(v)) for s, v in zip(steps, mine[f"knob.{knob}"])]
-        got = history(client, run_id, f"knob/{knob}")
-        assert [s for s, _ in got] == steps, f"{agent}: knob/{knob} steps"
-        np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=1e-12,
-                                   err_msg=f"{agent}: knob/{knob}")
+        want: dict[str, list] = {}
+        for step, value in zip(steps, mine[f"knob.{knob}"]):
+            for key, v in knob_metrics(knob, value).items():
+                want.setdefault(key, []).append((step, v))
+        assert want, f"{agent}: knob {knob} logs nothing"
+        for key, expected in want.items():
+            got = history(client, run_id, key)
+            assert [s for s, _ in got] == [s for s, _ in expected], f"{agent}: {key} steps"
+            np.testing.assert_allclose([v for _, v in got], [v for _, v in expected], rtol=1e-12,
+                                       err_msg=f"{agent}: {key}")
     got = history(client, run_id, "curriculum/stage_index")
     assert got == list(zip(steps, mine["stage_index"].astype(float))), f"{agent}: stage_index"
     got = history(client, run_id, "curriculum/accuracy")

@@ -18,7 +18,6 @@ import json
 import re
 import threading
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -175,82 +174,20 @@ def test_every_name_of_the_base_class_is_mentioned():
 
 
 # ---------------------------------------------------------------------------------------------- what the lab reads
-def _keys_read(files: list[str], receiver: Callable[[ast.AST], bool]) -> set[str]:
-    """String keys read from ``receiver`` expressions in ``files``: ``r["k"]``, ``r.get("k")``,
-    ``r.setdefault("k")``, ``r.pop("k")``."""
-    found = set()
-    for name in files:
-        for node in ast.walk(ast.parse((ROOT / name).read_text())):
-            if isinstance(node, ast.Subscript) and receiver(node.value):
-                key = node.slice
-            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args
-                  and node.func.attr in ("get", "setdefault", "pop") and receiver(node.func.value)):
-                key = node.args[0]
-            else:
-                continue
-            if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                found.add(key.value)
-    return found
-
-
-def _is_name(node: ast.AST, *names: str) -> bool:
-    return isinstance(node, ast.Name) and node.id in names
-
-
-def _is_config(node: ast.AST) -> bool:
-    """A lab config: ``cfg``, ``config``, ``self.config``, ``(config or {})``."""
-    if isinstance(node, ast.BoolOp):
-        return _is_config(node.values[0])
-    return _is_name(node, "cfg", "config") or (isinstance(node, ast.Attribute) and node.attr == "config"
-                                               and _is_name(node.value, "self"))
-
-
-def _is_section(section: str) -> Callable[[ast.AST], bool]:
-    """A section of a lab config: a variable named after it, ``cfg["<section>"]``, ``cfg.get("<section>")``."""
-    def receiver(node: ast.AST) -> bool:
-        if _is_name(node, section):
-            return True
-        if isinstance(node, ast.Subscript) and _is_config(node.value):
-            return isinstance(node.slice, ast.Constant) and node.slice.value == section
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
-            return _is_config(node.func.value) and bool(node.args) and getattr(node.args[0], "value", None) == section
-        return False
-    return receiver
-
-
-LAB_FILES = ["shaping/lab.py", "shaping/cli.py", "agents/agent.py"]
-
-
 def accepted() -> dict[str, set[str]]:
-    """What a lab config is read for, found in the code that reads it."""
-    from shaping.lab import AGENT_KEYS, SERVER_KEYS
+    """What a lab file may hold: the schema's own key lists, derived from its dataclasses' fields
+    (shaping.labfile is the only parser, and refuses any other key)."""
+    from shaping.labfile import AGENT_KEYS, LAB_KEYS, SECTIONS, SERVER_KEYS
 
-    sections = _keys_read(LAB_FILES, _is_config)
-    lab = _keys_read(LAB_FILES, _is_section("lab"))
-    task = _keys_read(["shaping/lab.py"], lambda n: _is_name(n, "task_spec"))
-    agent = _keys_read(LAB_FILES, lambda n: _is_name(n, "agent", "entry") or (
-        isinstance(n, ast.Call) and _is_name(n.func, "agent_entry")))
-    assert {"task", "curricula", "agents", "lab", "server"} <= sections and {"workdir", "seed"} <= lab
-    assert agent <= set(AGENT_KEYS), f"process keys read but passed on to the model: {agent - set(AGENT_KEYS)}"
-    return {"sections": sections, "lab": lab, "task": task, "agents": set(AGENT_KEYS), "server": set(SERVER_KEYS)}
+    return {"sections": set(SECTIONS), "lab": set(LAB_KEYS), "task": {"name"}, "agents": set(AGENT_KEYS),
+            "server": set(SERVER_KEYS)}
 
 
 def _server_file_keys() -> set[str]:
-    """``ServerConfig``'s fields and what ``skinnerbox server`` takes out of the file before them."""
-    from shaping.server import ServerConfig
+    """``ServerConfig``'s fields and ``tracking`` (what ``skinnerbox server`` takes out of the file before them)."""
+    from shaping.labfile import ServerConfig
 
-    popped = set()
-    for node in ast.walk(ast.parse((ROOT / "shaping/cli.py").read_text())):
-        if isinstance(node, ast.FunctionDef) and node.name == "server_config":
-            popped = _keys_read_in(node)
-    assert popped, "server_config pops nothing from the file any more: update this test"
-    return {f.name for f in dataclasses.fields(ServerConfig)} | popped
-
-
-def _keys_read_in(tree: ast.AST) -> set[str]:
-    return {n.args[0].value for n in ast.walk(tree)
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "pop"
-            and _is_name(n.func.value, "data") and isinstance(n.args[0], ast.Constant)}
+    return {f.name for f in dataclasses.fields(ServerConfig)} | {"tracking"}
 
 
 # ---------------------------------------------------------------------------------------------- labs.md keys

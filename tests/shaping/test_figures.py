@@ -215,11 +215,45 @@ def test_curriculum_curves_one_panel_per_knob():
 def test_curriculum_curves_draw_the_policys_accuracy_when_given():
     trial = np.arange(1, 11) * 64
     policy = np.r_[np.nan, np.linspace(0.55, 0.85, 9)]
-    fig = figures.curriculum_curves(trial, np.linspace(0.5, 0.9, 10), policy_accuracy=policy)
+    fig = figures.curriculum_curves(trial, np.linspace(0.5, 0.9, 10), policy_accuracy=policy, window_trials=256)
     lines = [ln for ln in fig.axes[0].lines if ln.get_linestyle() == "-"]
     assert len(lines) == 2 and np.allclose(lines[1].get_ydata()[1:], policy[1:])
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["window", "policy (its criteria)"]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "recent accuracy (last 256 trials)", "criterion accuracy (policy window)"]  # readout's labels
     png_size(fig)
+
+
+def test_a_knob_drawn_from_a_set_is_a_band_never_its_mean():
+    trial = np.arange(1, 7) * 64
+    low = np.array([0.7, 0.7, 0.1, 0.1, 0.1, 0.1])  # fixed 0.7, then drawn from {0.1, 0.3, 0.5, 0.7}
+    high = np.array([0.7, 0.7, 0.7, 0.7, 0.7, 0.7])
+    fig = figures.curriculum_curves(trial, np.full(6, 0.8), {"coherence": (low, high)})
+    ax = fig.axes[1]
+    drawn = {round(float(v), 6) for ln in ax.lines for v in ln.get_ydata()}
+    assert drawn == {0.1, 0.7}  # the band's edges; 0.4 (the mean) appears nowhere
+    band = [c for c in ax.collections if c.get_label() == "drawn from (min..max)"]
+    assert len(band) == 1
+    y = np.concatenate([p.vertices[:, 1] for p in band[0].get_paths()])
+    assert y.min() == pytest.approx(0.1) and y.max() == pytest.approx(0.7)
+    png_size(fig)
+
+
+def test_one_colour_per_agent_in_the_order_given():
+    colours = figures.agent_colours(["shaped", "control", "dale", "shaped"])
+    assert list(colours) == ["shaped", "control", "dale"] and len(set(colours.values())) == 3
+    assert figures.agent_colours(["shaped", "control"]) == {k: colours[k] for k in ("shaped", "control")}
+    assert all(c.startswith("#") and len(c) == 7 for c in colours.values())
+    many = figures.agent_colours([f"a{i}" for i in range(15)])
+    assert len(set(many.values())) == 15
+
+
+def test_a_psychometric_panel_says_why_it_has_no_curve():
+    trials = two_choice_trials().assign(coherence=0.5)
+    fig = figures.psychometric_curve(trials, "coherence", title="easy: its last 200 trials")
+    ax = fig.axes[0]
+    assert not [ln for ln in ax.lines if "fit" in ln.get_label()]
+    assert any("no fit, 2 evidence levels (a curve needs 3)" in t.get_text() for t in ax.texts)
+    assert ax.get_title().startswith("easy: its last 200 trials")
 
 
 def test_opt_outs_are_not_responses_in_psychometric_data():

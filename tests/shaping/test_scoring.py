@@ -5,7 +5,15 @@ import pandas as pd
 import pytest
 
 from shaping.policies.simulate import logistic, weibull
-from shaping.scoring import fit_logistic, fit_psychometric, fit_trials, responded, signed_evidence
+from shaping.scoring import (
+    MIN_EVIDENCE_LEVELS,
+    fit_logistic,
+    fit_psychometric,
+    fit_trials,
+    no_fit_reason,
+    responded,
+    signed_evidence,
+)
 
 
 def observe(p: np.ndarray, seed: int) -> np.ndarray:
@@ -57,6 +65,22 @@ def test_fit_trials_picks_the_axes_and_the_model_from_the_table():
     assert fit.kind == "weibull" and fit.gamma == pytest.approx(1 / 3)
     assert fit_trials(trials.assign(coherence=0.1), "coherence") is None  # one level constrains nothing
     assert fit_trials(trials, "no_such_column") is None
+
+
+def test_no_curve_through_fewer_than_three_evidence_levels():
+    """One coherence signed by side is two levels: any sigmoid passes through them; the fit says so instead."""
+    rng = np.random.default_rng(5)
+    target = rng.integers(0, 2, 2000)
+    choice = np.where(rng.random(2000) < 0.8, target, 1 - target)
+    trials = pd.DataFrame({"coherence": 0.7, "target": target, "choice": choice,
+                           "outcome": np.where(choice == target, "correct", "error")})
+    assert MIN_EVIDENCE_LEVELS == 3
+    assert fit_trials(trials, "coherence") is None
+    assert no_fit_reason(trials, "coherence") == "2 evidence levels (a curve needs 3)"
+    three = trials.assign(coherence=rng.choice([0.1, 0.7], 2000))  # +-0.1, +-0.7: four levels
+    assert no_fit_reason(three, "coherence") is None and fit_trials(three, "coherence") is not None
+    assert no_fit_reason(trials.assign(choice=1), "coherence") == "2 evidence levels (a curve needs 3)"
+    assert no_fit_reason(three.assign(choice=1), "coherence") == "a single answer at every level"
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -315,7 +315,7 @@ WRITER = textwrap.dedent("""
     client = MlflowClient(tracking_uri=uri)
     guard = tracking.StoreGuard(uri)
     own = client.create_run(eid, run_name="w" + worker).info.run_id
-    with tracking._store_lock(uri):  # the first one in creates the run all three share
+    with tracking.store_lock(uri):  # the first one in creates the run all three share
         found = client.search_runs([eid], "attributes.run_name = 'shared'")
         shared = found[0].info.run_id if found else client.create_run(eid, run_name="shared").info.run_id
     while len(client.search_runs([eid])) < 4:  # barrier: write only once all three are up
@@ -383,6 +383,7 @@ def test_sync_rebuilds_the_runs_from_a_journal(store, client, tmp_path):
         assert {k: v for k, v in r.data.params.items() if k.startswith("policy.")} == \
             tracking.flatten_params(SPEC, "policy")
         assert r.data.params["task.name"] == "PerceptualDiscrimination"
+        assert r.data.tags["mlflow.note.content"] == "curriculum stages (stages: easy → staircase)"  # HELLO's name
         history = sorted(client.get_metric_history(run["run_id"], "knob/coherence"), key=lambda m: m.step)
         mine = batches[batches.agent == agent]
         assert [m.step for m in history] == list(32 * np.arange(1, 7))

@@ -242,7 +242,7 @@ def test_config_errors_name_the_key(tmp_path):
     good = config(tmp_path)
     with pytest.raises(ValueError, match="reachable from other machines.*requires CurveZMQ keys"):
         ServerConfig.from_dict({**good, "bind": "tcp://0.0.0.0:5555"})
-    with pytest.raises(ValueError, match="unknown key\\(s\\) colour"):
+    with pytest.raises(ValueError, match="unknown key\\(s\\) 'colour'"):
         ServerConfig.from_dict({**good, "colour": "red"})
     assert ServerConfig.from_dict({**good, "colour": "red"}, ignore_unknown=True).credit == 3
     with pytest.raises(ValueError, match="default_curriculum = 'x' is not one of the curricula: fixed, shaped"):
@@ -276,17 +276,19 @@ def test_stage_tasks_and_batch_sizes_are_checked_at_start(tmp_path):
         TaskServer({**good, "curricula": {"long": long_stage}, "limits": {"max_array_bytes": 16000}})
 
 
-def test_a_task_that_cannot_describe_itself_fails_at_start_not_at_every_hello(tmp_path, monkeypatch):
+def test_a_task_that_cannot_describe_itself_fails_at_start_not_at_every_hello(tmp_path):
     from shaping.tasks import PerceptualDiscrimination, register, registry
 
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # registered for this test only
+    with registry.TASKS.scope():  # registered for this test only
 
-    @register
-    class BadSides(PerceptualDiscrimination):
-        evidence_side = ["direction"]
+        @register
+        class BadSides(PerceptualDiscrimination):
+            evidence_side = ["direction"]
 
-    with pytest.raises(ValueError, match=r"server config: task: BadSides.evidence_side"):
-        TaskServer(config(tmp_path, task={"name": "BadSides", "T": 500}))
+        with pytest.raises(ValueError, match=r"server config: task: BadSides.evidence_side"):
+            TaskServer(config(tmp_path, task={"name": "BadSides", "T": 500}))
+    with pytest.raises(ValueError, match="BadSides"):
+        registry.get("BadSides")
 
 
 def test_a_client_gives_up_when_the_server_fails_the_same_way_again_and_again(tmp_path):

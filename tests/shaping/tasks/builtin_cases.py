@@ -12,9 +12,21 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from shaping.tasks import (Batch, ContextDependentDM, DelayedDiscrimination, DelayedMatchToSample, FlipFlop,
-                           GoNoGo, MatchToCategory, MultiSensoryIntegration, PerceptualDiscrimination,
-                           PostDecisionWager, ProAntiSaccade, ReadySetGo, Task)
+from shaping.tasks import (
+    Batch,
+    ContextDependentDM,
+    DelayedDiscrimination,
+    DelayedMatchToSample,
+    FlipFlop,
+    GoNoGo,
+    MatchToCategory,
+    MultiSensoryIntegration,
+    PerceptualDiscrimination,
+    PostDecisionWager,
+    ProAntiSaccade,
+    ReadySetGo,
+    Task,
+)
 from shaping.tasks.common import input_noise_sd, ring_angles
 
 MEMORY_SD_PER_SQRT_S = 1.0  # observer's memory diffusion: sd grows with sqrt(delay in s)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from builtin_cases import accuracy
+
 from shaping.tasks import OUTCOMES, check_task
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from builtin_cases import CASES, accuracy, between, col
+
 from shaping.tasks import MultiSensoryIntegration, PostDecisionWager
 from shaping.tasks.multisensory import AUDITORY, BOTH, VISUAL
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from builtin_cases import CASES, accuracy
 
 PAIRS = [(name, k.name) for name, case in sorted(CASES.items()) for k in case.factory.knobs

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from shaping.tasks import PerceptualDiscrimination, Task, catalog, check_task, make, register
-from shaping.tasks import registry
-
 from user_tasks import Flash  # README's go/no-go task
+
+from shaping.tasks import PerceptualDiscrimination, Task, catalog, check_task, make, register, registry
 
 
 def test_a_user_accuracy_function_scores_each_trial():

@@ -4,9 +4,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shaping.tasks import (ContextDependentDM, DelayedDiscrimination, DelayedMatchToSample, FlipFlop, GoNoGo,
-                           MatchToCategory, MultiSensoryIntegration, PerceptualDiscrimination, PostDecisionWager,
-                           ProAntiSaccade, ReadySetGo)
+from shaping.tasks import (
+    ContextDependentDM,
+    DelayedDiscrimination,
+    DelayedMatchToSample,
+    FlipFlop,
+    GoNoGo,
+    MatchToCategory,
+    MultiSensoryIntegration,
+    PerceptualDiscrimination,
+    PostDecisionWager,
+    ProAntiSaccade,
+    ReadySetGo,
+)
 
 ARGMAX_TASKS = [PerceptualDiscrimination, DelayedDiscrimination, DelayedMatchToSample, MatchToCategory,
                 ContextDependentDM, ProAntiSaccade, MultiSensoryIntegration, PostDecisionWager]

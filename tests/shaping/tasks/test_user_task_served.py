@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import user_tasks
+from server_thread import ServerThread
 
 from shaping.client import TaskClient
 from shaping.lab import load_config, process_env, validate_config
-
-import user_tasks
-from server_thread import ServerThread
 
 USER_MODULE = Path(user_tasks.__file__).read_text()  # copied beside a lab's TOML
 

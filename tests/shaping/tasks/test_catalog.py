@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from builtin_cases import CASES
-from shaping.tasks import (DelayedDiscrimination, MatchToCategory, PerceptualDiscrimination, catalog, get,
-                           make)
+
+from shaping.tasks import DelayedDiscrimination, MatchToCategory, PerceptualDiscrimination, catalog, get, make
 
 
 def test_catalog_lists_every_builtin_with_its_paper():

@@ -1,44 +1,8 @@
-"""The task server: one ZeroMQ ROUTER, one session per agent, every batch journaled before it is acknowledged.
-
-One job: generate each agent's trials, score what the agent answered with the task's own scoring, move the
-agent's curriculum (its policy) and tell it the result. The wire format is ``shaping/PROTOCOL.md``.
-
-Invariants:
-
-- **Journaled before acknowledged.** A batch's trials, the policy events and the policy state after it are one
-  journal record, handed to the OS before ``SCORE`` is sent (see :mod:`shaping.journal`).
-- **Exactly once.** The first valid RESULT for an in-flight batch is scored; later ones get ALREADY_SCORED.
-  Batches of an ended epoch (the agent said HELLO again, the server restarted) are void and never scored.
-- **Never blocks on one agent.** Replies are sent without blocking (``ROUTER_MANDATORY``: a vanished agent is
-  an error, not a stall), and no request waits on another agent's.
-- **Bad input never stops it.** Every malformed or unexpected message gets an ERROR reply and a log line;
-  other agents do not notice.
-- **Stages count their own trials.** A batch prefetched under a stage the agent has left by the time its
-  RESULT arrives, even if it has come back to that stage since (at most ``credit - 1`` batches after a
-  graduation or regression), or answered after the curriculum completed (a pipelined agent's last batch), is
-  scored, journaled (flagged ``stale``) and acknowledged, but not fed to the policy: the new stage's window
-  holds only its own trials. So an event's ``trial`` (the policy's count) leaves stale trials out; the server
-  adds ``session_trials``, the session's count of every scored trial (the network trained on them all), at
-  which metrics, figures and trials-to-criterion place it.
-- **Reproducible.** Each agent's trial stream and policy are seeded from (server seed, agent name), and batch
-  ``k`` of a stream is a function of (seed, k, knobs): a restarted server re-issues what was never scored.
-
-Usage::
-
-    server = TaskServer(ServerConfig.from_toml("lab.toml"))   # or TaskServer({...}) in tests and benchmarks
-    server.run()                                              # until server.stop() / SIGTERM (via serve())
-
-Hooks (cheap, exception-safe: a failing hook logs one warning and the server carries on), for tracking:
-
-- ``on_session_start(session) -> dict | None``: before WELCOME; a returned dict is merged into
-  ``session.run`` (sent to the agent in WELCOME's ``run`` field and journaled).
-- ``on_scored(session, scored, events, conditions)``: after each batch is journaled and acknowledged.
-- ``on_session_end(session, reason)``: BYE, expiry, replacement or shutdown.
-- ``on_stop(server)``: once, when the server stops.
-"""
+"""The task server's loop: one ZeroMQ ROUTER, every message decoded, dispatched to its session, journaled and
+answered (see the package docstring for the invariants), plus the hooks that log to MLflow (:func:`attach_tracking`)
+and the process entry point (:func:`serve`)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -46,375 +10,28 @@ import signal
 import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import zmq
 
-from . import journal as J
-from . import keys as K
-from . import protocol as P
-from .lab import SERVER_STOP_GRACE_S, lab_gone
-from .protocol import ProtocolError
+from .. import journal
+from .. import keys as curve_keys
+from .. import protocol
+from ..errors import ConfigChanged
+from ..labfile import ServerConfig
+from ..procs import ENDPOINT_FILE, SERVER_STOP_GRACE_S, STATUS_FILE, lab_gone
+from ..protocol import ProtocolError
+from .resume import resume_session
+from .sessions import InFlight, Session, _make_task, _plain_knobs, agent_seed
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("shaping.server")
 
-ENDPOINT_FILE = "server.json"
-STATUS_FILE = "status.json"  # rewritten atomically every STATUS_INTERVAL_S for labs and dashboards
-STATUS_INTERVAL_S = 1.0
-LIVENESS = 3  # heartbeat intervals of silence before a peer is presumed dead (ZeroMQ RFC 6)
+STATUS_INTERVAL_S = 1.0  # how often STATUS_FILE is rewritten (s)
 _DRAIN = 64  # messages handled per poll before timers run again
 
 
-# ---------------------------------------------------------------------------------------------- config
-@dataclass
-class ServerConfig:
-    """What a task server runs (a TOML file's keys, or a dict).
-
-    Args:
-        task: ``{"name": registered task, **constructor kwargs}`` (the seed is set per agent).
-        curricula: ``{name: policy spec}`` (see :func:`shaping.policies.from_spec`).
-        default_curriculum: the curriculum of agents whose HELLO names none (default: the first one).
-        seed: server seed; each agent's task and policy seeds derive from (seed, agent name). None: fresh
-            entropy (logged and journaled per session).
-        journal: journal directory.
-        bind: ZeroMQ endpoint; port 0 (or ``*``) picks a free one. Non-loopback addresses need ``keys``.
-        credit: batches an agent may have in flight (3: one training, one being scored, one generated).
-        heartbeat_interval_s: application and ZMTP heartbeat interval (s).
-        expiry_s: silence after which an agent's in-flight batches expire (s); longer than a training step.
-        window_trials: trials in the server's accuracy window (reported as ``window_accuracy``).
-        keys: CurveZMQ keys directory (``skinnerbox keys DIR``); required off loopback.
-        curve: use CURVE even on loopback (needs ``keys``).
-        fsync: journal durability, ``"always"``, ``"interval"`` or ``"never"``.
-        fsync_interval_s: the longest a journal record stays unsynced under ``"interval"`` (s).
-        limits: overrides of the protocol limits (``shaping.protocol.Limits``).
-        send_hwm: messages queued per agent before sends to it fail (ZeroMQ high-water mark).
-    """
-
-    task: dict
-    curricula: dict
-    default_curriculum: str | None = None
-    seed: int | None = None
-    journal: str = "journal"
-    bind: str = "tcp://127.0.0.1:0"
-    credit: int = 3
-    heartbeat_interval_s: float = 1.0
-    expiry_s: float = 60.0
-    window_trials: int = 200
-    keys: str | None = None
-    curve: bool = False
-    fsync: str = "interval"
-    fsync_interval_s: float = 1.0
-    limits: dict = field(default_factory=dict)
-    send_hwm: int = 1000
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.task, Mapping) or not isinstance(self.task.get("name"), str):
-            raise ValueError(f"server config: task must be a table with a 'name' (a registered task), got "
-                             f"{self.task!r}")
-        if not isinstance(self.curricula, Mapping) or not self.curricula:
-            raise ValueError(f"server config: curricula must be a non-empty table {{name: policy spec}}, got "
-                             f"{self.curricula!r}")
-        for name, spec in self.curricula.items():
-            if not isinstance(spec, Mapping):
-                raise ValueError(f"server config: curricula.{name} must be a policy spec table, got {spec!r}")
-        if self.default_curriculum is None:
-            self.default_curriculum = next(iter(self.curricula))
-        elif self.default_curriculum not in self.curricula:
-            raise ValueError(f"server config: default_curriculum = {self.default_curriculum!r} is not one of "
-                             f"the curricula: {', '.join(self.curricula)}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
-                                      or self.seed < 0):
-            raise ValueError(f"server config: seed must be a non-negative integer or absent, got {self.seed!r}")
-        for name, low in (("credit", 1), ("window_trials", 1), ("send_hwm", 1)):
-            val = getattr(self, name)
-            if isinstance(val, bool) or not isinstance(val, int) or val < low:
-                raise ValueError(f"server config: {name} must be an integer >= {low}, got {val!r}")
-        for name in ("heartbeat_interval_s", "expiry_s", "fsync_interval_s"):
-            val = getattr(self, name)
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not val > 0:
-                raise ValueError(f"server config: {name} must be a positive number of seconds, got {val!r}")
-        if self.expiry_s < LIVENESS * self.heartbeat_interval_s:
-            raise ValueError(f"server config: expiry_s = {self.expiry_s} must be at least {LIVENESS} x "
-                             f"heartbeat_interval_s = {LIVENESS * self.heartbeat_interval_s}")
-        if self.fsync not in J.FSYNC_MODES:
-            raise ValueError(f"server config: fsync must be one of {', '.join(J.FSYNC_MODES)}, got {self.fsync!r}")
-        if not isinstance(self.bind, str) or "://" not in self.bind:
-            raise ValueError(f"server config: bind must be a ZeroMQ endpoint like 'tcp://127.0.0.1:5555', "
-                             f"got {self.bind!r}")
-        if (self.curve or not K.is_loopback(self.bind)) and not self.keys:
-            raise ValueError(f"server config: bind = {self.bind!r} is reachable from other machines (or curve = "
-                             "true): it requires CurveZMQ keys; make them with `skinnerbox keys DIR` and set "
-                             "keys = 'DIR'")
-        P.Limits.from_dict(self.limits)
-
-    @property
-    def protocol_limits(self) -> P.Limits:
-        return P.Limits.from_dict(self.limits)
-
-    @property
-    def use_curve(self) -> bool:
-        return bool(self.curve or not K.is_loopback(self.bind))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], base_dir: str | os.PathLike | None = None,
-                  ignore_unknown: bool = False) -> "ServerConfig":
-        """Build from plain data; relative ``journal``/``keys`` paths are taken relative to ``base_dir``.
-
-        Unknown keys are an error naming them, unless ``ignore_unknown`` (for a lab file that holds more)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown and not ignore_unknown:
-            raise ValueError(f"server config: unknown key(s) {', '.join(unknown)}; known keys: "
-                             f"{', '.join(sorted(known))}")
-        values = {k: v for k, v in data.items() if k in known}
-        if base_dir is not None:
-            for key in ("journal", "keys"):
-                if isinstance(values.get(key), str) and not os.path.isabs(values[key]):
-                    values[key] = str(Path(base_dir) / values[key])
-        return cls(**values)
-
-    @classmethod
-    def from_toml(cls, path: str | os.PathLike, ignore_unknown: bool = False) -> "ServerConfig":
-        """Read a TOML (or ``.json``) config file (relative paths in it are relative to the file)."""
-        return cls.from_dict(read_toml(path), base_dir=Path(path).resolve().parent, ignore_unknown=ignore_unknown)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def read_toml(path: str | os.PathLike) -> dict:
-    """Parse a config file: TOML (``tomllib``, or ``tomli`` on Python 3.10), or JSON if it ends in ``.json``."""
-    if str(path).endswith(".json"):
-        with open(path) as f:
-            return json.load(f)
-    try:
-        import tomllib  # noqa: PLC0415
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # noqa: PLC0415
-    with open(path, "rb") as f:
-        return tomllib.load(f)
-
-
-def agent_seed(server_seed: int, agent: str) -> int:
-    """The seed of an agent's trial stream: a stable function of (server seed, agent name)."""
-    digest = int.from_bytes(hashlib.blake2b(agent.encode(), digest_size=8).digest(), "little")
-    return int(np.random.SeedSequence([server_seed, digest]).generate_state(2, np.uint64)[0] % (2**63))
-
-
-def policy_seed(task_seed: int) -> int:
-    """The seed of an agent's policy, derived from its task seed."""
-    return int(np.random.SeedSequence(task_seed, spawn_key=(1,)).generate_state(2, np.uint64)[0] % (2**63))
-
-
-# ---------------------------------------------------------------------------------------------- sessions
-@dataclass
-class InFlight:
-    """A batch sent and not yet scored."""
-
-    batch: Any  # shaping.tasks.Batch
-    task: Any  # the Task it was drawn from
-    conditions: dict
-    epoch: int
-    issued: float  # monotonic s
-    stage_visit: int = 0  # the session's stage visit it was drawn in (see Session.stage_visit)
-
-
-class Session:
-    """One agent's curriculum on this server: its seeded task stream, policy, window and in-flight batches.
-
-    Attributes:
-        agent, session_id, curriculum: who, which session, which curriculum.
-        policy: the agent's policy. task: its base task (seeded). seed: the task seed.
-        epoch: connection count (a HELLO starts a new epoch). identity: current ROUTER routing id or None.
-        next_batch: id of the next batch in the stream. in_flight: batch id -> :class:`InFlight`.
-        trials, batches: scored so far. window: the last ``window_trials`` outcomes (1 = correct).
-        stage_visit: counts the stage changes seen by this server process, so that a batch drawn in an
-            earlier visit of the same stage (A -> B -> A while it was in flight) is recognised as stale.
-        run: provenance record sent in WELCOME (hooks fill it). info: the agent's HELLO info.
-    """
-
-    def __init__(self, agent: str, session_id: str, curriculum: str, spec: dict, task_config: dict,
-                 seed: int, window_trials: int):
-        from .policies import from_spec  # noqa: PLC0415  (kept lazy: policies import tasks)
-
-        self.agent = agent
-        self.session_id = session_id
-        self.curriculum = curriculum
-        self.task_config = dict(task_config)
-        self.seed = int(seed)
-        self.task = _make_task(self.task_config, self.seed)
-        self.policy = from_spec(dict(spec), self.task, seed=policy_seed(self.seed))
-        self.spec = self.policy.get_config()
-        self.tasks: dict[str, Any] = {}
-        self.epoch = 0
-        self.identity: bytes | None = None
-        self.connected = False
-        self.next_batch = 0
-        self.in_flight: dict[int, InFlight] = {}
-        self.scored_ids: set[int] = set()
-        self.void_ids: dict[int, str] = {}
-        self.trials = 0
-        self.batches = 0
-        self.window: deque[int] = deque(maxlen=window_trials)
-        self._window_sum = 0
-        self.run: dict = {}
-        self.info: dict = {}
-        self.last_heard = 0.0
-        self.last_sent = 0.0
-        self.stage_visit = 0
-        self.last_scored = -1  # id of the batch scored last (an override is journaled after it)
-        self.policy_accuracy: float | None = None  # after the last scored batch (journaled, in SCORE)
-        self.conditions = self.policy.conditions()
-
-    # ---------------------------------------------------------------- stream
-    def task_for(self, conditions: dict) -> Any:
-        """The task a stage draws from: the base task, or the stage's own (cached, same seed)."""
-        spec = conditions.get("task")
-        if not spec:
-            return self.task
-        key = json.dumps(spec, sort_keys=True, default=str)
-        task = self.tasks.get(key)
-        if task is None:
-            task = _make_task(spec, self.seed)
-            if (task.N_in, task.N_out) != (self.task.N_in, self.task.N_out):
-                raise ValueError(f"curriculum {self.curriculum!r} stage {conditions.get('stage')!r} switches to "
-                                 f"task {spec.get('name')!r} with N_in={task.N_in}, N_out={task.N_out}; the "
-                                 f"session's task has N_in={self.task.N_in}, N_out={self.task.N_out} (an agent's "
-                                 "input and output sizes cannot change)")
-            self.tasks[key] = task
-        return task
-
-    def record(self, outcome_codes: np.ndarray) -> None:
-        self.window.extend((outcome_codes == 0).astype(np.int8).tolist())  # the oldest fall out
-        self._window_sum = sum(self.window)
-
-    @property
-    def window_accuracy(self) -> float | None:
-        return self._window_sum / len(self.window) if self.window else None
-
-    def void_in_flight(self, reason: str) -> int:
-        """End every in-flight batch unscored (its RESULT will get UNKNOWN_BATCH)."""
-        n = len(self.in_flight)
-        for bid in self.in_flight:
-            self.void_ids[bid] = reason
-        self.in_flight.clear()
-        if len(self.void_ids) > 4096:
-            for bid in sorted(self.void_ids)[:2048]:
-                del self.void_ids[bid]
-        return n
-
-    # ---------------------------------------------------------------- state
-    def state(self) -> dict:
-        """Plain-data snapshot (journaled after every batch)."""
-        return {"policy": self.policy.state(), "next_batch": self.next_batch, "trials": self.trials,
-                "batches": self.batches, "epoch": self.epoch, "window": list(self.window)}
-
-    def restore(self, state: Mapping[str, Any], last_batch: int) -> None:
-        self.policy.restore(state["policy"])
-        self.trials = int(state["trials"])
-        self.batches = int(state["batches"])
-        self.window.clear()
-        self._window_sum = 0
-        self.record(np.asarray([0 if w else 1 for w in state.get("window", [])], dtype=np.int8))
-        # Batches issued after the last journaled one were never acknowledged: issue their ids again.
-        self.next_batch = int(last_batch) + 1
-        self.last_scored = int(last_batch)
-        self.conditions = self.policy.conditions()
-
-    def welcome_stage(self) -> dict:
-        return {"stage": str(self.conditions["stage"]), "stage_index": int(self.conditions["stage_index"]),
-                "knobs": _plain_knobs(self.conditions["knobs"])}
-
-    def __repr__(self) -> str:
-        return (f"Session(agent={self.agent!r}, session={self.session_id!r}, curriculum={self.curriculum!r}, "
-                f"epoch={self.epoch}, trials={self.trials}, stage={self.conditions['stage']!r})")
-
-
-def _make_task(config: Mapping[str, Any], seed: int) -> Any:
-    from .tasks import make  # noqa: PLC0415
-
-    kwargs = {k: v for k, v in config.items() if k != "name"}
-    kwargs["seed"] = seed
-    return make(config["name"], **kwargs)
-
-
-def _plain_knobs(knobs: Mapping[str, Any]) -> dict:
-    return json.loads(J.dumps(dict(knobs)))
-
-
-# ---------------------------------------------------------------------------------------------- resuming
-class ConfigChanged(ValueError):
-    """The config would resume journaled sessions under another curriculum or task than the ones they ran.
-
-    Attributes:
-        changes: one line per agent: its name, curriculum and every differing key as ``key: old -> new``.
-    """
-
-    def __init__(self, journal: str | os.PathLike, changes: list[str]):
-        self.changes = list(changes)
-        super().__init__(
-            f"journal {journal} holds sessions that this config would resume with another curriculum or task "
-            "(a resumed session keeps what it started with, so the new settings would be recorded but not run):\n  "
-            + "\n  ".join(self.changes) + "\nRestore the old config to resume; use a new lab directory (or "
-            "journal) to run the new one; to move an agent within its curriculum, use `skinnerbox override`.")
-
-
-def resume_session(config: ServerConfig, hello: Mapping[str, Any]) -> tuple[Session | None, str | None]:
-    """A journaled session rebuilt from ``config`` as its HELLO built it (the curriculum it names, the task,
-    the journaled seed), and what differs: None, or a line naming the agent and each differing key of the
-    normalised curriculum spec and of the task config, ``old -> new``."""
-    agent, name = hello["agent"], hello["curriculum"]
-    if name not in config.curricula:
-        return None, (f"agent {agent!r}: curriculum {name!r} is not in the config (curricula: "
-                      f"{', '.join(config.curricula)})")
-    s = Session(agent, hello["session"], name, dict(config.curricula[name]), config.task, hello["seed"],
-                config.window_trials)
-    old = _plain_knobs({"curriculum": hello["spec"], "task": hello["task"]})
-    new = _plain_knobs({"curriculum": s.spec, "task": s.task_config})
-    diffs = [f"{key}: {_short(a)} -> {_short(b)}" for key, a, b in _differences(old, new)]
-    return s, (f"agent {agent!r} (curriculum {name!r}): " + "; ".join(diffs)) if diffs else None
-
-
-def check_resume(config: ServerConfig) -> None:
-    """Raise :class:`ConfigChanged` when ``config`` would resume a session of its journal under another
-    curriculum or task, as :meth:`TaskServer.start` would (reads only the journal's HELLO records). A new agent
-    or curriculum is no change; a session whose curriculum left the config (with its agent, say) is kept as
-    journaled."""
-    if not Path(config.journal).is_dir():
-        return
-    hellos = {rec["agent"]: rec for _, rec in J.iter_records(config.journal, kinds=[J.HELLO])}
-    changes = [r[1] for hello in hellos.values() if (r := resume_session(config, hello))[0] is not None and r[1]]
-    if changes:
-        raise ConfigChanged(config.journal, changes)
-
-
-_ABSENT = object()
-
-
-def _differences(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:
-    """``(dotted key, old, new)`` for every leaf where two plain-data trees differ (lists by index)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = list(dict.fromkeys([*old, *new]))
-        pairs = [(str(k), old.get(k, _ABSENT), new.get(k, _ABSENT)) for k in keys]
-    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        pairs = [(str(i), a, b) for i, (a, b) in enumerate(zip(old, new))]
-    else:
-        return [] if old == new else [(key, old, new)]
-    return [d for k, a, b in pairs for d in _differences(a, b, f"{key}.{k}" if key else k)]
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    if value is _ABSENT:
-        return "(absent)"
-    text = json.dumps(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-# ---------------------------------------------------------------------------------------------- server
 class TaskServer:
     """The task server (see the module docstring).
 
@@ -440,7 +57,7 @@ class TaskServer:
         self.endpoint: str | None = None
         self.sessions: dict[str, Session] = {}
         self._by_identity: dict[bytes, Session] = {}
-        self.journal: J.Journal | None = None
+        self.journal: journal.Journal | None = None
         self.socket: zmq.Socket | None = None
         self._auth = None
         self._stop = threading.Event()
@@ -464,7 +81,7 @@ class TaskServer:
 
     def _check_curricula(self) -> None:
         """Build every curriculum once on a throwaway task, so a bad spec fails at start, naming it."""
-        from .policies import from_spec  # noqa: PLC0415
+        from ..policies import from_spec  # noqa: PLC0415
 
         task = _make_task(self.config.task, 0)
         try:
@@ -506,11 +123,11 @@ class TaskServer:
         if self._started:
             return self.endpoint
         cfg = self.config
-        self.journal = J.Journal(cfg.journal, fsync=cfg.fsync, fsync_interval_s=cfg.fsync_interval_s)
+        self.journal = journal.Journal(cfg.journal, fsync=cfg.fsync, fsync_interval_s=cfg.fsync_interval_s)
         try:
             self._restore()
-            self.journal.write(J.OPEN, {"time": time.time(), "pid": os.getpid(), "seed": self.seed,
-                                        "config": json.loads(J.dumps(cfg.to_dict()))})
+            self.journal.write(journal.OPEN, {"time": time.time(), "pid": os.getpid(), "seed": self.seed,
+                                        "config": json.loads(journal.dumps(cfg.to_dict()))})
             self.socket = self._bind()
         except BaseException:
             self.journal.close()
@@ -535,10 +152,10 @@ class TaskServer:
         if cfg.use_curve:
             from zmq.auth.thread import ThreadAuthenticator  # noqa: PLC0415
 
-            public, secret = K.server_keys(cfg.keys)
+            public, secret = curve_keys.server_keys(cfg.keys)
             self._auth = ThreadAuthenticator(self.context, log=logging.getLogger(__name__ + ".auth"))
             self._auth.start()
-            self._auth.configure_curve(domain="*", location=str(K.authorized_dir(cfg.keys)))
+            self._auth.configure_curve(domain="*", location=str(curve_keys.authorized_dir(cfg.keys)))
             sock.curve_secretkey = secret
             sock.curve_publickey = public
             sock.curve_server = True
@@ -559,7 +176,7 @@ class TaskServer:
         info = {"endpoint": self.endpoint, "pid": os.getpid(), "started": time.time(),
                 "curve": self.config.use_curve}
         if self.config.use_curve:
-            info["server_public_key"] = K.server_keys(self.config.keys)[0].decode()
+            info["server_public_key"] = curve_keys.server_keys(self.config.keys)[0].decode()
         path = Path(self.config.journal) / ENDPOINT_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
@@ -569,7 +186,7 @@ class TaskServer:
         """Rebuild every journaled session from the config; :class:`ConfigChanged` (changing nothing) when the
         config would give one of them another curriculum or task than it ran."""
         restored, changes = [], []
-        for agent, entry in J.restore_sessions(self.config.journal).items():
+        for agent, entry in journal.restore_sessions(self.config.journal).items():
             hello = entry.get("hello")
             if hello is None:
                 log.warning("journal has batches of agent %r but no HELLO record; skipping it", agent)
@@ -631,13 +248,13 @@ class TaskServer:
         if self.socket is not None:
             for s in self.sessions.values():
                 if s.connected and s.identity is not None:
-                    self._send(s, P.encode("BYE", {"reason": reason}))
+                    self._send(s, protocol.encode("BYE", {"reason": reason}))
                     self._call_hook("on_session_end", s, reason)
         if self._started:
             self.write_status()
         if self.journal is not None:
             try:
-                self.journal.write(J.CLOSE, {"time": time.time(), "reason": reason,
+                self.journal.write(journal.CLOSE, {"time": time.time(), "reason": reason,
                                              "stats": {k: v for k, v in self.stats.items()}})
             except Exception:  # the journal may be the reason we are closing
                 log.exception("could not write the journal's close record")
@@ -687,12 +304,12 @@ class TaskServer:
             session.last_heard = time.monotonic()
             session.connected = True
         try:
-            msg = P.decode(frames, self.limits)
+            msg = protocol.decode(frames, self.limits)
             seq = msg.seq
             if msg.type not in self._handlers:
                 raise ProtocolError("UNEXPECTED", f"{msg.type} is sent by servers only; agents send "
-                                                  f"{', '.join(sorted(P.AGENT_COMMANDS))} (operators "
-                                                  f"{', '.join(sorted(P.OPERATOR_COMMANDS))})")
+                                                  f"{', '.join(sorted(protocol.AGENT_COMMANDS))} (operators "
+                                                  f"{', '.join(sorted(protocol.OPERATOR_COMMANDS))})")
             if self._stop.is_set() and msg.type not in ("BYE", "HEARTBEAT"):
                 raise ProtocolError("SHUTTING_DOWN", "the server is stopping")
             self._handlers[msg.type](identity, session, msg)
@@ -701,16 +318,16 @@ class TaskServer:
             who = session.agent if session is not None else f"connection {identity.hex()}"
             log.warning("%s: %s", who, err)
             seq = err.seq if seq is None else seq
-            self._send_to(identity, P.error_frames(err.code, err.detail, seq=seq, batch=err.batch), session)
+            self._send_to(identity, protocol.error_frames(err.code, err.detail, seq=seq, batch=err.batch), session)
         except OSError as err:  # the journal could not be written: nothing more can be acknowledged
             self.fatal = err
             log.critical("journal write failed, stopping: %s", err)
-            self._send_to(identity, P.error_frames("INTERNAL", f"server journal failed: {err}", seq=seq), session)
+            self._send_to(identity, protocol.error_frames("INTERNAL", f"server journal failed: {err}", seq=seq), session)
         except Exception as err:
             self.stats["errors"] += 1
             log.exception("internal error handling a message from %s",
                           session.agent if session is not None else identity.hex())
-            self._send_to(identity, P.error_frames("INTERNAL", f"{type(err).__name__}: {err}", seq=seq), session)
+            self._send_to(identity, protocol.error_frames("INTERNAL", f"{type(err).__name__}: {err}", seq=seq), session)
 
     def _tick(self, now: float) -> None:
         cfg = self.config
@@ -730,7 +347,7 @@ class TaskServer:
                 continue
             if now - s.last_sent >= cfg.heartbeat_interval_s:
                 if beat is None:
-                    beat = P.encode("HEARTBEAT")
+                    beat = protocol.encode("HEARTBEAT")
                 self._send(s, beat)
         self.journal.maybe_sync(now)
         if now >= self._next_status:
@@ -814,10 +431,10 @@ class TaskServer:
                                               "taken over, or the server restarted): send HELLO")
         return session
 
-    def _hello(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
+    def _hello(self, identity: bytes, session: Session | None, msg: protocol.Message) -> None:
         h = msg.header
         agent = h["agent"]
-        P.check_agent_name(agent, self.limits)
+        protocol.check_agent_name(agent, self.limits)
         wanted = h.get("curriculum")
         s = self.sessions.get(agent)
         if s is not None:
@@ -836,7 +453,7 @@ class TaskServer:
         if session is not None and session is not s:  # this connection changes agent name
             self._unbind(session)
         if s.identity is not None and s.identity != identity:
-            self._send(s, P.encode("BYE", {"reason": "replaced"}))
+            self._send(s, protocol.encode("BYE", {"reason": "replaced"}))
             log.warning("%s: a new connection takes over the session", agent)
             self._unbind(s)
         voided = s.void_in_flight("epoch ended")
@@ -847,7 +464,7 @@ class TaskServer:
         extra = self._call_hook("on_session_start", s)
         if isinstance(extra, Mapping):
             s.run.update(extra)
-        self.journal.write(J.HELLO, {
+        self.journal.write(journal.HELLO, {
             "time": time.time(), "agent": agent, "session": s.session_id, "curriculum": s.curriculum,
             "spec": s.spec, "task": s.task_config, "task_spec": _plain_knobs(s.task.spec()), "seed": s.seed,
             "epoch": s.epoch, "resumed": resumed,
@@ -864,7 +481,7 @@ class TaskServer:
                   "expiry_s": float(self.config.expiry_s), "limits": self.limits.to_dict(), "run": s.run}
         if msg.seq is not None:
             header["seq"] = msg.seq
-        self._send(s, P.encode("WELCOME", header))
+        self._send(s, protocol.encode("WELCOME", header))
         log.info("%s %s session %s (epoch %d, %d trials, stage %r%s)", agent,
                  "resumed" if resumed else "opened", s.session_id, s.epoch, s.trials, s.conditions["stage"],
                  f", {voided} in-flight batch(es) void" if voided else "")
@@ -875,7 +492,7 @@ class TaskServer:
         s.identity = None
         s.connected = False
 
-    def _get(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
+    def _get(self, identity: bytes, session: Session | None, msg: protocol.Message) -> None:
         s = self._require(session, "GET")
         n = msg.header.get("n", s.task.N_batch)
         if not 1 <= n <= self.limits.max_trials:
@@ -896,7 +513,7 @@ class TaskServer:
         for col in batch.params.columns:
             values = batch.params[col].to_numpy()
             if values.dtype.kind in "biuf":
-                arrays[P.PARAM_PREFIX + col] = values
+                arrays[protocol.PARAM_PREFIX + col] = values
             else:
                 obj_params[col] = [v.tolist() if isinstance(v, np.ndarray) else v for v in values.tolist()]
         header = {"batch": bid, "epoch": s.epoch, "n": n, "task": type(task).__name__,
@@ -906,7 +523,7 @@ class TaskServer:
             header["params"] = obj_params
         if msg.seq is not None:
             header["seq"] = msg.seq
-        self._send(s, P.encode("BATCH", header, arrays))
+        self._send(s, protocol.encode("BATCH", header, arrays))
         # The two columns every scored trial carries, added now while the agent trains: score() copies the
         # params' columns, so the RESULT -> SCORE path the agent waits on inserts none (about 0.3 ms per batch).
         if "correction" not in batch.params.columns:
@@ -922,7 +539,7 @@ class TaskServer:
                                              f"({task.N_steps} steps) would exceed the limits (max_array_bytes = "
                                              f"{self.limits.max_array_bytes}); ask for at most {fits}")
 
-    def _result(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
+    def _result(self, identity: bytes, session: Session | None, msg: protocol.Message) -> None:
         s = self._require(session, "RESULT")
         bid, epoch = msg.header["batch"], msg.header["epoch"]
         if epoch != s.epoch:
@@ -951,7 +568,7 @@ class TaskServer:
             scored["stale"] = stale
         # A batch drawn (prefetched) under a stage the agent has since left, or answered after completion, is
         # journaled, not counted.
-        from .policies import tell  # noqa: PLC0415  (loaded with the first session; policies import tasks)
+        from ..policies import tell  # noqa: PLC0415  (loaded with the first session; policies import tasks)
 
         events = [] if stale else tell(s.policy, scored, f.conditions)
         codes = _outcome_codes(scored["outcome"].to_numpy())
@@ -983,12 +600,12 @@ class TaskServer:
             header["seq"] = msg.seq
         arrays = {"outcome": codes, "choice": scored["choice"].to_numpy().astype(np.int32),
                   "target": scored["target"].to_numpy().astype(np.int32)}
-        self._send(s, P.encode("SCORE", header, arrays))
+        self._send(s, protocol.encode("SCORE", header, arrays))
         for ev in events:
             log.info("%s: %s", s.agent, _describe(ev))
         self._call_hook("on_scored", s, scored, events, f.conditions)
 
-    def _override(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
+    def _override(self, identity: bytes, session: Session | None, msg: protocol.Message) -> None:
         h = msg.header
         agent = h["agent"]
         s = self.sessions.get(agent)
@@ -1020,24 +637,24 @@ class TaskServer:
             s.stage_visit += 1  # batches in flight were drawn under the stage being left: stale
         self.journal.append_override(agent=agent, session=s.session_id, batch=s.last_scored, trials=s.trials,
                                      events=events, state=s.state())
-        header = {"agent": agent, "trials": s.trials, **s.welcome_stage(), "events": json.loads(J.dumps(events)),
+        header = {"agent": agent, "trials": s.trials, **s.welcome_stage(), "events": json.loads(journal.dumps(events)),
                   "complete": bool(s.policy.complete)}
         if msg.seq is not None:
             header["seq"] = msg.seq
-        self._send_to(identity, P.encode("OVERRIDDEN", header))
+        self._send_to(identity, protocol.encode("OVERRIDDEN", header))
         log.warning("%s: operator override: %s", agent, "; ".join(_describe(e) for e in events))
         self._call_hook("on_override", s, events)
 
-    def _heartbeat(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
+    def _heartbeat(self, identity: bytes, session: Session | None, msg: protocol.Message) -> None:
         self._require(session, "HEARTBEAT")
 
-    def _bye(self, identity: bytes, session: Session | None, msg: P.Message) -> None:
+    def _bye(self, identity: bytes, session: Session | None, msg: protocol.Message) -> None:
         if session is None:
             return
         reason = msg.header.get("reason", "bye")
         n = session.void_in_flight("agent said BYE")
         self._unbind(session)
-        self.journal.write(J.END, {"time": time.time(), "agent": session.agent, "session": session.session_id,
+        self.journal.write(journal.END, {"time": time.time(), "agent": session.agent, "session": session.session_id,
                                    "reason": reason, "void": n})
         log.info("%s said BYE (%s)", session.agent, reason)
         self._call_hook("on_session_end", session, reason)
@@ -1045,7 +662,7 @@ class TaskServer:
 
 def _outcome_codes(outcome: np.ndarray) -> np.ndarray:
     codes = np.full(len(outcome), -1, dtype=np.int8)
-    for label, code in P.OUTCOME_CODES.items():
+    for label, code in protocol.OUTCOME_CODES.items():
         codes[outcome == label] = code
     return codes
 
@@ -1068,21 +685,6 @@ def _describe(event: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-# ---------------------------------------------------------------------------------------------- helpers
-def read_endpoint(journal: str | os.PathLike, timeout_s: float = 10.0) -> dict:
-    """Wait for a server to write its endpoint file in ``journal`` and return it (``endpoint``, ``pid``,
-    ``curve``, ``server_public_key``...). ``TimeoutError`` after ``timeout_s``."""
-    path = Path(journal) / ENDPOINT_FILE
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no task server endpoint at {path} after {timeout_s} s") from None
-            time.sleep(0.02)
-
-
 def attach_tracking(server: TaskServer, tracking: Mapping[str, Any]) -> Any:
     """Log every session's curriculum to MLflow: a child run of the lab's parent run per agent.
 
@@ -1092,7 +694,7 @@ def attach_tracking(server: TaskServer, tracking: Mapping[str, Any]) -> Any:
     Returns:
         The :class:`shaping.tracking.CurriculumTracker`, closed when the server stops.
     """
-    from .tracking import CurriculumTracker, LabRun  # noqa: PLC0415  (mlflow is slow to import)
+    from ..tracking import CurriculumTracker, LabRun  # noqa: PLC0415  (mlflow is slow to import)
 
     tracker = CurriculumTracker(LabRun.attach(tracking["tracking_uri"], tracking["run_id"]),
                                 window_trials=server.config.window_trials)
@@ -1100,14 +702,14 @@ def attach_tracking(server: TaskServer, tracking: Mapping[str, Any]) -> Any:
     def session_end(s: Session, reason: str) -> None:
         if reason in ("replaced", "expired"):
             return  # the agent is coming back (or may): its run stays open
-        journal, agent = server.config.journal, s.agent
+        path, agent = server.config.journal, s.agent
         # Read on the tracker's writer thread, not here: a big journal would stall every other agent.
-        tracker.on_session_end(agent, lambda: J.load(journal, agent=agent),
+        tracker.on_session_end(agent, lambda: journal.load(path, agent=agent),
                                status="FINISHED" if s.policy.complete else "KILLED")
 
     def journal_of(agent: str) -> Callable[[], tuple]:
         path = server.config.journal
-        return lambda: (J.load(path, agent=agent), J.load_batches(path), J.load_events(path), J.load_sessions(path))
+        return lambda: (journal.load(path, agent=agent), journal.load_batches(path), journal.load_events(path), journal.load_sessions(path))
 
     # A session this process resumes (a restarted server) is replayed from the journal on the writer thread.
     server.on_session_start = lambda s: tracker.on_session_start(s.agent, s.spec, s.task.spec(), trials=s.trials,
@@ -1141,3 +743,4 @@ def serve(config: ServerConfig | Mapping[str, Any], tracking: Mapping[str, Any] 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 1 if server.fatal is not None else 0
+

@@ -1,0 +1,535 @@
+"""The lab file: its schema as typed dataclasses, and the only parser of lab and server config files.
+
+A lab file (TOML, or the ``lab.json`` a running lab writes) has five tables::
+
+    [lab]                          # LabSection: name, experiment, workdir, seed, max_restarts, tracking_uri,
+    name = "demo"                  #             client_name
+    [task]                         # a registered task (or "module:Class") and its constructor arguments
+    name = "PerceptualDiscrimination"
+    [curricula.shaped]             # one policy spec per curriculum (docs/policies.md)
+    kind = "stages"
+    [server]                       # ServerConfig's keys but task, curricula, journal and seed (the lab sets them)
+    window_trials = 200
+    [[agents]]                     # AgentEntry: name, curriculum and the process keys; every other key is the
+    name = "shaped"                #             model spec (agents.build_model)
+    N_rec = 50
+
+:meth:`LabFile.load` reads and checks a file once, building its task and every curriculum so that errors surface
+before any process starts (each a :class:`~shaping.errors.ConfigError` naming the file, the key and the value);
+:meth:`LabFile.server_config` and :meth:`LabFile.agent_config` derive what the task server and one agent
+process run. A task named ``"module:Class"`` is imported with the lab file's folder (and the working directory)
+on ``sys.path`` for the duration only (:func:`on_sys_path`); the processes a lab starts get the same folders on
+``PYTHONPATH`` (:func:`shaping.procs.process_env`).
+
+The key lists (:data:`LAB_KEYS`, :data:`AGENT_KEYS`, :data:`SERVER_KEYS`) are derived from the dataclasses'
+fields, so the schema, its checks and its documentation cannot drift apart.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from . import journal
+from . import keys as curve_keys
+from . import protocol
+from .errors import ConfigError, UnknownKeyError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+SECTIONS = ("lab", "task", "curricula", "agents", "server")
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def read_file(path: str | os.PathLike) -> dict:
+    """A config file as plain data: JSON when it ends in ``.json``, TOML otherwise.
+
+    Raises:
+        ConfigError: the file is missing or does not parse (the message names the file and the error).
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".json":
+            return json.loads(path.read_text())
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a file") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise ConfigError(f"config file {path} is not valid {kind}: {err}") from None
+
+
+@contextlib.contextmanager
+def on_sys_path(dirs: Sequence[str | os.PathLike]) -> Iterator[None]:
+    """Put ``dirs`` first on ``sys.path`` for the duration (a user task module is imported from there)."""
+    added = [d for d in dict.fromkeys(str(Path(d).resolve()) for d in dirs) if d not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for d in added:
+            if d in sys.path:
+                sys.path.remove(d)
+
+
+def check_known(where: str, table: Any, keys: Sequence[str], what: str = "key") -> None:
+    """Raise :class:`~shaping.errors.UnknownKeyError` when ``table`` holds a key not in ``keys``."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where} must be a table, got {table!r}")
+    unknown = set(table) - set(keys)
+    if unknown:
+        raise UnknownKeyError(where, unknown, keys, what)
+
+
+# ---------------------------------------------------------------------------------------------- server
+LIVENESS = protocol.LIVENESS
+
+
+@dataclass
+class ServerConfig:
+    """What a task server runs (the ``[server]`` table of a lab file with the lab's task and curricula, or a
+    server config file's top-level keys).
+
+    Args:
+        task: ``{"name": registered task, **constructor kwargs}`` (the seed is set per agent).
+        curricula: ``{name: policy spec}`` (see :func:`shaping.policies.from_spec`).
+        default_curriculum: the curriculum of agents whose HELLO names none (default: the first one).
+        seed: server seed; each agent's task and policy seeds derive from (seed, agent name). None: fresh
+            entropy (logged and journaled per session).
+        journal: journal directory.
+        bind: ZeroMQ endpoint; port 0 (or ``*``) picks a free one. Non-loopback addresses need ``keys``.
+        credit: batches an agent may have in flight (3: one training, one being scored, one generated).
+        heartbeat_interval_s: application and ZMTP heartbeat interval (s).
+        expiry_s: silence after which an agent's in-flight batches expire (s); longer than a training step.
+        window_trials: trials in the recent-accuracy window (reported as ``window_accuracy``; the same window
+            every view of the lab shows, see :mod:`shaping.readout`).
+        keys: CurveZMQ keys directory (``skinnerbox keys DIR``); required off loopback.
+        curve: use CURVE even on loopback (needs ``keys``).
+        fsync: journal durability, ``"always"``, ``"interval"`` or ``"never"``.
+        fsync_interval_s: the longest a journal record stays unsynced under ``"interval"`` (s).
+        limits: overrides of the protocol limits (``shaping.protocol.Limits``).
+        send_hwm: messages queued per agent before sends to it fail (ZeroMQ high-water mark).
+    """
+
+    task: dict
+    curricula: dict
+    default_curriculum: str | None = None
+    seed: int | None = None
+    journal: str = "journal"
+    bind: str = "tcp://127.0.0.1:0"
+    credit: int = 3
+    heartbeat_interval_s: float = 1.0
+    expiry_s: float = 60.0
+    window_trials: int = 200
+    keys: str | None = None
+    curve: bool = False
+    fsync: str = "interval"
+    fsync_interval_s: float = 1.0
+    limits: dict = field(default_factory=dict)
+    send_hwm: int = 1000
+
+    def __post_init__(self) -> None:
+        where = "server config"
+        if not isinstance(self.task, Mapping) or not isinstance(self.task.get("name"), str):
+            raise ConfigError(f"{where}: task must be a table with a 'name' (a registered task), got {self.task!r}")
+        if not isinstance(self.curricula, Mapping) or not self.curricula:
+            raise ConfigError(f"{where}: curricula must be a non-empty table {{name: policy spec}}, got "
+                              f"{self.curricula!r}")
+        for name, spec in self.curricula.items():
+            if not isinstance(spec, Mapping):
+                raise ConfigError(f"{where}: curricula.{name} must be a policy spec table, got {spec!r}")
+        if self.default_curriculum is None:
+            self.default_curriculum = next(iter(self.curricula))
+        elif self.default_curriculum not in self.curricula:
+            raise ConfigError(f"{where}: default_curriculum = {self.default_curriculum!r} is not one of the "
+                              f"curricula: {', '.join(self.curricula)}")
+        if self.seed is not None and not _is_int(self.seed, 0):
+            raise ConfigError(f"{where}: seed must be a non-negative integer or absent, got {self.seed!r}")
+        for name in ("credit", "window_trials", "send_hwm"):
+            if not _is_int(getattr(self, name), 1):
+                raise ConfigError(f"{where}: {name} must be an integer >= 1, got {getattr(self, name)!r}")
+        for name in ("heartbeat_interval_s", "expiry_s", "fsync_interval_s"):
+            val = getattr(self, name)
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not val > 0:
+                raise ConfigError(f"{where}: {name} must be a positive number of seconds, got {val!r}")
+        if self.expiry_s < LIVENESS * self.heartbeat_interval_s:
+            raise ConfigError(f"{where}: expiry_s = {self.expiry_s} must be at least {LIVENESS} x "
+                              f"heartbeat_interval_s = {LIVENESS * self.heartbeat_interval_s}")
+        if self.fsync not in journal.FSYNC_MODES:
+            raise ConfigError(f"{where}: fsync must be one of {', '.join(journal.FSYNC_MODES)}, got {self.fsync!r}")
+        if not isinstance(self.bind, str) or "://" not in self.bind:
+            raise ConfigError(f"{where}: bind must be a ZeroMQ endpoint like 'tcp://127.0.0.1:5555', got "
+                              f"{self.bind!r}")
+        if self.use_curve and not self.keys:
+            raise ConfigError(f"{where}: bind = {self.bind!r} is reachable from other machines (or curve = true): "
+                              "it requires CurveZMQ keys; make them with `skinnerbox keys DIR` and set keys = 'DIR'")
+        try:
+            protocol.Limits.from_dict(self.limits)
+        except ValueError as err:
+            raise ConfigError(f"{where}: limits: {err}") from None
+
+    @property
+    def protocol_limits(self) -> protocol.Limits:
+        return protocol.Limits.from_dict(self.limits)
+
+    @property
+    def use_curve(self) -> bool:
+        return bool(self.curve or not curve_keys.is_loopback(self.bind))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base_dir: str | os.PathLike | None = None,
+                  ignore_unknown: bool = False) -> "ServerConfig":
+        """Build from plain data; relative ``journal``/``keys`` paths are taken relative to ``base_dir``.
+
+        Unknown keys are an error naming them, unless ``ignore_unknown``."""
+        known = [f.name for f in fields(cls)]
+        if not ignore_unknown:
+            check_known("server config", data, known)
+        values = {k: v for k, v in data.items() if k in known}
+        if base_dir is not None:
+            for key in ("journal", "keys"):
+                if isinstance(values.get(key), str) and not os.path.isabs(values[key]):
+                    values[key] = str(Path(base_dir) / values[key])
+        return cls(**values)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike, ignore_unknown: bool = False) -> "ServerConfig":
+        """Read a server config file, TOML or ``.json`` (relative paths in it are relative to the file)."""
+        return cls.from_dict(read_file(path), base_dir=Path(path).resolve().parent, ignore_unknown=ignore_unknown)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SERVER_SET_BY_LAB = ("task", "curricula", "journal", "seed")
+SERVER_KEYS = tuple(f.name for f in fields(ServerConfig) if f.name not in SERVER_SET_BY_LAB)
+
+
+def load_server_file(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None,
+                     ignore_unknown: bool = False) -> tuple[ServerConfig, dict | None]:
+    """What ``skinnerbox server FILE`` runs: a server config file (``ServerConfig``'s keys and an optional
+    ``tracking`` table, as a lab writes ``server_config.json``) or a lab file (its ``[server]`` table, task,
+    curricula and seed; the journal in its workdir).
+
+    Args:
+        path: the file; relative paths in it are relative to its folder.
+        overrides: command-line values (``bind``, ``journal``, ``seed``, ``keys``; None entries ignored); paths
+            are relative to the working directory.
+        ignore_unknown: ignore keys a server config does not use.
+
+    Returns:
+        ``(config, tracking)``: tracking is ``{"tracking_uri", "run_id"}`` of a lab's parent run, or None.
+    """
+    path = Path(path)
+    data = read_file(path)
+    if "agents" in data or "lab" in data:
+        lab = LabFile.from_dict(data, source=str(path), task_path=[path.resolve().parent])
+        data = lab.server_dict(journal=str(Path(lab.lab.workdir) / "journal"))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = str(Path(value).resolve()) if key in ("journal", "keys") else value
+    tracking = data.pop("tracking", None)
+    return ServerConfig.from_dict(data, base_dir=path.resolve().parent, ignore_unknown=ignore_unknown), tracking
+
+
+# ---------------------------------------------------------------------------------------------- lab
+@dataclass
+class LabSection:
+    """The ``[lab]`` table.
+
+    Args:
+        name: the lab's name (default: the file's stem).
+        experiment: the MLflow experiment (default: ``name``).
+        workdir: journal/, checkpoints/, weights/, logs/ (default ``labs/<name>``).
+        seed: the server seed every agent's trial stream and policy derive from.
+        max_restarts: restarts of a crashed agent (or server) before the lab gives up on it.
+        tracking_uri: MLflow store; ``""``: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<cwd>/mlflow.db``;
+            ``"none"``: no MLflow.
+        client_name: the CurveZMQ client key pair the lab's agents use off loopback.
+    """
+
+    name: str = "lab"
+    experiment: str = ""
+    workdir: str = ""
+    seed: int = 0
+    max_restarts: int = 2
+    tracking_uri: str = ""
+    client_name: str = "client"
+
+    def __post_init__(self) -> None:
+        for key in ("name", "experiment", "workdir", "tracking_uri", "client_name"):
+            if not isinstance(getattr(self, key), str):
+                raise ConfigError(f"lab.{key} = {getattr(self, key)!r} must be a string")
+        for key in ("seed", "max_restarts"):
+            if not _is_int(getattr(self, key), 0):
+                raise ConfigError(f"lab.{key} = {getattr(self, key)!r} must be a non-negative integer")
+        self.experiment = self.experiment or self.name
+        self.workdir = self.workdir or f"labs/{self.name}"
+
+
+@dataclass
+class AgentEntry:
+    """One ``[[agents]]`` table: the process keys below; every other key is the model spec (``model``).
+
+    Args:
+        name: the agent's name (its session at the server; letters, digits, ``_.-``).
+        curriculum: one of ``[curricula]`` (None: the server's default, the first).
+        checkpoint_every: batches between checkpoints.
+        threads: TensorFlow (and OpenMP) threads of the agent process.
+        device: ``"CPU"``, ``"GPU"`` or ``"GPU:k"``.
+        max_batches: stop after this many batches in one process (None: when the curriculum ends).
+        model: the model spec for :func:`agents.build_model` (``model``, ``N_rec``, ``dale_ratio``, ...).
+    """
+
+    name: str
+    curriculum: str | None = None
+    checkpoint_every: int = 20
+    threads: int = 1
+    device: str = "CPU"
+    max_batches: int | None = None
+    model: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
+        try:
+            protocol.check_agent_name(self.name)
+        except protocol.ProtocolError as err:
+            raise ConfigError(f"name: {err.detail}") from None
+        for key, low in (("checkpoint_every", 1), ("threads", 1)):
+            if not _is_int(getattr(self, key), low):
+                raise ConfigError(f"{key} = {getattr(self, key)!r} must be an integer >= {low}")
+        if self.max_batches is not None and not _is_int(self.max_batches, 1):
+            raise ConfigError(f"max_batches = {self.max_batches!r} must be an integer >= 1")
+        if not isinstance(self.device, str) or not (self.device.upper() in ("CPU", "GPU")
+                                                    or self.device.upper().startswith("GPU:")):
+            raise ConfigError(f"device = {self.device!r} must be 'CPU', 'GPU' or 'GPU:k'")
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any]) -> "AgentEntry":
+        """Split an ``[[agents]]`` table into the process keys and the model spec."""
+        process = {k: v for k, v in table.items() if k in AGENT_KEYS}
+        return cls(**process, model={k: v for k, v in table.items() if k not in AGENT_KEYS})
+
+    def to_dict(self) -> dict:
+        """The table as written: process keys (those set) then the model spec's."""
+        out = {"name": self.name}
+        for f in fields(self):
+            if f.name not in ("name", "model"):
+                out[f.name] = getattr(self, f.name)
+        return {**out, **self.model}
+
+
+AGENT_KEYS = tuple(f.name for f in fields(AgentEntry) if f.name != "model")
+LAB_KEYS = tuple(f.name for f in fields(LabSection))
+
+
+@dataclass
+class AgentConfig:
+    """What one agent process runs (derived from its lab file entry by :meth:`LabFile.agent_config`, or built
+    directly in scripts and tests).
+
+    Args:
+        name: the agent's name (its session key at the server; restarting under it resumes).
+        server: the task server's endpoint, e.g. ``tcp://127.0.0.1:5555``.
+        model: model settings for :func:`agents.build_model` (``model``, ``N_rec``, ``dale_ratio``,
+            ``autapses``, ``regions``, ``rec_noise``, ``learning_rate``, ``seed``, ...).
+        curriculum: which of the server's curricula to follow (None: the server's default).
+        workdir: where checkpoints (``checkpoints/<name>.ckpt.npz``) and weight files go.
+        checkpoint_every: batches between checkpoints.
+        max_batches: stop after this many batches in this process (None: until the curriculum is complete).
+        threads: TensorFlow intra/inter-op threads (1 is best when agents share cores).
+        device: ``"CPU"``, ``"GPU"`` (any, memory growth on) or ``"GPU:k"`` (pinned).
+        keys, client_name: CurveZMQ keys directory and client key name, for a server off loopback.
+        log_every_s: seconds between connectivity images logged to MLflow (besides graduations and the end).
+        timeout_s: give up when the server has been silent this long (s).
+    """
+
+    name: str
+    server: str
+    model: dict = field(default_factory=dict)
+    curriculum: str | None = None
+    workdir: str = "."
+    checkpoint_every: int = AgentEntry.checkpoint_every
+    max_batches: int | None = None
+    threads: int = AgentEntry.threads
+    device: str = AgentEntry.device
+    keys: str | None = None
+    client_name: str = LabSection.client_name
+    log_every_s: float = 60.0
+    timeout_s: float = 120.0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.workdir) / "checkpoints" / f"{self.name}.ckpt.npz"
+
+
+@dataclass
+class LabFile:
+    """A checked lab file (see the module docstring). Build it with :meth:`load` or :meth:`from_dict`.
+
+    Attributes:
+        lab: the ``[lab]`` table, defaults filled in.
+        task: ``{"name": ..., **constructor kwargs}``.
+        curricula: ``{name: policy spec}``, in file order.
+        agents: the ``[[agents]]`` entries, in file order.
+        server: the ``[server]`` table (ServerConfig keys the lab does not set).
+        source: where it came from, for messages.
+        task_path: folders searched for a ``"module:Class"`` task (the file's own folder).
+    """
+
+    lab: LabSection
+    task: dict
+    curricula: dict
+    agents: list[AgentEntry]
+    server: dict = field(default_factory=dict)
+    source: str = "lab config"
+    task_path: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LabFile":
+        """Read and check a lab file (TOML, or the ``lab.json`` a lab writes)."""
+        path = Path(path)
+        return cls.from_dict(read_file(path), source=str(path), task_path=[path.resolve().parent])
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "lab config",
+                  task_path: Sequence[str | os.PathLike] = ()) -> "LabFile":
+        """Check a lab config given as plain data and build its task and curricula once.
+
+        Args:
+            data: the file's tables.
+            source: where it came from, for messages (a path's stem is the default lab name).
+            task_path: folders put on ``sys.path`` while the task and stage tasks are built (the working
+                directory is searched too, as the ``python -m`` processes a lab starts do).
+
+        Raises:
+            ConfigError: naming ``source``, the table and key, the value and what was expected.
+        """
+        try:
+            with on_sys_path([*task_path, Path.cwd()]):
+                return cls._check(json.loads(json.dumps(data)), source, [str(Path(d).resolve()) for d in task_path])
+        except ConfigError as err:
+            if not str(err).startswith(f"{source}:"):
+                err.args = (f"{source}: {err}",)  # the same class (UnknownKeyError stays one), named by its file
+            raise err from None
+
+    @classmethod
+    def _check(cls, data: dict, source: str, task_path: list[str]) -> "LabFile":
+        from . import policies, tasks  # noqa: PLC0415  (building tasks is only needed here)
+
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a lab file is a table of tables, got {type(data).__name__}")
+        check_known("the lab file", data, SECTIONS, "section")
+        for key in ("task", "curricula", "agents"):
+            if key not in data:
+                raise ConfigError(f"missing [{key}] section")
+        lab_table = data.get("lab", {})
+        check_known("[lab]", lab_table, LAB_KEYS)
+        default_name = Path(source).stem if source != "lab config" else "lab"
+        lab = LabSection(**{"name": default_name, **lab_table})
+        task = data["task"]
+        if not isinstance(task, Mapping) or not isinstance(task.get("name"), str):
+            raise ConfigError(f"[task] must be a table whose name is a registered task or 'module:Class', got "
+                              f"{task!r}")
+        try:
+            built = tasks.make(task["name"], **{k: v for k, v in task.items() if k != "name"})
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"[task]: {err}") from None
+        curricula = data["curricula"]
+        if not isinstance(curricula, Mapping) or not curricula:
+            raise ConfigError("[curricula] must hold at least one named policy spec")
+        for name, spec in curricula.items():
+            try:
+                policies.from_spec(spec, built, seed=0)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"curricula.{name}: {err}") from None
+        server = data.get("server", {})
+        check_known("[server]", server, SERVER_KEYS)
+        tables = data["agents"]
+        if not isinstance(tables, list) or not tables:
+            raise ConfigError("[[agents]] must list at least one agent")
+        agents, seen = [], set()
+        for i, table in enumerate(tables):
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"agents[{i}] must be a table ([[agents]]), got {table!r}")
+            try:
+                entry = AgentEntry.from_dict(table)
+            except TypeError as err:  # a required key missing
+                raise ConfigError(f"agents[{i}]: {err}") from None
+            except ConfigError as err:
+                raise ConfigError(f"agents[{i}].{err}") from None
+            if entry.name in seen:
+                raise ConfigError(f"agents[{i}].name = {entry.name!r} is used twice")
+            seen.add(entry.name)
+            if entry.curriculum is not None and entry.curriculum not in curricula:
+                raise ConfigError(f"agents[{i}].curriculum = {entry.curriculum!r} is not one of the curricula: "
+                                  f"{', '.join(curricula)}")
+            agents.append(entry)
+        labfile = cls(lab, dict(task), dict(curricula), agents, dict(server), source, task_path)
+        try:  # the server's own checks (bind off loopback needs keys, ...), before anything starts
+            labfile.server_config(journal="journal")
+        except ConfigError as err:
+            raise ConfigError(f"[server]: {str(err).removeprefix('server config: ')}") from None
+        return labfile
+
+    # ------------------------------------------------------------------ derived
+    def agent(self, name: str) -> AgentEntry:
+        """The ``[[agents]]`` entry called ``name`` (ConfigError listing the agents otherwise)."""
+        for entry in self.agents:
+            if entry.name == name:
+                return entry
+        raise ConfigError(f"{self.source}: no agent named {name!r}; agents: {', '.join(a.name for a in self.agents)}")
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in the file (``[server] keys``) are relative to."""
+        return Path(self.task_path[0]) if self.task_path else Path.cwd()
+
+    def server_dict(self, journal: str, tracking: Mapping[str, Any] | None = None) -> dict:
+        """The server's config as plain data (what a lab writes to ``server_config.json``)."""
+        server = {"task": self.task, "curricula": self.curricula, "seed": self.lab.seed, "journal": str(journal),
+                  **self.server}
+        if server.get("keys"):  # relative to the lab file, like the task module
+            server["keys"] = str((self.base_dir / server["keys"]).resolve())
+        if tracking:
+            server["tracking"] = dict(tracking)
+        return server
+
+    def server_config(self, journal: str) -> ServerConfig:
+        """The :class:`ServerConfig` of this lab's server, journaling into ``journal``."""
+        return ServerConfig.from_dict(self.server_dict(journal))
+
+    def agent_config(self, name: str, server: str, workdir: str | None = None, **overrides: Any) -> AgentConfig:
+        """The :class:`AgentConfig` of agent ``name`` talking to ``server``.
+
+        Args:
+            workdir: checkpoints and weights (default: ``lab.workdir``).
+            overrides: AgentConfig fields set from elsewhere (the command line); None values are ignored.
+        """
+        entry = self.agent(name)
+        values = {"name": name, "server": server, "model": dict(entry.model), "curriculum": entry.curriculum,
+                  "workdir": workdir or self.lab.workdir, "checkpoint_every": entry.checkpoint_every,
+                  "max_batches": entry.max_batches, "threads": entry.threads, "device": entry.device,
+                  "client_name": self.lab.client_name}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return AgentConfig(**values)
+
+    def to_dict(self) -> dict:
+        """Plain data with every default filled in (what a lab writes to ``lab.json``)."""
+        return {"lab": asdict(self.lab), "task": dict(self.task), "curricula": dict(self.curricula),
+                "agents": [a.to_dict() for a in self.agents], "server": dict(self.server)}
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
