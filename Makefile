@@ -28,10 +28,11 @@ demo: install
 # default). MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: no job runner and huey consumers (MLflow 3's GenAI jobs:
 # about 10 processes, 2.5 GB, that we never use); the warning filter hides starlette's deprecation of the WSGI
 # middleware that MLflow's app imports (not ours to fix).
+ui: export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
+ui: export PYTHONWARNINGS := ignore:starlette.middleware.wsgi is deprecated
 ui: install
 	@echo "MLflow UI: http://127.0.0.1:$(or $(UI_PORT),5000)  (Ctrl-C to stop; MLflow 3 shows runs under 'Model training')"
-	@exec env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false PYTHONWARNINGS="ignore:starlette.middleware.wsgi is deprecated" \
-		$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+	@$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(or $(UI_PORT),5000) --workers 1
 
 # The live shaping dashboard of a lab (LAB=labs/demo by default).

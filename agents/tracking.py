@@ -43,14 +43,20 @@ from typing import Any
 
 import numpy as np
 
-# shaping.tracking first: importing it sets MLflow's environment (telemetry off, short HTTP timeouts).
 from shaping import figures
 from shaping.procs import AGENT_STOP_GRACE_S
 from shaping.tracking.names import NOTE_TAG, describe_agent, describe_labels, flatten_params, now_ms, plain, safe_name
-from shaping.tracking.store import BackgroundWriter, StoreGuard, log_metrics_batched, log_params_batched
 
-from mlflow import MlflowClient  # noqa: I001  (after shaping.tracking)
-from mlflow.entities import Metric
+# MLflow's names through shaping.tracking, whose import sets MLflow's environment (telemetry off, short HTTP
+# timeouts) before MLflow loads
+from shaping.tracking.store import (
+    BackgroundWriter,
+    Metric,
+    MlflowClient,
+    StoreGuard,
+    log_metrics_batched,
+    log_params_batched,
+)
 
 logger = logging.getLogger(__name__)
 

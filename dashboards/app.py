@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboards import data as D
-from dashboards import figures as DF
-from shaping import figures as SF
-from shaping import readout as RO
+from dashboards import data as lab_data
+from dashboards import figures as dashboard_figures
+from shaping import figures
+from shaping import readout
 
 TABS = ("Status", "Agent", "Compare", "Psychometrics", "Connectivity", "MLflow")
 GROUPINGS = ("condition", "curriculum", "dale")
@@ -51,26 +51,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ---------------------------------------------------------------------------------------------- caching
 @st.cache_resource(show_spinner=False)
-def lab_reader(root: str) -> D.LabReader:
+def lab_reader(root: str) -> lab_data.LabReader:
     """One incremental journal reader per lab directory, shared by every session of this server."""
-    return D.LabReader(root)
+    return lab_data.LabReader(root)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def render(kind: str, root: str, version: tuple, _make: Callable) -> bytes:
     """PNG of a figure, redrawn only when its data (``version``) changes."""
-    return SF.to_png(_make(), dpi=90)
+    return figures.to_png(_make(), dpi=90)
 
 
 @st.cache_data(show_spinner=False, ttl=15)
 def cached_runs(tracking_uri: str, run_ids: tuple, parent_run_id: str | None) -> pd.DataFrame:
-    return D.load_runs(tracking_uri, dict(run_ids) or None, parent_run_id)
+    return lab_data.load_runs(tracking_uri, dict(run_ids) or None, parent_run_id)
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def cached_connectivity(path: str, mtime: float) -> D.Connectivity:
+def cached_connectivity(path: str, mtime: float) -> lab_data.Connectivity:
     """A weight file's connectivity, read again only when the file changes (shared, never modified)."""
-    return D.load_connectivity(path)
+    return lab_data.load_connectivity(path)
 
 
 def image(kind: str, root: str, version: tuple, make: Callable, caption: str | None = None) -> None:
@@ -87,15 +87,15 @@ def fmt(value: object, digits: int = 3) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- views
-def view_status(root: str, tables: D.LabTables, lab: D.LabPaths) -> None:
-    info = D.server_info(lab.root, tables)
+def view_status(root: str, tables: lab_data.LabTables, lab: lab_data.LabPaths) -> None:
+    info = lab_data.server_info(lab.root, tables)
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["started"])) if info["started"] else "—"
     if info["running"]:
         st.success(f"Task server running at {info['endpoint']} (pid {info['pid']}, started {started})")
     else:
         st.info(f"Task server not running (last started {started}).")
-    status = D.read_status(lab.root)
-    table = D.status_table(status, tables)
+    status = lab_data.read_status(lab.root)
+    table = lab_data.status_table(status, tables)
     if status is None:
         st.caption("No status.json from the server: figures derived from the journal (in-flight unknown).")
     elif not info["running"] and status.get("time"):
@@ -109,37 +109,37 @@ def view_status(root: str, tables: D.LabTables, lab: D.LabPaths) -> None:
         c2.metric("Batches in flight", fmt(int(in_flight.sum())) if in_flight.notna().any() else "—")
         rate = pd.to_numeric(table["trials_per_s"], errors="coerce")
         c3.metric("Trials/s", fmt(float(rate.sum()), 1) if rate.notna().any() else "—")
-        st.dataframe(RO.labelled(table, window), hide_index=True)
+        st.dataframe(readout.labelled(table, window), hide_index=True)
     else:
         st.write("No agent has connected yet.")
-    agents = D.agent_names(tables)
-    progress = [D.agent_progress(tables, a).assign(agent=a) for a in agents]
-    label = RO.accuracy_label(RO.RECENT_ACCURACY, window)
-    long = pd.concat([p[["agent", "trials", RO.RECENT_ACCURACY]] for p in progress if len(p)], ignore_index=True) \
-        if any(len(p) for p in progress) else pd.DataFrame(columns=["agent", "trials", RO.RECENT_ACCURACY])
+    agents = lab_data.agent_names(tables)
+    progress = [lab_data.agent_progress(tables, a).assign(agent=a) for a in agents]
+    label = readout.accuracy_label(readout.RECENT_ACCURACY, window)
+    long = pd.concat([p[["agent", "trials", readout.RECENT_ACCURACY]] for p in progress if len(p)], ignore_index=True) \
+        if any(len(p) for p in progress) else pd.DataFrame(columns=["agent", "trials", readout.RECENT_ACCURACY])
     if len(long):
         import altair as alt
 
-        colours = SF.agent_colours(agents)
+        colours = figures.agent_colours(agents)
         st.subheader(f"{label[0].upper()}{label[1:]}, every agent")
         chart = alt.Chart(long).mark_line().encode(
             x=alt.X("trials:Q", title="trials (session_trials)"),
-            y=alt.Y(f"{RO.RECENT_ACCURACY}:Q", title=label, scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y(f"{readout.RECENT_ACCURACY}:Q", title=label, scale=alt.Scale(domain=[0, 1])),
             color=alt.Color("agent:N", scale=alt.Scale(domain=list(colours), range=list(colours.values()))))
         st.altair_chart(chart, width="stretch")
 
 
-def view_agent(root: str, tables: D.LabTables, agent: str) -> None:
-    progress = D.agent_progress(tables, agent)
-    moves = D.stage_changes(tables, agent)
-    revs = D.reversals(tables, agent)
+def view_agent(root: str, tables: lab_data.LabTables, agent: str) -> None:
+    progress = lab_data.agent_progress(tables, agent)
+    moves = lab_data.stage_changes(tables, agent)
+    revs = lab_data.reversals(tables, agent)
     window = tables.window_trials
     last = progress.iloc[-1] if len(progress) else None
     c = st.columns(7)
     c[0].metric("Stage", "—" if last is None else f"{last['stage']} ({int(last['stage_index'])})")
     c[1].metric("Trials", 0 if last is None else int(last["trials"]))
-    c[2].metric(RO.accuracy_label(RO.RECENT_ACCURACY, window), fmt(RO.recent_accuracy(tables, agent)))
-    c[3].metric(RO.accuracy_label(RO.CRITERION_ACCURACY), fmt(RO.criterion_accuracy(tables, agent)))
+    c[2].metric(readout.accuracy_label(readout.RECENT_ACCURACY, window), fmt(readout.recent_accuracy(tables, agent)))
+    c[3].metric(readout.accuracy_label(readout.CRITERION_ACCURACY), fmt(readout.criterion_accuracy(tables, agent)))
     c[4].metric("Graduations", int((moves["event"] == "graduated").sum()))
     c[5].metric("Regressions", int((moves["event"] == "regressed").sum()))
     c[6].metric("Reversals", len(revs))
@@ -147,44 +147,44 @@ def view_agent(root: str, tables: D.LabTables, agent: str) -> None:
         st.info(f"{agent} has no scored batch yet.")
         return
     version = (agent, tables.records)
-    names = D.stage_names(tables, agent)
-    colour = SF.agent_colours(D.agent_names(tables))[agent]
+    names = lab_data.stage_names(tables, agent)
+    colour = figures.agent_colours(lab_data.agent_names(tables))[agent]
     marks = pd.concat([moves[["event", "trial"]], revs.assign(event="reversal")[["event", "trial"]]],
                       ignore_index=True)
-    image("timeline", root, version, lambda: SF.stage_timeline(
+    image("timeline", root, version, lambda: figures.stage_timeline(
         progress["trials"].to_numpy(), progress["policy_stage_index"].to_numpy(), marks, names, color=colour),
         caption="The policy's stage against trials (session_trials); graduations, regressions, completion and "
                 "reversals marked where they happened")
-    image("curves", root, version, lambda: DF.agent_curves(progress, revs, window_trials=window, color=colour),
-          caption=f"{RO.accuracy_label(RO.RECENT_ACCURACY, window)} and {RO.accuracy_label(RO.CRITERION_ACCURACY)};"
+    image("curves", root, version, lambda: dashboard_figures.agent_curves(progress, revs, window_trials=window, color=colour),
+          caption=f"{readout.accuracy_label(readout.RECENT_ACCURACY, window)} and {readout.accuracy_label(readout.CRITERION_ACCURACY)};"
                   " knobs as drawn (a band: the range or set trials were drawn from); dotted lines: stage changes")
-    st.caption(RO.trial_axis_caption())
+    st.caption(readout.trial_axis_caption())
     left, right = st.columns(2)
     left.markdown("**Stage changes**")
-    left.dataframe(RO.for_display(moves[["event", "trial", "policy_trial", "from_stage", "to_stage", "accuracy"]]),
+    left.dataframe(readout.for_display(moves[["event", "trial", "policy_trial", "from_stage", "to_stage", "accuracy"]]),
                    hide_index=True)
     right.markdown("**Staircase reversals**")
-    right.dataframe(RO.for_display(revs), hide_index=True)
+    right.dataframe(readout.for_display(revs), hide_index=True)
 
 
-def view_compare(root: str, tables: D.LabTables, conditions: pd.DataFrame) -> None:
+def view_compare(root: str, tables: lab_data.LabTables, conditions: pd.DataFrame) -> None:
     by = st.selectbox("Group agents by", GROUPINGS, key="group_by")
-    grads = D.graduations(tables, conditions)
+    grads = lab_data.graduations(tables, conditions)
     grads = grads.merge(conditions[["agent", "dale"]], on="agent", how="left")
-    colours = SF.agent_colours(D.agent_names(tables))
-    image("compare", root, (tables.records, by), lambda: DF.graduation_comparison(grads, by, colours),
+    colours = figures.agent_colours(lab_data.agent_names(tables))
+    image("compare", root, (tables.records, by), lambda: dashboard_figures.graduation_comparison(grads, by, colours),
           caption="Trials (session_trials) to each graduation; agents sharing a group are seeds of one condition")
     st.markdown("**Spread over seeds** (session_trials)")
-    st.dataframe(D.graduation_summary(grads, by), hide_index=True)
+    st.dataframe(lab_data.graduation_summary(grads, by), hide_index=True)
     st.markdown("**Per agent** (session_trials)")
     if len(grads):
         st.dataframe(grads.pivot_table(index=["agent", by], columns="milestone", values="trial", sort=False)
                      .reset_index(), hide_index=True)
 
 
-def view_psychometrics(root: str, tables: D.LabTables, agent: str) -> None:
-    axes = D.psychometric_axes(tables, agent)
-    fits = D.psychometric_table(tables, agent)
+def view_psychometrics(root: str, tables: lab_data.LabTables, agent: str) -> None:
+    axes = lab_data.psychometric_axes(tables, agent)
+    fits = lab_data.psychometric_table(tables, agent)
     if axes is None or not len(fits):
         st.info(f"No psychometric data for {agent} (its task declares no evidence knob, or no trials yet).")
         return
@@ -192,30 +192,30 @@ def view_psychometrics(root: str, tables: D.LabTables, agent: str) -> None:
                + (f", one curve per {axes.by}" if axes.by else "") + "; fitted by maximum likelihood with lapse "
                "rates over a stated span: the trials before each graduation, or a stage's last trials (its "
                f"criterion window), never a whole learning phase. No curve through fewer than "
-               f"{RO.MIN_EVIDENCE_LEVELS} evidence levels; no-response trials are left out of the fit.")
-    trials = RO.agent_trials(tables, agent)
-    spans = RO.agent_spans(tables, agent)
-    sides = D.evidence_sides(tables, agent)
-    colour = SF.agent_colours(D.agent_names(tables))[agent]
+               f"{readout.MIN_EVIDENCE_LEVELS} evidence levels; no-response trials are left out of the fit.")
+    trials = readout.agent_trials(tables, agent)
+    spans = readout.agent_spans(tables, agent)
+    sides = lab_data.evidence_sides(tables, agent)
+    colour = figures.agent_colours(lab_data.agent_names(tables))[agent]
     cols = st.columns(min(3 if len(axes.evidence) == 1 else 1, len(spans)))
     for i, span in enumerate(spans):
-        rows = RO.span_trials(trials, span)
+        rows = readout.span_trials(trials, span)
         with cols[i % len(cols)]:
             image(f"psy{i}", root, (agent, tables.records, span.label), lambda rows=rows, span=span:
-                  SF.psychometric_curve(rows, axes.evidence, title=span.label, sides=sides, by=axes.by,
+                  figures.psychometric_curve(rows, axes.evidence, title=span.label, sides=sides, by=axes.by,
                                         labels=axes.labels, color=colour))
     st.dataframe(fits, hide_index=True)
 
 
-def view_connectivity(root: str, tables: D.LabTables, agent: str, lab: D.LabPaths) -> None:
-    files = D.weight_files(lab.root, D.agent_names(tables), tables)
+def view_connectivity(root: str, tables: lab_data.LabTables, agent: str, lab: lab_data.LabPaths) -> None:
+    files = lab_data.weight_files(lab.root, lab_data.agent_names(tables), tables)
     files = files[files["agent"] == agent].reset_index(drop=True)
     if not len(files):
         st.info(f"No weight files for {agent} in {lab.weights} yet (agents save them at each stage change "
                 "and at the end).")
         return
     snaps = [cached_connectivity(str(p), m) for p, m in zip(files["path"], files["mtime"])]
-    colour = SF.agent_colours(D.agent_names(tables))[agent]
+    colour = figures.agent_colours(lab_data.agent_names(tables))[agent]
     tags = files["tag"].tolist()
     tag = st.select_slider("Snapshot", tags, value=tags[-1], key=f"snapshot-{agent}") if len(tags) > 1 \
         else tags[0]
@@ -226,29 +226,29 @@ def view_connectivity(root: str, tables: D.LabTables, agent: str, lab: D.LabPath
     suffix = f", trial {int(trial)}" if trial == trial else ""
     left, right = st.columns([1.2, 1])
     with left:
-        image("wrec", root, version, lambda: SF.w_rec_heatmap(c.W_rec, c.dale_sign, c.region_labels,
+        image("wrec", root, version, lambda: figures.w_rec_heatmap(c.W_rec, c.dale_sign, c.region_labels,
                                                               title=f"W_rec, {tag}{suffix}"),
               caption="Effective W_rec [post, pre]: units by region, E before I")
     with right:
-        image("eig", root, version, lambda: SF.eigenspectrum(c.W_rec, color=colour),
+        image("eig", root, version, lambda: figures.eigenspectrum(c.W_rec, color=colour),
               caption=f"Eigenvalues (spectral radius {c.spectral_radius:.3f})")
-    changes = D.connectivity_changes(snaps, tags, files["trial"].tolist())
+    changes = lab_data.connectivity_changes(snaps, tags, files["trial"].tolist())
     image("across", root, tuple(zip(files["path"].astype(str), files["mtime"])),
-          lambda: DF.connectivity_across(snaps, tags, files["trial"].tolist()))
+          lambda: dashboard_figures.connectivity_across(snaps, tags, files["trial"].tolist()))
     st.dataframe(changes, hide_index=True)
 
 
-def view_mlflow(tables: D.LabTables, tracking_uri: str) -> None:
-    uri = tracking_uri or D.tracking_uri_of(tables)
+def view_mlflow(tables: lab_data.LabTables, tracking_uri: str) -> None:
+    uri = tracking_uri or lab_data.tracking_uri_of(tables)
     if not uri:
         st.info("The journal names no MLflow run (tracking was off); give --tracking-uri to look elsewhere.")
         return
     try:
-        runs = cached_runs(uri, tuple(sorted(D.run_ids_of(tables).items())), D.parent_run_id_of(tables))
+        runs = cached_runs(uri, tuple(sorted(lab_data.run_ids_of(tables).items())), lab_data.parent_run_id_of(tables))
     except Exception as err:
         st.warning(f"MLflow store {uri} cannot be read: {type(err).__name__}: {str(err)[:300]}")
         return
-    st.caption(f"Store: {uri} (open it with `make ui`). Parent run: {D.parent_run_id_of(tables) or '—'}")
+    st.caption(f"Store: {uri} (open it with `make ui`). Parent run: {lab_data.parent_run_id_of(tables) or '—'}")
     if not len(runs):
         st.info("No agent runs in the store yet.")
         return
@@ -264,15 +264,15 @@ def body(lab_dir: str, tracking_uri: str) -> None:
     if not lab_dir:
         st.info("Give a lab directory in the sidebar (or start the app with `-- --lab LAB_DIR`).")
         return
-    lab = D.lab_paths(lab_dir)
+    lab = lab_data.lab_paths(lab_dir)
     root = str(lab.root)
     st.title(f"Lab {lab.root.name}")
     if not lab.journal.is_dir():
         st.info(f"No journal at {lab.journal} yet: waiting for the lab to start.")
         return
     tables = lab_reader(root).poll()
-    agents = D.agent_names(tables)
-    conditions = D.agent_conditions(tables)
+    agents = lab_data.agent_names(tables)
+    conditions = lab_data.agent_conditions(tables)
     c = st.columns(4)
     c[0].metric("Agents", len(agents))
     c[1].metric("Trials, all agents", int(tables.batches["n"].sum()) if len(tables.batches) else 0)

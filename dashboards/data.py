@@ -30,8 +30,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from shaping import figures as F
-from shaping import readout as RO
+from shaping import figures
+from shaping import readout
 from shaping.readout import (
     DEFAULT_WINDOW_TRIALS,
     MOVE_EVENTS,
@@ -145,7 +145,7 @@ def _snapshot_trial(tables: LabTables | None, agent: str, tag: str) -> float:
     if parsed is None:
         return np.nan
     index = parsed[0]
-    moves = RO.events_of(tables, agent, ["graduated", "regressed"])
+    moves = readout.events_of(tables, agent, ["graduated", "regressed"])
     names = stage_names(tables, agent)
     if not len(moves):
         return np.nan
@@ -196,13 +196,13 @@ def load_connectivity(path: str | os.PathLike) -> Connectivity:
     weights, meta = load_weights(path)
     if "W_rec" not in weights or np.ndim(weights["W_rec"]) != 2:
         raise ValueError(f"load_connectivity: {path} holds no (N_rec, N_rec) W_rec; keys: {sorted(weights)}")
-    sign = F.dale_sign_from_weights(weights)
-    eff = F.effective_weights(weights, sign)
+    sign = figures.dale_sign_from_weights(weights)
+    eff = figures.effective_weights(weights, sign)
     w = eff["W_rec"]
     labels = (meta or {}).get("region_labels")
     if labels is not None and len(labels) != len(w):
         labels = None
-    order, groups = F.unit_order(len(w), sign, labels)
+    order, groups = figures.unit_order(len(w), sign, labels)
     ev = np.linalg.eigvals(w) if w.size else np.empty(0, complex)
     return Connectivity(w, sign, labels, order, groups, ev, float(np.max(np.abs(ev))) if ev.size else 0.0,
                         weights, meta)
@@ -263,7 +263,7 @@ def server_info(lab_dir: str | os.PathLike, tables: LabTables | None = None) -> 
 
 
 _STATUS_COLUMNS = ["agent", "curriculum", "stage", "stage_index", "trials", "batches", "in_flight",
-                   RO.RECENT_ACCURACY, "trials_per_s", "connected", "age_s", "source"]
+                   readout.RECENT_ACCURACY, "trials_per_s", "connected", "age_s", "source"]
 
 
 def status_table(status: Mapping[str, Any] | None, tables: LabTables | None = None, now: float | None = None,
@@ -282,7 +282,7 @@ def status_table(status: Mapping[str, Any] | None, tables: LabTables | None = No
         rows = []
         for s in status.get("sessions", []):
             row = {c: s.get(c) for c in _STATUS_COLUMNS[:-2]}
-            row[RO.RECENT_ACCURACY] = s.get(RO.RECENT_ACCURACY, s.get("accuracy"))  # the server's window
+            row[readout.RECENT_ACCURACY] = s.get(readout.RECENT_ACCURACY, s.get("accuracy"))  # the server's window
             row["age_s"] = now - float(status["time"]) if status.get("time") is not None else np.nan
             row["source"] = "server"
             rows.append(row)
@@ -307,7 +307,7 @@ def status_table(status: Mapping[str, Any] | None, tables: LabTables | None = No
                      "stage": b["stage"].iloc[-1] if len(b) else None,
                      "stage_index": int(b["stage_index"].iloc[-1]) if len(b) else None,
                      "trials": int(b["trials"].iloc[-1]) if len(b) else 0, "batches": len(b), "in_flight": None,
-                     RO.RECENT_ACCURACY: RO.recent_accuracy(tables, agent),
+                     readout.RECENT_ACCURACY: readout.recent_accuracy(tables, agent),
                      "trials_per_s": rate, "connected": connected, "age_s": now - last_t, "source": "journal"})
     return pd.DataFrame(rows, columns=_STATUS_COLUMNS)
 

@@ -17,8 +17,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from shaping import figures as SF
-from shaping import readout as RO
+from shaping import figures
+from shaping import readout
 
 __all__ = ["agent_curves", "graduation_comparison", "connectivity_across", "lab_accuracy", "message_figure"]
 
@@ -52,7 +52,7 @@ def agent_curves(progress: pd.DataFrame, reversals: pd.DataFrame | None = None,
     """
     if not len(progress):
         return message_figure("no scored batches yet")
-    names = RO.knob_names(progress)
+    names = readout.knob_names(progress)
     bands = {k: (progress[f"knob_min.{k}"].to_numpy(dtype=float), progress[f"knob_max.{k}"].to_numpy(dtype=float))
              for k in names}
     numeric = [k for k in names if np.isfinite(bands[k][0]).any()]
@@ -62,15 +62,15 @@ def agent_curves(progress: pd.DataFrame, reversals: pd.DataFrame | None = None,
     else:
         chosen = [k for k in knobs if k in numeric]
     stage = progress["policy_stage_index"] if "policy_stage_index" in progress else progress["stage_index"]
-    fig = SF.curriculum_curves(progress["trials"].to_numpy(), progress[RO.RECENT_ACCURACY].to_numpy(dtype=float),
+    fig = figures.curriculum_curves(progress["trials"].to_numpy(), progress[readout.RECENT_ACCURACY].to_numpy(dtype=float),
                                {k: bands[k] for k in chosen}, stage.to_numpy(),
-                               policy_accuracy=progress[RO.CRITERION_ACCURACY].to_numpy(dtype=float),
+                               policy_accuracy=progress[readout.CRITERION_ACCURACY].to_numpy(dtype=float),
                                window_trials=window_trials, color=color)
     if reversals is not None and len(reversals) and "knob" in reversals.columns:
         for ax, name in zip(fig.axes[1:], chosen):
             r = reversals[reversals["knob"] == name]
             if len(r):
-                marker, shade = SF.EVENT_MARKERS["reversal"]
+                marker, shade = figures.EVENT_MARKERS["reversal"]
                 ax.scatter(r["trial"], r["level"], marker=marker, s=22, facecolors="none", edgecolors=shade,
                            zorder=3, label="reversal")
                 ax.legend(loc="upper right", fontsize="small")
@@ -89,7 +89,7 @@ def graduation_comparison(grads: pd.DataFrame, by: str = "condition",
     """
     if not len(grads):
         return message_figure("no graduations yet")
-    colours = dict(colours or SF.agent_colours(grads["agent"].astype(str)))
+    colours = dict(colours or figures.agent_colours(grads["agent"].astype(str)))
     milestones = grads.sort_values("order", kind="stable")["milestone"].drop_duplicates().tolist()
     groups = sorted(grads[by].astype(str).unique())
     fig = _figure(max(5.0, 1.4 * len(milestones) * max(1, len(groups)) / 2 + 2.5), 3.8)
@@ -171,14 +171,14 @@ def lab_accuracy(progress: Mapping[str, pd.DataFrame], colours: Mapping[str, str
         colours: agent -> colour (default: :func:`shaping.figures.agent_colours` in ``progress``'s order).
         window_trials: the server's recent-accuracy window (for the label).
     """
-    colours = dict(colours or SF.agent_colours(list(progress)))
+    colours = dict(colours or figures.agent_colours(list(progress)))
     progress = {a: p for a, p in progress.items() if len(p)}
     if not progress:
         return message_figure("no scored batches yet")
     fig = _figure(7.0, 3.2)
     ax = fig.add_subplot()
     for agent, p in progress.items():
-        acc = p[RO.RECENT_ACCURACY].to_numpy(dtype=float)
+        acc = p[readout.RECENT_ACCURACY].to_numpy(dtype=float)
         ax.plot(p["trials"], acc, color=colours.get(agent, "0.5"), lw=1.2, label=agent)
         s = (p["policy_stage_index"] if "policy_stage_index" in p else p["stage_index"]).to_numpy()
         moved = np.flatnonzero(np.diff(s) != 0)  # the batch whose end the stage changed at
@@ -186,7 +186,7 @@ def lab_accuracy(progress: Mapping[str, pd.DataFrame], colours: Mapping[str, str
     ax.axhline(0.5, color="0.6", ls="--", lw=0.8)
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("trials (session_trials)")
-    ax.set_ylabel(RO.accuracy_label(RO.RECENT_ACCURACY, window_trials))
+    ax.set_ylabel(readout.accuracy_label(readout.RECENT_ACCURACY, window_trials))
     ax.legend(fontsize="small", loc="lower right", ncol=2)
     ax.set_title("every agent (dots: stage changes)", fontsize="medium")
     return fig

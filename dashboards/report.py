@@ -26,10 +26,10 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from dashboards import data as D
-from dashboards import figures as DF
-from shaping import figures as SF
-from shaping import readout as RO
+from dashboards import data as lab_data
+from dashboards import figures as dashboard_figures
+from shaping import figures
+from shaping import readout
 
 __all__ = ["Report", "build_report", "render_html", "write_report", "log_report"]
 
@@ -84,10 +84,10 @@ class Report:
 
 def _figure(name: str, make: Callable, caption: str = "", dpi: int = 100) -> _Item:
     try:
-        png = SF.to_png(make(), dpi=dpi)
+        png = figures.to_png(make(), dpi=dpi)
     except Exception as err:
         log.warning("report: figure %s failed (%s: %s)", name, type(err).__name__, err)
-        png = SF.to_png(DF.message_figure(f"{name}: {type(err).__name__}: {err}"), dpi=dpi)
+        png = figures.to_png(dashboard_figures.message_figure(f"{name}: {type(err).__name__}: {err}"), dpi=dpi)
     return _Item("figure", name, caption, png=png)
 
 
@@ -103,111 +103,111 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
         tracking_uri: MLflow store for the runs table (default: the one the journal names; an unreachable
             store leaves the table out with a note).
     """
-    lab = D.lab_paths(lab_dir)
-    tables = D.read_lab(lab.root)
+    lab = lab_data.lab_paths(lab_dir)
+    tables = lab_data.read_lab(lab.root)
     report = Report(f"skinnerbox lab report: {lab.root.name}", lab.root, time.time())
-    agents = D.agent_names(tables)
-    colours = SF.agent_colours(agents)
+    agents = lab_data.agent_names(tables)
+    colours = figures.agent_colours(agents)
     window = tables.window_trials
-    recent = RO.accuracy_label(RO.RECENT_ACCURACY, window)
-    weights = D.weight_files(lab.root, agents, tables)
-    conditions = D.agent_conditions(tables, weights=weights)
-    summary = D.agent_summary(tables, conditions)
+    recent = readout.accuracy_label(readout.RECENT_ACCURACY, window)
+    weights = lab_data.weight_files(lab.root, agents, tables)
+    conditions = lab_data.agent_conditions(tables, weights=weights)
+    summary = lab_data.agent_summary(tables, conditions)
 
     overview: list[_Item] = []
     if tables.empty:
         overview.append(_Item("text", "empty", "The journal holds no scored batch yet."))
-    overview.append(_table("agents", RO.labelled(summary.drop(columns=["last_time"]), window),
+    overview.append(_table("agents", readout.labelled(summary.drop(columns=["last_time"]), window),
                            "One row per agent (trials: session_trials)."))
-    line = RO.verdict(RO.summary_rows(tables))
+    line = readout.verdict(readout.summary_rows(tables))
     if line:
         overview.append(_Item("text", "verdict", line))
-    progress = {a: D.agent_progress(tables, a) for a in agents}
-    overview.append(_figure("lab-accuracy", lambda: DF.lab_accuracy(progress, colours, window),
+    progress = {a: lab_data.agent_progress(tables, a) for a in agents}
+    overview.append(_figure("lab-accuracy", lambda: dashboard_figures.lab_accuracy(progress, colours, window),
                             f"{recent[0].upper()}{recent[1:]} of every agent against its trials (session_trials); "
                             "dots mark stage changes."))
-    status = D.status_table(D.read_status(lab.root), tables)
+    status = lab_data.status_table(lab_data.read_status(lab.root), tables)
     if len(status):
-        overview.append(_table("status", RO.labelled(status, window),
+        overview.append(_table("status", readout.labelled(status, window),
                                "Server status (status.json, else derived from the journal)."))
     report.sections.append(("Overview", overview))
 
-    grads = D.graduations(tables, conditions)
+    grads = lab_data.graduations(tables, conditions)
     report.sections.append(("Comparison across conditions", [
-        _figure("compare", lambda: DF.graduation_comparison(grads, "condition", colours),
+        _figure("compare", lambda: dashboard_figures.graduation_comparison(grads, "condition", colours),
                 "Trials (session_trials) to each graduation per condition (curriculum · Dale/free); points are "
                 "agents (seeds) in their colours, bars mean ± SD."),
-        _table("graduation-summary", D.graduation_summary(grads, "condition"), "Spread over seeds (session_trials)."),
-        _table("graduations", RO.for_display(grads.drop(columns=["order"])),
+        _table("graduation-summary", lab_data.graduation_summary(grads, "condition"), "Spread over seeds (session_trials)."),
+        _table("graduations", readout.for_display(grads.drop(columns=["order"])),
                "Trials to each milestone, per agent (session_trials)."),
     ]))
 
     for agent in agents:
         items: list[_Item] = []
         p = progress[agent]
-        moves = D.stage_changes(tables, agent)
-        revs = D.reversals(tables, agent)
+        moves = lab_data.stage_changes(tables, agent)
+        revs = lab_data.reversals(tables, agent)
         colour = colours[agent]
         if len(p):
             marks = pd.concat([moves[["event", "trial"]], revs.assign(event="reversal")[["event", "trial"]]],
                               ignore_index=True)
-            names = D.stage_names(tables, agent)
+            names = lab_data.stage_names(tables, agent)
             items.append(_figure(f"{agent}-timeline", lambda p=p, marks=marks, names=names, c=colour:
-                                 SF.stage_timeline(p["trials"].to_numpy(), p["policy_stage_index"].to_numpy(), marks,
+                                 figures.stage_timeline(p["trials"].to_numpy(), p["policy_stage_index"].to_numpy(), marks,
                                                    names, color=c),
                                  "The policy's stage against trials (session_trials); graduations, regressions, "
                                  "completion and staircase reversals marked where they happened."))
-            items.append(_figure(f"{agent}-curves", lambda p=p, revs=revs, c=colour: DF.agent_curves(
+            items.append(_figure(f"{agent}-curves", lambda p=p, revs=revs, c=colour: dashboard_figures.agent_curves(
                 p, revs, window_trials=window, color=c),
-                f"{recent[0].upper()}{recent[1:]} and {RO.accuracy_label(RO.CRITERION_ACCURACY)}; knobs as drawn (a "
+                f"{recent[0].upper()}{recent[1:]} and {readout.accuracy_label(readout.CRITERION_ACCURACY)}; knobs as drawn (a "
                 "band: the range or set trials were drawn from; reversals circled)."))
         if len(moves):
-            items.append(_table(f"{agent}-stage-changes", RO.for_display(moves.drop(columns=["stage", "stage_index"])),
+            items.append(_table(f"{agent}-stage-changes", readout.for_display(moves.drop(columns=["stage", "stage_index"])),
                                 "Curriculum moves (session_trials: the agent's count; policy_trials: the policy's, "
                                 "without stale trials)."))
-        axes = D.psychometric_axes(tables, agent)
-        fits = D.psychometric_table(tables, agent)
-        trials = RO.agent_trials(tables, agent)
-        sides = D.evidence_sides(tables, agent)
+        axes = lab_data.psychometric_axes(tables, agent)
+        fits = lab_data.psychometric_table(tables, agent)
+        trials = readout.agent_trials(tables, agent)
+        sides = lab_data.evidence_sides(tables, agent)
         if len(fits):
-            for i, span in enumerate(RO.agent_spans(tables, agent)):
-                rows = RO.span_trials(trials, span)
-                items.append(_figure(f"{agent}-psychometric-{i}", lambda rows=rows, span=span: SF.psychometric_curve(
+            for i, span in enumerate(readout.agent_spans(tables, agent)):
+                rows = readout.span_trials(trials, span)
+                items.append(_figure(f"{agent}-psychometric-{i}", lambda rows=rows, span=span: figures.psychometric_curve(
                     rows, axes.evidence, title=span.label, sides=sides, by=axes.by, labels=axes.labels,
                     color=colour),
                     f"Psychometric curves over {span.label}" + (f", one per {axes.by}." if axes.by else "."), dpi=80))
             items.append(_table(f"{agent}-psychometric-fits", fits,
                                 f"Psychometric fits against {', '.join(axes.evidence)}, one row per stated span "
-                                f"(no curve through fewer than {RO.MIN_EVIDENCE_LEVELS} evidence levels)."))
+                                f"(no curve through fewer than {readout.MIN_EVIDENCE_LEVELS} evidence levels)."))
         files = weights[weights["agent"] == agent].reset_index(drop=True)
         if len(files):
             snaps, tags = [], []
             for path, tag in zip(files["path"], files["tag"]):
                 try:
-                    snaps.append(D.load_connectivity(path))
+                    snaps.append(lab_data.load_connectivity(path))
                     tags.append(tag)
                 except (OSError, ValueError) as err:
                     log.warning("report: cannot read %s (%s)", path, err)
             trials_at = files.set_index("tag")["trial"].reindex(tags).tolist()
             for c, tag, n in zip(snaps, tags, trials_at):
                 title = f"W_rec, {tag}" + (f", trial {int(n)}" if n == n else "")
-                items.append(_figure(f"{agent}-wrec-{tag}", lambda c=c, title=title: SF.w_rec_heatmap(
+                items.append(_figure(f"{agent}-wrec-{tag}", lambda c=c, title=title: figures.w_rec_heatmap(
                     c.W_rec, c.dale_sign, c.region_labels, title=title), "Effective W_rec [post, pre], units by "
                     "region, E before I.", dpi=70))
             if snaps:
-                items.append(_figure(f"{agent}-eigenspectrum", lambda c=snaps[-1], col=colour: SF.eigenspectrum(
+                items.append(_figure(f"{agent}-eigenspectrum", lambda c=snaps[-1], col=colour: figures.eigenspectrum(
                     c.W_rec, color=col),
                                      f"Eigenvalues of the latest W_rec ({tags[-1]}).", dpi=80))
                 items.append(_figure(f"{agent}-connectivity-across", lambda s=snaps, t=tags, n=trials_at:
-                                     DF.connectivity_across(s, t, n), "W_rec across snapshots.", dpi=80))
-                items.append(_table(f"{agent}-connectivity-changes", D.connectivity_changes(snaps, tags, trials_at),
+                                     dashboard_figures.connectivity_across(s, t, n), "W_rec across snapshots.", dpi=80))
+                items.append(_table(f"{agent}-connectivity-changes", lab_data.connectivity_changes(snaps, tags, trials_at),
                                     "Connectivity per snapshot; rel_change = ||W - W_prev||_F / ||W_prev||_F."))
         report.sections.append((f"Agent {agent}", items))
 
-    uri = tracking_uri or D.tracking_uri_of(tables)
+    uri = tracking_uri or lab_data.tracking_uri_of(tables)
     runs_items: list[_Item] = []
     try:
-        runs = D.load_runs(uri, D.run_ids_of(tables) or None, D.parent_run_id_of(tables)) if uri else None
+        runs = lab_data.load_runs(uri, lab_data.run_ids_of(tables) or None, lab_data.parent_run_id_of(tables)) if uri else None
     except Exception as err:
         runs = None
         runs_items.append(_Item("text", "mlflow-error", f"MLflow store {uri} could not be read: "
@@ -281,8 +281,8 @@ def write_report(lab_dir: str | os.PathLike, out_html: str | os.PathLike | None 
     tmp.write_text(render_html(report), encoding="utf-8")
     os.replace(tmp, out)
     if log_to_mlflow:
-        tables = D.read_lab(lab_dir)
-        uri, parent = tracking_uri or D.tracking_uri_of(tables), D.parent_run_id_of(tables)
+        tables = lab_data.read_lab(lab_dir)
+        uri, parent = tracking_uri or lab_data.tracking_uri_of(tables), lab_data.parent_run_id_of(tables)
         if not uri or not parent:
             log.warning("report: the journal names no parent MLflow run; %s was not logged", out)
         else:

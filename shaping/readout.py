@@ -37,7 +37,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import journal as J
+from . import journal
+from .procs import ENDPOINT_FILE, STATUS_FILE
 from .scoring import (
     MIN_EVIDENCE_LEVELS,
     PsychometricAxes,
@@ -128,16 +129,13 @@ class LabPaths:
     endpoint: Path
 
 
-STATUS_FILE = "status.json"
-
-
 def lab_paths(lab_dir: str | os.PathLike) -> LabPaths:
     """The paths of a lab directory (``LAB/journal``), or of a bare journal directory given as ``lab_dir``."""
     root = Path(lab_dir).expanduser().resolve()
-    journal = root / "journal"
-    if not journal.is_dir() and any(root.glob(J.SEGMENT_GLOB)):
-        journal, root = root, root.parent
-    return LabPaths(root, journal, root / "weights", journal / STATUS_FILE, journal / "server.json")
+    journal_dir = root / "journal"
+    if not journal_dir.is_dir() and any(root.glob(journal.SEGMENT_GLOB)):
+        journal_dir, root = root, root.parent
+    return LabPaths(root, journal_dir, root / "weights", journal_dir / STATUS_FILE, journal_dir / ENDPOINT_FILE)
 
 
 # ---------------------------------------------------------------------------------------------- the window
@@ -311,7 +309,7 @@ class LabReader:
 
     def __init__(self, lab_dir: str | os.PathLike):
         self.paths = lab_paths(lab_dir)
-        self._reader: J.JournalReader | None = None
+        self._reader: journal.JournalReader | None = None
         self._lock = threading.Lock()
         self._batch_recs: list[dict] = []
         self._batch_rows: list[dict] = []
@@ -338,27 +336,27 @@ class LabReader:
         if self._reader is None:
             if not self.paths.journal.is_dir():
                 return 0
-            self._reader = J.JournalReader(self.paths.journal)
+            self._reader = journal.JournalReader(self.paths.journal)
         try:
             records = self._reader.poll()
         except FileNotFoundError:  # the journal directory was removed under us
             return 0
         for kind, rec in records:
-            if kind in (J.BATCH, J.OVERRIDE):
-                if kind == J.BATCH:
+            if kind in (journal.BATCH, journal.OVERRIDE):
+                if kind == journal.BATCH:
                     self._batch_recs.append(rec)
                     self._batch_rows.append(self._window_row(rec))
-                self._event_rows.extend(J.event_rows(kind, rec, self._trials))
-            elif kind == J.HELLO:
+                self._event_rows.extend(journal.event_rows(kind, rec, self._trials))
+            elif kind == journal.HELLO:
                 self._sessions.append({c: rec.get(c) for c in SESSION_COLUMNS})
-            elif kind == J.END:
+            elif kind == journal.END:
                 self._ends.append({c: rec.get(c) for c in END_COLUMNS})
-            elif kind == J.OPEN:
+            elif kind == journal.OPEN:
                 self._opened, self._closed = rec, None
                 self._window_trials = window_trials_of(rec)
                 for w in self._windows.values():  # a restarted server keeps what fits of each saved window
                     w.resize(self._window_trials)
-            elif kind == J.CLOSE:
+            elif kind == journal.CLOSE:
                 self._closed = rec
         self._records += len(records)
         return len(records)
@@ -372,7 +370,7 @@ class LabReader:
         return row
 
     def _tables(self) -> LabTables:
-        trials = J.trials_frame(self._batch_recs)
+        trials = journal.trials_frame(self._batch_recs)
         batches = pd.DataFrame(self._batch_rows)
         if len(batches):
             batches["trials"] = batches.groupby("agent", sort=False)["n"].cumsum()

@@ -54,7 +54,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
-__all__ = sorted(_EXPORTS)  # noqa: PLE0605  (built from _MODULES, so the two cannot drift)
+__all__ = sorted(_EXPORTS)  # built from _MODULES, so the two cannot drift
 
 
 def __getattr__(name: str) -> Any:

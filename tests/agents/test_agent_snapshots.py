@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from shaping import journal as J
+from shaping import journal
 from shaping import tracking
 from shaping.server import TaskServer, attach_tracking
 
@@ -41,7 +41,7 @@ def lab(tmp_path_factory):
         srv.stop()
         thread.join(30)
     assert summary["complete"]
-    events = J.load_events(root / "journal")
+    events = journal.load_events(root / "journal")
     return {"root": root, "uri": uri, "run_id": parent.child("a")["run_id"],
             "moves": events[events["event"].isin(["graduated", "regressed"])]}
 
@@ -62,16 +62,16 @@ def test_every_stage_change_has_its_own_weights_file_and_mlflow_folder(lab):
 
 
 def test_dashboards_and_report_read_old_and_new_snapshot_names(lab, tmp_path):
-    from dashboards import data as D
-    from dashboards import report as R
+    from dashboards import data as lab_data
+    from dashboards import report
 
     root = tmp_path / "lab"
     shutil.copytree(lab["root"] / "journal", root / "journal")
     shutil.copytree(lab["root"] / "weights", root / "weights")
     new = sorted((root / "weights").glob("a_stage0_easy_trial*.npz"), key=lambda p: p.stat().st_mtime)
     shutil.copy2(new[0], root / "weights" / "a_stage0_easy.npz")  # as an older agent named it
-    tables = D.read_lab(root)
-    files = D.weight_files(root, tables=tables).set_index("tag")
+    tables = lab_data.read_lab(root)
+    files = lab_data.weight_files(root, tables=tables).set_index("tag")
     moves = lab["moves"]
     for tag in files.index:
         parsed = tag.rsplit("_trial", 1)
@@ -80,7 +80,7 @@ def test_dashboards_and_report_read_old_and_new_snapshot_names(lab, tmp_path):
     left_easy = moves[moves["from_stage"] == "easy"]["session_trials"]
     assert files.loc["stage0_easy", "trial"] == left_easy.iloc[-1]  # an old name: the last time it left easy
     assert files.loc["final", "trial"] == tables.batches["trials"].iloc[-1]
-    report = R.build_report(root)
-    assert {f"a-wrec-{tag}" for tag in files.index} <= set(report.figures)
-    (changes,) = [it.table for _, items in report.sections for it in items if it.name == "a-connectivity-changes"]
+    built = report.build_report(root)
+    assert {f"a-wrec-{tag}" for tag in files.index} <= set(built.figures)
+    (changes,) = [it.table for _, items in built.sections for it in items if it.name == "a-connectivity-changes"]
     assert changes.set_index("tag")["trial"].to_dict() == files["trial"].to_dict()

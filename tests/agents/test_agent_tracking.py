@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 from PIL import Image
 
 from agents.tracking import AgentTracker, split_config
 from shaping import figures, tracking
-
-from mlflow import MlflowClient  # noqa: I001  (after shaping.tracking, which sets MLflow's environment)
 
 
 class Initializer:

@@ -4,13 +4,12 @@ import logging
 import time
 
 import numpy as np
+from mlflow import MlflowClient
 
 import agents.tracking as AT
 from agents.weights import snapshot_tag
 from shaping import figures, tracking
 from shaping.lab import AGENT_STOP_GRACE_S
-
-from mlflow import MlflowClient  # noqa: I001  (after shaping.tracking, which sets MLflow's environment)
 
 SNAPSHOTS = 8
 SLOW_S = 0.6  # per intermediate W_rec figure: the backlog is far longer than the wait at close

@@ -21,7 +21,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import numpy as np
 import pandas as pd
 
-from shaping import journal as J
+from shaping import journal
 from shaping import tracking
 from shaping.client import TaskClient
 from shaping.server import TaskServer
@@ -148,10 +148,10 @@ def save_weight_files(lab: Path, name: str, dale_ratio: float | None, seed: int,
 def build_lab(lab: Path, track: bool = True) -> dict:
     """Run the lab to completion (or ``MAX_BATCHES`` per agent); returns what the tests need to know."""
     lab.mkdir(parents=True, exist_ok=True)
-    journal = lab / "journal"
+    journal_dir = lab / "journal"
     uri = tracking.default_tracking_uri(lab)
     cfg = {"task": dict(TASK), "curricula": {"shaped": SHAPED, "unshaped": UNSHAPED}, "seed": 11,
-           "journal": str(journal), "bind": f"tcp://127.0.0.1:{free_port()}", "heartbeat_interval_s": 0.2,
+           "journal": str(journal_dir), "bind": f"tcp://127.0.0.1:{free_port()}", "heartbeat_interval_s": 0.2,
            "expiry_s": 5.0, "window_trials": 64, "fsync": "never"}
     server = TaskServer(cfg)
     parent = None
@@ -182,11 +182,11 @@ def build_lab(lab: Path, track: bool = True) -> dict:
     finally:
         server.stop()
         thread.join(20)
-    (journal / "status.json").write_text(json.dumps(status))
+    (journal_dir / "status.json").write_text(json.dumps(status))
     if track:
         tracker.flush(60)
         parent.end()
-    events = J.load_events(journal)
+    events = journal.load_events(journal_dir)
     files = {}
     for name, (curriculum, dale, seed, _) in AGENTS.items():
         # the agent names a snapshot after the stage it leaves: weights/<name>_stage<i>_<stage>.npz
@@ -204,16 +204,16 @@ class JournalWriter:
 
     def __init__(self, lab_dir: Path, agent: str = "a1", n: int = 16):
         self.path = lab_dir / "journal"
-        self.journal = J.Journal(self.path, fsync="never")
+        self.journal = journal.Journal(self.path, fsync="never")
         self.agent, self.n = agent, n
         self.task = PerceptualDiscrimination(T=300, N_batch=n, seed=0)
         self.rng = np.random.default_rng(0)
         self.batch = 0
         self.trials = 0
-        self.journal.write(J.OPEN, {"time": time.time(), "pid": os.getpid(), "seed": 0, "config": {}})
+        self.journal.write(journal.OPEN, {"time": time.time(), "pid": os.getpid(), "seed": 0, "config": {}})
 
     def hello(self) -> None:
-        self.journal.write(J.HELLO, {"time": time.time(), "agent": self.agent, "session": f"{self.agent}-s",
+        self.journal.write(journal.HELLO, {"time": time.time(), "agent": self.agent, "session": f"{self.agent}-s",
                                      "curriculum": "fixed", "spec": {"kind": "fixed", "window": 32},
                                      "task": {"name": "PerceptualDiscrimination"}, "seed": 0, "epoch": 1,
                                      "resumed": False, "info": {"model": {"dale_ratio": 0.8, "seed": 3}},

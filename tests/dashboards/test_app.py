@@ -8,7 +8,7 @@ from labsim import JournalWriter
 from streamlit.testing.v1 import AppTest
 
 from dashboards.launch import app_path
-from shaping import journal as J
+from shaping import journal
 
 TIMEOUT_S = 120
 
@@ -61,8 +61,8 @@ def test_every_view_renders(at):
 
 
 def test_lab_numbers_equal_the_journal(at, lab):
-    trials = J.load(lab["lab"] / "journal")
-    events = J.load_events(lab["lab"] / "journal")
+    trials = journal.load(lab["lab"] / "journal")
+    events = journal.load_events(lab["lab"] / "journal")
     top = metrics(at)
     assert top["Agents"] == str(trials["agent"].nunique())
     assert top["Trials, all agents"] == str(len(trials))
@@ -76,11 +76,11 @@ def test_lab_numbers_equal_the_journal(at, lab):
 
 def expected_agent_numbers(lab, agent: str) -> dict[str, str]:
     """What the Agent view must show, computed here from the journal without dashboards.data or readout."""
-    trials = J.load(lab["lab"] / "journal")
+    trials = journal.load(lab["lab"] / "journal")
     t = trials[trials["agent"] == agent]
-    events = J.load_events(lab["lab"] / "journal")
+    events = journal.load_events(lab["lab"] / "journal")
     e = events[events["agent"] == agent]
-    batches = J.load_batches(lab["lab"] / "journal")
+    batches = journal.load_batches(lab["lab"] / "journal")
     criterion = batches[batches["agent"] == agent]["policy_accuracy"].iloc[-1]
     stage = t["stage_index"].to_numpy()
     recent = (t["outcome"].to_numpy()[-64:] == "correct").mean()  # the server's window (labsim: 64), any stage
@@ -136,7 +136,7 @@ def test_compare_groups_and_spread(lab):
     at = run_app(lab["lab"])
     summary = tab(at, "Compare").dataframe[0].value
     row = summary[(summary["milestone"] == "complete") & (summary["condition"] == "shaped · Dale")].iloc[0]
-    events = J.load_events(lab["lab"] / "journal")
+    events = journal.load_events(lab["lab"] / "journal")
     done = events[(events["event"] == "complete") & events["agent"].str.startswith("shaped")]["session_trials"]
     done = done.to_numpy(float)  # trials to criterion: every trial the network trained on
     assert row["n"] == 2 and row["mean"] == pytest.approx(done.mean()) and row["sd"] == pytest.approx(done.std(ddof=1))
@@ -180,7 +180,7 @@ def test_the_page_follows_a_growing_lab(tmp_path):
         assert not at.exception
         assert metrics(at)["Trials, all agents"] == "40" and metrics(tab(at, "Agent"))["Trials"] == "40"
         with open(w.journal.segment, "ab") as f:  # a record being written: the page ignores it
-            f.write(J.RECORD_MAGIC + b"\x03\xff\xff")
+            f.write(journal.RECORD_MAGIC + b"\x03\xff\xff")
         at.run()
         assert not at.exception and metrics(at)["Trials, all agents"] == "40"
     finally:

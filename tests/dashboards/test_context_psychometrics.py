@@ -9,8 +9,8 @@ import pytest
 from labsim import free_port
 from server_thread import ServerThread
 
-from dashboards import data as D
-from shaping import figures as SF
+from dashboards import data as lab_data
+from shaping import figures
 from shaping import tracking
 from shaping.client import TaskClient
 from shaping.scoring import psychometric_axes
@@ -52,7 +52,7 @@ def cdm_lab(tmp_path_factory) -> dict:
         client.bye("done")
     tracker.close()
     parent.end()
-    return {"tables": D.read_lab(lab), "uri": tracking.default_tracking_uri(lab), "run_id": run_id}
+    return {"tables": lab_data.read_lab(lab), "uri": tracking.default_tracking_uri(lab), "run_id": run_id}
 
 
 def test_axes_come_from_the_task_and_its_spec():
@@ -68,7 +68,7 @@ def test_axes_come_from_the_task_and_its_spec():
 
 
 def test_table_splits_each_evidence_by_context(cdm_lab):
-    table = D.psychometric_table(cdm_lab["tables"], "observer", n_trials=N_BATCHES * 64)
+    table = lab_data.psychometric_table(cdm_lab["tables"], "observer", n_trials=N_BATCHES * 64)
     assert len(table) == 4 and set(table["curve"]) == {"motion context", "colour context"}
     slope = table.set_index(["evidence", "curve"])["slope"]
     # the cued evidence decides the choice; the other one does not (Mante et al. 2013, Fig. 2)
@@ -76,21 +76,21 @@ def test_table_splits_each_evidence_by_context(cdm_lab):
     assert slope["coherence_color", "colour context"] > 5 * abs(slope["coherence_color", "motion context"])
     assert table["n"].sum() == 2 * N_BATCHES * 64  # a span as long as the run: every trial, once per evidence
     # by default a stage's span is its criterion window (the fixed policy's: 200 trials), stated in each row
-    default = D.psychometric_table(cdm_lab["tables"], "observer")
+    default = lab_data.psychometric_table(cdm_lab["tables"], "observer")
     assert (default.groupby("evidence")["n"].sum() == 200).all()
     assert (default["span"] == f"final: its last 200 trials (trials {N_BATCHES * 64 - 199:,}-{N_BATCHES * 64:,})").all()
 
 
 def test_figure_has_a_panel_per_evidence_and_a_curve_per_context(cdm_lab):
     tables = cdm_lab["tables"]
-    axes = D.psychometric_axes(tables, "observer")
-    fig = SF.psychometric_curve(tables.trials, axes.evidence, title="stage final", sides=axes.sides, by=axes.by,
+    axes = lab_data.psychometric_axes(tables, "observer")
+    fig = figures.psychometric_curve(tables.trials, axes.evidence, title="stage final", sides=axes.sides, by=axes.by,
                                 labels=axes.labels)
     assert len(fig.axes) == 2
     for ax in fig.axes:
         fits = [line.get_label() for line in ax.lines if not line.get_label().startswith("_")]
         assert [f.split(":")[0] for f in fits] == ["motion context", "colour context"]
-    assert SF.to_png(fig)[:4] == b"\x89PNG"
+    assert figures.to_png(fig)[:4] == b"\x89PNG"
 
 
 def test_mlflow_gets_the_split_figure(cdm_lab):

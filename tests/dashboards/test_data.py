@@ -10,28 +10,28 @@ import pandas as pd
 import pytest
 from labsim import JournalWriter
 
-from dashboards import data as D
-from shaping import journal as J
+from dashboards import data as lab_data
+from shaping import journal
 
 
 @pytest.fixture(scope="module")
 def tables(lab):
-    return D.read_lab(lab["lab"])
+    return lab_data.read_lab(lab["lab"])
 
 
 @pytest.fixture(scope="module")
 def trials(lab):
-    return J.load(lab["lab"] / "journal")
+    return journal.load(lab["lab"] / "journal")
 
 
 @pytest.fixture(scope="module")
 def events(lab):
-    return J.load_events(lab["lab"] / "journal")
+    return journal.load_events(lab["lab"] / "journal")
 
 
 def test_the_lab_run_has_what_the_views_need(lab, tables, events):
     """The fixture itself: several agents, graduations, a regression, reversals, completions."""
-    assert D.agent_names(tables) == lab["agents"]
+    assert lab_data.agent_names(tables) == lab["agents"]
     kinds = events["event"].value_counts()
     assert kinds["graduated"] >= 3 and kinds["regressed"] >= 1 and kinds["reversal"] >= 4
     assert kinds["complete"] == len(lab["agents"])
@@ -40,25 +40,25 @@ def test_the_lab_run_has_what_the_views_need(lab, tables, events):
 
 def test_tables_equal_the_journal_loaders(lab, tables, trials):
     pd.testing.assert_frame_equal(tables.trials, trials)
-    batches = J.load_batches(lab["lab"] / "journal")
+    batches = journal.load_batches(lab["lab"] / "journal")
     common = [c for c in batches.columns if c != "accuracy"]
     pd.testing.assert_frame_equal(tables.batches[common].reset_index(drop=True), batches[common])
     assert np.allclose(tables.batches["accuracy"], batches["accuracy"])
-    assert len(tables.events) == len(J.load_events(lab["lab"] / "journal"))
-    assert list(tables.sessions["agent"]) == list(J.load_sessions(lab["lab"] / "journal")["agent"])
+    assert len(tables.events) == len(journal.load_events(lab["lab"] / "journal"))
+    assert list(tables.sessions["agent"]) == list(journal.load_sessions(lab["lab"] / "journal")["agent"])
     assert tables.opened is not None and tables.closed is not None
 
 
 def test_lab_paths_accept_the_journal_directory(lab):
-    a, b = D.lab_paths(lab["lab"]), D.lab_paths(lab["lab"] / "journal")
+    a, b = lab_data.lab_paths(lab["lab"]), lab_data.lab_paths(lab["lab"] / "journal")
     assert a == b and a.weights == lab["lab"] / "weights"
 
 
 def test_progress_matches_an_independent_count(tables, trials):
     assert tables.window_trials == 64  # labsim's server runs with window_trials = 64 (its OPEN record says so)
-    for agent in D.agent_names(tables):
+    for agent in lab_data.agent_names(tables):
         t = trials[trials["agent"] == agent]
-        p = D.agent_progress(tables, agent)
+        p = lab_data.agent_progress(tables, agent)
         sizes = t.groupby("batch", sort=False).size().to_numpy()
         assert p["trials"].tolist() == np.cumsum(sizes).tolist()
         # recent accuracy after each batch, by hand: the last 64 trials up to its end, whatever their stage
@@ -69,9 +69,9 @@ def test_progress_matches_an_independent_count(tables, trials):
 
 
 def test_progress_carries_the_policys_own_accuracy(lab, tables):
-    batches = J.load_batches(lab["lab"] / "journal")
-    for agent in D.agent_names(tables):
-        got = D.agent_progress(tables, agent)["criterion_accuracy"].to_numpy(dtype=float)
+    batches = journal.load_batches(lab["lab"] / "journal")
+    for agent in lab_data.agent_names(tables):
+        got = lab_data.agent_progress(tables, agent)["criterion_accuracy"].to_numpy(dtype=float)
         want = batches[batches["agent"] == agent]["policy_accuracy"].to_numpy(dtype=float)
         np.testing.assert_allclose(got, want)  # NaN where the policy keeps none, in both
         assert np.isfinite(want).sum() > len(want) // 2
@@ -79,7 +79,7 @@ def test_progress_carries_the_policys_own_accuracy(lab, tables):
 
 
 def test_knobs_are_shown_as_drawn_never_as_a_mean(tables):
-    p = D.agent_progress(tables, "shaped-dale-s0")
+    p = lab_data.agent_progress(tables, "shaped-dale-s0")
     easy = p[p["stage"] == "easy"]
     assert (easy["knob.coherence"] == "0.7").all() and (easy["knob_min.coherence"] == 0.7).all()
     assert (easy["knob_max.coherence"] == 0.7).all()
@@ -92,9 +92,9 @@ def test_knobs_are_shown_as_drawn_never_as_a_mean(tables):
 
 
 def test_the_stage_line_steps_under_each_move_marker(tables):
-    for agent in D.agent_names(tables):
-        p = D.agent_progress(tables, agent)
-        moves = D.stage_changes(tables, agent)
+    for agent in lab_data.agent_names(tables):
+        p = lab_data.agent_progress(tables, agent)
+        moves = lab_data.stage_changes(tables, agent)
         stage = p["policy_stage_index"].to_numpy()
         steps = p["trials"].to_numpy()[:-1][np.diff(stage) != 0]  # where the timeline's step is drawn
         moved = moves[moves["event"].isin(["graduated", "regressed"])]
@@ -103,42 +103,42 @@ def test_the_stage_line_steps_under_each_move_marker(tables):
 
 
 def test_stage_changes_and_reversals_equal_the_events(tables, events):
-    for agent in D.agent_names(tables):
+    for agent in lab_data.agent_names(tables):
         e = events[events["agent"] == agent]
-        moves = D.stage_changes(tables, agent)
-        assert moves["trial"].tolist() == e[e["event"].isin(D.MOVE_EVENTS)]["session_trials"].tolist()
-        assert moves["policy_trial"].tolist() == e[e["event"].isin(D.MOVE_EVENTS)]["trial"].tolist()
-        r = D.reversals(tables, agent)
+        moves = lab_data.stage_changes(tables, agent)
+        assert moves["trial"].tolist() == e[e["event"].isin(lab_data.MOVE_EVENTS)]["session_trials"].tolist()
+        assert moves["policy_trial"].tolist() == e[e["event"].isin(lab_data.MOVE_EVENTS)]["trial"].tolist()
+        r = lab_data.reversals(tables, agent)
         assert r["level"].tolist() == e[e["event"] == "reversal"]["level"].tolist()
         assert r["reversals"].tolist() == list(range(1, len(r) + 1))
 
 
 def test_conditions_from_hello_info(tables):
-    c = D.agent_conditions(tables).set_index("agent")
+    c = lab_data.agent_conditions(tables).set_index("agent")
     assert c.loc["shaped-dale-s0", "condition"] == "shaped · Dale"
     assert c.loc["shaped-dale-s1", "seed"] == 1
     assert c.loc["unshaped-free-s0", "condition"] == "unshaped · free"
     # a model table without dale_ratio (a lab config that leaves it out) is the default: no Dale
     info = [{"model": {k: v for k, v in (i.get("model") or {}).items() if k != "dale_ratio"}}
             if a == "unshaped-free-s0" else i for a, i in zip(tables.sessions["agent"], tables.sessions["info"])]
-    left_out = D.agent_conditions(dataclasses.replace(tables, sessions=tables.sessions.assign(info=info)))
+    left_out = lab_data.agent_conditions(dataclasses.replace(tables, sessions=tables.sessions.assign(info=info)))
     assert left_out.set_index("agent").loc["unshaped-free-s0", "dale"] == "free"
     # ... but not when Dale can come from elsewhere (per-region ratios): then it is unknown, not "free"
     info = [{"model": {"N_rec": 24, "regions": [{"name": "A", "N": 24, "dale_ratio": 0.8}]}}
             if a == "shaped-dale-s0" else i for a, i in zip(tables.sessions["agent"], tables.sessions["info"])]
-    regions = D.agent_conditions(dataclasses.replace(tables, sessions=tables.sessions.assign(info=info)))
+    regions = lab_data.agent_conditions(dataclasses.replace(tables, sessions=tables.sessions.assign(info=info)))
     assert regions.set_index("agent").loc["shaped-dale-s0", "dale"] == "?"
 
 
 def test_graduations_are_first_times_and_the_spread_is_over_seeds(tables, events):
-    g = D.graduations(tables)
+    g = lab_data.graduations(tables)
     s1 = g[g["agent"] == "shaped-dale-s1"].set_index("milestone")["trial"]
     e = events[(events["agent"] == "shaped-dale-s1") & (events["event"] == "graduated")]
     assert s1["graduated easy"] == e[e["from_stage"] == "easy"]["session_trials"].iloc[0]  # before its regression
     assert (e["from_stage"] == "easy").sum() == 2
     assert s1["complete"] == events[(events["agent"] == "shaped-dale-s1") &
                                     (events["event"] == "complete")]["session_trials"].iloc[0]
-    summary = D.graduation_summary(g).set_index(["milestone", "condition"])
+    summary = lab_data.graduation_summary(g).set_index(["milestone", "condition"])
     both = g[(g["condition"] == "shaped · Dale") & (g["milestone"] == "complete")]["trial"].to_numpy(float)
     row = summary.loc[("complete", "shaped · Dale")]
     assert row["n"] == 2 and row["mean"] == pytest.approx(both.mean())
@@ -156,7 +156,7 @@ def test_psychometric_fit_recovers_a_known_logistic():
     p1 = 1 / (1 + np.exp(-(0.3 + 8.0 * signed)))
     choice = (rng.random(n) < p1).astype(int)
     choice[:50] = -1  # no responses are left out of the fit but counted
-    fit = D.psychometric_fit(pd.DataFrame({"coherence": coherence, "target": target, "choice": choice}),
+    fit = lab_data.psychometric_fit(pd.DataFrame({"coherence": coherence, "target": target, "choice": choice}),
                              "coherence")
     assert fit["n"] == n and fit["n_no_response"] == 50
     assert fit["slope"] == pytest.approx(8.0, rel=0.15)
@@ -164,11 +164,11 @@ def test_psychometric_fit_recovers_a_known_logistic():
 
 
 def test_psychometric_fits_are_over_stated_spans(tables, trials, events):
-    assert D.evidence_knob(tables, "shaped-dale-s0") == "coherence"
-    for agent in D.agent_names(tables):
+    assert lab_data.evidence_knob(tables, "shaped-dale-s0") == "coherence"
+    for agent in lab_data.agent_names(tables):
         t = trials[trials["agent"] == agent].reset_index(drop=True)
         e = events[(events["agent"] == agent) & events["event"].isin(["graduated", "complete"])]
-        table = D.psychometric_table(tables, agent)
+        table = lab_data.psychometric_table(tables, agent)
         ends = table.drop_duplicates("span")["span_stop"].tolist()
         count = np.arange(1, len(t) + 1)
         for ev in e.to_dict("records"):  # a span ends at each graduation and completion: its last trial there
@@ -177,7 +177,7 @@ def test_psychometric_fits_are_over_stated_spans(tables, trials, events):
             assert at[-1] + 1 in ends
         assert (table["n"] <= 128).all()  # the criterion window (labsim's curricula), never a pooled stage
         assert table["span"].str.contains("trials").all() and table["span"].nunique() == len(ends)
-    shaped = D.psychometric_table(tables, "shaped-dale-s0").set_index("stage")
+    shaped = lab_data.psychometric_table(tables, "shaped-dale-s0").set_index("stage")
     # "easy" runs one coherence (two signed levels): no curve, and the row says why
     assert shaped.loc["easy", "levels"] == 2 and np.isnan(shaped.loc["easy", "slope"])
     assert "no fit: 2 evidence levels" in shaped.loc["easy", "note"]
@@ -185,7 +185,7 @@ def test_psychometric_fits_are_over_stated_spans(tables, trials, events):
 
 
 def test_weight_files_are_ordered_and_dated(lab, tables, events):
-    files = D.weight_files(lab["lab"], tables=tables)
+    files = lab_data.weight_files(lab["lab"], tables=tables)
     for agent, paths in lab["weights"].items():
         f = files[files["agent"] == agent]
         assert [p.name for p in f["path"]] == [p.name for p in paths]
@@ -197,7 +197,7 @@ def test_weight_files_are_ordered_and_dated(lab, tables, events):
 
 
 def test_connectivity_follows_psychrnn_conventions(lab):
-    c = D.load_connectivity(lab["weights"]["shaped-dale-s0"][-1])
+    c = lab_data.load_connectivity(lab["weights"]["shaped-dale-s0"][-1])
     from agents.weights import load_weights
 
     raw, _ = load_weights(lab["weights"]["shaped-dale-s0"][-1])
@@ -211,13 +211,13 @@ def test_connectivity_follows_psychrnn_conventions(lab):
     for region in dict.fromkeys(labels):  # within each region, E before I
         s = ordered[labels == region]
         assert (np.diff(s) <= 0).all()
-    free = D.load_connectivity(lab["weights"]["unshaped-free-s0"][-1])
+    free = lab_data.load_connectivity(lab["weights"]["unshaped-free-s0"][-1])
     assert free.dale_sign is None and (free.W_rec < 0).any() and (free.W_rec > 0).any()
 
 
 def test_connectivity_changes_by_hand(lab):
-    snaps = [D.load_connectivity(p) for p in lab["weights"]["shaped-dale-s1"]]
-    ch = D.connectivity_changes(snaps, ["a", "b", "c"], [1, 2, 3])
+    snaps = [lab_data.load_connectivity(p) for p in lab["weights"]["shaped-dale-s1"]]
+    ch = lab_data.connectivity_changes(snaps, ["a", "b", "c"], [1, 2, 3])
     w0, w1 = snaps[0].W_rec, snaps[1].W_rec
     assert np.isnan(ch["rel_change"].iloc[0])
     assert ch["rel_change"].iloc[1] == pytest.approx(np.linalg.norm(w1 - w0) / np.linalg.norm(w0))
@@ -226,12 +226,12 @@ def test_connectivity_changes_by_hand(lab):
 
 
 def test_status_from_the_server_file_and_from_the_journal(lab, tables, tmp_path):
-    status = D.read_status(lab["lab"])
+    status = lab_data.read_status(lab["lab"])
     assert status == json.loads((lab["lab"] / "journal" / "status.json").read_text())
-    t = D.status_table(status, tables, now=status["time"] + 2.0)
+    t = lab_data.status_table(status, tables, now=status["time"] + 2.0)
     assert (t["source"] == "server").all() and t["age_s"].tolist() == [2.0] * len(t)
     assert t.set_index("agent")["trials"].to_dict() == {s["agent"]: s["trials"] for s in status["sessions"]}
-    derived = D.status_table(None, tables).set_index("agent")
+    derived = lab_data.status_table(None, tables).set_index("agent")
     counts = tables.trials.groupby("agent").size()
     assert derived["trials"].to_dict() == counts.to_dict()
     assert not derived["connected"].any()  # the server closed the journal
@@ -239,28 +239,28 @@ def test_status_from_the_server_file_and_from_the_journal(lab, tables, tmp_path)
     # a half-written or foreign status file is not a status
     (tmp_path / "journal").mkdir()
     (tmp_path / "journal" / "status.json").write_text('{"time": 1, "sess')
-    assert D.read_status(tmp_path) is None
-    assert D.server_info(lab["lab"], tables)["running"] is False
+    assert lab_data.read_status(tmp_path) is None
+    assert lab_data.server_info(lab["lab"], tables)["running"] is False
 
 
 def test_an_empty_or_missing_lab_gives_empty_tables(tmp_path):
-    t = D.read_lab(tmp_path / "nothing")
-    assert t.empty and D.agent_names(t) == [] and len(t.trials) == 0
-    assert D.agent_summary(t).empty and D.graduations(t).empty and D.graduation_summary(D.graduations(t)).empty
-    assert D.status_table(None, t).empty and D.weight_files(tmp_path, tables=t).empty
-    assert D.read_status(tmp_path) is None and D.evidence_knob(t) is None
+    t = lab_data.read_lab(tmp_path / "nothing")
+    assert t.empty and lab_data.agent_names(t) == [] and len(t.trials) == 0
+    assert lab_data.agent_summary(t).empty and lab_data.graduations(t).empty and lab_data.graduation_summary(lab_data.graduations(t)).empty
+    assert lab_data.status_table(None, t).empty and lab_data.weight_files(tmp_path, tables=t).empty
+    assert lab_data.read_status(tmp_path) is None and lab_data.evidence_knob(t) is None
 
 
 def test_a_journal_with_sessions_but_no_batches(tmp_path):
     w = JournalWriter(tmp_path)
     w.hello()
     try:
-        t = D.read_lab(tmp_path)
-        assert t.empty and D.agent_names(t) == ["a1"]
-        assert D.agent_progress(t, "a1").empty and D.psychometric_table(t, "a1").empty
-        s = D.status_table(None, t)
+        t = lab_data.read_lab(tmp_path)
+        assert t.empty and lab_data.agent_names(t) == ["a1"]
+        assert lab_data.agent_progress(t, "a1").empty and lab_data.psychometric_table(t, "a1").empty
+        s = lab_data.status_table(None, t)
         assert s["trials"].tolist() == [0] and s["connected"].tolist() == [True]
-        assert D.agent_summary(t)["trials"].tolist() == [0]
+        assert lab_data.agent_summary(t)["trials"].tolist() == [0]
     finally:
         w.close()
 
@@ -268,7 +268,7 @@ def test_a_journal_with_sessions_but_no_batches(tmp_path):
 def test_the_reader_follows_a_growing_journal_and_skips_a_torn_tail(tmp_path):
     w = JournalWriter(tmp_path, n=8)
     w.hello()
-    reader = D.LabReader(tmp_path)
+    reader = lab_data.LabReader(tmp_path)
     try:
         for _ in range(3):
             w.scored()
@@ -281,50 +281,50 @@ def test_the_reader_follows_a_growing_journal_and_skips_a_torn_tail(tmp_path):
         copy = tmp_path / "copy"
         shutil.copytree(tmp_path / "journal", copy / "journal", ignore=shutil.ignore_patterns("*.lock"))
         (copy / "journal" / seg.name).write_bytes(data[: good + (len(data) - good) // 2])
-        torn = D.LabReader(copy)
+        torn = lab_data.LabReader(copy)
         assert len(torn.poll().trials) == 24
         (copy / "journal" / seg.name).write_bytes(data)  # the write completes
         assert len(torn.poll().trials) == 32
         assert len(reader.poll().trials) == 32
-        p = D.agent_progress(reader.poll(), "a1")
+        p = lab_data.agent_progress(reader.poll(), "a1")
         assert p["trials"].tolist() == [8, 16, 24, 32]
     finally:
         w.close()
 
 
 def test_mlflow_runs_are_the_journaled_ones(lab, tables):
-    uri = D.tracking_uri_of(tables)
-    assert uri == lab["tracking_uri"] and D.parent_run_id_of(tables) == lab["parent_run_id"]
-    runs = D.load_runs(uri, D.run_ids_of(tables))
+    uri = lab_data.tracking_uri_of(tables)
+    assert uri == lab["tracking_uri"] and lab_data.parent_run_id_of(tables) == lab["parent_run_id"]
+    runs = lab_data.load_runs(uri, lab_data.run_ids_of(tables))
     assert runs["agent"].tolist() == lab["agents"]
     assert (runs["parent_run_id"] == lab["parent_run_id"]).all()
-    by_parent = D.load_runs(uri, parent_run_id=lab["parent_run_id"])
+    by_parent = lab_data.load_runs(uri, parent_run_id=lab["parent_run_id"])
     assert sorted(by_parent["run_id"]) == sorted(runs["run_id"])
     # MLflow's curriculum/accuracy_window is the recent accuracy: the server's window (64), across stages
-    for agent, rid in D.run_ids_of(tables).items():
-        hist = D.metric_history(uri, rid, "curriculum/accuracy_window")
-        p = D.agent_progress(tables, agent)
+    for agent, rid in lab_data.run_ids_of(tables).items():
+        hist = lab_data.metric_history(uri, rid, "curriculum/accuracy_window")
+        p = lab_data.agent_progress(tables, agent)
         assert hist["step"].tolist() == p["trials"].tolist()
         np.testing.assert_allclose(hist["value"], p["recent_accuracy"])
 
 
 def test_conditions_fall_back_on_mlflow_params_then_weight_files(lab, tables):
-    runs = D.load_runs(D.tracking_uri_of(tables), D.run_ids_of(tables))
+    runs = lab_data.load_runs(lab_data.tracking_uri_of(tables), lab_data.run_ids_of(tables))
     assert runs.set_index("agent")["param.constraint.dale_ratio"].to_dict() == {
         "shaped-dale-s0": "0.8", "shaped-dale-s1": "0.8", "unshaped-free-s0": "null"}
     bare = dataclasses.replace(tables, sessions=tables.sessions.assign(info=[{}] * len(tables.sessions)))
-    unknown = D.agent_conditions(bare)
+    unknown = lab_data.agent_conditions(bare)
     assert (unknown["dale"] == "?").all()
-    from_runs = D.agent_conditions(bare, runs=runs).set_index("agent")
+    from_runs = lab_data.agent_conditions(bare, runs=runs).set_index("agent")
     assert from_runs["condition"].to_dict() == {"shaped-dale-s0": "shaped · Dale", "shaped-dale-s1": "shaped · Dale",
                                                 "unshaped-free-s0": "unshaped · free"}
     assert from_runs.loc["shaped-dale-s1", "seed"] == 1
-    from_files = D.agent_conditions(bare, weights=D.weight_files(lab["lab"], tables=tables)).set_index("agent")
+    from_files = lab_data.agent_conditions(bare, weights=lab_data.weight_files(lab["lab"], tables=tables)).set_index("agent")
     assert from_files["dale"].to_dict() == from_runs["dale"].to_dict()
 
 
 def test_a_missing_sqlite_store_is_not_created(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert D.load_runs(uri, {"a": "0" * 32}).empty
-    assert D.metric_history(uri, "0" * 32, "x").empty
+    assert lab_data.load_runs(uri, {"a": "0" * 32}).empty
+    assert lab_data.metric_history(uri, "0" * 32, "x").empty
     assert not (tmp_path / "mlflow.db").exists()

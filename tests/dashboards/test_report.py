@@ -9,8 +9,8 @@ import pytest
 from labsim import JournalWriter
 from PIL import Image
 
-from dashboards import report as R
-from shaping import journal as J
+from dashboards import report
+from shaping import journal
 
 FIGURE = re.compile(r"<figure id='fig-([^']+)' data-figure='[^']+'><img alt='[^']+' "
                     r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'>")
@@ -19,14 +19,14 @@ FIGURE = re.compile(r"<figure id='fig-([^']+)' data-figure='[^']+'><img alt='[^'
 @pytest.fixture(scope="module")
 def written(lab, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "sub" / "lab-report.html"
-    path = R.write_report(lab["lab"], out)
+    path = report.write_report(lab["lab"], out)
     return path, path.read_text(encoding="utf-8")
 
 
 def expected_figures(lab) -> set[str]:
     """What the report must hold, from the journal and the weights folder (not from the report code): a
     psychometric figure per stated span, i.e. per graduation and completion here (labsim's agents all finish)."""
-    events = J.load_events(lab["lab"] / "journal")
+    events = journal.load_events(lab["lab"] / "journal")
     names = {"lab-accuracy", "compare"}
     for agent in lab["agents"]:
         e = events[events["agent"] == agent]
@@ -52,18 +52,18 @@ def test_every_figure_is_an_embedded_png(lab, written):
 
 def test_figure_list_and_tables(lab, written):
     _, html = written
-    report = R.build_report(lab["lab"])
-    assert set(report.figures) == expected_figures(lab)
-    for name in report.tables:
+    built = report.build_report(lab["lab"])
+    assert set(built.figures) == expected_figures(lab)
+    for name in built.tables:
         assert f'id="table-{name}"' in html
-    assert {"agents", "graduation-summary", "mlflow-runs"} <= set(report.tables)
+    assert {"agents", "graduation-summary", "mlflow-runs"} <= set(built.tables)
     for agent in lab["agents"]:
         assert f"Agent {agent}" in html
 
 
 def test_numbers_in_the_report_are_the_journal_ones(lab, written):
     _, html = written
-    trials = J.load(lab["lab"] / "journal")
+    trials = journal.load(lab["lab"] / "journal")
     table = html[html.index('id="table-agents"'):]
     table = table[:table.index("</table>")]
     for agent, n in trials.groupby("agent").size().items():
@@ -75,7 +75,7 @@ def test_numbers_in_the_report_are_the_journal_ones(lab, written):
 def test_logged_to_the_parent_run(lab, tmp_path):
     from mlflow import MlflowClient
 
-    path = R.write_report(lab["lab"], tmp_path / "report.html", log_to_mlflow=True)
+    path = report.write_report(lab["lab"], tmp_path / "report.html", log_to_mlflow=True)
     client = MlflowClient(tracking_uri=lab["tracking_uri"])
     names = [f.path for f in client.list_artifacts(lab["parent_run_id"], "report")]
     assert names == ["report/report.html"]
@@ -87,7 +87,7 @@ def test_report_of_a_lab_that_just_started(tmp_path):
     w = JournalWriter(tmp_path)
     w.hello()
     try:
-        path = R.write_report(tmp_path, log_to_mlflow=True)  # no parent run: a warning, no failure
+        path = report.write_report(tmp_path, log_to_mlflow=True)  # no parent run: a warning, no failure
     finally:
         w.close()
     html = path.read_text(encoding="utf-8")

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from agents.tracking import AgentTracker
 from shaping import tracking
 from shaping.tracking.names import NOTE_TAG
 from shaping.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
-
-from mlflow import MlflowClient  # noqa: I001  (after shaping.tracking, which sets MLflow's environment)
 
 pytestmark = [pytest.mark.slow, pytest.mark.procs]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shaping import journal as J
-from shaping import readout as RO
+from shaping import journal as journal_io
+from shaping import readout
 from shaping.client import TaskClient
 from shaping.lab import summarize
 
@@ -41,21 +41,21 @@ class Writer:
     """A journal as a server writes it: OPEN (with the server's config), HELLO, then batches."""
 
     def __init__(self, path: Path, window_trials: int | None = 4):
-        self.j = J.Journal(path, fsync="never")
+        self.j = journal_io.Journal(path, fsync="never")
         self.batch: dict[str, int] = {}
         self.time = 1000.0
         self.open(window_trials)
 
     def open(self, window_trials: int | None) -> None:
         config = {} if window_trials is None else {"window_trials": window_trials}
-        self.j.write(J.OPEN, {"time": self.tick(), "pid": 1, "seed": 0, "config": config})
+        self.j.write(journal_io.OPEN, {"time": self.tick(), "pid": 1, "seed": 0, "config": config})
 
     def tick(self) -> float:
         self.time += 1.0
         return self.time
 
     def hello(self, agent: str, curriculum: str, spec: dict) -> None:
-        self.j.write(J.HELLO, {"time": self.tick(), "agent": agent, "session": f"{agent}-s", "curriculum": curriculum,
+        self.j.write(journal_io.HELLO, {"time": self.tick(), "agent": agent, "session": f"{agent}-s", "curriculum": curriculum,
                                "spec": spec, "task": {"name": "PerceptualDiscrimination"}, "seed": 0, "epoch": 1,
                                "resumed": False, "info": {}, "run": {},
                                "task_spec": {"task": "PerceptualDiscrimination", "evidence_knob": "coherence"}})
@@ -100,26 +100,26 @@ def journal(tmp_path) -> Path:
 
 
 def test_labels_are_one_text_per_accuracy():
-    assert RO.accuracy_label("recent_accuracy", 256) == "recent accuracy (last 256 trials)"
-    assert RO.accuracy_label("recent_accuracy") == "recent accuracy (last 200 trials)"
-    assert RO.accuracy_label("criterion_accuracy") == "criterion accuracy (policy window)"
+    assert readout.accuracy_label("recent_accuracy", 256) == "recent accuracy (last 256 trials)"
+    assert readout.accuracy_label("recent_accuracy") == "recent accuracy (last 200 trials)"
+    assert readout.accuracy_label("criterion_accuracy") == "criterion accuracy (policy window)"
     with pytest.raises(ValueError, match="window_accuracy"):
-        RO.accuracy_label("window_accuracy")
+        readout.accuracy_label("window_accuracy")
     table = pd.DataFrame({"agent": ["a"], "recent_accuracy": [0.5], "criterion_accuracy": [0.25]})
-    assert list(RO.labelled(table, 64).columns) == ["agent", "recent accuracy (last 64 trials)",
+    assert list(readout.labelled(table, 64).columns) == ["agent", "recent accuracy (last 64 trials)",
                                                     "criterion accuracy (policy window)"]
 
 
 def test_the_default_window_is_the_servers():
     from shaping.labfile import ServerConfig
 
-    assert ServerConfig.__dataclass_fields__["window_trials"].default == RO.DEFAULT_WINDOW_TRIALS
-    assert RO.window_trials_of(None) == RO.window_trials_of({"config": {}}) == 200
-    assert RO.window_trials_of({"config": {"window_trials": 64}}) == 64
+    assert ServerConfig.__dataclass_fields__["window_trials"].default == readout.DEFAULT_WINDOW_TRIALS
+    assert readout.window_trials_of(None) == readout.window_trials_of({"config": {}}) == 200
+    assert readout.window_trials_of({"config": {"window_trials": 64}}) == 64
 
 
 def test_recent_accuracy_by_hand_across_stages_and_a_restart(journal):
-    tables = RO.read_lab(journal)
+    tables = readout.read_lab(journal)
     assert tables.window_trials == 6  # the last OPEN's
     a = tables.batches[tables.batches["agent"] == "a"]
     # a's outcomes: C E C | C C E | E E || (window 6, keeping C E E E) C | E
@@ -129,44 +129,44 @@ def test_recent_accuracy_by_hand_across_stages_and_a_restart(journal):
     assert a["window_trials"].tolist() == [4, 4, 4, 6, 6]
     c = tables.batches[tables.batches["agent"] == "c"]
     np.testing.assert_allclose(c["recent_accuracy"].astype(float), [3 / 4, 3 / 6])  # E C | E E N C C C
-    assert RO.recent_accuracy(tables, "a") == pytest.approx(2 / 6)
-    assert RO.recent_accuracy(tables, "nobody") is None
+    assert readout.recent_accuracy(tables, "a") == pytest.approx(2 / 6)
+    assert readout.recent_accuracy(tables, "nobody") is None
     # the pure function agrees where the window never changed
-    np.testing.assert_allclose(RO.recent_accuracies([1, 0, 1, 1, 1, 0, 0, 0], [3, 3, 2], 4), want[:3])
+    np.testing.assert_allclose(readout.recent_accuracies([1, 0, 1, 1, 1, 0, 0, 0], [3, 3, 2], 4), want[:3])
 
 
 def test_recent_window_is_the_servers_deque():
-    w = RO.RecentWindow(3)
+    w = readout.RecentWindow(3)
     assert w.accuracy is None and len(w) == 0
     assert w.add([True, False]) == 0.5
     assert w.add([True, True]) == pytest.approx(2 / 3)  # the oldest fell out
     w.resize(5)
     assert len(w) == 3 and w.add([False]) == pytest.approx(2 / 4)
     with pytest.raises(ValueError, match="positive int"):
-        RO.RecentWindow(0)
+        readout.RecentWindow(0)
 
 
 def test_criterion_accuracy_is_the_policys_as_journaled(journal):
-    tables = RO.read_lab(journal)
-    p = RO.agent_progress(tables, "a")
+    tables = readout.read_lab(journal)
+    p = readout.agent_progress(tables, "a")
     np.testing.assert_allclose(p["criterion_accuracy"], [np.nan, np.nan, 0.0, 1 / 3, 0.25])
-    assert RO.criterion_accuracy(tables, "a") == 0.25 and RO.criterion_accuracy(tables, "c") == 0.5
+    assert readout.criterion_accuracy(tables, "a") == 0.25 and readout.criterion_accuracy(tables, "c") == 0.5
 
 
 def test_trials_to_each_milestone_count_stale_trials(journal):
-    tables = RO.read_lab(journal)
-    assert RO.trials_to(tables, "a") == {"graduations": [3], "complete": 10, "out_of_trials": None}
-    assert RO.trials_to(tables, "c") == {"graduations": [], "complete": None, "out_of_trials": 12}
-    moves = RO.stage_changes(tables, "a")
+    tables = readout.read_lab(journal)
+    assert readout.trials_to(tables, "a") == {"graduations": [3], "complete": 10, "out_of_trials": None}
+    assert readout.trials_to(tables, "c") == {"graduations": [], "complete": None, "out_of_trials": 12}
+    moves = readout.stage_changes(tables, "a")
     assert moves["trial"].tolist() == [3, 10] and moves["policy_trial"].tolist() == [3, 4]
-    shown = RO.for_display(moves)
+    shown = readout.for_display(moves)
     assert {"session_trials", "policy_trials", "criterion_accuracy"} <= set(shown.columns)
-    g = RO.graduations(tables).set_index(["agent", "milestone"])["trial"]
+    g = readout.graduations(tables).set_index(["agent", "milestone"])["trial"]
     assert g[("a", "graduated easy")] == 3 and g[("a", "complete")] == 10
 
 
 def test_the_stage_line_steps_at_the_graduation(journal):
-    p = RO.agent_progress(RO.read_lab(journal), "a")
+    p = readout.agent_progress(readout.read_lab(journal), "a")
     assert p["trials"].tolist() == [3, 6, 8, 9, 10]
     assert p["stage_index"].tolist() == [0, 0, 1, 1, 1]  # the stale batch was drawn in "easy"...
     assert p["policy_stage_index"].tolist() == [0, 1, 1, 1, 1]  # ...and scored after the move at trial 3
@@ -182,42 +182,42 @@ def test_the_stage_line_steps_at_the_graduation(journal):
     ("left", "other", None, None, "left"),
 ])
 def test_a_knob_as_drawn(value, kind, low, high, text):
-    d = RO.knob_drawn(value)
+    d = readout.knob_drawn(value)
     assert (d.kind, d.low, d.high, d.text()) == (kind, low, high, text)
 
 
 def test_knob_metrics_never_log_a_mean():
-    assert RO.knob_metrics("coherence", 0.7) == {"knob/coherence": 0.7}
-    assert RO.knob_metrics("coherence", [0.1, 0.3, 0.5, 0.7]) == {"knob/coherence/min": 0.1,
+    assert readout.knob_metrics("coherence", 0.7) == {"knob/coherence": 0.7}
+    assert readout.knob_metrics("coherence", [0.1, 0.3, 0.5, 0.7]) == {"knob/coherence/min": 0.1,
                                                                   "knob/coherence/max": 0.7}
-    assert RO.knob_metrics("coherence", {"uniform": [0.2, 0.6]}) == {"knob/coherence/min": 0.2,
+    assert readout.knob_metrics("coherence", {"uniform": [0.2, 0.6]}) == {"knob/coherence/min": 0.2,
                                                                      "knob/coherence/max": 0.6}
-    assert RO.knob_metrics("side", "left") == {}
+    assert readout.knob_metrics("side", "left") == {}
 
 
 def test_knobs_in_batch_rows_are_as_drawn(journal):
-    tables = RO.read_lab(journal)
-    a = RO.agent_progress(tables, "a")
+    tables = readout.read_lab(journal)
+    a = readout.agent_progress(tables, "a")
     assert a["knob.coherence"].tolist() == ["0.7", "0.7", "{0.1, 0.3, 0.5, 0.7}", "{0.1, 0.3, 0.5, 0.7}",
                                             "{0.1, 0.3, 0.5, 0.7}"]
     assert a["knob_min.coherence"].tolist() == [0.7, 0.7, 0.1, 0.1, 0.1]
     assert a["knob_max.coherence"].tolist() == [0.7] * 5
-    c = RO.agent_progress(tables, "c")
+    c = readout.agent_progress(tables, "c")
     assert c["knob.coherence"].tolist() == ["0.1..0.7"] * 2
 
 
 def test_the_evidence_knob_of_a_task():
-    assert RO.task_evidence_knob({"evidence_knob": "contrast"}) == "contrast"
-    assert RO.task_evidence_knob({"task": "PerceptualDiscrimination"}) == "coherence"
-    assert RO.task_evidence_knob({}, task_names=["PerceptualDiscrimination"]) == "coherence"
-    assert RO.task_evidence_knob({"task": "PerceptualDiscrimination"}, columns=["delay"]) is None
+    assert readout.task_evidence_knob({"evidence_knob": "contrast"}) == "contrast"
+    assert readout.task_evidence_knob({"task": "PerceptualDiscrimination"}) == "coherence"
+    assert readout.task_evidence_knob({}, task_names=["PerceptualDiscrimination"]) == "coherence"
+    assert readout.task_evidence_knob({"task": "PerceptualDiscrimination"}, columns=["delay"]) is None
     unknown = {"name": "mymodule:MyTask", "knobs": {"delay": {"easier": "lower"}, "gain": {"easier": "higher"}}}
-    assert RO.task_evidence_knob(unknown) == "gain"
+    assert readout.task_evidence_knob(unknown) == "gain"
 
 
 def test_summary_rows_and_the_verdict(journal):
-    tables = RO.read_lab(journal)
-    s = RO.summary_rows(tables).set_index("agent")
+    tables = readout.read_lab(journal)
+    s = readout.summary_rows(tables).set_index("agent")
     assert s.loc[["a", "c"], "shaped"].tolist() == [True, False]
     assert s.loc["a", "trials"] == 10 and s.loc["a", "trials_to_complete"] == 10 and s.loc["a", "complete"]
     assert s.loc["a", "trials_to_graduations"] == "3" and s.loc["a", "final_stage"] == "hard"
@@ -225,7 +225,7 @@ def test_summary_rows_and_the_verdict(journal):
     assert s.loc["a", "criterion_accuracy"] == pytest.approx(0.25)
     assert s.loc["c", "out_of_trials"] and not s.loc["c", "complete"] and pd.isna(s.loc["c", "trials_to_complete"])
     line = "shaping: a reached criterion after 10 trials; c had not after 12 (stopped out of trials)"
-    assert RO.verdict(s.reset_index()) == line
+    assert readout.verdict(s.reset_index()) == line
     # the lab summary is these rows, with the lab file's agents and curricula
     config = {"agents": [{"name": "c", "curriculum": "control"}, {"name": "a", "curriculum": "shaped"}],
               "curricula": {"shaped": SHAPED, "control": CONTROL}}
@@ -236,12 +236,12 @@ def test_summary_rows_and_the_verdict(journal):
 
 
 def test_no_verdict_without_a_pair(journal):
-    s = RO.summary_rows(RO.read_lab(journal))
-    assert RO.verdict(s[s["agent"] == "a"]) is None and RO.verdict(s.iloc[0:0]) is None
+    s = readout.summary_rows(readout.read_lab(journal))
+    assert readout.verdict(s[s["agent"] == "a"]) is None and readout.verdict(s.iloc[0:0]) is None
     both = s.assign(shaped=False)  # two controls: nothing to compare
-    assert RO.verdict(both) is None
+    assert readout.verdict(both) is None
     reached = s.assign(complete=True, trials_to_complete=[10, 30])
-    assert RO.verdict(reached).endswith("c reached criterion after 30 trials (control / shaped: 3.0x the trials)")
+    assert readout.verdict(reached).endswith("c reached criterion after 30 trials (control / shaped: 3.0x the trials)")
 
 
 # ---------------------------------------------------------------------------------------------- spans
@@ -262,11 +262,11 @@ def test_a_fit_over_the_last_trials_not_the_pooled_learning_phase():
     learned = observer(rng, rng.choice(levels, 400), 12.0)
     trials = pd.concat([learning, learned], ignore_index=True).assign(
         stage="final", stage_index=0, session_trials=np.arange(1, 4401))
-    spans = RO.psychometric_spans(trials, pd.DataFrame(columns=["event", "session_trials"]), 400)
+    spans = readout.psychometric_spans(trials, pd.DataFrame(columns=["event", "session_trials"]), 400)
     assert [(s.kind, s.start, s.stop) for s in spans] == [("recent", 4001, 4400)]
     assert spans[0].label == "final: its last 400 trials (trials 4,001-4,400)"
-    span = RO.psychometric_fit(RO.span_trials(trials, spans[0]), "coherence")
-    pooled = RO.psychometric_fit(trials, "coherence")
+    span = readout.psychometric_fit(readout.span_trials(trials, spans[0]), "coherence")
+    pooled = readout.psychometric_fit(trials, "coherence")
     assert span["n"] == 400 and span["slope"] > 8 and pooled["slope"] < 3
 
 
@@ -278,20 +278,20 @@ def test_spans_end_at_each_graduation_and_leave_stale_trials_out_of_the_stage_en
     trials = pd.concat([easy, stale, hard], ignore_index=True).assign(session_trials=np.arange(1, 701))
     events = pd.DataFrame([{"event": "graduated", "session_trials": 300, "from_stage": "easy", "stage": "hard"},
                            {"event": "complete", "session_trials": 700, "from_stage": None, "stage": "hard"}])
-    spans = RO.psychometric_spans(trials, events, 100)
+    spans = readout.psychometric_spans(trials, events, 100)
     assert [(s.kind, s.stage, s.start, s.stop) for s in spans] == [("graduated", "easy", 201, 300),
                                                                  ("complete", "hard", 601, 700)]
     assert spans[0].label == "easy: 100 trials before graduating from easy (trials 201-300)"
-    easy_fit = RO.psychometric_fit(RO.span_trials(trials, spans[0]), "coherence")
+    easy_fit = readout.psychometric_fit(readout.span_trials(trials, spans[0]), "coherence")
     assert easy_fit["levels"] == 2 and np.isnan(easy_fit["slope"])  # one coherence, signed: two levels
     assert easy_fit["note"] == "no fit: 2 evidence levels (a curve needs 3)"
-    hard_fit = RO.psychometric_fit(RO.span_trials(trials, spans[1]), "coherence")
+    hard_fit = readout.psychometric_fit(readout.span_trials(trials, spans[1]), "coherence")
     assert hard_fit["levels"] == 6 and hard_fit["slope"] > 3 and hard_fit["note"] == ""
 
 
 def test_the_psychometric_table_states_its_spans(journal):
-    tables = RO.read_lab(journal)
-    table = RO.psychometric_table(tables, "a", n_trials=3)
+    tables = readout.read_lab(journal)
+    table = readout.psychometric_table(tables, "a", n_trials=3)
     assert table["span"].tolist() == ["easy: 3 trials before graduating from easy (trials 1-3)",
                                       "hard: 3 trials before completing in hard (trials 8-10)"]
     assert table["n"].tolist() == [3, 3] and (table["note"].str.startswith("no fit")).all()
@@ -338,10 +338,10 @@ def test_recent_accuracy_is_what_a_live_server_reports(tmp_path):
     told: dict[int, float] = {}
     serve({**cfg, "bind": f"tcp://127.0.0.1:{free_port()}"}, 8, rng, told)
     status = serve({**cfg, "bind": f"tcp://127.0.0.1:{free_port()}", "window_trials": 100}, 6, rng, told)
-    tables = RO.read_lab(tmp_path / "journal")
+    tables = readout.read_lab(tmp_path / "journal")
     b = tables.batches
     assert (b["stage"] == "hard").any() and b["window_trials"].tolist() == [40] * 8 + [100] * 6
     np.testing.assert_allclose(b["recent_accuracy"].astype(float), [told[i] for i in b["batch"]], rtol=0, atol=1e-12)
-    assert RO.recent_accuracy(tables, "a") == pytest.approx(status["a"], abs=1e-12)
+    assert readout.recent_accuracy(tables, "a") == pytest.approx(status["a"], abs=1e-12)
     assert summarize(tmp_path / "journal").set_index("agent").loc["a", "recent_accuracy"] == \
         pytest.approx(status["a"], abs=1e-12)

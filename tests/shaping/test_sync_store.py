@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shaping import cli
+from shaping import cli, tracking
 from shaping import journal as J
-from shaping import tracking
 from shaping.lab import Lab
 
 CONFIG = {"lab": {"name": "synced"}, "task": {"name": "PerceptualDiscrimination", "T": 500, "N_batch": 16},

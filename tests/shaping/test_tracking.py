@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 from PIL import Image
 
 from shaping import journal, tracking
 from shaping.tasks.perceptual import PerceptualDiscrimination
-
-from mlflow import MlflowClient  # noqa: I001  (after shaping.tracking, which sets MLflow's environment)
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = {"kind": "stages", "window": 100,
@@ -184,14 +183,19 @@ def test_metric_histories_equal_what_was_fed(played, client):
         h = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
         return [m.step for m in h], [m.value for m in h]
 
-    assert history("knob/coherence") == (steps, [float(np.mean(f["knobs"]["coherence"])) for f in fed])
+    # a knob as drawn: a set of choices as its min and max, a fixed value as itself (never a mean)
+    choices = [f for f in fed if isinstance(f["knobs"]["coherence"], list)]
+    fixed = [f for f in fed if not isinstance(f["knobs"]["coherence"], list)]
+    assert len(choices) == 4 and len(fixed) == 6
+    assert history("knob/coherence") == ([f["step"] for f in fixed], [f["knobs"]["coherence"] for f in fixed])
+    assert history("knob/coherence/min") == ([f["step"] for f in choices], [0.5] * 4)
+    assert history("knob/coherence/max") == ([f["step"] for f in choices], [0.7] * 4)
     assert history("curriculum/stage_index") == (steps, [float(f["stage"]) for f in fed])
     assert history("curriculum/reversals")[1] == [0, 0, 0, 0, 0, 0, 1, 1, 2, 2]
     acc = [float((f["scored"].outcome == "correct").mean()) for f in fed]
     assert history("curriculum/accuracy") == (steps, pytest.approx(acc))
     window, expected = [], []
-    for f in fed:  # the last 100 trials of the current stage
-        window = (window if f["stage"] == fed[max(fed.index(f) - 1, 0)]["stage"] else [])
+    for f in fed:  # the recent accuracy: the last 100 trials, across stages
         window = (window + (f["scored"].outcome == "correct").tolist())[-100:]
         expected.append(np.mean(window))
     assert history("curriculum/accuracy_window")[1] == pytest.approx(expected)
@@ -199,10 +203,10 @@ def test_metric_histories_equal_what_was_fed(played, client):
 
 
 def test_metrics_are_written_in_batches(played):
-    # 10 batches × 6 metrics, + policy_accuracy from the second batch: buffered until an event or the end,
-    # never one call per value
+    # 10 batches × 5 metrics, + the knob (min and max in the 4 batches of choices, the value in the 6 others),
+    # + policy_accuracy from the second batch: buffered until an event or the end, never one call per value
     metric_calls = [n for n in played["calls"] if n]
-    assert sum(metric_calls) == 10 * 6 + 9
+    assert sum(metric_calls) == 10 * 5 + 4 * 2 + 6 + 9
     assert len(metric_calls) <= 4  # graduation, two reversals, end
 
 
@@ -254,7 +258,7 @@ def test_hooks_are_cheap(store):
         tracker.on_scored("fast", scored, [], conditions, (b + 1) * 128)
     per_batch_ms = (time.perf_counter() - t0) / 200 * 1e3
     assert tracker.flush(timeout_s=60)
-    assert len(lab.client.get_metric_history(tracker.lab.child("fast")["run_id"], "knob/coherence")) == 200
+    assert len(lab.client.get_metric_history(tracker.lab.child("fast")["run_id"], "knob/coherence/max")) == 200
     assert per_batch_ms < 5, f"on_scored took {per_batch_ms:.2f} ms per batch"
 
 
@@ -384,10 +388,12 @@ def test_sync_rebuilds_the_runs_from_a_journal(store, client, tmp_path):
             tracking.flatten_params(SPEC, "policy")
         assert r.data.params["task.name"] == "PerceptualDiscrimination"
         assert r.data.tags["mlflow.note.content"] == "curriculum stages (stages: easy → staircase)"  # HELLO's name
-        history = sorted(client.get_metric_history(run["run_id"], "knob/coherence"), key=lambda m: m.step)
         mine = batches[batches.agent == agent]
-        assert [m.step for m in history] == list(32 * np.arange(1, 7))
-        assert [m.value for m in history] == pytest.approx([float(np.mean(v)) for v in mine["knob.coherence"]])
+        history = sorted(client.get_metric_history(run["run_id"], "knob/coherence"), key=lambda m: m.step)
+        assert [m.step for m in history] == list(32 * np.arange(4, 7))  # the staircase's fixed values
+        assert [m.value for m in history] == pytest.approx(list(mine["knob.coherence"][3:]))
+        history = sorted(client.get_metric_history(run["run_id"], "knob/coherence/max"), key=lambda m: m.step)
+        assert [(m.step, m.value) for m in history] == [(32, 0.7), (64, 0.7), (96, 0.7)]  # the choices [0.5, 0.7]
         acc = sorted(client.get_metric_history(run["run_id"], "curriculum/accuracy"), key=lambda m: m.step)
         assert [m.value for m in acc] == pytest.approx(mine["accuracy"].tolist())
         pacc = sorted(client.get_metric_history(run["run_id"], "curriculum/policy_accuracy"), key=lambda m: m.step)
@@ -401,6 +407,7 @@ def test_sync_rebuilds_the_runs_from_a_journal(store, client, tmp_path):
 
 def test_sync_keeps_an_override_made_before_the_first_scored_batch(store, client, tmp_path):
     from server_thread import ServerThread
+
     from shaping.client import TaskClient, override
 
     cfg = {"task": {"name": "PerceptualDiscrimination", "T": 300, "N_batch": 16}, "seed": 0,

@@ -7,12 +7,11 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from shaping import tracking
 from shaping.tracking.names import NOTE_TAG, describe_agent, describe_curriculum, describe_lab, describe_model
 from shaping.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
-
-from mlflow import MlflowClient  # noqa: I001  (after shaping.tracking, which sets MLflow's environment)
 
 SHAPED = {"kind": "stages", "stages": [{"name": "easy"}, {"name": "mixed"}, {"name": "final"}]}
 CONFIG = {"lab": {"name": "demo", "experiment": "demo-exp"}, "curricula": {"shaped": SHAPED,
@@ -109,7 +108,8 @@ def test_the_parent_run_describes_the_lab_and_carries_its_summary(store):
             SUMMARY.to_csv(index=False))))
     note = tags[NOTE_TAG].split("\n\n")
     assert note[0] == "Lab **demo** (experiment demo-exp): 2 agents, 2 curricula."
-    assert note[1].splitlines() == ["**Summary**", "- shaped: complete, criterion at 2,880 trials (2,880 trials trained)",
+    assert note[1].splitlines() == ["**Summary**",
+                                    "- shaped: complete, criterion at 2,880 trials (2,880 trials trained)",
                                     "- dale: incomplete (4,096 trials trained)"]
     assert note[2] == describe_lab(CONFIG).split("\n\n")[1]
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from shaping import protocol as P
+from shaping import protocol
 from shaping.client import TaskClient
 from server_thread import ServerThread  # noqa: F401  (re-exported: the server tests import it from here)
 
@@ -57,20 +57,20 @@ class Raw:
         self.sock.send_multipart(frames)
 
     def send_msg(self, command: str, header: dict | None = None, arrays: dict | None = None) -> None:
-        self.send(P.encode(command, header, arrays))
+        self.send(protocol.encode(command, header, arrays))
 
-    def recv(self, timeout_s: float = 5.0, skip_heartbeats: bool = True) -> P.Message:
+    def recv(self, timeout_s: float = 5.0, skip_heartbeats: bool = True) -> protocol.Message:
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not self.sock.poll(int(left * 1000)):
                 raise TimeoutError("no reply from the server")
-            msg = P.decode(self.sock.recv_multipart())
+            msg = protocol.decode(self.sock.recv_multipart())
             if msg.type != "HEARTBEAT" or not skip_heartbeats:
                 return msg
 
     def request(self, command: str, header: dict | None = None, arrays: dict | None = None,
-                timeout_s: float = 5.0) -> P.Message:
+                timeout_s: float = 5.0) -> protocol.Message:
         self.send_msg(command, header, arrays)
         return self.recv(timeout_s)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shaping import journal as J
+from shaping import journal
 from shaping.client import TaskClient
 from shaping.server import attach_tracking
 from shaping.tasks import make
@@ -28,13 +28,13 @@ pytestmark = pytest.mark.timeout(120)
 def reference_restore(path) -> dict[str, dict]:
     """restore_sessions as it was: every BATCH and OVERRIDE record decoded and held, then the last one taken."""
     out: dict[str, dict] = {}
-    for _, rec in J.JournalReader(path, kinds=[J.HELLO]).poll():
+    for _, rec in journal.JournalReader(path, kinds=[journal.HELLO]).poll():
         out.setdefault(rec["agent"], {"state": None, "last_batch": -1})["hello"] = rec
-    records = J.JournalReader(path, kinds=[J.BATCH, J.OVERRIDE]).poll()
+    records = journal.JournalReader(path, kinds=[journal.BATCH, journal.OVERRIDE]).poll()
     for kind, rec in records:
         entry = out.setdefault(rec["agent"], {"state": None, "last_batch": -1, "hello": None})
         entry["state"] = json.loads(rec["state"])
-        if kind == J.BATCH:
+        if kind == journal.BATCH:
             entry["last_batch"] = max(entry["last_batch"], rec["batch"])
     return out
 
@@ -45,9 +45,9 @@ def write_journal(path, batches: int, segment_bytes: int = 1 << 20, starts: int 
     b = task.generate(batch_id=0)
     scored = task.score(b.y, b.y, b.mask, b.params)
     for start in range(starts):
-        with J.Journal(path, segment_bytes=segment_bytes) as j:
+        with journal.Journal(path, segment_bytes=segment_bytes) as j:
             for agent in ("a0", "a1", "a2"):
-                j.write(J.HELLO, {"agent": agent, "session": f"{agent}-s", "epoch": start + 1, "spec": {},
+                j.write(journal.HELLO, {"agent": agent, "session": f"{agent}-s", "epoch": start + 1, "spec": {},
                                   "task": {}, "seed": 1, "curriculum": "c"})
             for k in range(batches):
                 agent = ("a0", "a1", "a2", "lost")[k % 4]
@@ -62,12 +62,12 @@ def write_journal(path, batches: int, segment_bytes: int = 1 << 20, starts: int 
 
 def test_restore_streams_the_journal_and_returns_what_it_did(tmp_path):
     write_journal(tmp_path / "small", batches=40, segment_bytes=20_000)
-    assert J.restore_sessions(tmp_path / "small") == reference_restore(tmp_path / "small")
+    assert journal.restore_sessions(tmp_path / "small") == reference_restore(tmp_path / "small")
     write_journal(tmp_path / "big", batches=1500, segment_bytes=256 << 10)
-    size = sum(p.stat().st_size for p in J.segments(tmp_path / "big"))
+    size = sum(p.stat().st_size for p in journal.segments(tmp_path / "big"))
     tracemalloc.start()
     try:
-        restored = J.restore_sessions(tmp_path / "big")
+        restored = journal.restore_sessions(tmp_path / "big")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -83,14 +83,14 @@ def test_a_bye_does_not_hold_up_other_agents_while_its_trial_log_is_read(tmp_pat
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     lab = LabRun.start(uri, "bye", {"lab": "bye"}, run_name="bye")
     reading, release = threading.Event(), threading.Event()
-    real_load = J.load
+    real_load = journal.load
 
     def slow_load(path, agent=None):  # a journal so big that reading it takes until the test says so
         reading.set()
         release.wait(15)
         return real_load(path, agent=agent)
 
-    monkeypatch.setattr(J, "load", slow_load)
+    monkeypatch.setattr(journal, "load", slow_load)
     with ServerThread(config(tmp_path / "journal")) as srv:
         tracker = attach_tracking(srv.server, {"tracking_uri": uri, "run_id": lab.run_id})
         a0, a1 = (TaskClient(srv.endpoint, name, heartbeat_interval_s=0.2, timeout_s=30) for name in ("a0", "a1"))

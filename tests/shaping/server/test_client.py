@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from loophelp import ServerThread, config, free_port
-from shaping import journal as J
+from shaping import journal
 from shaping.client import RemoteBatch, ServerClosed, TaskClient
-from shaping import protocol as P
+from shaping import protocol
 from shaping.protocol import ProtocolError
 
 pytestmark = pytest.mark.timeout(60)
@@ -47,7 +47,7 @@ def test_agent_loop_until_the_curriculum_is_complete(tmp_path):
             assert all(s.accuracy == 1.0 and s.outcome.dtype == np.int8 for s in scores)
         time.sleep(0.1)
         assert not st.server.sessions["a1"].connected  # bye() on leaving the with block
-    assert J.load_sessions(tmp_path)["info"].tolist() == [{"N_rec": 50}]
+    assert journal.load_sessions(tmp_path)["info"].tolist() == [{"N_rec": 50}]
 
 
 def test_prefetch_keeps_credit_batches_in_flight(tmp_path):
@@ -101,7 +101,7 @@ def test_reconnects_to_a_restarted_server_and_resumes(tmp_path):
         timer.join()
         c.close()
         restarted[0].stop()
-    df = J.load(tmp_path)
+    df = journal.load(tmp_path)
     assert len(df) == trials + 16 and not df.duplicated(["batch", "trial"]).any()
 
 
@@ -152,7 +152,7 @@ def test_a_reply_lost_on_the_way_is_recovered_by_resynchronising(tmp_path):
         dropped = []
 
         def lossy(session, frames):  # drop the first BATCH, as a full send queue would
-            if frames[1] == bytes((P.COMMANDS["BATCH"],)) and not dropped:
+            if frames[1] == bytes((protocol.COMMANDS["BATCH"],)) and not dropped:
                 dropped.append(1)
                 return False
             return send(session, frames)
@@ -192,7 +192,7 @@ def test_a_result_after_completion_is_journaled_as_stale(tmp_path):
             late = c.result(b2, b2.y)
             assert late is not None and late.complete and late.trials == 48
             assert st.server.sessions["late"].policy.state()["trials"] == 32  # the policy did not count it
-    trials = J.load(tmp_path)
+    trials = journal.load(tmp_path)
     assert trials.groupby("batch")["stale"].all().to_dict() == {0: False, 1: False, 2: True}
 
 
@@ -211,6 +211,6 @@ def test_a_batch_from_an_earlier_visit_of_the_same_stage_is_stale(tmp_path):
             assert b3.stage == "b"
             assert c.result(b3, b3.y[:, :, ::-1]).stage == "a"  # every trial wrong: regressed
             c.result(b2, b2.y)  # drawn in the first visit of a, answered in the second
-    trials = J.load(tmp_path)
+    trials = journal.load(tmp_path)
     stale = trials.groupby("batch")["stale"].all().to_dict()
     assert stale == {0: False, 1: True, 2: True, 3: False}

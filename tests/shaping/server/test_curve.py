@@ -10,7 +10,7 @@ import pytest
 import zmq
 
 from loophelp import ServerThread, config
-from shaping import keys as K
+from shaping import keys as curve_keys
 from shaping.cli import main
 from shaping.client import TaskClient
 from shaping.server import ServerConfig, read_endpoint
@@ -39,17 +39,17 @@ def test_keys_layout_and_permissions(keys):
         assert (keys / path).is_file(), path
     assert not (keys / "authorized_clients" / "lab1.key_secret").exists()
     assert stat.S_IMODE(os.stat(keys / "clients" / "lab1.key_secret").st_mode) == 0o600
-    public, secret = K.client_keys(keys, "lab1")
+    public, secret = curve_keys.client_keys(keys, "lab1")
     assert len(public) == len(secret) == 40
     with pytest.raises(FileExistsError, match="--force"):
-        K.generate_keys(keys, clients=["lab1"])
+        curve_keys.generate_keys(keys, clients=["lab1"])
     with pytest.raises(ValueError, match="client name 'a b'"):
-        K.generate_keys(keys, clients=["a b"])
+        curve_keys.generate_keys(keys, clients=["a b"])
 
 
 def test_authorised_agent_is_served(curve_server, keys):
     info = read_endpoint(curve_server.server.config.journal)
-    assert info["curve"] and info["server_public_key"] == K.server_keys(keys)[0].decode()
+    assert info["curve"] and info["server_public_key"] == curve_keys.server_keys(keys)[0].decode()
     c = TaskClient(curve_server.endpoint, "secure", keys=keys, client_name="lab2", timeout_s=5)
     b = c.get()
     assert c.result(b, b.y).accuracy == 1.0
@@ -70,7 +70,7 @@ def test_plaintext_agent_is_refused(curve_server):
 
 
 def test_unauthorised_key_is_refused(curve_server, keys, tmp_path):
-    K.generate_keys(tmp_path, clients=["stranger"])  # a valid key pair the server never authorised
+    curve_keys.generate_keys(tmp_path, clients=["stranger"])  # a valid key pair the server never authorised
     c = TaskClient(curve_server.endpoint, "stranger", server_key=keys / "server.key",
                    client_secret_file=tmp_path / "clients" / "stranger.key_secret", heartbeat_interval_s=0.1,
                    timeout_s=0.8, reconnect_initial_s=0.05)
@@ -86,10 +86,10 @@ def test_non_loopback_needs_keys_and_is_loopback_rules(keys, tmp_path):
     assert ServerConfig.from_dict(config(tmp_path, bind="tcp://0.0.0.0:0", keys=str(keys))).use_curve
     for ep in ("tcp://127.0.0.1:5", "tcp://127.3.0.1:5", "tcp://localhost:5", "tcp://[::1]:5", "ipc:///tmp/x",
                "inproc://x"):
-        assert K.is_loopback(ep), ep
+        assert curve_keys.is_loopback(ep), ep
     for ep in ("tcp://0.0.0.0:5", "tcp://*:5", "tcp://10.0.0.2:5", "tcp://eth0:5", "tcp://host.lab:5",
                "udp://127.0.0.1:5"):
-        assert not K.is_loopback(ep), ep
+        assert not curve_keys.is_loopback(ep), ep
 
 
 @pytest.mark.procs

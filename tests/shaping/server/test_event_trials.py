@@ -17,7 +17,7 @@ import pytest
 
 from loophelp import AgentThread, ServerThread, config
 from shaping import figures
-from shaping import journal as J
+from shaping import journal
 from shaping import tracking
 from shaping.lab import summarize
 from shaping.server import attach_tracking
@@ -73,11 +73,11 @@ def cumulative(batches, agent):
 
 
 def test_journaled_and_scored_events_carry_the_cumulative_count(lab):
-    events, batches = J.load_events(lab["journal"]), J.load_batches(lab["journal"])
+    events, batches = journal.load_events(lab["journal"]), journal.load_batches(lab["journal"])
     mine = events[events["agent"] == "bouncer"]
     ends = cumulative(batches, "bouncer")
     assert mine["session_trials"].tolist() == [ends[k] for k in zip(mine["session"], mine["batch"])]
-    stale = J.load(lab["journal"], agent="bouncer")["stale"].astype(bool).sum()
+    stale = journal.load(lab["journal"], agent="bouncer")["stale"].astype(bool).sum()
     assert stale > 100 and (mine["session_trials"] > mine["trial"]).any()  # the two counts do differ here
     assert mine["session_trials"].iloc[-1] - mine["trial"].iloc[-1] <= stale
     scored = [(ev["event"], ev["session_trials"]) for s in lab["agents"]["bouncer"].scores for ev in s.events]
@@ -85,11 +85,11 @@ def test_journaled_and_scored_events_carry_the_cumulative_count(lab):
 
 
 def test_dashboard_markers_sit_on_the_stage_line(lab):
-    from dashboards import data as D
+    from dashboards import data as lab_data
 
-    tables = D.read_lab(lab["journal"])
-    progress = D.agent_progress(tables, "bouncer")
-    moves = D.stage_changes(tables, "bouncer")
+    tables = lab_data.read_lab(lab["journal"])
+    progress = lab_data.agent_progress(tables, "bouncer")
+    moves = lab_data.stage_changes(tables, "bouncer")
     assert len(moves) > 10 and moves["event"].iloc[-1] == "out_of_trials"
     rows = {int(t): i for i, t in enumerate(progress["trials"])}
     for move in moves[moves["event"].isin(["graduated", "regressed"])].to_dict("records"):
@@ -100,12 +100,12 @@ def test_dashboard_markers_sit_on_the_stage_line(lab):
         assert move["to_stage"] in later or at >= len(progress) - CREDIT
     assert moves["trial"].iloc[-1] <= progress["trials"].iloc[-1]
     assert (moves["policy_trial"] < moves["trial"]).any()
-    grads = D.graduations(tables).set_index(["agent", "milestone"])["trial"]
+    grads = lab_data.graduations(tables).set_index(["agent", "milestone"])["trial"]
     assert grads[("bouncer", "graduated easy")] == moves["trial"].iloc[0]
 
 
 def test_the_lab_summary_counts_the_trials_trained_on(lab):
-    events = J.load_events(lab["journal"])
+    events = journal.load_events(lab["journal"])
     summary = summarize(lab["journal"]).set_index("agent")
     grads = events[(events["agent"] == "bouncer") & (events["event"] == "graduated")]
     assert summary.loc["bouncer", "trials_to_graduations"] == ", ".join(map(str, grads["session_trials"]))
@@ -131,16 +131,16 @@ def test_a_run_says_how_its_curriculum_ended(lab, agent, outcome, status):
 
 
 def test_events_of_older_journals_get_the_count_from_the_batches(tmp_path):
-    from dashboards import data as D
+    from dashboards import data as lab_data
 
-    with J.Journal(tmp_path / "journal") as jr:
+    with journal.Journal(tmp_path / "journal") as jr:
         for batch, events in enumerate([[], [{"event": "graduated", "trial": 16, "from_stage": "a"}]]):
             jr.append_batch(agent="old", session="s", batch=batch, epoch=1, task="T", stage="a", stage_index=0,
                             knobs={}, scored=_scored(16), events=events, state={"trials": 16 * (batch + 1)})
         jr.append_override(agent="old", session="s", batch=1, trials=32, events=[{"event": "override"}],
                            state={"trials": 32})
-    assert J.load_events(tmp_path / "journal")["session_trials"].tolist() == [32, 32]
-    moves = D.stage_changes(D.read_lab(tmp_path / "journal"), "old").iloc[0]
+    assert journal.load_events(tmp_path / "journal")["session_trials"].tolist() == [32, 32]
+    moves = lab_data.stage_changes(lab_data.read_lab(tmp_path / "journal"), "old").iloc[0]
     assert (moves["event"], moves["trial"], moves["policy_trial"]) == ("graduated", 32, 16)
 
 
@@ -161,5 +161,5 @@ def test_a_spent_budget_journaled_as_complete_reads_as_out_of_trials():
     events = [{"event": "complete", "trial": 640, "rule": "max_trials: 640 trials >= 640"},
               {"event": "complete", "trial": 900, "rule": "stages[2].graduate: accuracy 0.9 >= 0.8"}]
     rec = {"agent": "a", "session": "s", "batch": 9, "time": 0.0, "n": 64, "events": json.dumps(events)}
-    rows = J.event_rows(J.BATCH, rec, {})
+    rows = journal.event_rows(journal.BATCH, rec, {})
     assert [r["event"] for r in rows] == ["out_of_trials", "complete"]

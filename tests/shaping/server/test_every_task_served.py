@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from loophelp import ServerThread, config
-from shaping import journal as J
+from shaping import journal
 from shaping.client import TaskClient
 from shaping.tasks import catalog
 
@@ -21,7 +21,7 @@ def test_task_round_trip_through_server_and_journal(name, tmp_path):
             assert batch.x.shape[0] == 8 and batch.x.shape[2] == c.task_spec["N_in"]
             score = c.result(batch, batch.y)  # the targets themselves: every trial correct
             assert score is not None and score.n == 8 and score.accuracy == 1.0
-    trials = J.load(tmp_path)
+    trials = journal.load(tmp_path)
     assert len(trials) == 8 and (trials["outcome"] == "correct").all()
     # Every trial parameter the agent saw is in the journal; one named like a score column (the correct
     # "choice" of some tasks) as "param.<name>".

@@ -9,7 +9,7 @@ import pytest
 
 from dashboards.data import read_lab, stage_changes
 from loophelp import AgentThread, Raw, ServerThread, config, free_port
-from shaping import journal as J
+from shaping import journal
 from shaping.cli import main as cli
 from shaping.client import override
 from shaping.protocol import ProtocolError
@@ -39,7 +39,7 @@ def test_a_stage_override_is_journaled_before_the_reply_and_voids_batches_in_fli
         assert ev["event"] == "override" and ev["note"] == "skip ahead: a pre-trained network"
         assert (ev["from_stage"], ev["to_stage"]) == ("easy", "hard")
         # In the journal before the reply: read while the server still runs.
-        events = J.load_events(tmp_path)
+        events = journal.load_events(tmp_path)
         row = events[events["event"] == "override"].iloc[0]
         assert (row["agent"], row["batch"], row["to_stage"], row["note"]) == \
             ("a1", 0, "hard", "skip ahead: a pre-trained network")
@@ -47,7 +47,7 @@ def test_a_stage_override_is_journaled_before_the_reply_and_voids_batches_in_fli
         # The batch drawn under "easy" is still scored and journaled, but as stale (not counted).
         s = raw.request("RESULT", {"batch": 1, "epoch": 1}, {"y_hat": in_flight.arrays["y"]})
         assert s.type == "SCORE" and s.header["stage"] == "hard"
-        trials = J.load(tmp_path)
+        trials = journal.load(tmp_path)
         assert trials.groupby("batch")["stale"].all().to_dict() == {0: False, 1: True}
         nxt = raw.request("GET")
         assert (nxt.header["stage"], nxt.header["knobs"]["coherence"]) == ("hard", 0.1)
@@ -65,7 +65,7 @@ def test_a_knob_override_holds_until_the_stage_changes_and_keeps_batches_counted
         assert (ev["knob"], ev["old"], ev["new"]) == ("coherence", 0.7, 0.9) and "note" not in ev
         s = raw.request("RESULT", {"batch": 0, "epoch": 1}, {"y_hat": in_flight.arrays["y"]})
         assert s.type == "SCORE" and s.header["knobs"]["coherence"] == 0.9
-        assert not J.load(tmp_path)["stale"].any()
+        assert not journal.load(tmp_path)["stale"].any()
         assert raw.request("GET").header["knobs"]["coherence"] == 0.9
         reply = override(st.endpoint, "a1", stage=1)  # by index; a new stage drops the knob override
         assert (reply["stage"], reply["knobs"]["coherence"]) == ("medium", 0.3)
@@ -130,7 +130,7 @@ def test_bad_overrides_are_refused_precisely_and_change_nothing_while_others_are
         agent.stop()
         session = st.server.sessions["busy"]
         assert session.policy.state()["overrides"] == state["overrides"] == {}
-        assert "override" not in set(J.load_events(tmp_path).get("event", []))
+        assert "override" not in set(journal.load_events(tmp_path).get("event", []))
 
 
 def test_an_override_survives_a_server_restart(tmp_path):
@@ -154,8 +154,8 @@ def test_an_override_survives_a_server_restart(tmp_path):
 
 
 def test_the_cli_overrides_a_running_lab_and_reports_refusals(tmp_path, capsys):
-    journal = tmp_path / "journal"
-    with ServerThread(config(journal)) as st:
+    journal_dir = tmp_path / "journal"
+    with ServerThread(config(journal_dir)) as st:
         raw = Raw(st.endpoint)
         hello(raw)
         assert cli(["override", str(tmp_path), "a1", "--knob", "coherence={\"uniform\": [0.4, 0.6]}",
@@ -171,7 +171,7 @@ def test_the_cli_overrides_a_running_lab_and_reports_refusals(tmp_path, capsys):
         raw.close()
     assert cli(["override", str(tmp_path), "a1", "--stage", "easy"]) == 2  # no server running
     assert "no task server is running" in capsys.readouterr().err
-    events = J.load_events(journal)
+    events = journal.load_events(journal_dir)
     overrides = events[events["event"] == "override"]
     assert overrides["note"].tolist()[0] == "probe" and len(overrides) == 2
     assert json.loads(json.dumps(overrides["batch"].tolist())) == [-1, -1]

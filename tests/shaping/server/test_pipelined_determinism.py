@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from loophelp import ServerThread, answer, config
-from shaping import journal as J
+from shaping import journal
 from shaping.client import TaskClient
 
 pytestmark = pytest.mark.timeout(60)
@@ -18,9 +18,9 @@ STAIR = {"kind": "staircase", "knob": "coherence", "start": 0.5, "scale": "log",
          "step": 0.1, "up": 1, "down": 2, "max_reversals": 1000}
 
 
-def pipelined_run(journal, pauses: np.ndarray) -> list[tuple[int, float]]:
+def pipelined_run(journal_dir, pauses: np.ndarray) -> list[tuple[int, float]]:
     """One agent, 30 batches, a pause before each RESULT (its 'training step'); (batch, coherence) journaled."""
-    with ServerThread(config(journal, curricula={"stair": STAIR})) as st:
+    with ServerThread(config(journal_dir, curricula={"stair": STAIR})) as st:
         client = TaskClient(st.endpoint, "a1", curriculum="stair", timeout_s=10)
         client.hello()
         pending = None
@@ -35,7 +35,7 @@ def pipelined_run(journal, pauses: np.ndarray) -> list[tuple[int, float]]:
             pending = batch
         client.score(pending)
         client.bye()
-    trials = J.load(journal)
+    trials = journal.load(journal_dir)
     per_batch = trials.groupby("batch")["coherence"].first()
     return [(int(b), round(float(c), 9)) for b, c in per_batch.items()]
 

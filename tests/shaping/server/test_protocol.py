@@ -7,7 +7,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from shaping import protocol as P
+from shaping import protocol
 from shaping.protocol import ProtocolError
 
 rng = np.random.default_rng(0)
@@ -17,7 +17,7 @@ VALID = {
     "WELCOME": ({"session": "s", "agent": "a1", "curriculum": "c", "resumed": False, "epoch": 1, "trials": 0,
                  "batches": 0, "stage": "easy", "stage_index": 0, "knobs": {"coherence": [0.1, 0.7]},
                  "complete": False, "task": {"N_in": 2}, "credit": 2, "heartbeat_interval_s": 1,
-                 "expiry_s": 60.0, "limits": P.LIMITS.to_dict(), "run": {}}, None),
+                 "expiry_s": 60.0, "limits": protocol.LIMITS.to_dict(), "run": {}}, None),
     "GET": ({"n": 8}, None),
     "BATCH": ({"batch": 3, "epoch": 1, "n": 4, "task": "T", "stage": "easy", "stage_index": 0, "knobs": {},
                "params": {"label": ["a", "b", "c", "d"]}},
@@ -40,13 +40,13 @@ VALID = {
 
 
 def frames_of(command: str, header: dict, arrays: dict | None = None) -> list[bytes]:
-    return [bytes(f) for f in P.encode(command, header, arrays)]
+    return [bytes(f) for f in protocol.encode(command, header, arrays)]
 
 
 @pytest.mark.parametrize("command", list(VALID))
 def test_round_trip(command):
     header, arrays = VALID[command]
-    msg = P.decode(frames_of(command, {**header, "seq": 9}, arrays))
+    msg = protocol.decode(frames_of(command, {**header, "seq": 9}, arrays))
     assert msg.type == command
     assert msg.seq == 9
     assert {k: v for k, v in msg.header.items() if k != "seq"} == header
@@ -57,40 +57,40 @@ def test_round_trip(command):
 
 
 def test_every_command_has_a_valid_example():
-    assert set(VALID) == set(P.COMMANDS)
+    assert set(VALID) == set(protocol.COMMANDS)
 
 
 def test_arrays_are_views_of_the_frames_not_copies():
     frames = frames_of("RESULT", {"batch": 0, "epoch": 1}, {"y_hat": np.arange(6, dtype=np.float32)})
     buf = bytearray(frames[3])
     frames[3] = buf
-    msg = P.decode(frames)
+    msg = protocol.decode(frames)
     buf[0:4] = struct.pack("<f", 42.0)
     assert msg.arrays["y_hat"][0] == 42.0  # it sees the buffer change: zero copy
 
 
 def test_encode_makes_non_contiguous_and_big_endian_arrays_wire_ready():
     a = np.arange(24, dtype=">f4").reshape(4, 6)[:, ::2]
-    msg = P.decode(frames_of("RESULT", {"batch": 0, "epoch": 1}, {"y_hat": a}))
+    msg = protocol.decode(frames_of("RESULT", {"batch": 0, "epoch": 1}, {"y_hat": a}))
     np.testing.assert_array_equal(msg.arrays["y_hat"], a)
     with pytest.raises(ValueError, match="not allowed on the wire"):
-        P.encode("BATCH", {}, {"x": np.array(["a"])})
+        protocol.encode("BATCH", {}, {"x": np.array(["a"])})
     with pytest.raises(ValueError, match="unknown command"):
-        P.encode("NOPE")
+        protocol.encode("NOPE")
 
 
 def test_encode_converts_numpy_scalars_in_headers():
-    msg = P.decode(frames_of("GET", {"n": np.int64(5)}))
+    msg = protocol.decode(frames_of("GET", {"n": np.int64(5)}))
     assert msg.header["n"] == 5 and type(msg.header["n"]) is int
 
 
 # ------------------------------------------------------------------ decode order: the first failing check wins
-def sig(version=P.VERSION):
-    return P.MAGIC + struct.pack(">H", version)
+def sig(version=protocol.VERSION):
+    return protocol.MAGIC + struct.pack(">H", version)
 
 
 def cmd(name):
-    return bytes((P.COMMANDS[name],))
+    return bytes((protocol.COMMANDS[name],))
 
 
 def pack(obj):
@@ -152,49 +152,49 @@ CASES = {
 def test_decode_rejects(case):
     frames, name = CASES[case]
     with pytest.raises(ProtocolError) as info:
-        P.decode(frames)
+        protocol.decode(frames)
     assert info.value.name == name
-    assert info.value.code == P.ERRORS[name]
-    assert info.value.action == P.ERROR_ACTIONS[name]
-    assert str(info.value).startswith(f"{name} ({P.ERRORS[name]}): ")
+    assert info.value.code == protocol.ERRORS[name]
+    assert info.value.action == protocol.ERROR_ACTIONS[name]
+    assert str(info.value).startswith(f"{name} ({protocol.ERRORS[name]}): ")
 
 
 def test_limits_apply_before_the_frame_is_viewed():
-    small = P.Limits(max_array_bytes=1024, max_message_bytes=1536)
+    small = protocol.Limits(max_array_bytes=1024, max_message_bytes=1536)
     frames = frames_of("RESULT", {"batch": 0, "epoch": 1}, {"y_hat": np.zeros(300, np.float32)})
     with pytest.raises(ProtocolError, match="max_array_bytes is 1024") as info:
-        P.decode(frames, small)
+        protocol.decode(frames, small)
     assert info.value.name == "TOO_LARGE"
     frames = frames_of("BATCH", {"batch": 0, "epoch": 1, "n": 1, "task": "T", "stage": "s", "stage_index": 0,
                                  "knobs": {}},
                        {"x": np.zeros(200, np.float32), "y": np.zeros(200, np.float32),
                         "mask": np.zeros(200, np.float32)})
     with pytest.raises(ProtocolError, match="max_message_bytes") as info:
-        P.decode(frames, small)
+        protocol.decode(frames, small)
     assert info.value.name == "TOO_LARGE"
 
 
 def test_error_details_name_the_value_and_the_expectation():
     with pytest.raises(ProtocolError) as info:
-        P.decode([sig(), cmd("GET"), pack({"n": "8"})])
+        protocol.decode([sig(), cmd("GET"), pack({"n": "8"})])
     assert "'n'" in info.value.detail and "int" in info.value.detail and "'8'" in info.value.detail
     with pytest.raises(ProtocolError) as info:
-        P.decode([sig(), cmd("RESULT"), pack({"batch": 0, "epoch": 1, "arrays": [["y_hat", "<f4", [4]]]}),
+        protocol.decode([sig(), cmd("RESULT"), pack({"batch": 0, "epoch": 1, "arrays": [["y_hat", "<f4", [4]]]}),
                   b"\x00" * 12])
     assert "(4,)" in info.value.detail and "16 bytes" in info.value.detail and "12 bytes" in info.value.detail
 
 
 def test_unknown_header_fields_are_ignored():
-    msg = P.decode([sig(), cmd("GET"), pack({"n": 3, "future_field": [1, 2]})])
+    msg = protocol.decode([sig(), cmd("GET"), pack({"n": 3, "future_field": [1, 2]})])
     assert msg.header["n"] == 3
 
 
 def test_limits_validation():
     with pytest.raises(ValueError, match="max_ndim must be a positive integer, got 0"):
-        P.Limits(max_ndim=0)
+        protocol.Limits(max_ndim=0)
     with pytest.raises(ValueError, match="unknown limit"):
-        P.Limits.from_dict({"max_bytes": 3})
-    assert P.Limits.from_dict({"max_trials": 8}).max_trials == 8
+        protocol.Limits.from_dict({"max_bytes": 3})
+    assert protocol.Limits.from_dict({"max_trials": 8}).max_trials == 8
 
 
 def test_protocol_error_and_agent_names():
@@ -202,21 +202,21 @@ def test_protocol_error_and_agent_names():
     assert (err.code, err.name, err.action, err.batch) == (413, "NO_CREDIT", "retry", 3)
     with pytest.raises(ValueError, match="unknown error name"):
         ProtocolError("NOPE", "x")
-    P.check_agent_name("rat-07_a.b")
+    protocol.check_agent_name("rat-07_a.b")
     for bad in ("", "a b", "a/b", "x" * 65, "é", "abc\n"):  # "$" matched before a final newline
         with pytest.raises(ProtocolError) as info:
-            P.check_agent_name(bad)
+            protocol.check_agent_name(bad)
         assert info.value.name == "BAD_VALUE"
 
 
 def test_error_frames_decode_to_error():
-    msg = P.decode([bytes(f) for f in P.error_frames("UNKNOWN_BATCH", "never sent", seq=4, batch=9)])
+    msg = protocol.decode([bytes(f) for f in protocol.error_frames("UNKNOWN_BATCH", "never sent", seq=4, batch=9)])
     assert msg.type == "ERROR"
     assert msg.header == {"code": 414, "name": "UNKNOWN_BATCH", "detail": "never sent", "seq": 4, "batch": 9}
 
 
 def test_a_header_with_bytes_keys_is_malformed():
-    frames = [P.SIGNATURE, bytes((P.COMMANDS["HELLO"],)), msgpack.packb({b"agent": "a1"}, use_bin_type=True)]
+    frames = [protocol.SIGNATURE, bytes((protocol.COMMANDS["HELLO"],)), msgpack.packb({b"agent": "a1"}, use_bin_type=True)]
     with pytest.raises(ProtocolError) as info:
-        P.decode(frames)
+        protocol.decode(frames)
     assert info.value.name == "MALFORMED" and "keys must be strings" in info.value.detail

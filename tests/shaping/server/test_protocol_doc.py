@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shaping import protocol as P
+from shaping import protocol
 
-DOC = Path(P.__file__).with_name("PROTOCOL.md")
+DOC = Path(protocol.__file__).with_name("PROTOCOL.md")
 
 
 def tables(section: str) -> list[list[dict]]:
@@ -42,11 +42,11 @@ def _parse(rows: list[str]) -> list[dict]:
 
 def test_commands_table():
     (table,) = tables("Commands")
-    assert {r["Command"]: int(r["Id"]) for r in table} == P.COMMANDS
+    assert {r["Command"]: int(r["Id"]) for r in table} == protocol.COMMANDS
     senders = {r["Command"]: r["Sender"] for r in table}
-    assert {c for c, s in senders.items() if s in ("agent", "both")} == P.AGENT_COMMANDS
-    assert {c for c, s in senders.items() if s in ("server", "both")} == P.SERVER_COMMANDS
-    assert {c for c, s in senders.items() if s == "operator"} == P.OPERATOR_COMMANDS
+    assert {c for c, s in senders.items() if s in ("agent", "both")} == protocol.AGENT_COMMANDS
+    assert {c for c, s in senders.items() if s in ("server", "both")} == protocol.SERVER_COMMANDS
+    assert {c for c, s in senders.items() if s == "operator"} == protocol.OPERATOR_COMMANDS
 
 
 def test_header_fields_table():
@@ -55,8 +55,8 @@ def test_header_fields_table():
     for r in table:
         assert r["Required"] in ("yes", "no"), r
         doc.setdefault(r["Command"], {})[r["Field"]] = (r["Type"], r["Required"] == "yes")
-    assert doc == {k: v for k, v in P.HEADER_FIELDS.items() if v}
-    assert all(not v for k, v in P.HEADER_FIELDS.items() if k not in doc)  # e.g. HEARTBEAT: no fields
+    assert doc == {k: v for k, v in protocol.HEADER_FIELDS.items() if v}
+    assert all(not v for k, v in protocol.HEADER_FIELDS.items() if k not in doc)  # e.g. HEARTBEAT: no fields
 
 
 def test_arrays_and_dtypes_tables():
@@ -64,22 +64,22 @@ def test_arrays_and_dtypes_tables():
     doc: dict[str, dict] = {}
     for r in arrays:
         doc.setdefault(r["Command"], {})[r["Array"]] = (r["dtype"], r["Required"] == "yes")
-    assert doc == P.ARRAYS
-    assert tuple(r["dtype"] for r in dtypes) == P.DTYPES
+    assert doc == protocol.ARRAYS
+    assert tuple(r["dtype"] for r in dtypes) == protocol.DTYPES
 
 
 def test_limits_table():
     (table,) = tables("Limits")
-    assert {r["Limit"]: int(r["Default"]) for r in table} == P.LIMITS.to_dict()
+    assert {r["Limit"]: int(r["Default"]) for r in table} == protocol.LIMITS.to_dict()
 
 
 def test_error_codes_table():
     (table,) = tables("Error codes")
-    assert {r["Name"]: int(r["Code"]) for r in table} == P.ERRORS
-    assert {r["Name"]: r["Next"] for r in table} == P.ERROR_ACTIONS
+    assert {r["Name"]: int(r["Code"]) for r in table} == protocol.ERRORS
+    assert {r["Name"]: r["Next"] for r in table} == protocol.ERROR_ACTIONS
 
 
 def test_signature_is_as_documented():
     text = DOC.read_text()
-    assert f"`{P.MAGIC.decode()}`" in text
-    assert P.SIGNATURE == b"SKBX\x00\x01" and f"version {P.VERSION}" in text
+    assert f"`{protocol.MAGIC.decode()}`" in text
+    assert protocol.SIGNATURE == b"SKBX\x00\x01" and f"version {protocol.VERSION}" in text

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shaping import journal as J
+from shaping import journal
 from shaping.client import TaskClient
 from shaping.lab import Lab
 from shaping.server import ConfigChanged, ServerConfig, TaskServer, check_resume
@@ -52,7 +52,7 @@ def test_a_changed_curriculum_or_task_is_refused_naming_each_key(tmp_path):
     changed = copy.deepcopy(cfg)
     changed["curricula"]["shaped"]["stages"][0]["graduate"]["accuracy"] = 0.6
     changed["task"]["T"] = 600
-    segments = J.segments(tmp_path / "journal")
+    segments = journal.segments(tmp_path / "journal")
     with pytest.raises(ConfigChanged) as err:
         TaskServer(changed).start()
     text = str(err.value)
@@ -61,7 +61,7 @@ def test_a_changed_curriculum_or_task_is_refused_naming_each_key(tmp_path):
     assert "agent 'a2' (curriculum 'fixed'): task.T: 500 -> 600" in text
     assert "Restore the old config" in text and "new lab directory" in text and "skinnerbox override" in text
     # Nothing was journaled by the refused servers: the journal resumes under its own config as before.
-    assert [p for p in J.segments(tmp_path / "journal") if p.stat().st_size] == segments
+    assert [p for p in journal.segments(tmp_path / "journal") if p.stat().st_size] == segments
     assert play(cfg, {"a1": "shaped"}, batches=1)["a1"] == 3 * 16
 
 

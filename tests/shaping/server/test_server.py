@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 
 from loophelp import AgentThread, Raw, ServerThread, config, free_port
-from shaping import journal as J
-from shaping import protocol as P
+from shaping import journal
+from shaping import protocol
 from shaping.server import ENDPOINT_FILE, ServerConfig, TaskServer, agent_seed, read_endpoint
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def hello(raw: Raw, agent: str = "a1", **fields) -> P.Message:
+def hello(raw: Raw, agent: str = "a1", **fields) -> protocol.Message:
     msg = raw.request("HELLO", {"agent": agent, **fields})
     assert msg.type == "WELCOME", msg.header
     return msg
@@ -31,7 +31,7 @@ def test_hello_get_result_round(tmp_path):
         assert (w["resumed"], w["epoch"], w["trials"], w["batches"], w["complete"]) == (False, 1, 0, 0, False)
         assert w["task"]["N_in"] == 2 and w["task"]["N_out"] == 2 and w["task"]["N_steps"] == 50
         assert w["task"]["dt"] == 10 and w["task"]["output_names"] == ["choice0", "choice1"]
-        assert w["credit"] == 3 and w["limits"] == P.LIMITS.to_dict() and w["run"] == {}
+        assert w["credit"] == 3 and w["limits"] == protocol.LIMITS.to_dict() and w["run"] == {}
         assert w["stage"] == "final" and w["knobs"]["coherence"] == [0.1, 0.3, 0.5, 0.7]
         b = raw.request("GET", {"seq": 2})
         assert b.type == "BATCH" and b.header["seq"] == 2 and b.header["batch"] == 0 and b.header["epoch"] == 1
@@ -55,7 +55,7 @@ def test_every_acknowledged_batch_is_already_in_the_journal(tmp_path):
     with ServerThread(config(tmp_path)) as st:
         raw = Raw(st.endpoint)
         hello(raw)
-        reader = J.JournalReader(tmp_path, kinds=[J.BATCH])
+        reader = journal.JournalReader(tmp_path, kinds=[journal.BATCH])
         seen = []
         for k in range(5):
             b = raw.request("GET")
@@ -63,7 +63,7 @@ def test_every_acknowledged_batch_is_already_in_the_journal(tmp_path):
             assert s.type == "SCORE"
             seen += [r["batch"] for _, r in reader.poll()]  # read the moment SCORE arrives
             assert seen == list(range(k + 1))
-        df = J.load(tmp_path)
+        df = journal.load(tmp_path)
         assert len(df) == 80 and (df["outcome"] == "correct").all()
         raw.close()
 
@@ -73,12 +73,12 @@ def test_shaping_moves_an_agent_through_its_stages(tmp_path):
         agent = AgentThread(st.endpoint, "rat", curriculum="shaped", p_correct=0.95, timeout_s=10).start()
         agent.thread.join(30)
         assert agent.error is None and agent.scores[-1].complete
-        df = J.load(tmp_path)
+        df = journal.load(tmp_path)
         stages = df.groupby("batch")["stage_index"].first().to_numpy()
         assert (np.diff(stages) >= 0).all() and stages[0] == 0 and stages[-1] == 2
         for stage, coherence in (("easy", 0.7), ("medium", 0.3), ("hard", 0.1)):
             assert np.allclose(df.loc[df["stage"] == stage, "coherence"], coherence)
-        events = J.load_events(tmp_path)
+        events = journal.load_events(tmp_path)
         assert events["event"].tolist().count("graduated") >= 2
         assert agent.scores[-1].trials == len(df) == df.groupby(["batch", "trial"]).ngroups
         agent.stop()
@@ -128,7 +128,7 @@ def test_restart_restores_every_session(tmp_path):
         bt = raw.request("GET")
         assert bt.header["batch"] == before["a"][7] + 1
         raw.close()
-    trials = J.load(tmp_path)
+    trials = journal.load(tmp_path)
     assert not trials.duplicated(["agent", "batch", "trial"]).any()
 
 
@@ -157,7 +157,7 @@ def test_hooks_fill_run_see_each_batch_and_cannot_break_the_server(tmp_path, cap
                 assert raw.request("RESULT", {"batch": k, "epoch": 1}, {"y_hat": b.arrays["y"]}).type == "SCORE"
         assert caplog.text.count("hook on_scored failed") == 1
         raw.close()
-    assert J.load_sessions(tmp_path)["run"].tolist() == [{"mlflow_run_id": "run-h1"}]
+    assert journal.load_sessions(tmp_path)["run"].tolist() == [{"mlflow_run_id": "run-h1"}]
 
 
 def test_silent_agent_loses_its_in_flight_batches(tmp_path):
@@ -200,7 +200,7 @@ def test_a_new_connection_takes_over_the_session_and_voids_old_batches(tmp_path)
         assert new.request("GET").header["name"] == "NO_SESSION"
         old.close()
         new.close()
-    assert len(J.load(tmp_path)) == 0
+    assert len(journal.load(tmp_path)) == 0
 
 
 def test_non_finite_outputs_are_refused_and_the_batch_stays_in_flight(tmp_path):
@@ -220,7 +220,7 @@ def test_endpoint_file_written_while_running_and_removed_on_stop(tmp_path):
     with ServerThread(config(tmp_path)) as st:
         info = read_endpoint(tmp_path, timeout_s=2)
         assert info["endpoint"] == st.endpoint and info["curve"] is False and info["pid"] > 0
-        with pytest.raises(J.JournalLocked):
+        with pytest.raises(journal.JournalLocked):
             TaskServer(config(tmp_path)).start()
     assert not (tmp_path / ENDPOINT_FILE).exists()
     with pytest.raises(TimeoutError, match="no task server endpoint"):
@@ -231,9 +231,9 @@ def test_requests_during_shutdown_get_shutting_down(tmp_path):
     server = TaskServer(config(tmp_path))
     server.start()
     sent = []
-    server._send_to = lambda ident, frames, session=None: sent.append(P.decode([bytes(f) for f in frames]))
+    server._send_to = lambda ident, frames, session=None: sent.append(protocol.decode([bytes(f) for f in frames]))
     server.stop()
-    server._handle(b"\x00id", [bytes(f) for f in P.encode("HELLO", {"agent": "late"})])
+    server._handle(b"\x00id", [bytes(f) for f in protocol.encode("HELLO", {"agent": "late"})])
     assert sent[-1].header["name"] == "SHUTTING_DOWN" and sent[-1].header["code"] == 503
     server.close()
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from loophelp import AgentThread, Raw, ServerThread, config
-from shaping import journal as J
-from shaping import protocol as P
+from shaping import journal
+from shaping import protocol
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,15 +44,15 @@ def good_agent_unharmed(lab):
     assert not good.client.reconnects
 
 
-def sig(version: int = P.VERSION) -> bytes:
-    return P.MAGIC + struct.pack(">H", version)
+def sig(version: int = protocol.VERSION) -> bytes:
+    return protocol.MAGIC + struct.pack(">H", version)
 
 
 def cmd(name: str) -> bytes:
-    return bytes((P.COMMANDS[name],))
+    return bytes((protocol.COMMANDS[name],))
 
 
-def with_session(raw: Raw, name: str) -> P.Message:
+def with_session(raw: Raw, name: str) -> protocol.Message:
     w = raw.request("HELLO", {"agent": name})
     assert w.type == "WELCOME"
     b = raw.request("GET")
@@ -60,9 +60,9 @@ def with_session(raw: Raw, name: str) -> P.Message:
     return b
 
 
-def expect(msg: P.Message, name: str, seq: int | None = None) -> None:
+def expect(msg: protocol.Message, name: str, seq: int | None = None) -> None:
     assert msg.type == "ERROR", msg
-    assert msg.header["name"] == name and msg.header["code"] == P.ERRORS[name], msg.header
+    assert msg.header["name"] == name and msg.header["code"] == protocol.ERRORS[name], msg.header
     assert msg.header["detail"]
     if seq is not None:
         assert msg.header["seq"] == seq
@@ -195,7 +195,7 @@ def test_already_scored_and_journaled_once(raw, lab):
     result = ({"batch": b.header["batch"], "epoch": 1}, {"y_hat": b.arrays["y"]})
     assert raw.request("RESULT", *result).type == "SCORE"
     expect(raw.request("RESULT", *result), "ALREADY_SCORED")
-    df = J.load(lab[2])
+    df = journal.load(lab[2])
     assert len(df[df["agent"] == "e-twice"]) == 16
 
 

@@ -14,8 +14,8 @@ import pytest
 import zmq
 
 from loophelp import SIM_AGENT, free_port
-from shaping import journal as J
-from shaping import protocol as P
+from shaping import journal
+from shaping import protocol
 from shaping.server import read_endpoint
 
 pytestmark = [pytest.mark.procs, pytest.mark.timeout(120)]
@@ -137,7 +137,7 @@ def lab(tmp_path):
 def check_exactly_once(lab: Lab, names: list[str]) -> None:
     """The journal holds every trial once, every acknowledged batch is in it as acknowledged, and the server's
     trial counters agree with it."""
-    df = J.load(lab.journal)
+    df = journal.load(lab.journal)
     assert not df.duplicated(["agent", "batch", "trial"]).any()
     for name in names:
         mine = df[df["agent"] == name]
@@ -156,13 +156,13 @@ def test_two_agents_complete_a_shaped_curriculum_end_to_end(lab):
     lab.start_agent("rat2", "--curriculum", "shaped", "--ramp", "300", "--seed", "2")
     assert lab.finish("rat1") == 0 and lab.finish("rat2") == 0
     check_exactly_once(lab, ["rat1", "rat2"])
-    df = J.load(lab.journal)
+    df = journal.load(lab.journal)
     for name in ("rat1", "rat2"):
         assert lab.scores(name)[-1]["complete"]
         per_batch = df[df["agent"] == name].groupby("batch")[["stage_index", "coherence"]].first()
         assert (np.diff(per_batch["stage_index"]) >= 0).all() and per_batch["stage_index"].iloc[-1] == 2
         assert np.allclose(per_batch["coherence"], np.array([0.7, 0.3, 0.1])[per_batch["stage_index"]])
-    events = J.load_events(lab.journal)
+    events = journal.load_events(lab.journal)
     assert (events["event"] == "graduated").sum() >= 4
     code, out = lab.stop_server()
     assert code == 0, out
@@ -176,7 +176,7 @@ def test_server_killed_mid_run_restarts_on_its_journal_and_agents_carry_on(lab):
     lab.wait_scores("b", 8)
     lab.server.kill()  # SIGKILL: no flush, no BYE
     lab.server.wait()
-    journaled = J.load(lab.journal).groupby("agent").size().to_dict()
+    journaled = journal.load(lab.journal).groupby("agent").size().to_dict()
     time.sleep(0.5)
     lab.start_server()
     assert lab.finish("a") == 0 and lab.finish("b") == 0
@@ -185,13 +185,13 @@ def test_server_killed_mid_run_restarts_on_its_journal_and_agents_carry_on(lab):
         assert len(welcomes) == 1  # the process started once; its client reconnected by itself
         assert len(lab.scores(name)) == 30
     check_exactly_once(lab, ["a", "b"])
-    hellos = J.load_sessions(lab.journal)
+    hellos = journal.load_sessions(lab.journal)
     for name in ("a", "b"):
         mine = hellos[hellos["agent"] == name]
         assert mine["epoch"].tolist()[:2] == [1, 2] and mine["resumed"].tolist()[:2] == [False, True]
         assert mine["session"].nunique() == 1
-        assert J.load(lab.journal).query("agent == @name and epoch >= 2")["batch"].min() > 0
-        assert journaled[name] <= len(J.load(lab.journal).query("agent == @name"))
+        assert journal.load(lab.journal).query("agent == @name and epoch >= 2")["batch"].min() > 0
+        assert journaled[name] <= len(journal.load(lab.journal).query("agent == @name"))
     code, out = lab.stop_server()
     assert code == 0, out
 
@@ -204,7 +204,7 @@ def test_agent_killed_mid_run_resumes_its_stage_without_losing_trials(lab):
     lab.agents["mouse"].kill()
     lab.agents["mouse"].wait()
     time.sleep(0.2)
-    journaled = len(J.load(lab.journal))
+    journaled = len(journal.load(lab.journal))
     lab.start_agent("mouse", "--curriculum", "shaped", "--ramp", "300")
     assert lab.finish("mouse") == 0
     welcomes = [r for r in lab.log("mouse") if "welcome" in r]
@@ -227,28 +227,28 @@ def test_sigterm_flushes_tells_agents_and_exits_zero(lab):
     assert code == 0, out
     assert lab.finish("late") == 3  # it was told: BYE reason=shutdown
     assert lab.log("late")[-1] == {"closed": "shutdown"}
-    kinds = [k for k, _ in J.iter_records(lab.journal)]
-    assert kinds[-1] == J.CLOSE
+    kinds = [k for k, _ in journal.iter_records(lab.journal)]
+    assert kinds[-1] == journal.CLOSE
     check_exactly_once(lab, ["late"])
     assert not (lab.journal / "server.json").exists()
 
 
 def fuzz_corpus(rng: np.random.Generator, n_random: int = 300) -> list[list[bytes]]:
     """Hand-made broken messages plus random mutations of valid ones."""
-    sig = P.SIGNATURE
+    sig = protocol.SIGNATURE
     y = np.zeros((16, 50, 2), np.float32)
-    valid = [[bytes(f) for f in P.encode(c, h, a)] for c, h, a in [
+    valid = [[bytes(f) for f in protocol.encode(c, h, a)] for c, h, a in [
         ("HELLO", {"agent": "fz"}, None), ("GET", {"n": 4}, None),
         ("RESULT", {"batch": 0, "epoch": 1}, {"y_hat": y}), ("HEARTBEAT", {}, None)]]
     corpus = [
-        [bytes(f) for f in P.encode("HELLO", {"agent": "rat", "curriculum": "fixed"})],  # CONFLICT
+        [bytes(f) for f in protocol.encode("HELLO", {"agent": "rat", "curriculum": "fixed"})],  # CONFLICT
         [], [b""], [b"", b"", b""], [sig], [sig, b"\x03"], [sig, b"\x03", b"\xc1"],
         [b"\x00" * 6, b"\x03", b"\x80"], [sig[:4] + b"\xff\xff", b"\x03", b"\x80"],
-        [sig, b"\x00", b"\x80"], [sig, b"\x09", P.pack({"code": 1, "name": "x", "detail": "y"})],
-        [sig, b"\x05", P.pack({"batch": -1, "epoch": 1, "arrays": [["y_hat", "<f4", [2**62]]]}), b""],
-        [sig, b"\x05", P.pack({"batch": 0, "epoch": 1, "arrays": [["y_hat", "<f4", [16, 50, 2]]]}), b"\x00" * 7],
-        [sig, b"\x01", P.pack({"agent": "x" * 200})], [sig, b"\x01", P.pack({"agent": "../../etc"})],
-        [sig, b"\x03", P.pack({"n": 10**9})], [sig, b"\x03", P.pack({"n": -3})],
+        [sig, b"\x00", b"\x80"], [sig, b"\x09", protocol.pack({"code": 1, "name": "x", "detail": "y"})],
+        [sig, b"\x05", protocol.pack({"batch": -1, "epoch": 1, "arrays": [["y_hat", "<f4", [2**62]]]}), b""],
+        [sig, b"\x05", protocol.pack({"batch": 0, "epoch": 1, "arrays": [["y_hat", "<f4", [16, 50, 2]]]}), b"\x00" * 7],
+        [sig, b"\x01", protocol.pack({"agent": "x" * 200})], [sig, b"\x01", protocol.pack({"agent": "../../etc"})],
+        [sig, b"\x03", protocol.pack({"n": 10**9})], [sig, b"\x03", protocol.pack({"n": -3})],
         [sig, b"\x03", b"\x91" * 2000 + b"\xc0"], [sig, b"\x03", b"\xdf\xff\xff\xff\xff"],
     ]
     for _ in range(n_random):
@@ -283,14 +283,14 @@ def test_fuzzing_while_a_real_agent_trains(lab):
     corpus = fuzz_corpus(np.random.default_rng(0))
     for i, frames in enumerate(corpus):
         socks[i % len(socks)].send_multipart(frames)
-    replies: list[P.Message] = []
+    replies: list[protocol.Message] = []
     deadline = time.monotonic() + 10
     poller = zmq.Poller()
     for s in socks:
         poller.register(s, zmq.POLLIN)
     while time.monotonic() < deadline and len([r for r in replies if r.type == "ERROR"]) < len(corpus) // 2:
         for s, _ in poller.poll(200):
-            replies.append(P.decode(s.recv_multipart()))  # every reply is itself a valid message
+            replies.append(protocol.decode(s.recv_multipart()))  # every reply is itself a valid message
     for s in socks:
         s.close(0)
     ctx.term()
@@ -314,10 +314,10 @@ def test_the_server_side_never_imports_tensorflow():
 
 FLOOD = """
 import sys, zmq
-from shaping import protocol as P
+from shaping import protocol
 s = zmq.Context().socket(zmq.DEALER)
 s.connect(sys.argv[1])
-hello, get = P.encode("HELLO", {"agent": "flood"}), P.encode("GET", {"n": 4096})
+hello, get = protocol.encode("HELLO", {"agent": "flood"}), protocol.encode("GET", {"n": 4096})
 while True:  # each HELLO voids the batches in flight: three big BATCHes a round, read slower than they come
     for m in (hello, get, get, get):
         s.send_multipart(m)

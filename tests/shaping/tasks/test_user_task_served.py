@@ -86,7 +86,7 @@ def test_lab_validation_finds_a_stage_tasks_module_beside_the_toml_file(tmp_path
 def test_the_dashboards_read_a_module_tasks_evidence_from_its_journaled_spec(tmp_path, monkeypatch):
     """The journal names a "module:Class" task by its bare class name, which the registry cannot resolve: the
     dashboards showed no psychometric curve or table. The server now journals the task's spec at HELLO."""
-    from dashboards import data as D
+    from dashboards import data as lab_data
 
     (tmp_path / "pdmod").mkdir()
     (tmp_path / "pdmod" / "fb_pd_tasks.py").write_text(
@@ -95,11 +95,11 @@ def test_the_dashboards_read_a_module_tasks_evidence_from_its_journaled_spec(tmp
     cfg = {"task": {"name": "fb_pd_tasks:MyCDM", "T": 1700, "N_batch": 64}, "seed": 0,
            "curricula": {"fixed": {"kind": "fixed"}}, "journal": str(tmp_path / "lab" / "journal")}
     _serve(cfg, lambda b: b.y, 3)
-    tables = D.read_lab(tmp_path / "lab")
+    tables = lab_data.read_lab(tmp_path / "lab")
     assert set(tables.trials["task"]) == {"MyCDM"}  # not importable by that name
-    assert D.evidence_knob(tables, "a") == "coherence_motion"
-    assert D.evidence_sides(tables, "a") == {"coherence_motion": "side_motion", "coherence_color": "side_color"}
-    table = D.psychometric_table(tables, "a")  # each evidence column, split by context as the spec says
+    assert lab_data.evidence_knob(tables, "a") == "coherence_motion"
+    assert lab_data.evidence_sides(tables, "a") == {"coherence_motion": "side_motion", "coherence_color": "side_color"}
+    table = lab_data.psychometric_table(tables, "a")  # each evidence column, split by context as the spec says
     assert sorted(zip(table["evidence"], table["curve"])) == [
         ("coherence_color", "colour context"), ("coherence_color", "motion context"),
         ("coherence_motion", "colour context"), ("coherence_motion", "motion context")]
