@@ -43,7 +43,7 @@ def configure_threads(n: int = 1) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(n)
         tf.config.threading.set_inter_op_parallelism_threads(n)
     except RuntimeError:
-        if (tf.config.threading.get_intra_op_parallelism_threads(), 
+        if (tf.config.threading.get_intra_op_parallelism_threads(),
                 tf.config.threading.get_inter_op_parallelism_threads()) != (n, n):
             warnings.warn(f"configure_threads({n}) came after TensorFlow started; its thread pools keep "
                           f"their size", RuntimeWarning, stacklevel=2)

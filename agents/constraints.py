@@ -36,7 +36,6 @@ from ._registry import Registry, Serializable
 from .dale import MATRICES, dale_signs, n_excitatory, validate_dale_ratio  # noqa: F401  (part of this module's API)
 
 
-
 class Constraint(Serializable):
     """Base class: ``__call__(w) -> w_effective``.
 

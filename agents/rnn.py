@@ -26,8 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import constraints
-from . import initializers, losses, optimizers, regularizers
+from . import constraints, initializers, losses, optimizers, regularizers
 from ._registry import NOT_IMPORTABLE, callable_ref, import_callable
 from ._tf import ensure_eager, tf
 from .ops import TRANSFER_FUNCTIONS, rate_recurrence, transfer_name
@@ -249,7 +248,8 @@ class RNN:
         fixed = dict(params.get("fixed") or {})
         fixed.update({k[6:]: v for k, v in file_arrays.items() if k.startswith("fixed_")})
         if fixed:
-            wiring.fixed = constraints.build_wiring({"fixed": fixed}, self.N_in, self.N_rec, self.N_out, self.seed).fixed
+            wiring.fixed = constraints.build_wiring({"fixed": fixed}, self.N_in, self.N_rec, self.N_out,
+                                                    self.seed).fixed
         return wiring
 
     def _build_initializer(self, params: dict, file_arrays: dict | None) -> initializers.Initializer:

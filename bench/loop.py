@@ -48,9 +48,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import zmq  # noqa: E402
+import zmq
 
-from shaping import protocol  # noqa: E402
+from shaping import protocol
 
 TASK = {"name": "PerceptualDiscrimination", "dt": 10, "T": 2000}  # 200 time steps
 # The agent benchmarks (issue 5): PerceptualDiscrimination(dt=10, tau=100, T=2000, N_batch=128), Basic N_rec=50.
@@ -63,9 +63,9 @@ PARTS = ["agent", "logging", "capacity", "scaling"]
 # ---------------------------------------------------------------------------------------------- server side
 def _server_process(config: dict, ready: mp.Queue, stop: mp.Event, out: mp.Queue,
                     tracking: dict | None = None) -> None:
-    import logging  # noqa: PLC0415
+    import logging
 
-    from shaping.server import TaskServer, attach_tracking  # noqa: PLC0415
+    from shaping.server import TaskServer, attach_tracking
 
     logging.basicConfig(level=logging.ERROR)
     server = TaskServer(config)
@@ -168,7 +168,7 @@ def server_capacity(n_agents: int, n_trials: int, seconds: float = 3.0, warmup_s
 def _tf_process_env() -> None:
     """What an agent process sets before TensorFlow starts (CPU only; threads are set by the caller)."""
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
-    import logging  # noqa: PLC0415
+    import logging
 
     logging.basicConfig(level=logging.ERROR)
 
@@ -176,8 +176,8 @@ def _tf_process_env() -> None:
 def _local_worker(wid: int, model: dict, task_config: dict, knobs: dict, cmd: mp.Queue, out: mp.Queue) -> None:
     """The same model trained locally: ``task.generate`` + ``train_on_batch``, ``n`` batches per command."""
     _tf_process_env()
-    import agents  # noqa: PLC0415
-    from shaping.tasks import make  # noqa: PLC0415
+    import agents
+    from shaping.tasks import make
 
     agents.configure_threads(1)
     task = make(task_config["name"], seed=wid, **{k: v for k, v in task_config.items() if k != "name"})
@@ -219,8 +219,8 @@ def _agent_worker(wid: int, endpoint: str, name: str, model: dict, workdir: str,
     Checkpoints are taken only at the end, as the local loop takes none (the product's default, one every 20
     batches, costs about 3 ms each: 0.6 % of the step here)."""
     _tf_process_env()
-    import agents  # noqa: PLC0415
-    from agents.agent import Agent, AgentConfig  # noqa: PLC0415
+    import agents
+    from agents.agent import Agent, AgentConfig
 
     agents.configure_threads(1)
 
@@ -322,7 +322,7 @@ class Group:
         config = {"task": dict(AGENT_TASK), "curricula": {"fixed": CURRICULUM}, "seed": 0, "journal": self.journal}
         track = None
         if tracking:
-            from shaping.tracking import LabRun  # noqa: PLC0415
+            from shaping.tracking import LabRun
 
             uri = f"sqlite:///{Path(workdir, 'mlflow.db').as_posix()}"
             lab = LabRun.start(uri, "bench-loop", {"task": AGENT_TASK, "curriculum": CURRICULUM,
@@ -381,7 +381,7 @@ def _close_all(groups: list[Group]) -> None:
     for g in groups:
         try:
             g.close()
-        except Exception as err:  # noqa: BLE001 - the others must still be closed
+        except Exception as err:  # - the others must still be closed
             errors.append(err)
     if errors:
         raise errors[0]

@@ -20,9 +20,9 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shaping.policies import from_spec  # noqa: E402
-from shaping.policies.simulate import Observer, run  # noqa: E402
-from shaping.tasks import PerceptualDiscrimination  # noqa: E402
+from shaping.policies import from_spec
+from shaping.policies.simulate import Observer, run
+from shaping.tasks import PerceptualDiscrimination
 
 STAGES = {"kind": "stages", "window": 256, "regress": {"accuracy": 0.55, "min_dwell": 512}, "stages": [
     {"name": "easy", "knobs": {"coherence": 0.7}, "graduate": {"accuracy": 0.8, "min_trials": 512}},

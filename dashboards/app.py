@@ -32,8 +32,7 @@ import streamlit as st
 
 from dashboards import data as lab_data
 from dashboards import figures as dashboard_figures
-from shaping import figures
-from shaping import readout
+from shaping import figures, readout
 
 TABS = ("Status", "Agent", "Compare", "Psychometrics", "Connectivity", "MLflow")
 GROUPINGS = ("condition", "curriculum", "dale")
@@ -155,8 +154,10 @@ def view_agent(root: str, tables: lab_data.LabTables, agent: str) -> None:
         progress["trials"].to_numpy(), progress["policy_stage_index"].to_numpy(), marks, names, color=colour),
         caption="The policy's stage against trials (session_trials); graduations, regressions, completion and "
                 "reversals marked where they happened")
-    image("curves", root, version, lambda: dashboard_figures.agent_curves(progress, revs, window_trials=window, color=colour),
-          caption=f"{readout.accuracy_label(readout.RECENT_ACCURACY, window)} and {readout.accuracy_label(readout.CRITERION_ACCURACY)};"
+    image("curves", root, version,
+          lambda: dashboard_figures.agent_curves(progress, revs, window_trials=window, color=colour),
+          caption=f"{readout.accuracy_label(readout.RECENT_ACCURACY, window)} and "
+                  f"{readout.accuracy_label(readout.CRITERION_ACCURACY)};"
                   " knobs as drawn (a band: the range or set trials were drawn from); dotted lines: stage changes")
     st.caption(readout.trial_axis_caption())
     left, right = st.columns(2)

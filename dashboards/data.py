@@ -30,8 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from shaping import figures
-from shaping import readout
+from shaping import figures, readout
 from shaping.readout import (
     DEFAULT_WINDOW_TRIALS,
     MOVE_EVENTS,

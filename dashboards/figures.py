@@ -17,8 +17,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from shaping import figures
-from shaping import readout
+from shaping import figures, readout
 
 __all__ = ["agent_curves", "graduation_comparison", "connectivity_across", "lab_accuracy", "message_figure"]
 
@@ -62,7 +61,8 @@ def agent_curves(progress: pd.DataFrame, reversals: pd.DataFrame | None = None,
     else:
         chosen = [k for k in knobs if k in numeric]
     stage = progress["policy_stage_index"] if "policy_stage_index" in progress else progress["stage_index"]
-    fig = figures.curriculum_curves(progress["trials"].to_numpy(), progress[readout.RECENT_ACCURACY].to_numpy(dtype=float),
+    fig = figures.curriculum_curves(progress["trials"].to_numpy(),
+                               progress[readout.RECENT_ACCURACY].to_numpy(dtype=float),
                                {k: bands[k] for k in chosen}, stage.to_numpy(),
                                policy_accuracy=progress[readout.CRITERION_ACCURACY].to_numpy(dtype=float),
                                window_trials=window_trials, color=color)

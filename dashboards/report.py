@@ -28,8 +28,7 @@ import pandas as pd
 
 from dashboards import data as lab_data
 from dashboards import figures as dashboard_figures
-from shaping import figures
-from shaping import readout
+from shaping import figures, readout
 
 __all__ = ["Report", "build_report", "render_html", "write_report", "log_report"]
 
@@ -137,7 +136,8 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
         _figure("compare", lambda: dashboard_figures.graduation_comparison(grads, "condition", colours),
                 "Trials (session_trials) to each graduation per condition (curriculum · Dale/free); points are "
                 "agents (seeds) in their colours, bars mean ± SD."),
-        _table("graduation-summary", lab_data.graduation_summary(grads, "condition"), "Spread over seeds (session_trials)."),
+        _table("graduation-summary", lab_data.graduation_summary(grads, "condition"),
+               "Spread over seeds (session_trials)."),
         _table("graduations", readout.for_display(grads.drop(columns=["order"])),
                "Trials to each milestone, per agent (session_trials)."),
     ]))
@@ -153,16 +153,17 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
                               ignore_index=True)
             names = lab_data.stage_names(tables, agent)
             items.append(_figure(f"{agent}-timeline", lambda p=p, marks=marks, names=names, c=colour:
-                                 figures.stage_timeline(p["trials"].to_numpy(), p["policy_stage_index"].to_numpy(), marks,
-                                                   names, color=c),
+                                 figures.stage_timeline(p["trials"].to_numpy(), p["policy_stage_index"].to_numpy(),
+                                                        marks, names, color=c),
                                  "The policy's stage against trials (session_trials); graduations, regressions, "
                                  "completion and staircase reversals marked where they happened."))
             items.append(_figure(f"{agent}-curves", lambda p=p, revs=revs, c=colour: dashboard_figures.agent_curves(
                 p, revs, window_trials=window, color=c),
-                f"{recent[0].upper()}{recent[1:]} and {readout.accuracy_label(readout.CRITERION_ACCURACY)}; knobs as drawn (a "
-                "band: the range or set trials were drawn from; reversals circled)."))
+                f"{recent[0].upper()}{recent[1:]} and {readout.accuracy_label(readout.CRITERION_ACCURACY)}; "
+                "knobs as drawn (a band: the range or set trials were drawn from; reversals circled)."))
         if len(moves):
-            items.append(_table(f"{agent}-stage-changes", readout.for_display(moves.drop(columns=["stage", "stage_index"])),
+            items.append(_table(f"{agent}-stage-changes",
+                                readout.for_display(moves.drop(columns=["stage", "stage_index"])),
                                 "Curriculum moves (session_trials: the agent's count; policy_trials: the policy's, "
                                 "without stale trials)."))
         axes = lab_data.psychometric_axes(tables, agent)
@@ -172,7 +173,8 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
         if len(fits):
             for i, span in enumerate(readout.agent_spans(tables, agent)):
                 rows = readout.span_trials(trials, span)
-                items.append(_figure(f"{agent}-psychometric-{i}", lambda rows=rows, span=span: figures.psychometric_curve(
+                items.append(_figure(f"{agent}-psychometric-{i}",
+                                     lambda rows=rows, span=span: figures.psychometric_curve(
                     rows, axes.evidence, title=span.label, sides=sides, by=axes.by, labels=axes.labels,
                     color=colour),
                     f"Psychometric curves over {span.label}" + (f", one per {axes.by}." if axes.by else "."), dpi=80))
@@ -200,14 +202,16 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
                                      f"Eigenvalues of the latest W_rec ({tags[-1]}).", dpi=80))
                 items.append(_figure(f"{agent}-connectivity-across", lambda s=snaps, t=tags, n=trials_at:
                                      dashboard_figures.connectivity_across(s, t, n), "W_rec across snapshots.", dpi=80))
-                items.append(_table(f"{agent}-connectivity-changes", lab_data.connectivity_changes(snaps, tags, trials_at),
+                items.append(_table(f"{agent}-connectivity-changes",
+                                    lab_data.connectivity_changes(snaps, tags, trials_at),
                                     "Connectivity per snapshot; rel_change = ||W - W_prev||_F / ||W_prev||_F."))
         report.sections.append((f"Agent {agent}", items))
 
     uri = tracking_uri or lab_data.tracking_uri_of(tables)
     runs_items: list[_Item] = []
     try:
-        runs = lab_data.load_runs(uri, lab_data.run_ids_of(tables) or None, lab_data.parent_run_id_of(tables)) if uri else None
+        runs = (lab_data.load_runs(uri, lab_data.run_ids_of(tables) or None, lab_data.parent_run_id_of(tables))
+                if uri else None)
     except Exception as err:
         runs = None
         runs_items.append(_Item("text", "mlflow-error", f"MLflow store {uri} could not be read: "

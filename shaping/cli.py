@@ -50,9 +50,9 @@ def server_config(args: argparse.Namespace) -> tuple:
     :func:`shaping.labfile.load_server_file`): the file's paths are relative to its folder, the command line's
     to the working directory; a ``"module:Class"`` task is imported from the file's folder or the working
     directory."""
-    from pathlib import Path  # noqa: PLC0415
+    from pathlib import Path
 
-    from .labfile import load_server_file  # noqa: PLC0415
+    from .labfile import load_server_file
 
     for folder in (str(Path.cwd()), str(Path(args.config).resolve().parent)):  # a "module:Class" task's module
         if folder not in sys.path:
@@ -62,7 +62,7 @@ def server_config(args: argparse.Namespace) -> tuple:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from .server import serve  # noqa: PLC0415
+    from .server import serve
 
     config, tracking = server_config(args)
     return serve(config, tracking=tracking)
@@ -77,7 +77,7 @@ def _keys_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from .keys import generate_keys  # noqa: PLC0415
+    from .keys import generate_keys
 
     paths = generate_keys(args.dir, clients=args.clients or ["client"], force=args.force)
     print(f"server key pair: {paths.pop('server')}  (keep the secret on the server; give agents server.key)")
@@ -96,9 +96,9 @@ def _lab_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    import pandas as pd  # noqa: PLC0415
+    import pandas as pd
 
-    from .lab import Lab  # noqa: PLC0415
+    from .lab import Lab
 
     lab = Lab(args.config, workdir=args.workdir, tracking_uri=args.tracking_uri, timeout_s=args.timeout_s,
               progress=not args.no_progress)
@@ -110,6 +110,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
     print(f"\nlab directory: {lab.dir}")
     if lab.tracking_uri:
         print(f"MLflow store:  {lab.tracking_uri}   (make ui)")
+        if lab.lab_run is not None and lab.lab_run.experiment_id is not None:
+            from .tracking.uris import runs_page_url
+
+            print(f"MLflow runs:   {runs_page_url('http://127.0.0.1:5000', lab.lab_run.experiment_id)}")
     print(f"dashboard:     make dashboard LAB={lab.dir}")
     failed = [name for name, proc in lab.agents.items() if proc.returncode not in (0, None)]
     if failed:
@@ -119,7 +123,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- agent
 def cmd_agent(args: argparse.Namespace) -> int:
-    import importlib  # noqa: PLC0415
+    import importlib
 
     if "pandas" not in sys.modules:  # as `python -m agents` does: an agent process needs no pyarrow
         sys.modules.setdefault("pyarrow", None)
@@ -141,7 +145,7 @@ def _dashboard_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from dashboards.launch import serve as serve_dashboard  # noqa: PLC0415
+    from dashboards.launch import serve as serve_dashboard
 
     print(f"dashboard of {args.lab_dir}: http://127.0.0.1:{args.port or 8501}  (Ctrl-C to stop)")
     return serve_dashboard(args.lab_dir, port=args.port, tracking_uri=args.tracking_uri, refresh_s=args.refresh_s)
@@ -155,7 +159,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from dashboards.report import write_report  # noqa: PLC0415
+    from dashboards.report import write_report
 
     path = write_report(args.lab_dir, args.out, tracking_uri=args.tracking_uri, log_to_mlflow=not args.no_mlflow)
     print(f"report: {path}")
@@ -170,10 +174,10 @@ def _sync_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
+    import json
+    from pathlib import Path
 
-    from .tracking import resolve_tracking_uri, sync  # noqa: PLC0415
+    from .tracking import resolve_tracking_uri, sync
 
     lab_dir = Path(args.lab_dir)
     journal_dir = lab_dir / "journal" if (lab_dir / "journal").is_dir() else lab_dir
@@ -208,13 +212,13 @@ def _override_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_override(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
-    import re  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
+    import json
+    import re
+    from pathlib import Path
 
-    from .client import override  # noqa: PLC0415
-    from .procs import read_endpoint  # noqa: PLC0415
-    from .protocol import ProtocolError  # noqa: PLC0415
+    from .client import override
+    from .procs import read_endpoint
+    from .protocol import ProtocolError
 
     lab_dir = Path(args.lab_dir)
     journal_dir = lab_dir / "journal" if (lab_dir / "journal").is_dir() else lab_dir

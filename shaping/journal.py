@@ -254,7 +254,7 @@ def _try_lock(path: Path) -> tuple[int | None, str | None]:
     written in the file)`` when another process holds it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        import fcntl  # noqa: PLC0415  (POSIX only; Windows runs unlocked)
+        import fcntl  # POSIX only; Windows runs unlocked
     except ImportError:
         return fd, None
     try:

@@ -29,8 +29,8 @@ import pandas as pd
 
 from .errors import ConfigError, ServerNotStarted
 from .labfile import AGENT_KEYS, LAB_KEYS, SECTIONS, SERVER_KEYS, LabFile, on_sys_path
-from .procs import AGENT_STOP_GRACE_S, LAB_LOCK, REFUSED, SERVER_STOP_GRACE_S, ENDPOINT_FILE, STATUS_FILE, \
-    process_env
+from .procs import AGENT_STOP_GRACE_S, ENDPOINT_FILE, LAB_LOCK, REFUSED, SERVER_STOP_GRACE_S, STATUS_FILE, process_env
+from .tracking.uris import default_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,6 @@ def agent_entry(cfg: Mapping[str, Any], name: str) -> dict:
 def model_spec(entry: Mapping[str, Any]) -> dict:
     """The model settings of an agent entry (every key that is not about the process)."""
     return {k: v for k, v in entry.items() if k not in AGENT_KEYS}
-
-
-def default_tracking_uri(cwd: str | os.PathLike | None = None) -> str:
-    """``sqlite:///<absolute cwd>/mlflow.db``: the embedded store ``make ui`` opens."""
-    return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
 
 
 @dataclass
@@ -333,12 +328,14 @@ class Lab:
         self._release()
 
     def _log_summary(self) -> None:
-        if self.lab_run.run_id is None:
-            return
+        """The summary on the lab's parent run (metrics, tags, ``summary.csv``, the description); a store that is
+        down never fails the lab, the journal has everything."""
         try:
-            self.lab_run.client.log_text(self.lab_run.run_id, self.summary().to_csv(index=False), "summary.csv")
-        except Exception as err:  # the store being down never fails the lab; the journal has everything
-            log.warning("could not log the lab summary to MLflow: %s", err)
+            summary = self.summary()
+        except Exception as err:  # a journal the readout cannot read: the lab's own log says why
+            log.warning("could not build the lab summary for MLflow: %s", err)
+            return
+        self.lab_run.log_summary(summary)
 
     def run(self) -> pd.DataFrame:
         """Start, supervise and stop the lab; returns the summary table."""

@@ -34,9 +34,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from . import journal
+from . import journal, protocol
 from . import keys as curve_keys
-from . import protocol
 from .errors import ConfigError, UnknownKeyError
 
 try:
@@ -426,7 +425,7 @@ class LabFile:
 
     @classmethod
     def _check(cls, data: dict, source: str, task_path: list[str]) -> "LabFile":
-        from . import policies, tasks  # noqa: PLC0415  (building tasks is only needed here)
+        from . import policies, tasks  # building tasks is only needed here
 
         if not isinstance(data, Mapping):
             raise ConfigError(f"a lab file is a table of tables, got {type(data).__name__}")

@@ -163,7 +163,7 @@ def package_version() -> str:
         from importlib.metadata import version
 
         return version("skinnerbox")
-    except Exception:  # noqa: BLE001 - not installed
+    except Exception:  # - not installed
         return "unknown"
 
 

@@ -6,12 +6,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import pytest  # noqa: E402
+import pytest
 
 
 def _has_gpu() -> bool:
     try:
-        from agents._tf import tf  # noqa: PLC0415
+        from agents._tf import tf
     except ImportError:
         return False
     return bool(tf.config.list_physical_devices("GPU"))

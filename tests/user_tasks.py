@@ -1,6 +1,7 @@
 """Tasks as a PsychRNN user writes them (NumPy's global RNG, a per-step trial_function), shared by the tests that
 serve a user's own task: they import it, or copy this file beside a lab's TOML as a "module:Class" task."""
 import numpy as np
+
 from shaping.tasks import Task
 
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ..tasks.base import OUTCOMES  # the one definition of the outcome labels
 from ..registry import Registry, legacy_snake, snake
+from ..tasks.base import OUTCOMES  # the one definition of the outcome labels
 from . import spec as spec_rules
 from .spec import SpecError
 

@@ -108,7 +108,8 @@ class BiasCorrection(Policy):
     def _parse_repeat(self, value: Any) -> dict | None:
         if value is None or value is False:
             return None
-        m = spec_rules.mapping("repeat", {} if value is True else value, ("params", "on", "min_evidence", "max_per_batch"))
+        m = spec_rules.mapping("repeat", {} if value is True else value,
+                               ("params", "on", "min_evidence", "max_per_batch"))
         params = m.get("params")
         if params is None:
             params = list(self._param_names)

@@ -123,8 +123,8 @@ def parse_graduate(path: str, value: Any, staircases: dict) -> dict | None:
             "accuracy": spec_rules.fraction(spec_rules.join(p, "accuracy"), pc["accuracy"]),
             "min_trials": spec_rules.integer(spec_rules.join(p, "min_trials"), pc.get("min_trials", 1)),
             "values": None if pc.get("values") is None else
-            [spec_rules.number(spec_rules.join(spec_rules.join(p, "values"), i), v) for i, v in enumerate(_as_list(spec_rules.join(p, "values"),
-                                                                                      pc["values"]))],
+            [spec_rules.number(spec_rules.join(spec_rules.join(p, "values"), i), v)
+             for i, v in enumerate(_as_list(spec_rules.join(p, "values"), pc["values"]))],
         }
     if "reversals" in m:
         out["reversals"] = spec_rules.integer(spec_rules.join(path, "reversals"), m["reversals"])
@@ -161,7 +161,8 @@ def parse_stage(path: str, raw: Any, task: "Task") -> Stage:
         p = spec_rules.join(kpath, knob_name)
         if isinstance(value, Mapping) and "staircase" in value:
             spec_rules.mapping(p, value, ("staircase",))
-            sc = Staircase.from_spec(value["staircase"], knob_of(p, task_obj, knob_name), spec_rules.join(p, "staircase"))
+            sc = Staircase.from_spec(value["staircase"], knob_of(p, task_obj, knob_name),
+                                     spec_rules.join(p, "staircase"))
             staircases[knob_name] = sc.get_config()
         else:
             knobs[knob_name] = validate_knob(p, task_obj, knob_name, value)
@@ -211,8 +212,8 @@ class StagedPolicy(Policy):
         pc = (stage.graduate or {}).get("per_condition")
         self.window = AccuracyWindow.from_spec(self._window_spec, "window", pc["param"] if pc else None)
         self._staircases = {
-            k: Staircase(stage.task_obj.knob(k), **cfg, path=spec_rules.join(spec_rules.join(spec_rules.join(stage.path, "knobs"), k),
-                                                                     "staircase"))
+            k: Staircase(stage.task_obj.knob(k), **cfg,
+                         path=spec_rules.join(spec_rules.join(spec_rules.join(stage.path, "knobs"), k), "staircase"))
             for k, cfg in stage.staircases.items()}
 
     def resolve_stage(self, stage: str | int, path: str = "stage") -> int:

@@ -106,8 +106,9 @@ class Staircase:
                 else knob.easier_of(lo, hi)
         self.start = spec_rules.number(j("start"), start, lo, hi)
         span = (self._u(hi) - self._u(lo))
-        self.step = spec_rules.number(j("step"), step if step is not None else (0.1 if self.scale == "log" else span / 20),
-                             0.0)
+        self.step = spec_rules.number(j("step"),
+                                      step if step is not None else (0.1 if self.scale == "log" else span / 20),
+                                      0.0)
         if self.step <= 0:
             raise SpecError(f"{j('step')} = {self.step:g} must be positive")
         self.shrink = spec_rules.number(j("shrink"), shrink, 0.0, 1.0)
@@ -140,7 +141,8 @@ class Staircase:
     def _bounds(path: str, bounds: Any) -> tuple[float, float]:
         if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
             raise SpecError(f"{path} = {bounds!r} must be [low, high]")
-        lo, hi = spec_rules.number(spec_rules.join(path, 0), bounds[0]), spec_rules.number(spec_rules.join(path, 1), bounds[1])
+        lo = spec_rules.number(spec_rules.join(path, 0), bounds[0])
+        hi = spec_rules.number(spec_rules.join(path, 1), bounds[1])
         if not lo < hi:
             raise SpecError(f"{path} = {list(bounds)!r}: low must be < high")
         return lo, hi

@@ -16,9 +16,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import zmq
 
-from .. import journal
+from .. import journal, protocol
 from .. import keys as curve_keys
-from .. import protocol
 from ..errors import ConfigChanged
 from ..labfile import ServerConfig
 from ..procs import ENDPOINT_FILE, SERVER_STOP_GRACE_S, STATUS_FILE, lab_gone
@@ -81,7 +80,7 @@ class TaskServer:
 
     def _check_curricula(self) -> None:
         """Build every curriculum once on a throwaway task, so a bad spec fails at start, naming it."""
-        from ..policies import from_spec  # noqa: PLC0415
+        from ..policies import from_spec
 
         task = _make_task(self.config.task, 0)
         try:
@@ -150,7 +149,7 @@ class TaskServer:
         # abort the whole process when a peer that flooded it dies (zeromq/libzmq#3937, #4364). The protocol's
         # own HEARTBEATs and expiry_s detect dead agents.
         if cfg.use_curve:
-            from zmq.auth.thread import ThreadAuthenticator  # noqa: PLC0415
+            from zmq.auth.thread import ThreadAuthenticator
 
             public, secret = curve_keys.server_keys(cfg.keys)
             self._auth = ThreadAuthenticator(self.context, log=logging.getLogger(__name__ + ".auth"))
@@ -322,7 +321,8 @@ class TaskServer:
         except OSError as err:  # the journal could not be written: nothing more can be acknowledged
             self.fatal = err
             log.critical("journal write failed, stopping: %s", err)
-            self._send_to(identity, protocol.error_frames("INTERNAL", f"server journal failed: {err}", seq=seq), session)
+            self._send_to(identity, protocol.error_frames("INTERNAL", f"server journal failed: {err}", seq=seq),
+                          session)
         except Exception as err:
             self.stats["errors"] += 1
             log.exception("internal error handling a message from %s",
@@ -568,7 +568,7 @@ class TaskServer:
             scored["stale"] = stale
         # A batch drawn (prefetched) under a stage the agent has since left, or answered after completion, is
         # journaled, not counted.
-        from ..policies import tell  # noqa: PLC0415  (loaded with the first session; policies import tasks)
+        from ..policies import tell  # loaded with the first session; policies import tasks
 
         events = [] if stale else tell(s.policy, scored, f.conditions)
         codes = _outcome_codes(scored["outcome"].to_numpy())
@@ -694,7 +694,7 @@ def attach_tracking(server: TaskServer, tracking: Mapping[str, Any]) -> Any:
     Returns:
         The :class:`shaping.tracking.CurriculumTracker`, closed when the server stops.
     """
-    from ..tracking import CurriculumTracker, LabRun  # noqa: PLC0415  (mlflow is slow to import)
+    from ..tracking import CurriculumTracker, LabRun  # mlflow is slow to import
 
     tracker = CurriculumTracker(LabRun.attach(tracking["tracking_uri"], tracking["run_id"]),
                                 window_trials=server.config.window_trials)
@@ -709,11 +709,13 @@ def attach_tracking(server: TaskServer, tracking: Mapping[str, Any]) -> Any:
 
     def journal_of(agent: str) -> Callable[[], tuple]:
         path = server.config.journal
-        return lambda: (journal.load(path, agent=agent), journal.load_batches(path), journal.load_events(path), journal.load_sessions(path))
+        return lambda: (journal.load(path, agent=agent), journal.load_batches(path), journal.load_events(path),
+                        journal.load_sessions(path))
 
     # A session this process resumes (a restarted server) is replayed from the journal on the writer thread.
     server.on_session_start = lambda s: tracker.on_session_start(s.agent, s.spec, s.task.spec(), trials=s.trials,
-                                                                 journal=journal_of(s.agent))
+                                                                 journal=journal_of(s.agent),
+                                                                 curriculum_name=s.curriculum)
     server.on_scored = lambda s, scored, events, cond: tracker.on_scored(
         s.agent, scored, events, cond, s.trials, policy_accuracy=s.policy_accuracy)
     server.on_override = lambda s, events: tracker.on_override(s.agent, events, s.trials)

@@ -57,7 +57,7 @@ class Session:
 
     def __init__(self, agent: str, session_id: str, curriculum: str, spec: dict, task_config: dict,
                  seed: int, window_trials: int):
-        from ..policies import from_spec  # noqa: PLC0415  (kept lazy: policies import tasks)
+        from ..policies import from_spec  # kept lazy: policies import tasks
 
         self.agent = agent
         self.session_id = session_id
@@ -153,7 +153,7 @@ class Session:
 
 
 def _make_task(config: Mapping[str, Any], seed: int) -> Any:
-    from ..tasks import make  # noqa: PLC0415
+    from ..tasks import make
 
     kwargs = {k: v for k, v in config.items() if k != "name"}
     kwargs["seed"] = seed

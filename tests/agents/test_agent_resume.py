@@ -72,7 +72,8 @@ def test_a_checkpoint_is_refused_for_a_new_session_and_a_fresh_network_is_warned
     with serving(tmp_path / "journal") as endpoint:
         run_agent(endpoint, tmp_path)
     config = tmp_path / "lab.json"
-    config.write_text(json.dumps({"lab": {"workdir": str(tmp_path)}, "task": TASK, "curricula": {"fixed": {"kind": "fixed"}},
+    config.write_text(json.dumps({"lab": {"workdir": str(tmp_path)}, "task": TASK,
+                                  "curricula": {"fixed": {"kind": "fixed"}},
                                   "agents": [{"name": "a", **MODEL}]}))
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -7,8 +7,7 @@ import threading
 
 import pytest
 
-from shaping import journal
-from shaping import tracking
+from shaping import journal, tracking
 from shaping.server import TaskServer, attach_tracking
 
 pytestmark = [pytest.mark.tf, pytest.mark.procs, pytest.mark.timeout(180)]

@@ -120,7 +120,8 @@ def test_build_wiring_psychrnn_keys_and_densities():
 def test_unstick_zeros_touches_only_exact_zeros_of_plastic_dale_synapses():
     from agents.initializers import GaussianSpectralRadius
 
-    wiring = constraints.build_wiring({"dale_ratio": 0.75, "rec_density": 0.5, "fixed": {"W_rec": 0.3}}, 2, 8, 2, seed=0)
+    wiring = constraints.build_wiring({"dale_ratio": 0.75, "rec_density": 0.5, "fixed": {"W_rec": 0.3}},
+                                      2, 8, 2, seed=0)
     w = np.zeros((8, 8), dtype=np.float32)
     w[0, 0] = 2.0
     out = wiring.unstick_zeros("W_rec", w)

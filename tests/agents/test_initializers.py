@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from agents import constraints
-from agents import initializers
+from agents import constraints, initializers
 
 INITIALIZERS = {
     "gauss": initializers.GaussianSpectralRadius(1.3),
@@ -42,7 +41,8 @@ def test_spectral_radius_is_reached_on_the_effective_matrix(params):
 
 def test_dale_initialisation_balances_each_unit():
     wiring = _wiring(dale_ratio=0.8, rec_density=0.5)
-    W = wiring.effective("W_rec", initializers.GaussianSpectralRadius()(3, 40, 2, wiring, np.random.default_rng(1))["W_rec"])
+    weights = initializers.GaussianSpectralRadius()(3, 40, 2, wiring, np.random.default_rng(1))
+    W = wiring.effective("W_rec", weights["W_rec"])
     assert np.all(W[:, :32] >= 0) and np.all(W[:, 32:] <= 0)
     has_both = (W[:, :32] > 0).any(axis=1) & (W[:, 32:] < 0).any(axis=1)
     np.testing.assert_allclose(W.sum(axis=1)[has_both], 0.0, atol=1e-5)
@@ -55,7 +55,8 @@ def test_alpha_identity_and_psychrnn_init_state():
 
 
 def test_from_weights_checks_shapes():
-    init = initializers.FromWeights(weights={"W_in": np.ones((40, 3)), "W_rec": np.ones((40, 40)), "W_out": np.ones((2, 7))})
+    init = initializers.FromWeights(weights={"W_in": np.ones((40, 3)), "W_rec": np.ones((40, 40)),
+                                             "W_out": np.ones((2, 7))})
     with pytest.raises(ValueError, match=r"W_out has shape \(2, 7\), the network needs \(2, 40\)"):
         init(3, 40, 2, _wiring(), np.random.default_rng(0))
     with pytest.raises(ValueError, match="exactly one of path"):
@@ -92,7 +93,8 @@ def test_psychrnn_keywords_sizes_are_checked_and_constraints_become_model_params
     np.testing.assert_array_equal(again.get_weights()["W_rec"], net.get_weights()["W_rec"])
     mask = np.ones((10, 10))
     mask[:, :5] = 0
-    masked = Basic({**p, "initializer": initializers.AlphaIdentity(N_in=2, N_rec=10, N_out=2, alpha=0.5, rec_connectivity=mask)})
+    alpha_identity = initializers.AlphaIdentity(N_in=2, N_rec=10, N_out=2, alpha=0.5, rec_connectivity=mask)
+    masked = Basic({**p, "initializer": alpha_identity})
     np.testing.assert_array_equal(masked.masks()["rec_connectivity"], mask)
     with pytest.raises(ValueError, match=r"GaussianSpectralRadius was made for \{'N_rec': 10\}, the network has "
                                          r"\{'N_rec': 12\}"):

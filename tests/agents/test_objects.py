@@ -107,7 +107,7 @@ def test_adam_matches_the_textbook_update():
     np.testing.assert_allclose(v.numpy(), w, rtol=1e-5)
     state = opt.state()
     assert int(state["iterations"]) == 2 and set(state) >= {"0/m", "0/v", "learning_rate"}
-    with pytest.raises(ValueError, match="or a TensorFlow 1 optimizer object \(AdamOptimizer, "):
+    with pytest.raises(ValueError, match=r"or a TensorFlow 1 optimizer object \(AdamOptimizer, "):
         optimizers.from_params(object())
 
 

@@ -265,7 +265,9 @@ def test_lstm_step_is_the_textbook_cell():
     u = np.random.default_rng(1).random((3, 2))
     h0, c0 = np.repeat(w["init_hidden"], 3, axis=0), np.repeat(w["init_cell"], 3, axis=0)
     out, h, c = sim.rnn_step(h0, c0, u)
-    sig = lambda z: 1 / (1 + np.exp(-z))
+    def sig(z):
+        return 1 / (1 + np.exp(-z))
+
     gate = {g: np.concatenate([h0, u], axis=1) @ w[f"W_{g}"] + w[f"b_{g}"] for g in "fico"}
     c_hand = sig(gate["f"]) * c0 + sig(gate["i"]) * np.tanh(gate["c"])
     h_hand = sig(gate["o"]) * np.tanh(c_hand)

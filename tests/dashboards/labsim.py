@@ -21,8 +21,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import numpy as np
 import pandas as pd
 
-from shaping import journal
-from shaping import tracking
+from shaping import journal, tracking
 from shaping.client import TaskClient
 from shaping.server import TaskServer
 from shaping.tasks.perceptual import PerceptualDiscrimination

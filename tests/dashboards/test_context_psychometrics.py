@@ -10,8 +10,7 @@ from labsim import free_port
 from server_thread import ServerThread
 
 from dashboards import data as lab_data
-from shaping import figures
-from shaping import tracking
+from shaping import figures, tracking
 from shaping.client import TaskClient
 from shaping.scoring import psychometric_axes
 from shaping.server import attach_tracking

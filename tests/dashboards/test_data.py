@@ -246,7 +246,8 @@ def test_status_from_the_server_file_and_from_the_journal(lab, tables, tmp_path)
 def test_an_empty_or_missing_lab_gives_empty_tables(tmp_path):
     t = lab_data.read_lab(tmp_path / "nothing")
     assert t.empty and lab_data.agent_names(t) == [] and len(t.trials) == 0
-    assert lab_data.agent_summary(t).empty and lab_data.graduations(t).empty and lab_data.graduation_summary(lab_data.graduations(t)).empty
+    assert lab_data.agent_summary(t).empty and lab_data.graduations(t).empty
+    assert lab_data.graduation_summary(lab_data.graduations(t)).empty
     assert lab_data.status_table(None, t).empty and lab_data.weight_files(tmp_path, tables=t).empty
     assert lab_data.read_status(tmp_path) is None and lab_data.evidence_knob(t) is None
 
@@ -319,7 +320,8 @@ def test_conditions_fall_back_on_mlflow_params_then_weight_files(lab, tables):
     assert from_runs["condition"].to_dict() == {"shaped-dale-s0": "shaped · Dale", "shaped-dale-s1": "shaped · Dale",
                                                 "unshaped-free-s0": "unshaped · free"}
     assert from_runs.loc["shaped-dale-s1", "seed"] == 1
-    from_files = lab_data.agent_conditions(bare, weights=lab_data.weight_files(lab["lab"], tables=tables)).set_index("agent")
+    weights = lab_data.weight_files(lab["lab"], tables=tables)
+    from_files = lab_data.agent_conditions(bare, weights=weights).set_index("agent")
     assert from_files["dale"].to_dict() == from_runs["dale"].to_dict()
 
 

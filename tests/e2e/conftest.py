@@ -6,10 +6,9 @@ and one Dale's-principle agent in two regions. Tests read its journal, its MLflo
 from __future__ import annotations
 
 import pytest
+from labcfg import lab_config
 
 from shaping.lab import Lab
-
-from labcfg import lab_config
 
 
 @pytest.fixture(scope="session")

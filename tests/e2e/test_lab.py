@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import user_tasks
+from labcfg import lab_config
 
 from shaping import journal
 from shaping.lab import Lab, load_config, validate_config
-
-from labcfg import lab_config
-import user_tasks
 
 pytestmark = [pytest.mark.procs, pytest.mark.tf]
 

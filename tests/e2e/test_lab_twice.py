@@ -13,12 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from labcfg import lab_config
+from test_lab import _to_toml, _wait_for
 
 from shaping import journal
 from shaping.lab import Lab
-
-from labcfg import lab_config
-from test_lab import _to_toml, _wait_for
 
 pytestmark = [pytest.mark.procs, pytest.mark.tf]
 

@@ -26,15 +26,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
+from labcfg import lab_config
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from shaping import journal, policies, tasks
 from shaping.lab import Lab, agent_entry, model_spec
 from shaping.tracking import flatten_params, unflatten_params
-
-from labcfg import lab_config
 
 pytestmark = [pytest.mark.procs, pytest.mark.tf]
 
@@ -167,7 +165,7 @@ def check_events_table(client: MlflowClient, run_id: str, journal_dir: Path, age
 def _missing_as_none(df: pd.DataFrame) -> pd.DataFrame:
     """Object columns with every missing value as None (parquet gives None back where the journal has NaN)."""
     out = df.copy()
-    for col in out.columns[out.dtypes == object]:
+    for col in [c for c, dtype in out.dtypes.items() if pd.api.types.is_object_dtype(dtype)]:
         out[col] = out[col].where(out[col].notna(), None)
     return out
 

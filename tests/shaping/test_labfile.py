@@ -32,7 +32,8 @@ def toml_file(tmp_path: Path, text: str) -> Path:
 def test_key_lists_are_the_dataclass_fields():
     assert labfile.LAB_KEYS == tuple(f.name for f in dataclasses.fields(LabSection))
     assert set(labfile.AGENT_KEYS) == {f.name for f in dataclasses.fields(AgentEntry)} - {"model"}
-    assert set(labfile.SERVER_KEYS) | set(labfile.SERVER_SET_BY_LAB) == {f.name for f in dataclasses.fields(ServerConfig)}
+    server_fields = {f.name for f in dataclasses.fields(ServerConfig)}
+    assert set(labfile.SERVER_KEYS) | set(labfile.SERVER_SET_BY_LAB) == server_fields
 
 
 def test_defaults_are_filled_once_and_round_trip():
@@ -51,7 +52,8 @@ def test_server_and_agent_configs_are_derived_from_the_file(tmp_path):
     assert (server.window_trials, server.seed, server.journal) == (64, 3, str(tmp_path / "j"))
     assert set(server.curricula) == {"fixed", "staircase"}
     agent = lab.agent_config("b", "tcp://127.0.0.1:1", workdir=str(tmp_path), max_batches=None, device="CPU")
-    assert (agent.curriculum, agent.threads, agent.max_batches, agent.model["dale_ratio"]) == ("staircase", 1, None, 0.8)
+    assert ((agent.curriculum, agent.threads, agent.max_batches, agent.model["dale_ratio"])
+            == ("staircase", 1, None, 0.8))
     assert lab.agent_config("a", "tcp://127.0.0.1:1", max_batches=5).max_batches == 5  # the command line wins
 
 

@@ -55,7 +55,8 @@ class Writer:
         return self.time
 
     def hello(self, agent: str, curriculum: str, spec: dict) -> None:
-        self.j.write(journal_io.HELLO, {"time": self.tick(), "agent": agent, "session": f"{agent}-s", "curriculum": curriculum,
+        self.j.write(journal_io.HELLO, {"time": self.tick(), "agent": agent, "session": f"{agent}-s",
+                               "curriculum": curriculum,
                                "spec": spec, "task": {"name": "PerceptualDiscrimination"}, "seed": 0, "epoch": 1,
                                "resumed": False, "info": {}, "run": {},
                                "task_spec": {"task": "PerceptualDiscrimination", "evidence_knob": "coherence"}})

@@ -3,9 +3,9 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import pytest  # noqa: E402
+import pytest
 
-from shaping.tasks import PerceptualDiscrimination  # noqa: E402
+from shaping.tasks import PerceptualDiscrimination
 
 
 @pytest.fixture

@@ -2,12 +2,11 @@
 batch's accuracy; advancing past the last task stops training."""
 import numpy as np
 import pytest
+from policy_specs import CURRICULUM
 
 from shaping.policies import from_spec
 from shaping.policies.simulate import Observer, run
 from shaping.policies.window import batch_accuracy
-
-from policy_specs import CURRICULUM
 
 
 def psychrnn_stages(accuracies, thresholds, metric_epoch):

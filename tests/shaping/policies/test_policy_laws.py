@@ -6,11 +6,10 @@ import json
 
 import pandas as pd
 import pytest
+from policy_specs import POLICY_SPECS
 
 from shaping.policies import EVENTS, from_spec
 from shaping.policies.simulate import Observer, run
-
-from policy_specs import POLICY_SPECS
 
 SPECS = pytest.mark.parametrize("spec", list(POLICY_SPECS.values()), ids=list(POLICY_SPECS))
 EVENT_KEYS = {"event", "trial", "stage", "stage_index", "accuracy", "rule"}

@@ -1,10 +1,8 @@
 """Specs: every malformed spec is a ValueError naming the field; the registry works as Keras' does."""
 import pytest
-
-from shaping.policies import (FixedPolicy, Policy, SpecError, StagesPolicy, from_spec, get, kinds, lookup,
-                              register)
-
 from policy_specs import STAGES
+
+from shaping.policies import FixedPolicy, Policy, SpecError, StagesPolicy, from_spec, get, kinds, lookup, register
 
 EASY = {"name": "easy", "knobs": {"coherence": 0.7}, "graduate": {"accuracy": 0.8}}
 HARD = {"name": "hard", "knobs": {"coherence": 0.1}}

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 import zmq
+from server_thread import ServerThread  # noqa: F401  (re-exported: the server tests import it from here)
 
 from shaping import protocol
 from shaping.client import TaskClient
-from server_thread import ServerThread  # noqa: F401  (re-exported: the server tests import it from here)
 
 HERE = Path(__file__).resolve().parent
 SIM_AGENT = HERE / "sim_agent.py"

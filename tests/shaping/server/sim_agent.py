@@ -18,9 +18,9 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from shaping.client import ServerClosed, TaskClient  # noqa: E402
+from shaping.client import ServerClosed, TaskClient
 
 
 def main() -> int:

@@ -14,13 +14,12 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 import pytest
+from loophelp import ServerThread, answer, config
 
 from shaping import journal
 from shaping.client import TaskClient
 from shaping.server import attach_tracking
 from shaping.tasks import make
-
-from loophelp import ServerThread, answer, config
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,11 +6,10 @@ import time
 
 import numpy as np
 import pytest
-
 from loophelp import ServerThread, config, free_port
-from shaping import journal
+
+from shaping import journal, protocol
 from shaping.client import RemoteBatch, ServerClosed, TaskClient
-from shaping import protocol
 from shaping.protocol import ProtocolError
 
 pytestmark = pytest.mark.timeout(60)

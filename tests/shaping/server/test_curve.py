@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import zmq
-
 from loophelp import ServerThread, config
+
 from shaping import keys as curve_keys
 from shaping.cli import main
 from shaping.client import TaskClient

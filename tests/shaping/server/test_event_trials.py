@@ -14,11 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from loophelp import AgentThread, ServerThread, config
-from shaping import figures
-from shaping import journal
-from shaping import tracking
+
+from shaping import figures, journal, tracking
 from shaping.lab import summarize
 from shaping.server import attach_tracking
 

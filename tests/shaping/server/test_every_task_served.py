@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from loophelp import ServerThread, config
+
 from shaping import journal
 from shaping.client import TaskClient
 from shaping.tasks import catalog

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from loophelp import AgentThread, Raw, ServerThread, config, free_port
 
 from dashboards.data import read_lab, stage_changes
-from loophelp import AgentThread, Raw, ServerThread, config, free_port
 from shaping import journal
 from shaping.cli import main as cli
 from shaping.client import override

@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 import pytest
-
 from loophelp import ServerThread, answer, config
+
 from shaping import journal
 from shaping.client import TaskClient
 

@@ -216,7 +216,8 @@ def test_error_frames_decode_to_error():
 
 
 def test_a_header_with_bytes_keys_is_malformed():
-    frames = [protocol.SIGNATURE, bytes((protocol.COMMANDS["HELLO"],)), msgpack.packb({b"agent": "a1"}, use_bin_type=True)]
+    frames = [protocol.SIGNATURE, bytes((protocol.COMMANDS["HELLO"],)),
+              msgpack.packb({b"agent": "a1"}, use_bin_type=True)]
     with pytest.raises(ProtocolError) as info:
         protocol.decode(frames)
     assert info.value.name == "MALFORMED" and "keys must be strings" in info.value.detail

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from loophelp import STAGES, ServerThread, answer, config
 
 from shaping import journal
 from shaping.client import TaskClient
 from shaping.lab import Lab
 from shaping.server import ConfigChanged, ServerConfig, TaskServer, check_resume
-
-from loophelp import STAGES, ServerThread, answer, config
 
 # Stages that switch tasks, with a staircase, and defaults left to the policy (window, regress, ...).
 LONG = {"name": "long", "task": {"name": "perceptual_discrimination", "dt": 10, "T": 600, "N_batch": 16},

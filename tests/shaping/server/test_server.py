@@ -8,10 +8,9 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from loophelp import AgentThread, Raw, ServerThread, config, free_port
-from shaping import journal
-from shaping import protocol
+
+from shaping import journal, protocol
 from shaping.server import ENDPOINT_FILE, ServerConfig, TaskServer, agent_seed, read_endpoint
 
 pytestmark = pytest.mark.timeout(60)

@@ -6,10 +6,9 @@ import struct
 import msgpack
 import numpy as np
 import pytest
-
 from loophelp import AgentThread, Raw, ServerThread, config
-from shaping import journal
-from shaping import protocol
+
+from shaping import journal, protocol
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
-
 from loophelp import SIM_AGENT, free_port
-from shaping import journal
-from shaping import protocol
+
+from shaping import journal, protocol
 from shaping.server import read_endpoint
 
 pytestmark = [pytest.mark.procs, pytest.mark.timeout(120)]
@@ -141,7 +140,8 @@ def check_exactly_once(lab: Lab, names: list[str]) -> None:
     assert not df.duplicated(["agent", "batch", "trial"]).any()
     for name in names:
         mine = df[df["agent"] == name]
-        per_batch = mine.groupby("batch").agg(n=("trial", "size"), correct=("outcome", lambda o: (o == "correct").sum()))
+        per_batch = mine.groupby("batch").agg(n=("trial", "size"),
+                                              correct=("outcome", lambda o: (o == "correct").sum()))
         acked = lab.scores(name)
         assert acked, name
         for s in acked:

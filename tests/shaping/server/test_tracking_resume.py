@@ -13,8 +13,8 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-
 from loophelp import AgentThread, ServerThread, config
+
 from shaping import journal as J
 from shaping import tracking
 from shaping.server import attach_tracking
