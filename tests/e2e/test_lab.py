@@ -320,8 +320,21 @@ def test_a_lab_whose_server_takes_only_curve_agents_runs_its_own(tmp_path):
 
 
 def test_demo_config_is_valid():
+    """The demo compares like with like: the control runs the shaped curriculum's final stage (same knobs, same
+    completion criterion, same window) from the first trial under the same trial budget, with the same
+    network; `dale` is shaped like `shaped`, with Dale's principle in two regions."""
     cfg = load_config(ROOT / "examples" / "demo.toml")
     assert [a["name"] for a in cfg["agents"]] == ["shaped", "control", "dale"]
+    shaped, control = cfg["curricula"]["shaped"], cfg["curricula"]["control"]
+    assert len(shaped["stages"]) > 1 and len(control["stages"]) == 1
+    final = {k: shaped["stages"][-1][k] for k in ("knobs", "graduate")}
+    assert {k: control["stages"][0][k] for k in ("knobs", "graduate")} == final
+    assert control["window"] == shaped["window"] and control["max_trials"] == shaped["max_trials"]
+    agents = {a["name"]: a for a in cfg["agents"]}
+    assert [agents[n]["curriculum"] for n in ("shaped", "control", "dale")] == ["shaped", "control", "shaped"]
+    assert {k: v for k, v in agents["control"].items() if k not in ("name", "curriculum")} == \
+        {k: v for k, v in agents["shaped"].items() if k not in ("name", "curriculum")}
+    assert agents["dale"]["dale_ratio"] and len(agents["dale"]["regions"]["regions"]) == 2
 
 
 def test_cli_lab_reports_a_bad_config_without_a_traceback(tmp_path):
