@@ -9,8 +9,8 @@ a stage change included), NaN for an agent stopped by ``max_trials``; then each 
 run of the demo gives one sample of a noisy quantity; compare the distributions (median and quartiles per agent),
 not single runs.
 
-Usage: ``python bench/shaping.py [--config examples/demo.toml] [--seeds 0 1 2 3 4 5 6 7]``; about 25-35 s a seed (the demo lab, 2 loaded cores)
-for the demo on two cores.
+Usage: ``python bench/shaping.py [--config examples/demo.toml] [--seeds 0 1 2 3 4 5 6 7]``; about 25-35 s a
+seed for the demo on two (loaded) cores.
 """
 from __future__ import annotations
 

@@ -3,46 +3,19 @@ the charts appear, no view shows an error, and a screenshot is saved."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from browser import chrome
 from labsim import free_port
 
 from dashboards.launch import app_command
 
 pytestmark = pytest.mark.slow
 
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 TABS = "[data-testid='stTab'], [role='tab']"  # a tab header (div in Streamlit 1.5x+, button before)
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1800")
-
-
-def ensure_chromium() -> str:
-    """Path of the chromium binary, installing Debian's chromium and chromium-driver when missing."""
-    binary = shutil.which("chromium")
-    if binary and CHROMEDRIVER.exists():
-        return binary
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium/chromium-driver missing and apt-get is not usable here (needs root)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium",
-                                        "chromium-driver"]):
-        try:
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            pytest.skip(f"could not install chromium: {' '.join(cmd)} failed ({err})")
-        if done.returncode != 0:
-            pytest.skip(f"could not install chromium: {' '.join(cmd)} exited {done.returncode}: "
-                        f"{done.stderr[-500:]}")
-    binary = shutil.which("chromium")
-    if not binary or not CHROMEDRIVER.exists():
-        pytest.skip("apt-get installed chromium but chromium or /usr/bin/chromedriver is still missing")
-    return binary
 
 
 @pytest.fixture
@@ -79,17 +52,10 @@ def server(lab, tmp_path):
 
 
 def test_dashboard_in_a_headless_browser(server, tmp_path):
-    binary = ensure_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    driver = chrome("1400,1800")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
         driver.set_page_load_timeout(60)
         driver.get(server)
@@ -119,19 +85,12 @@ def test_dashboard_in_a_headless_browser(server, tmp_path):
 def test_the_report_stays_inside_the_page(lab, tmp_path):
     """The report's wide tables (the MLflow runs: one column per param and metric) scroll inside their own box:
     the page is no wider than the window (it was 7,815 px for the demo)."""
-    binary = ensure_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     from dashboards.report import write_report
 
     path = write_report(lab["lab"], tmp_path / "report.html")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver = chrome("1400,1800")
     try:
         driver.set_page_load_timeout(60)
         driver.get(path.as_uri())

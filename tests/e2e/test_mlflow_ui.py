@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from browser import chrome
 from mlflow import MlflowClient
 
 from agents.tracking import AgentTracker
@@ -33,9 +34,6 @@ from shaping.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 pytestmark = [pytest.mark.slow, pytest.mark.procs]
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000")
 EXPERIMENT, PARENT = "ui-lab", "ui-lab-session"
 SHAPED = {"kind": "stages", "stages": [{"name": "easy", "knobs": {"coherence": 0.7}},
                                        {"name": "mixed", "knobs": {"coherence": [0.3, 0.7]}},
@@ -57,30 +55,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def ensure_chromium() -> str:
-    """Path of the chromium binary, installing Debian's chromium and chromium-driver when missing (as
-    tests/dashboards/test_browser.py does)."""
-    binary = shutil.which("chromium")
-    if binary and CHROMEDRIVER.exists():
-        return binary
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium/chromium-driver missing and apt-get is not usable here (needs root)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium",
-                                        "chromium-driver"]):
-        try:
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            pytest.skip(f"could not install chromium: {' '.join(cmd)} failed ({err})")
-        if done.returncode != 0:
-            pytest.skip(f"could not install chromium: {' '.join(cmd)} exited {done.returncode}: "
-                        f"{done.stderr[-500:]}")
-    binary = shutil.which("chromium")
-    if not binary or not CHROMEDRIVER.exists():
-        pytest.skip("apt-get installed chromium but chromium or /usr/bin/chromedriver is still missing")
-    return binary
 
 
 @pytest.fixture(scope="module")
@@ -199,19 +173,11 @@ def test_the_store_holds_the_kind_the_summary_and_the_descriptions(lab):
 
 
 def test_the_experiment_opens_on_its_runs_in_a_browser(ui, lab, tmp_path):
-    binary = ensure_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from selenium.common.exceptions import TimeoutException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    from selenium.common.exceptions import TimeoutException, WebDriverException
-
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver = chrome("1400,1000")
     waiter = WebDriverWait(driver, 90, poll_frequency=0.25)
 
     def text() -> str:
