@@ -868,6 +868,7 @@ def summary_rows(tables: LabTables, agents: Sequence[str] | None = None,
     cols = ["agent", "curriculum", "shaped", "trials", "graduations", "trials_to_graduations", "final_stage",
             RECENT_ACCURACY, CRITERION_ACCURACY, "complete", "out_of_trials", "trials_to_complete"]
     out = pd.DataFrame(rows, columns=cols)
+    out["trials_to_complete"] = out["trials_to_complete"].astype("Int64")  # a count, or <NA> when never met
     out.attrs["window_trials"] = tables.window_trials
     out.attrs["verdict"] = verdict(out)
     return out

@@ -51,11 +51,14 @@ def _missing(value: Any) -> bool:
 
 
 def summary_outcome(row: Mapping[str, Any]) -> str:
-    """An agent's outcome from its summary row: its ``outcome`` when the row has one, else ``complete`` or
-    ``incomplete`` from ``complete``."""
+    """An agent's outcome from its summary row: its ``outcome`` when the row has one, else ``complete`` (the
+    criterion was met), ``out_of_trials`` (the curriculum's ``max_trials`` ran out first) or ``incomplete``
+    (stopped before either)."""
     if not _missing(row.get("outcome")):
         return str(row["outcome"])
-    return "complete" if row.get("complete") is True or row.get("complete") == 1 else "incomplete"
+    if row.get("complete") is True or row.get("complete") == 1:
+        return "complete"
+    return "out_of_trials" if row.get("out_of_trials") is True or row.get("out_of_trials") == 1 else "incomplete"
 
 
 def summary_entries(summary: pd.DataFrame) -> tuple[dict[str, float], dict[str, str]]:

@@ -143,3 +143,12 @@ def test_the_session_run_dict_carries_the_curriculum_line(store):
     assert run["description"] == "curriculum shaped (stages: easy → mixed → final)"
     assert {k: v for k, v in run.items() if k != "description"} == lab.child("shaped")
     assert tracker.on_session_start("other", SHAPED, {})["description"] == "curriculum (stages: easy → mixed → final)"
+
+
+def test_an_agent_out_of_trials_is_not_merely_incomplete():
+    from shaping.tracking.labrun import summary_outcome
+
+    assert summary_outcome({"complete": True, "out_of_trials": False}) == "complete"
+    assert summary_outcome({"complete": False, "out_of_trials": True}) == "out_of_trials"  # the control's budget
+    assert summary_outcome({"complete": False, "out_of_trials": False}) == "incomplete"  # stopped (Ctrl-C)
+    assert summary_outcome({"complete": False}) == "incomplete"
