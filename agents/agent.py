@@ -99,7 +99,11 @@ class Agent:
                 client.bye("refused: checkpoint of another session")
                 raise
             self._task_spec = dict(welcome.task)
-            self.model = build_model(cfg.model, welcome.task)
+            try:
+                self.model = build_model(cfg.model, welcome.task)
+            except (TypeError, ValueError) as err:  # the [[agents]] entry's model keys: a restart changes nothing
+                client.bye("refused: bad model spec")
+                raise ConfigError(f"agent {cfg.name!r}: {err}") from None
             if resumed:
                 self.model.load_checkpoint(cfg.checkpoint_path)
                 log.info("%s: resumed from %s (server: stage %s, %d trials)", cfg.name, cfg.checkpoint_path,
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return REFUSED
     try:
         summary = run_agent(config)
-    except CheckpointMismatch as err:
+    except (CheckpointMismatch, ConfigError) as err:
         log.error("%s", err)
         return REFUSED
     finally:

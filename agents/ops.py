@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ._tf import tf
+from .simulate import LEAKY_RELU_SLOPE  # "leaky_relu"'s slope, defined once, where NumPy code can read it
 
 TRANSFER_FUNCTIONS: dict[str, Callable] = {
     "relu": tf.nn.relu,
@@ -23,6 +24,7 @@ TRANSFER_FUNCTIONS: dict[str, Callable] = {
     "softplus": tf.math.softplus,
     "linear": tf.identity,
     "retanh": lambda s: tf.nn.relu(tf.math.tanh(s)),
+    "leaky_relu": lambda s: tf.nn.leaky_relu(s, alpha=LEAKY_RELU_SLOPE),
 }
 
 # Backpropagation through f: dy * f'(s), from the pre-activation s and/or the rate r = f(s), with
@@ -34,9 +36,12 @@ _BACKPROP: dict[str, Callable] = {
     "softplus": lambda dy, s, r: tf.raw_ops.SoftplusGrad(gradients=dy, features=s),
     "linear": lambda dy, s, r: dy,
     "retanh": lambda dy, s, r: tf.raw_ops.ReluGrad(gradients=tf.raw_ops.TanhGrad(y=r, dy=dy), features=r),
+    # the rate has the sign of s (positive slope), which is all LeakyReluGrad reads
+    "leaky_relu": lambda dy, s, r: tf.raw_ops.LeakyReluGrad(gradients=dy, features=r, alpha=LEAKY_RELU_SLOPE),
 }
 # Which of (s, r) each one reads, so the backward loop slices only those.
-_BACKPROP_READS = {"relu": "r", "tanh": "r", "sigmoid": "r", "softplus": "s", "linear": "", "retanh": "r"}
+_BACKPROP_READS = {"relu": "r", "tanh": "r", "sigmoid": "r", "softplus": "s", "linear": "", "retanh": "r",
+                   "leaky_relu": "r"}
 
 
 def _is_zero(g: Any) -> bool:
@@ -74,7 +79,7 @@ def transfer_name(transfer_function: Any) -> str | None:
 
 
 def rate_recurrence(s0: tf.Tensor, drive: tf.Tensor, Wa: tf.Tensor, decay: Any,
-                    transfer: str | Callable) -> tuple[tf.Tensor, tf.Tensor]:
+                    transfer: str | Callable, decay_gradient: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
     """Run ``s_t = decay * s_{t-1} + f(s_{t-1}) @ Wa + drive_t`` for every step.
 
     Args:
@@ -83,12 +88,15 @@ def rate_recurrence(s0: tf.Tensor, drive: tf.Tensor, Wa: tf.Tensor, decay: Any,
         Wa: ``(N_rec, N_rec)`` = ``W_rec.T * alpha`` (row = presynaptic unit).
         decay: ``1 - alpha``, a scalar or ``(N_rec,)``.
         transfer: a name from :data:`TRANSFER_FUNCTIONS` or a callable.
+        decay_gradient: differentiate with respect to ``decay`` too (trainable time constants); without it a
+            named transfer function's written-out gradient treats ``decay`` as a constant. A callable's
+            automatic gradient always reaches it.
 
     Returns:
         ``(states, rates)``, both ``(N_steps, N_batch, N_rec)``: the state after each update and ``f(state)``.
     """
     if isinstance(transfer, str):
-        return _recurrence_bptt(s0, drive, Wa, decay, transfer)
+        return _recurrence_bptt(s0, drive, Wa, decay, transfer, decay_gradient)
     states = tf.scan(lambda s, d: decay * s + tf.matmul(transfer(s), Wa) + d, drive, initializer=s0)
     return states, transfer(states)
 
@@ -110,12 +118,11 @@ def _loop(n: tf.Tensor, step: Callable, init: tf.Tensor, reverse: bool = False) 
     return out.stack()
 
 
-def _recurrence_bptt(s0, drive, Wa, decay, name: str):
+def _recurrence_bptt(s0, drive, Wa, decay, name: str, decay_gradient: bool = False):
     f = TRANSFER_FUNCTIONS[name]
     backprop, reads = _BACKPROP[name], _BACKPROP_READS[name]
 
-    @tf.custom_gradient
-    def recur(s0, drive, Wa):
+    def recur(s0, drive, Wa, decay):
         n_steps = tf.shape(drive)[0]
         states = _loop(n_steps, lambda t, s: decay * s + tf.matmul(f(s), Wa) + drive[t], s0)
         rates = f(states)
@@ -143,8 +150,17 @@ def _recurrence_bptt(s0, drive, Wa, decay, name: str):
             n = tf.shape(Wa)[0]
             d_Wa = (tf.matmul(tf.reshape(rates[:-1], [-1, n]), tf.reshape(lam[1:], [-1, n]), transpose_a=True)
                     + tf.matmul(r0, lam[0], transpose_a=True))
-            return d_s0, lam, d_Wa
+            if not decay_gradient:
+                return d_s0, lam, d_Wa
+            # d decay = sum over steps and trials of lam_t * s_{t-1} (s_{-1} = s0), per unit
+            d_decay = tf.reduce_sum(lam[1:] * states[:-1], axis=[0, 1]) + tf.reduce_sum(lam[0] * s0, axis=0)
+            if decay.shape.rank == 0:
+                d_decay = tf.reduce_sum(d_decay)
+            return d_s0, lam, d_Wa, d_decay
 
         return (states, rates), grad
 
-    return recur(s0, drive, Wa)
+    if decay_gradient:
+        return tf.custom_gradient(recur)(s0, drive, Wa, tf.convert_to_tensor(decay, s0.dtype))
+    # decay is a constant here: closed over, so the custom gradient has three inputs and no extra reduction
+    return tf.custom_gradient(lambda s0, drive, Wa: recur(s0, drive, Wa, decay))(s0, drive, Wa)

@@ -7,8 +7,10 @@ vectors (``N_batch`` x units), ``alpha = dt / tau`` and transfer function ``f`` 
     y_t = f(x_t) W_out^T + b_out
 
 ``x_0`` is a trainable initial state; ``states`` are the pre-activations ``x_t`` after each update and
-``tau`` may be one value per unit. The weight matrices are the *effective* ones under the constraints of
-:mod:`agents.constraints` (masks, Dale's principle). Arrays are ``(N_batch, N_steps, channels)``, times in ms.
+``tau`` may be one value per unit. With ``train_tau`` each unit's ``tau`` is a trainable variable, kept above
+``dt`` by a reparametrisation (``tau = dt * (1 + softplus(tau_raw))``; :class:`Basic`). The weight matrices
+are the *effective* ones under the constraints of :mod:`agents.constraints` (masks, Dale's principle). Arrays
+are ``(N_batch, N_steps, channels)``, times in ms.
 
 PsychRNN's API (``Basic(params)``, ``train``, ``test``, ``get_weights``, ``save``, ``destruct``,
 ``params['load_weights_path']``) works with PsychRNN's parameter keys, minus its traps: a second ``train``
@@ -52,6 +54,35 @@ def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
+
+
+# Trainable time constants are stored as tau_raw, dimensionless, with tau = dt * (1 + softplus(tau_raw)): tau > dt
+# always and the gradient reaches every unit. Khajehabdollahi et al. (ICLR 2024; LevinaLab/rnn_timescale_public,
+# src/models/RNN_Stack.py) clamp tau at 1 step in the forward pass instead, which stops the gradient of a unit
+# whose tau went below 1 step for good. A tau given within this many steps of dt (a draw at the range's lower
+# end, a learned value saved as float32) starts that far above it, where softplus^-1 is finite.
+_TAU_MIN_EXCESS_STEPS = 1e-6
+
+
+def _tau_raw_of(tau_ms: np.ndarray, dt: float) -> np.ndarray:
+    """``tau_raw`` with ``dt * (1 + softplus(tau_raw)) = tau_ms`` (float32, the shape of ``tau_ms``)."""
+    excess = np.maximum(np.asarray(tau_ms, dtype=np.float64) / dt - 1.0, _TAU_MIN_EXCESS_STEPS)
+    return (excess + np.log(-np.expm1(-excess))).astype(np.float32)  # softplus^-1, stable for any excess > 0
+
+
+def _check_tau_init_range(value: Any, dt: float) -> list[float]:
+    """``tau_init_range`` as ``[low, high]`` ms with ``dt <= low <= high`` (``ValueError`` otherwise); None gives
+    ``[dt, 2 dt]``, the paper's 1-2 steps."""
+    if value is None:
+        return [dt, 2.0 * dt]
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"tau_init_range must be [low, high] in ms, got {value!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high) and dt <= low <= high):
+        raise ValueError(f"tau_init_range must be [low, high] ms with dt={dt} <= low <= high (finite), "
+                         f"got {value!r}")
+    return [low, high]
 
 
 def _check_rec_noise(rec_noise: Any) -> float:
@@ -134,6 +165,7 @@ class RNN:
         self.params = params
         self.name = str(params.get("name", self.kind))
         self._sizes(params, file_arrays)
+        self._check_time_constants(params, file_arrays)
         self.seed = _fresh_seed() if params.get("seed") is None else _check_seed(params["seed"])
         self.transfer_function = params.get("transfer_function", "relu")
         if isinstance(self.transfer_function, str) and ":" in self.transfer_function:
@@ -220,10 +252,50 @@ class RNN:
         if tau.ndim > 1 or (tau.ndim == 1 and tau.shape != (self.N_rec,)) or not np.all(tau > 0) or self.dt <= 0:
             raise ValueError(f"{self.kind}: dt must be > 0 and tau a positive number or one per unit "
                              f"({self.N_rec},) in ms; got dt={params['dt']!r}, tau shape {tau.shape}")
-        self.tau = float(tau) if tau.ndim == 0 else tau
-        self.alpha = np.float32(self.dt) / tau
+        self._tau = float(tau) if tau.ndim == 0 else tau
+        self._alpha = np.float32(self.dt) / tau
         self.N_steps = params.get("N_steps")
         self.N_batch = params.get("N_batch")
+
+    def _check_time_constants(self, params: dict, file_arrays: dict | None) -> None:
+        """``train_tau``, ``tau_init_range`` and a weights file's per-unit ``tau`` (which gives the initial
+        trainable values, or the fixed ones when ``train_tau`` is off)."""
+        train = params.get("train_tau", False)
+        if not isinstance(train, (bool, np.bool_)):
+            raise ValueError(f"train_tau must be true or false, got {train!r}")
+        self.train_tau = bool(train)
+        if self.train_tau and not self.supports_constraints:
+            raise ValueError(f"{self.kind}: train_tau is for Basic (a rate network's time constants); a "
+                             f"{self.kind} has none")
+        self.tau_init_range = (_check_tau_init_range(params.get("tau_init_range"), self.dt) if self.train_tau
+                               else None)
+        self._file_tau = None
+        if file_arrays is not None and file_arrays.get("tau") is not None:
+            tau = np.asarray(file_arrays["tau"], dtype=np.float32)
+            if tau.shape != (self.N_rec,) or not np.all(tau >= self.dt):
+                raise ValueError(f"the weights' tau must be ({self.N_rec},) values >= dt={self.dt} ms, got shape "
+                                 f"{tau.shape}")
+            self._file_tau = tau
+            if not self.train_tau:
+                self._tau, self._alpha = tau, np.float32(self.dt) / tau
+
+    @property
+    def tau(self) -> float | np.ndarray:
+        """Time constant(s), ms: a number or ``(N_rec,)``; with ``train_tau`` the current learned values."""
+        return self.time_constants() if self.train_tau else self._tau
+
+    @property
+    def alpha(self) -> Any:
+        """``dt / tau`` (float32, per unit when ``tau`` is); with ``train_tau`` from the current values."""
+        return (np.float32(self.dt) / self.time_constants()).astype(np.float32) if self.train_tau \
+            else self._alpha
+
+    def time_constants(self) -> np.ndarray:
+        """Every unit's time constant now, ms, ``(N_rec,)`` float32 (the fixed ``tau`` broadcast, or the learned
+        ``dt * (1 + softplus(tau_raw))``)."""
+        if not self.train_tau:
+            return np.broadcast_to(np.asarray(self._tau, dtype=np.float32), (self.N_rec,)).copy()
+        return (np.float32(self.dt) * (1.0 + tf.nn.softplus(self.vars["tau_raw"]))).numpy()
 
     def _build_wiring(self, params: dict, file_arrays: dict | None) -> constraints.Wiring | None:
         if not self.supports_constraints:
@@ -439,7 +511,8 @@ class RNN:
         cfg = {
             "model": self.kind, "name": self.name, "N_in": self.N_in, "N_rec": self.N_rec,
             "N_out": self.N_out, "dt": self.dt,
-            "tau": self.tau if isinstance(self.tau, float) else self.tau.tolist(),
+            "tau": self._tau if isinstance(self._tau, float) else self._tau.tolist(),
+            "train_tau": self.train_tau, "tau_init_range": self.tau_init_range,
             "N_steps": None if self.N_steps is None else int(self.N_steps),
             "N_batch": None if self.N_batch is None else int(self.N_batch),
             "transfer_function": tf_name, "rec_noise": self.rec_noise,
@@ -506,7 +579,7 @@ class RNN:
 
     def get_weights(self) -> dict[str, Any]:
         """PsychRNN's weights dict: effective ``W_in, W_rec, W_out`` (masked and signed), biases, initial
-        state, connectivity and Dale matrices, ``dale_ratio``."""
+        state, connectivity and Dale matrices, ``dale_ratio``; with ``train_tau`` also ``tau`` ``(N_rec,)`` ms."""
         return self._weights_dict()
 
     def save(self, save_path: str | os.PathLike) -> Path:
@@ -548,9 +621,9 @@ class RNN:
         """
         data = read_npz(path)
         cfg = json.loads(str(data["config"]))
-        for key in ("model", "N_in", "N_rec", "N_out"):
+        for key in ("model", "N_in", "N_rec", "N_out", "train_tau"):
             mine = self.kind if key == "model" else getattr(self, key)
-            if cfg.get(key) != mine:
+            if cfg.get(key, False if key == "train_tau" else None) != mine:
                 raise ValueError(f"{path}: checkpoint has {key}={cfg.get(key)!r}, this model has {mine!r}")
         for key, mask in self.masks().items():
             if f"mask/{key}" in data and not np.array_equal(data[f"mask/{key}"], mask):
@@ -573,6 +646,8 @@ class RNN:
         ``fixed_weights``); None restores the model's own fixed synapses."""
         new = self._own_fixed()
         for name, m in (fixed or {}).items():
+            if name == "tau" and "tau_raw" in self.vars:  # get_weights' tau is the variable tau_raw, per unit
+                name = "tau_raw"
             if name not in self.vars:
                 if name in _CONSTRAINT_KEYS or name == "dale_ratio":
                     continue  # PsychRNN accepts any get_weights key; only variables can be fixed
@@ -598,7 +673,11 @@ class Basic(RNN):
 
     Trainable variables: ``init_state (1, N_rec)``, ``W_in (N_rec, N_in)``, ``W_rec (N_rec, N_rec)``,
     ``W_out (N_out, N_rec)``, ``b_rec (N_rec,)``, ``b_out (N_out,)``; the network uses the effective
-    matrices of its :class:`~agents.constraints.Wiring`.
+    matrices of its :class:`~agents.constraints.Wiring`. With ``train_tau``, also ``tau_raw (N_rec,)``,
+    dimensionless: ``tau = dt * (1 + softplus(tau_raw))`` ms, so ``alpha = dt / tau = 1 / (1 + softplus(tau_raw))``
+    per unit, in ``(0, 1)``. It starts at ``tau`` drawn uniformly in ``tau_init_range`` (ms, default
+    ``[dt, 2 dt]``: the 1-2 steps of Khajehabdollahi et al., ICLR 2024) from the model's seed, or at a weights
+    file's ``tau``; weight files hold ``tau`` in ms, not ``tau_raw``.
     """
 
     kind = "Basic"
@@ -612,7 +691,15 @@ class Basic(RNN):
             if self._is_trainable(name):
                 arrays[name] = self.wiring.unstick_zeros(name, arrays[name])
         order = ("init_state", "W_in", "W_rec", "W_out", "b_rec", "b_out")
-        return {k: arrays[k] for k in order}
+        out = {k: arrays[k] for k in order}
+        if self.train_tau:
+            tau = self._file_tau
+            if tau is None:  # init's second sub-stream: the other arrays are drawn as without train_tau
+                low, high = self.tau_init_range
+                rng_tau = np.random.default_rng(constraints.sub_seed(self.seed, "init", index=1))
+                tau = rng_tau.uniform(low, high, self.N_rec)
+            out["tau_raw"] = _tau_raw_of(tau, self.dt)
+        return out
 
     def effective(self, name: str) -> tf.Tensor:
         """The effective ``W_in``, ``W_rec`` or ``W_out`` (masked and signed)."""
@@ -621,7 +708,8 @@ class Basic(RNN):
     def _forward(self, x, seed, batch_major_states=True):
         v = self.vars
         W_in, W_rec, W_out = (self.effective(n) for n in constraints.MATRICES)
-        alpha = tf.constant(self.alpha, tf.float32)
+        # alpha = dt / tau: with train_tau per unit, 1 / (1 + softplus(tau_raw)), and differentiated
+        alpha = 1.0 / (1.0 + tf.nn.softplus(v["tau_raw"])) if self.train_tau else tf.constant(self._alpha, tf.float32)
         n_batch, n_steps = tf.shape(x)[0], tf.shape(x)[1]
         # Work time-major, (T, B, units): the loop slices the first axis.
         x_tm = tf.transpose(x, [1, 0, 2])
@@ -633,7 +721,8 @@ class Basic(RNN):
             drive += sd * tf.random.stateless_normal([n_steps, n_batch, self.N_rec], seed=seed)
         s0 = tf.tile(v["init_state"], [n_batch, 1])
         Wa = tf.transpose(W_rec) * alpha                                            # [pre, post] * alpha_post
-        states_tm, rates_tm = rate_recurrence(s0, drive, Wa, 1.0 - alpha, self._transfer_name or self.transfer)
+        states_tm, rates_tm = rate_recurrence(s0, drive, Wa, 1.0 - alpha, self._transfer_name or self.transfer,
+                                              decay_gradient=self.train_tau)
         out_tm = tf.reshape(tf.matmul(tf.reshape(rates_tm, [-1, self.N_rec]), W_out, transpose_b=True),
                             [n_steps, n_batch, self.N_out]) + v["b_out"]
         # Means over all elements (losses, rate penalties) do not care about the axis order: the big
@@ -643,7 +732,9 @@ class Basic(RNN):
                 "W_in": W_in, "W_rec": W_rec, "W_out": W_out}
 
     def _weights_dict(self):
-        out = {k: v.numpy() for k, v in self.vars.items()}
+        out = {k: v.numpy() for k, v in self.vars.items() if k != "tau_raw"}
+        if self.train_tau:
+            out["tau"] = self.time_constants()
         for name in constraints.MATRICES:
             out[name] = np.asarray(self.wiring.effective(name, out[name]), dtype=np.float32)
         out.update(self.wiring.psychrnn_arrays())

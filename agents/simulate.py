@@ -24,6 +24,11 @@ import numpy as np
 from . import constraints
 from .weights import load_weights
 
+#: Slope of ``"leaky_relu"`` below zero (here and in :mod:`agents.ops`): PyTorch's ``nn.LeakyReLU()`` default,
+#: which Khajehabdollahi et al. (ICLR 2024; LevinaLab/rnn_timescale_public, ``src/models/RNN_Stack.py``) use.
+#: TensorFlow's ``tf.nn.leaky_relu`` defaults to 0.2, so that function is not recognised as this name.
+LEAKY_RELU_SLOPE = 0.01
+
 # a transfer function: a name from NUMPY_TRANSFER or a NumPy callable, float32 array -> array of its shape
 Transfer = Union[str, Callable[[np.ndarray], np.ndarray]]
 
@@ -34,6 +39,7 @@ NUMPY_TRANSFER = {
     "softplus": lambda s: np.logaddexp(0.0, s).astype(s.dtype),
     "linear": lambda s: s,
     "retanh": lambda s: np.maximum(np.tanh(s), 0.0),
+    "leaky_relu": lambda s: np.where(s > 0, s, np.float32(LEAKY_RELU_SLOPE) * s),
 }
 
 
@@ -144,6 +150,7 @@ class Network:
              transfer_function: Transfer | None = None, rec_noise: float | None = None) -> "Network":
         """A network from a weights file: ours (everything is in it) or PsychRNN's (give ``dt`` and ``tau``;
         ``transfer_function`` defaults to relu and ``rec_noise`` to 0). Arguments given override the file.
+        A file of a ``train_tau`` model holds its learned ``tau`` ``(N_rec,)`` ms, which is used.
 
         A file saved with a custom transfer function (a TensorFlow callable, stored by name) needs
         ``transfer_function``: a name from :data:`NUMPY_TRANSFER` or the NumPy equivalent as a callable.
@@ -153,7 +160,8 @@ class Network:
         if cfg.get("model", "Basic") != "Basic":
             raise ValueError(f"{path}: the NumPy simulator runs Basic networks, this file holds a {cfg['model']}")
         dt = cfg.get("dt") if dt is None else dt
-        tau = cfg.get("tau") if tau is None else tau
+        if tau is None:
+            tau = arrays["tau"] if arrays.get("tau") is not None else cfg.get("tau")
         if dt is None or tau is None:
             raise ValueError(f"{path} is a PsychRNN file without dt and tau: pass dt=... and tau=... (ms)")
         return cls.from_weights(arrays, dt, tau, transfer_function or cfg.get("transfer_function", "relu"),

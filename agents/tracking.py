@@ -18,7 +18,10 @@ What an agent writes:
   ``stage<i>_<name>_trial<N>`` (:func:`agents.weights.snapshot_tag`) or ``final``), ``W_rec.png`` (E then I, by region),
   ``eigenspectrum.png`` (effective ``W_rec`` with the unit circle), ``W_in.png`` and ``W_out.png``, the
   metric ``connectivity/spectral_radius``, and a step-keyed image ``W_rec`` (``MlflowClient.log_image(run_id,
-  image, key="W_rec", step=trials)``) so the UI's step slider shows connectivity changing;
+  image, key="W_rec", step=trials)``) so the UI's step slider shows connectivity changing; for a network with
+  trainable time constants (``train_tau``: the weights hold ``tau``, ``(N_rec,)`` ms) also ``tau.png`` (their
+  histogram in steps, ``tau / dt``) and the metrics ``tau/mean_steps``, ``tau/median_steps``, ``tau/min_steps``,
+  ``tau/max_steps`` at the snapshot's trial count (the metrics with every snapshot, tagged or not);
 - training metrics (:meth:`AgentTracker.log_metrics`), buffered and written with ``log_batch``: the agent
   process logs each batch's loss as ``train/loss`` at the batch's trial count (the curriculum metrics' step).
 
@@ -124,6 +127,7 @@ class AgentTracker:
         self.flush_metrics = int(flush_metrics)
         self._metrics: list[Metric] = []
         self._last_flush = time.monotonic()
+        self._dt: float | None = None  # ms, from log_model_config: the step that tau snapshots are counted in
 
     @property
     def enabled(self) -> bool:
@@ -147,6 +151,8 @@ class AgentTracker:
                 logged through it, callables by name, arrays larger than 1000 values by shape.
             constraint_keys: which top-level keys are constraints.
         """
+        if isinstance(config.get("dt"), (int, float)) and not isinstance(config.get("dt"), bool):
+            self._dt = float(config["dt"])
         if not self.enabled:
             return
         model, constraint = split_config(config, constraint_keys)
@@ -176,7 +182,7 @@ class AgentTracker:
     def log_connectivity(self, weights_path: str | os.PathLike | None, weights: Mapping[str, Any],
                          dale_sign: Sequence[float] | None = None, region_labels: Sequence[Any] | None = None,
                          step: int = 0, tag: str | None = "final", input_names: Sequence[str] | None = None,
-                         output_names: Sequence[str] | None = None) -> None:
+                         output_names: Sequence[str] | None = None, dt: float | None = None) -> None:
         """Log a connectivity snapshot: the weights file and its figures under ``connectivity/<tag>/``,
         the step-keyed ``W_rec`` image and ``connectivity/spectral_radius`` at ``step``. With ``tag`` None
         only the image and the metric are logged (cheap enough to call every few minutes).
@@ -195,10 +201,13 @@ class AgentTracker:
                 leaves stage 0, "easy", at trial 384) or ``"final"`` (its figures are not deferred); None: no folder,
                 no file.
             input_names, output_names: channel names for the W_in / W_out maps.
+            dt: ms, to count ``weights["tau"]`` in steps; default the ``dt`` of :meth:`log_model_config`'s config,
+                else of the weights file's config (without any, the time constants are not logged).
         """
         if not self.enabled:
             return
         snapshot = {k: np.array(v, copy=True) for k, v in weights.items()}
+        tau_steps = self._tau_steps(snapshot.get("tau"), dt, weights_path)
         tmp = tempfile.mkdtemp(prefix="skinnerbox-connectivity-")
         try:
             if tag is None:
@@ -219,7 +228,24 @@ class AgentTracker:
         tag = None if tag is None else safe_name(tag)
         label = f"connectivity weights ({tag})" if tag else f"spectral radius (trial {step})"
         self.writer.submit(label, self._write_snapshot, tmp, local, snapshot, sign, labels, int(step), tag,
-                           input_names, output_names)
+                           input_names, output_names, tau_steps)
+
+    def _tau_steps(self, tau: Any, dt: float | None, weights_path: str | os.PathLike | None) -> np.ndarray | None:
+        """A snapshot's time constants in steps (``tau / dt``), or None without per-unit ``tau`` or a known dt."""
+        if tau is None or np.ndim(tau) != 1:
+            return None
+        dt = dt if dt is not None else self._dt
+        if dt is None and weights_path is not None:
+            try:
+                from shaping.weights import load_weights
+
+                dt = ((load_weights(weights_path)[1] or {}).get("config") or {}).get("dt")
+            except (OSError, ValueError) as err:
+                logger.info("AgentTracker: cannot read dt from %s (%s)", weights_path, err)
+        if dt is None:
+            logger.info("AgentTracker: the weights hold tau but dt is unknown; time constants not logged")
+            return None
+        return np.asarray(tau, dtype=float) / float(dt)
 
     # ------------------------------------------------------------------ metrics
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -275,8 +301,8 @@ class AgentTracker:
         log_params_batched(self.client, self.run_id, density)
 
     def _write_snapshot(self, tmp: str, local: Path | None, weights: dict, sign: np.ndarray | None,
-                        labels: list | None, step: int, tag: str | None, input_names: Any, output_names: Any
-                        ) -> None:
+                        labels: list | None, step: int, tag: str | None, input_names: Any, output_names: Any,
+                        tau_steps: np.ndarray | None = None) -> None:
         """The cheap part of a snapshot, ahead of figures: its weights file and spectral radius; then its
         figures, queued behind everything else but the final snapshot's."""
         try:
@@ -292,12 +318,17 @@ class AgentTracker:
             radius = float(np.max(np.abs(np.linalg.eigvals(w_rec)))) if w_rec.size else 0.0
             self.guard.run("connectivity metrics", log_metrics_batched, self.client, self.run_id,
                            [Metric("connectivity/spectral_radius", radius, now_ms(), step)])
+        if tau_steps is not None and tau_steps.size:
+            stats = {"mean": np.mean, "median": np.median, "min": np.min, "max": np.max}
+            ts = now_ms()
+            self.guard.run("time-constant metrics", log_metrics_batched, self.client, self.run_id,
+                           [Metric(f"tau/{k}_steps", float(fn(tau_steps)), ts, step) for k, fn in stats.items()])
         label = f"connectivity figures ({tag})" if tag else f"W_rec image (trial {step})"
         queue = self.writer.submit if tag == "final" else self.writer.defer
-        queue(label, self._write_figures, eff, sign, labels, step, tag, input_names, output_names)
+        queue(label, self._write_figures, eff, sign, labels, step, tag, input_names, output_names, tau_steps)
 
     def _write_figures(self, eff: dict, sign: np.ndarray | None, labels: list | None, step: int, tag: str | None,
-                       input_names: Any, output_names: Any) -> None:
+                       input_names: Any, output_names: Any, tau_steps: np.ndarray | None = None) -> None:
         """A snapshot's step-keyed ``W_rec`` image and, with a ``tag``, its figures in ``connectivity/<tag>/``."""
         run = self.guard.run
         client, run_id, folder = self.client, self.run_id, f"connectivity/{tag}"
@@ -319,3 +350,7 @@ class AgentTracker:
         if "W_out" in eff:
             run("W_out figure", lambda: client.log_figure(
                 run_id, figures.w_out_map(eff["W_out"], sign, labels, output_names), f"{folder}/W_out.png"))
+        if tau_steps is not None:
+            run("tau figure", lambda: client.log_figure(
+                run_id, figures.tau_histogram(tau_steps, title=f"Time constants ({tag}, trial {step})"),
+                f"{folder}/tau.png"))

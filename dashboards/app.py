@@ -6,7 +6,7 @@
 timeline, recent and criterion accuracy, knobs as drawn, reversals), a comparison of trials to each graduation
 across conditions and seeds, psychometric curves over stated spans (the trials before each graduation, a stage's
 last trials) with their fits, connectivity (``W_rec`` by region and E/I, eigenvalues, their change across
-graduations) and the agents' MLflow runs.
+graduations, and the per-unit time constants of a ``train_tau`` network) and the agents' MLflow runs.
 
 Read-only: the journal is polled incrementally (:class:`shaping.readout.LabReader`), weight files and the
 MLflow store are only read. Every number comes from :mod:`shaping.readout` (through :mod:`dashboards.data`),
@@ -233,6 +233,10 @@ def view_connectivity(root: str, tables: lab_data.LabTables, agent: str, lab: la
     with right:
         image("eig", root, version, lambda: figures.eigenspectrum(c.W_rec, color=colour),
               caption=f"Eigenvalues (spectral radius {c.spectral_radius:.3f})")
+    if c.tau_steps is not None:
+        image("tau", root, version, lambda: figures.tau_histogram(c.tau_steps, title=f"Time constants, {tag}{suffix}",
+                                                               color=colour),
+              caption=f"Trained time constants in steps (tau / dt, dt = {c.dt:g} ms); at least 1 step")
     changes = lab_data.connectivity_changes(snaps, tags, files["trial"].tolist())
     image("across", root, tuple(zip(files["path"].astype(str), files["mtime"])),
           lambda: dashboard_figures.connectivity_across(snaps, tags, files["trial"].tolist()))

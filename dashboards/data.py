@@ -163,6 +163,8 @@ class Connectivity:
         order: display order (region, then E before I); groups: ``(start, stop, label)`` spans of it.
         eigenvalues: of ``W_rec``; spectral_radius: their largest modulus.
         weights: every array of the file; meta: its ``skinnerbox`` JSON (None for PsychRNN files).
+        tau: ``(N_rec,)`` per-unit time constants, ms, when the file holds them (a ``train_tau`` network), else
+            None; dt: the file's time step, ms (None for PsychRNN files).
     """
 
     W_rec: np.ndarray
@@ -174,6 +176,13 @@ class Connectivity:
     spectral_radius: float
     weights: dict = field(repr=False, default_factory=dict)
     meta: dict | None = None
+    tau: np.ndarray | None = None
+    dt: float | None = None
+
+    @property
+    def tau_steps(self) -> np.ndarray | None:
+        """``tau / dt`` per unit (None without per-unit time constants or a known ``dt``)."""
+        return None if self.tau is None or not self.dt else np.asarray(self.tau, dtype=float) / self.dt
 
     @property
     def N_rec(self) -> int:
@@ -203,8 +212,11 @@ def load_connectivity(path: str | os.PathLike) -> Connectivity:
         labels = None
     order, groups = figures.unit_order(len(w), sign, labels)
     ev = np.linalg.eigvals(w) if w.size else np.empty(0, complex)
+    tau = weights.get("tau")
+    tau = np.asarray(tau, dtype=float) if tau is not None and np.shape(tau) == (len(w),) else None
+    dt = ((meta or {}).get("config") or {}).get("dt")
     return Connectivity(w, sign, labels, order, groups, ev, float(np.max(np.abs(ev))) if ev.size else 0.0,
-                        weights, meta)
+                        weights, meta, tau, None if dt is None else float(dt))
 
 
 def connectivity_changes(snapshots: Sequence[Connectivity], tags: Sequence[str],

@@ -102,7 +102,7 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
         tracking_uri: MLflow store for the runs table (default: the one the journal names; an unreachable
             store leaves the table out with a note).
     """
-    lab = lab_data.lab_paths(lab_dir)
+    lab = readout.require_journal(lab_dir)
     tables = lab_data.read_lab(lab.root)
     report = Report(f"skinnerbox lab report: {lab.root.name}", lab.root, time.time())
     agents = lab_data.agent_names(tables)
@@ -196,6 +196,11 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
                 items.append(_figure(f"{agent}-wrec-{tag}", lambda c=c, title=title: figures.w_rec_heatmap(
                     c.W_rec, c.dale_sign, c.region_labels, title=title), "Effective W_rec [post, pre], units by "
                     "region, E before I.", dpi=70))
+                if c.tau_steps is not None:
+                    items.append(_figure(f"{agent}-tau-{tag}", lambda c=c, n=n, tag=tag, col=colour:
+                                         figures.tau_histogram(c.tau_steps, color=col, title=f"Time constants, {tag}"
+                                                               + (f", trial {int(n)}" if n == n else "")),
+                                         f"Trained time constants in steps (tau / dt, dt = {c.dt:g} ms).", dpi=70))
             if snaps:
                 items.append(_figure(f"{agent}-eigenspectrum", lambda c=snaps[-1], col=colour: figures.eigenspectrum(
                     c.W_rec, color=col),

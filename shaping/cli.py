@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .errors import SkinnerboxError, UsageError
+from .errors import MissingFile, SkinnerboxError, UsageError
 
 log = logging.getLogger("skinnerbox")
 
@@ -145,7 +145,12 @@ def _dashboard_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from dashboards.launch import serve as serve_dashboard
+
+    if not Path(args.lab_dir).is_dir():  # a typo would otherwise serve an empty dashboard
+        raise MissingFile(f"no lab directory at {args.lab_dir}")
 
     print(f"dashboard of {args.lab_dir}: http://127.0.0.1:{args.port or 8501}  (Ctrl-C to stop)")
     return serve_dashboard(args.lab_dir, port=args.port, tracking_uri=args.tracking_uri, refresh_s=args.refresh_s)
@@ -174,15 +179,15 @@ def _sync_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
+    from .labfile import read_file
     from .tracking import resolve_tracking_uri, sync
 
     lab_dir = Path(args.lab_dir)
     journal_dir = lab_dir / "journal" if (lab_dir / "journal").is_dir() else lab_dir
     lab_json = journal_dir.parent / "lab.json"
-    config = json.loads(lab_json.read_text()) if lab_json.exists() else None
+    config = read_file(lab_json) if lab_json.exists() else None  # ConfigError naming the file if corrupt
     experiment = args.experiment or (config or {}).get("lab", {}).get("experiment", "skinnerbox")
     ran_with = (config or {}).get("lab", {}).get("tracking_uri")  # the store the lab ran with
     uri = resolve_tracking_uri(args.tracking_uri or (ran_with if ran_with != "none" else None))
@@ -283,10 +288,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_agent_args(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``(head, rest)``: ``rest`` is everything after ``agent`` when that is the command, else None.
+
+    ``skinnerbox agent`` hands its arguments to :func:`agents.agent.main` untouched; argparse's ``REMAINDER``
+    cannot take them when the first one is an option (``--server ...``), so they are split off first."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] == "--log-level" else 1
+    if i < len(argv) and argv[i] == "agent":
+        return argv[:i + 1], argv[i + 1:]
+    return argv, None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``skinnerbox``; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    head, agent_args = _split_agent_args(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(head)
+    if agent_args is not None:
+        args.agent_args = agent_args
     if not getattr(args, "run", None):
         parser.print_help()
         return 2

@@ -36,8 +36,9 @@ from .scoring import (
 
 __all__ = [
     "effective_weights", "dale_sign_from_weights", "unit_order", "w_rec_heatmap", "w_rec_image",
-    "eigenspectrum", "w_in_map", "w_out_map", "fit_logistic", "psychometric_points", "psychometric_curve",
-    "stage_timeline", "curriculum_curves", "to_png", "responded", "agent_colours", "EVENT_MARKERS",
+    "eigenspectrum", "tau_histogram", "w_in_map", "w_out_map", "fit_logistic", "psychometric_points",
+    "psychometric_curve", "stage_timeline", "curriculum_curves", "to_png", "responded", "agent_colours",
+    "EVENT_MARKERS",
 ]
 
 _CMAP = "RdBu_r"  # red excitatory (positive), blue inhibitory (negative)
@@ -231,6 +232,31 @@ def eigenspectrum(W_rec: np.ndarray, title: str | None = None, color: str = "C3"
     ax.set_ylabel("Im λ")
     ax.legend(loc="upper right", fontsize="small")
     ax.set_title(title or f"W_rec eigenvalues (spectral radius {radius:.3g})")
+    return fig
+
+
+def tau_histogram(tau_steps: Sequence[float], title: str | None = None, color: str = "C0") -> Figure:
+    """Per-unit time constants in steps (``tau / dt``, ``(N_rec,)``) as a histogram, with the floor of trainable
+    time constants (1 step: ``tau = dt``) and the median marked; the x axis is logarithmic when they span more
+    than a factor of 20. ``color``: the bars' (the agent's, :func:`agent_colours`)."""
+    tau = np.asarray(tau_steps, dtype=float).ravel()
+    tau = tau[np.isfinite(tau)]
+    fig = _figure(4.5, 3.0)
+    ax = fig.add_subplot()
+    if tau.size:
+        lo, hi = float(tau.min()), float(tau.max())
+        log = lo > 0 and hi / lo > 20
+        start = min(lo, 1.0)  # a linear axis shows the 1-step floor
+        edges = np.geomspace(lo, hi, 31) if log else np.linspace(start, max(hi, start + 1e-3), 31)
+        ax.hist(tau, bins=edges, color=color)
+        if log:
+            ax.set_xscale("log")
+        ax.axvline(float(np.median(tau)), color="k", lw=1, ls="--", label=f"median {np.median(tau):.3g}")
+        ax.axvline(1.0, color="0.5", lw=1, label="1 step (tau = dt)")
+        ax.legend(loc="upper right", fontsize="small")
+    ax.set_xlabel("tau (steps, tau / dt)")
+    ax.set_ylabel("units")
+    ax.set_title(title or f"Time constants ({tau.size} units)")
     return fig
 
 

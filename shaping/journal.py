@@ -43,7 +43,7 @@ import msgpack
 import numpy as np
 import pandas as pd
 
-from .errors import InUseError
+from .errors import InUseError, MissingFile
 from .tasks.base import OUTCOMES  # the one definition of the outcome labels
 
 log = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ def segments(path: str | os.PathLike) -> list[Path]:
     if p.is_file():
         return [p]
     if not p.is_dir():
-        raise FileNotFoundError(f"no journal at {p} (expected a directory of {SEGMENT_GLOB} files)")
+        raise MissingFile(f"no journal at {p} (expected a directory of {SEGMENT_GLOB} files)")
     return sorted(p.glob(SEGMENT_GLOB), key=_segment_index)
 
 

@@ -301,6 +301,8 @@ class AgentEntry:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
+        if self.curriculum is not None and not isinstance(self.curriculum, str):
+            raise ConfigError(f"curriculum = {self.curriculum!r} must be the name of one of the curricula")
         try:
             protocol.check_agent_name(self.name)
         except protocol.ProtocolError as err:
@@ -462,10 +464,10 @@ class LabFile:
         for i, table in enumerate(tables):
             if not isinstance(table, Mapping):
                 raise ConfigError(f"agents[{i}] must be a table ([[agents]]), got {table!r}")
+            if "name" not in table:
+                raise ConfigError(f"agents[{i}] has no name (each [[agents]] table needs name = \"...\")")
             try:
                 entry = AgentEntry.from_dict(table)
-            except TypeError as err:  # a required key missing
-                raise ConfigError(f"agents[{i}]: {err}") from None
             except ConfigError as err:
                 raise ConfigError(f"agents[{i}].{err}") from None
             if entry.name in seen:

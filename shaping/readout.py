@@ -32,12 +32,13 @@ import threading
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import journal
+from .errors import MissingFile
 from .procs import ENDPOINT_FILE, STATUS_FILE
 from .scoring import (
     MIN_EVIDENCE_LEVELS,
@@ -58,8 +59,8 @@ __all__ = [
     "DEFAULT_WINDOW_TRIALS", "RECENT_ACCURACY", "CRITERION_ACCURACY", "TRIAL_AXIS", "POLICY_TRIALS",
     "MOVE_EVENTS", "accuracy_label", "labelled", "trial_axis_caption",
     # tables
-    "LabPaths", "lab_paths", "LabTables", "LabReader", "read_lab", "BATCH_COLUMNS", "EVENT_COLUMNS",
-    "SESSION_COLUMNS", "END_COLUMNS",
+    "LabPaths", "lab_paths", "require_journal", "LabTables", "LabReader", "read_lab", "BATCH_COLUMNS",
+    "EVENT_COLUMNS", "SESSION_COLUMNS", "END_COLUMNS",
     # accuracy
     "RecentWindow", "recent_accuracies", "window_trials_of", "recent_accuracy", "criterion_accuracy",
     # knobs
@@ -80,7 +81,8 @@ RECENT_ACCURACY = "recent_accuracy"
 CRITERION_ACCURACY = "criterion_accuracy"
 TRIAL_AXIS = "session_trials"  # every trial the agent was scored on, stale ones included: the x axis everywhere
 POLICY_TRIALS = "policy_trials"  # the policy's own count, without stale trials
-MOVE_EVENTS = ("graduated", "regressed", "complete", "out_of_trials")  # curriculum moves on a stage timeline
+CURRICULUM_ENDS = ("complete", "out_of_trials")  # events that end a curriculum (an MLflow run's curriculum.outcome)
+MOVE_EVENTS = ("graduated", "regressed", *CURRICULUM_ENDS)  # curriculum moves on a stage timeline
 _CORRECT = OUTCOMES.index("correct")
 _NO_RESPONSE = OUTCOMES.index("no_response")
 
@@ -138,6 +140,17 @@ def lab_paths(lab_dir: str | os.PathLike) -> LabPaths:
     return LabPaths(root, journal_dir, root / "weights", journal_dir / STATUS_FILE, journal_dir / ENDPOINT_FILE)
 
 
+def require_journal(lab_dir: str | os.PathLike) -> LabPaths:
+    """:func:`lab_paths`, checked: :class:`~shaping.errors.MissingFile` when ``lab_dir`` holds no journal (no
+    ``journal/`` folder with segment files, and none itself), e.g. a mistyped path given to ``skinnerbox
+    report`` or ``sync``."""
+    paths = lab_paths(lab_dir)
+    if not paths.journal.is_dir() or not any(paths.journal.glob(journal.SEGMENT_GLOB)):
+        raise MissingFile(f"{Path(lab_dir)} is not a lab directory: no journal at {paths.journal} (expected "
+                          f"{journal.SEGMENT_GLOB} files, written by a lab or `skinnerbox server`)")
+    return paths
+
+
 # ---------------------------------------------------------------------------------------------- the window
 class RecentWindow:
     """The server's recent-accuracy window: the last ``window_trials`` outcomes of one agent, across stages and
@@ -174,6 +187,10 @@ class RecentWindow:
 
     def __len__(self) -> int:
         return len(self._window)
+
+    def __iter__(self) -> Iterator[int]:
+        """The outcomes in the window, oldest first, as 1 (correct) or 0: what a journaled session state holds."""
+        return (int(c) for c in self._window)
 
 
 def _check_window(window_trials: Any) -> int:

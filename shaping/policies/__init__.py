@@ -19,5 +19,5 @@ from .updown import Staircase
 from .window import AccuracyWindow, batch_accuracy
 
 __all__ = ["Policy", "from_spec", "get", "kinds", "lookup", "register", "make_event", "tell", "EVENTS", "SpecError",
-           "FixedPolicy", "LadderPolicy", "StaircasePolicy", "StagesPolicy", "CurriculumPolicy", "BiasCorrection", "Staircase",
-           "StagedPolicy", "Stage", "AccuracyWindow", "batch_accuracy"]
+           "FixedPolicy", "LadderPolicy", "StaircasePolicy", "StagesPolicy", "CurriculumPolicy", "BiasCorrection",
+           "Staircase", "StagedPolicy", "Stage", "AccuracyWindow", "batch_accuracy"]

@@ -3,6 +3,7 @@ answered (see the package docstring for the invariants), plus the hooks that log
 and the process entry point (:func:`serve`)."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import zmq
 
 from .. import journal, protocol
 from .. import keys as curve_keys
-from ..errors import ConfigChanged
+from ..errors import ConfigChanged, ConfigError, InUseError
 from ..labfile import ServerConfig
 from ..procs import ENDPOINT_FILE, SERVER_STOP_GRACE_S, STATUS_FILE, lab_gone
 from ..protocol import ProtocolError
@@ -82,21 +83,24 @@ class TaskServer:
         """Build every curriculum once on a throwaway task, so a bad spec fails at start, naming it."""
         from ..policies import from_spec
 
-        task = _make_task(self.config.task, 0)
+        try:
+            task = _make_task(self.config.task, 0)
+        except (TypeError, ValueError) as err:  # an unknown task or a bad argument: the user's config
+            raise ConfigError(f"server config: task: {err}") from None
         try:
             task.spec()  # what WELCOME carries: a task that cannot describe itself fails now, not at every HELLO
         except (TypeError, ValueError) as err:
-            raise ValueError(f"server config: task: {err}") from None
+            raise ConfigError(f"server config: task: {err}") from None
         self._check_batch_size(task, task.N_batch, "task")
         for name, spec in self.config.curricula.items():
             try:
                 policy = from_spec(dict(spec), task, seed=0)
-            except Exception as err:
-                raise ValueError(f"server config: curricula.{name}: {err}") from err
+            except (TypeError, ValueError, KeyError) as err:
+                raise ConfigError(f"server config: curricula.{name}: {err}") from None
             for stage, stage_spec in policy.stage_tasks().items():  # an agent's sizes cannot change mid-run
                 other = _make_task(stage_spec, 0)
                 if (other.N_in, other.N_out) != (task.N_in, task.N_out):
-                    raise ValueError(f"server config: curricula.{name}: stage {stage!r} runs {type(other).__name__} "
+                    raise ConfigError(f"server config: curricula.{name}: stage {stage!r} runs {type(other).__name__} "
                                      f"with N_in={other.N_in}, N_out={other.N_out}; the task has N_in={task.N_in}, "
                                      f"N_out={task.N_out} (an agent's input and output sizes cannot change)")
                 # a GET without n draws the session's N_batch trials, whatever task the stage runs
@@ -105,7 +109,7 @@ class TaskServer:
     def _check_batch_size(self, task: Any, n: int, where: str) -> None:
         fits = self._max_trials(task)
         if n > fits:
-            raise ValueError(f"server config: {where}: batches of N_batch = {n} trials of {type(task).__name__} "
+            raise ConfigError(f"server config: {where}: batches of N_batch = {n} trials of {type(task).__name__} "
                              f"({task.N_steps} steps) would exceed the protocol limits (max_array_bytes = "
                              f"{self.limits.max_array_bytes}); at most {fits} fit")
 
@@ -167,6 +171,12 @@ class TaskServer:
             sock.close(0)
             if self._auth is not None:
                 self._auth.stop()
+            if err.errno == errno.EADDRINUSE:  # another process holds the port: the user's to resolve
+                raise InUseError(f"task server: cannot bind {cfg.bind!r}: the address is in use by another "
+                                 "process; choose another port (port 0 picks a free one)") from None
+            if err.errno in (errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENODEV, zmq.EPROTONOSUPPORT):
+                raise ConfigError(f"task server: cannot bind {cfg.bind!r}: {err} (bind is a ZeroMQ endpoint "
+                                  "like 'tcp://127.0.0.1:5555' on an address of this machine)") from None
             raise OSError(f"task server: cannot bind {cfg.bind!r}: {err}") from None
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return sock

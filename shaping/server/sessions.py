@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from .. import journal
+from ..readout import RecentWindow
 
 
 def agent_seed(server_seed: int, agent: str) -> int:
@@ -77,8 +77,7 @@ class Session:
         self.void_ids: dict[int, str] = {}
         self.trials = 0
         self.batches = 0
-        self.window: deque[int] = deque(maxlen=window_trials)
-        self._window_sum = 0
+        self.window = RecentWindow(window_trials)  # the recent accuracy every view of the lab shows (readout)
         self.run: dict = {}
         self.info: dict = {}
         self.last_heard = 0.0
@@ -107,12 +106,11 @@ class Session:
         return task
 
     def record(self, outcome_codes: np.ndarray) -> None:
-        self.window.extend((outcome_codes == 0).astype(np.int8).tolist())  # the oldest fall out
-        self._window_sum = sum(self.window)
+        self.window.add(outcome_codes == 0)
 
     @property
     def window_accuracy(self) -> float | None:
-        return self._window_sum / len(self.window) if self.window else None
+        return self.window.accuracy
 
     def void_in_flight(self, reason: str) -> int:
         """End every in-flight batch unscored (its RESULT will get UNKNOWN_BATCH)."""
@@ -135,9 +133,8 @@ class Session:
         self.policy.restore(state["policy"])
         self.trials = int(state["trials"])
         self.batches = int(state["batches"])
-        self.window.clear()
-        self._window_sum = 0
-        self.record(np.asarray([0 if w else 1 for w in state.get("window", [])], dtype=np.int8))
+        self.window = RecentWindow(self.window.window_trials)
+        self.window.add(bool(w) for w in state.get("window", []))
         # Batches issued after the last journaled one were never acknowledged: issue their ids again.
         self.next_batch = int(last_batch) + 1
         self.last_scored = int(last_batch)

@@ -12,6 +12,7 @@ Built-in tasks, one module per family:
 - :mod:`.flipflop`: ``FlipFlop``
 - :mod:`.confidence`: ``PostDecisionWager``
 - :mod:`.multisensory`: ``MultiSensoryIntegration``
+- :mod:`.sequence_memory`: ``NDelayedMatch``, ``NParity`` (Khajehabdollahi et al. 2024)
 
 :func:`check_task` checks any task, a user's PsychRNN subclass included, against the contract.
 """
@@ -27,10 +28,11 @@ from .multisensory import MultiSensoryIntegration
 from .perceptual import PerceptualDiscrimination
 from .registry import catalog, get, make, register
 from .saccade import ProAntiSaccade
+from .sequence_memory import NDelayedMatch, NParity
 from .timing import ReadySetGo
 from .working_memory import DelayedDiscrimination, DelayedMatchToSample
 
 __all__ = ["Task", "Batch", "TrialBuilder", "Knob", "OUTCOMES", "make", "get", "catalog", "register",
            "check_task", "PerceptualDiscrimination", "DelayedDiscrimination", "DelayedMatchToSample",
            "MatchToCategory", "ContextDependentDM", "GoNoGo", "ProAntiSaccade", "ReadySetGo", "FlipFlop",
-           "PostDecisionWager", "MultiSensoryIntegration"]
+           "PostDecisionWager", "MultiSensoryIntegration", "NDelayedMatch", "NParity"]

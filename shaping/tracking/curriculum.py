@@ -59,6 +59,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from ..readout import (
+    CURRICULUM_ENDS,
+    MOVE_EVENTS,
     TRIAL_AXIS,
     RecentWindow,
     criterion_window,
@@ -182,8 +184,7 @@ class _Session:
         return self.run.get("run_id")
 
 
-CURRICULUM_ENDS = ("complete", "out_of_trials")  # events that end a curriculum: the run's ``curriculum.outcome``
-STAGE_EVENTS = ("graduated", "regressed", *CURRICULUM_ENDS)  # flushed at once (others wait)
+STAGE_EVENTS = MOVE_EVENTS  # flushed at once (others wait)
 # shaping.journal's load(agent), load_batches, load_events and load_sessions
 JournalTables = tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]
 

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from mlflow import MlflowClient
 
+from ..errors import MissingFile
 from .curriculum import CurriculumTracker
 from .labrun import LabRun
 from .names import NOTE_TAG, describe_agent, describe_curriculum
@@ -83,6 +84,9 @@ def sync(journal_dir: str | os.PathLike, tracking_uri: str | None = None, experi
     from .. import journal
 
     path = Path(journal_dir).resolve()
+    if not journal.segments(path):  # MissingFile when the folder is missing; an empty one would make an empty run
+        raise MissingFile(f"no journal at {path} (expected {journal.SEGMENT_GLOB} files, written by a lab or "
+                          "`skinnerbox server`)")
     specs: dict[str, tuple[Mapping, Mapping]] = {}
     descriptions: dict[str, str] = {}
     for _, rec in journal.iter_records(path, kinds=[journal.HELLO]):

@@ -1,9 +1,10 @@
-"""What goes into MLflow, spelled out as plain data: param names and values, knob values as one number, and the
-one-line descriptions a run shows. NumPy only; no MLflow import, so views and agents use these without it.
+"""What goes into MLflow, spelled out as plain data: param names and values, and the one-line descriptions a run
+shows. NumPy only; no MLflow import, so views and agents use these without it.
 
 - :func:`flatten_params` / :func:`unflatten_params`: a nested spec as readable dotted MLflow params and back;
   :func:`plain` turns anything into JSON-able data first, :func:`safe_name` cleans keys and artifact names.
-- :func:`knob_scalar`: the one number a knob value is logged as (``knob/<name>`` metrics).
+- :func:`knob_scalar`: one number for a scalar-valued setting (the stage index); never for display of a knob
+  drawn from a set or range, which is logged as drawn (:func:`shaping.readout.knob_metrics`).
 - :func:`describe_curriculum`, :func:`describe_model`, :func:`describe_lab`: the runs' descriptions (MLflow's
   ``mlflow.note.content`` tag, :data:`NOTE_TAG`), e.g. ``"curriculum shaped (stages: easy → mixed → final); N_rec
   50, Dale 0.8, no autapses, 2 regions"`` for an agent run.
@@ -138,8 +139,9 @@ def now_ms() -> int:
 
 # ---------------------------------------------------------------------------------------------- knobs
 def knob_scalar(value: Any) -> float | None:
-    """One number for a knob value: the number itself, the mean of a list of choices, the midpoint of
-    ``{"uniform": [lo, hi]}``; None for anything else."""
+    """One number for a value: the number itself, the mean of a list of choices, the midpoint of
+    ``{"uniform": [lo, hi]}``; None for anything else. Not for showing a knob (a mean hides what trials were
+    drawn from): use :func:`shaping.readout.knob_drawn` / :func:`~shaping.readout.knob_metrics`."""
     if isinstance(value, Mapping):
         value = value.get("uniform")
     if isinstance(value, (bool, np.bool_)):

@@ -91,3 +91,27 @@ def test_a_checkpoint_is_refused_for_a_new_session_and_a_fresh_network_is_warned
     with serving(tmp_path / "journal") as endpoint, caplog.at_level(logging.WARNING, "agents.agent"):
         assert run_agent(endpoint, tmp_path, batches=1)["batches"] == 1
     assert "no checkpoint at" in caplog.text and "the server's session has 32 trials" in caplog.text
+
+
+def test_a_misspelt_model_key_is_refused_not_restarted(tmp_path, caplog):
+    """A key the model does not take (``theads`` for ``threads``) is the lab file's error: the agent exits with
+    REFUSED (the lab does not restart it) and one logged line naming the key, and says BYE."""
+    from agents.agent import main
+    from shaping.procs import REFUSED
+
+    config = tmp_path / "lab.json"
+    config.write_text(json.dumps({"lab": {"workdir": str(tmp_path)}, "task": TASK,
+                                  "curricula": {"fixed": {"kind": "fixed"}},
+                                  "agents": [{"name": "a", "theads": 2, **MODEL}]}))
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with serving(tmp_path / "journal") as endpoint, caplog.at_level(logging.ERROR, "agents.agent"):
+            status = main(["--server", endpoint, "--name", "a", "--config", str(config)])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert status == REFUSED
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "agents.agent"]
+    assert line.startswith("agent 'a': model spec: unknown key(s) 'theads'")
+    ends = [rec for _, rec in journal.iter_records(tmp_path / "journal", kinds=[journal.END])]
+    assert [e["reason"] for e in ends] == ["refused: bad model spec"]

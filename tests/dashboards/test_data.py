@@ -330,3 +330,18 @@ def test_a_missing_sqlite_store_is_not_created(tmp_path):
     assert lab_data.load_runs(uri, {"a": "0" * 32}).empty
     assert lab_data.metric_history(uri, "0" * 32, "x").empty
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_connectivity_carries_the_files_time_constants(lab, tmp_path):
+    from shaping.weights import load_weights, save_weights
+
+    arrays, meta = load_weights(lab["weights"]["shaped-dale-s0"][-1])
+    assert lab_data.load_connectivity(lab["weights"]["shaped-dale-s0"][-1]).tau is None  # no train_tau: none
+    n = len(arrays["W_rec"])
+    tau = np.linspace(10.0, 45.0, n).astype(np.float32)
+    path = save_weights(tmp_path / "tau.npz", {**arrays, "tau": tau},
+                        {**meta, "config": {**meta["config"], "dt": 5.0, "train_tau": True}})
+    c = lab_data.load_connectivity(path)
+    assert c.dt == 5.0 and np.array_equal(c.tau, tau) and np.allclose(c.tau_steps, tau / 5.0)
+    no_dt = save_weights(tmp_path / "nodt.npz", {**arrays, "tau": tau}, {"config": {}})
+    assert lab_data.load_connectivity(no_dt).tau_steps is None  # steps need dt

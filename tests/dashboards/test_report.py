@@ -93,3 +93,40 @@ def test_report_of_a_lab_that_just_started(tmp_path):
     html = path.read_text(encoding="utf-8")
     assert path == tmp_path / "report.html"
     assert "no scored batch yet" in html and {"lab-accuracy", "compare"} <= set(dict(FIGURE.findall(html)))
+
+
+def _save_tau_file(path, tau_ms, dt, n=12):
+    """A weight file as a train_tau network saves it: per-unit ``tau`` (ms) and ``dt`` in the config (without
+    ``tau_ms``, as any other network saves it)."""
+    import numpy as np
+
+    from shaping.weights import save_weights
+
+    rng = np.random.default_rng(0)
+    arrays = {"W_in": rng.normal(size=(n, 2)), "W_rec": rng.normal(size=(n, n)), "W_out": rng.normal(size=(2, n)),
+              "b_rec": np.zeros(n), "b_out": np.zeros(2), "init_state": np.zeros((1, n))}
+    if tau_ms is not None:
+        arrays["tau"] = np.asarray(tau_ms, dtype=np.float32)
+    return save_weights(path, arrays, {"config": {"N_rec": n, "dt": dt, "train_tau": tau_ms is not None}})
+
+
+def test_a_tau_figure_per_snapshot_that_holds_tau(tmp_path):
+    import numpy as np
+
+    w = JournalWriter(tmp_path)
+    w.hello()
+    w.scored()
+    w.close()
+    (tmp_path / "weights").mkdir()
+    taus = {"a1_stage0_easy_trial16": np.linspace(10, 20, 12), "a1": np.linspace(10, 80, 12)}
+    for stem, tau in taus.items():
+        _save_tau_file(tmp_path / "weights" / f"{stem}.npz", tau, dt=10.0)
+    _save_tau_file(tmp_path / "weights" / "a1_stage1_mid_trial32.npz", None, dt=10.0)
+    built = report.build_report(tmp_path)
+    assert {"a1-tau-stage0_easy_trial16", "a1-tau-final"} <= set(built.figures)
+    # a file without tau: its W_rec, no tau figure
+    assert "a1-wrec-stage1_mid_trial32" in built.figures and "a1-tau-stage1_mid_trial32" not in built.figures
+    html = report.render_html(built)
+    pngs = dict(FIGURE.findall(html))
+    with Image.open(io.BytesIO(base64.b64decode(pngs["a1-tau-final"]))) as im:
+        assert im.size[0] > 100

@@ -6,6 +6,7 @@ and the knob values under which the observer makes errors at all (``stress``), s
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,6 +22,8 @@ from shaping.tasks import (
     GoNoGo,
     MatchToCategory,
     MultiSensoryIntegration,
+    NDelayedMatch,
+    NParity,
     PerceptualDiscrimination,
     PostDecisionWager,
     ProAntiSaccade,
@@ -30,6 +33,7 @@ from shaping.tasks import (
 from shaping.tasks.common import input_noise_sd, ring_angles
 
 MEMORY_SD_PER_SQRT_S = 1.0  # observer's memory diffusion: sd grows with sqrt(delay in s)
+BIT_FADE_PER_STEP = 0.03  # bit-stream observer: a bit k steps old is recalled flipped with P = (1 - 0.97^k) / 2
 SURE_CONFIDENCE = 0.7  # the wagering observer takes the sure option below this posterior P(correct)
 
 
@@ -109,6 +113,30 @@ def mask_flip_flop(task, p):
         for onset, b in pulses:
             mask[i, (t >= onset) & (t < onset + task.pulse_ms + task.settle_ms), int(b)] = 0
     return mask
+
+
+def stream_heads(task, row) -> list[tuple[int, int]]:
+    """``[(n, first output channel), ...]``: the heads a bit-stream trial scores (its N, or 2..N)."""
+    N = int(row["N"])
+    if task.heads == "single":
+        return [(N, 0)]
+    return [(n, 2 * (n - 2)) for n in range(2, N + 1)]
+
+
+def mask_bit_stream(task, p):
+    mask = np.zeros((len(p), task.N_steps, task.N_out), dtype=np.float32)
+    for i, row in enumerate(p.to_dict("records")):
+        for _, c in stream_heads(task, row):
+            mask[i, int(row["length"]) - 1, c:c + 2] = 1.0
+    return mask
+
+
+def stream_answer(task, bits: np.ndarray, n: int) -> int:
+    """The paper's definitions on a stream ``bits`` (its length L, newest last): N-DMS ``bits[L-N] ==
+    bits[L-1]``, N-parity ``sum(bits[L-N:]) % 2``."""
+    if isinstance(task, NDelayedMatch):
+        return int(bits[-n] == bits[-1])
+    return int(bits[-n:].sum() % 2)
 
 
 # ---------------------------------------------------------------------- ideal observers
@@ -253,6 +281,21 @@ def observe_flip_flop(task, b, rng):
     return y_hat
 
 
+def observe_bit_stream(task, b, rng):
+    """Reads the stream, but recalls a bit k steps old flipped with probability ``(1 - (1 - fade)^k) / 2``
+    (``fade`` = BIT_FADE_PER_STEP), then answers every scored head from what it recalls."""
+    y_hat = np.zeros_like(b.y)
+    for i, row in enumerate(b.params.to_dict("records")):
+        L = int(row["length"])
+        bits = (b.x[i, :L, 0] > 0.5).astype(int)
+        age = np.arange(L)[::-1]
+        flip = rng.random(L) < (1 - (1 - BIT_FADE_PER_STEP) ** age) / 2
+        recalled = bits ^ flip
+        for n, c in stream_heads(task, row):
+            y_hat[i, :, c + stream_answer(task, recalled, n)] = 1.0
+    return y_hat
+
+
 # ---------------------------------------------------------------------- chance
 def chance_uniform(k: int) -> Callable[[Task, Batch], float]:
     return lambda task, b: 1.0 / k
@@ -272,6 +315,20 @@ def chance_wager(task, b):
 def chance_gonogo(task, b):
     p = float(b.params["p_nogo"].mean())
     return max(p, 1 - p)
+
+
+def chance_bit_stream(task, b):
+    """A blind agent is right on each scored head with P = 1/2, and a trial needs every one of them."""
+    heads = b.params["N"].to_numpy() - 1 if task.heads == "multi" else np.ones(len(b.params))
+    return float(np.mean(0.5 ** heads))
+
+
+def configured(cls: type, **kwargs: Any) -> Callable[..., Task]:
+    """``cls`` with constructor arguments fixed (a factory), keeping the class attributes the generic tests
+    read from a factory (``knobs``, ``side_knob``)."""
+    factory = functools.partial(cls, **kwargs)
+    factory.knobs, factory.side_knob = cls.knobs, cls.side_knob
+    return factory
 
 
 @dataclass
@@ -321,6 +378,19 @@ CASES: dict[str, Case] = {
     "MultiSensoryIntegration": Case(MultiSensoryIntegration, mask_decision_period, chance_uniform(2),
                                     observe_multisensory,
                                     {"stim_noise": 0.3, "coherence": 0.15}),
+    # CASES is keyed by catalog name, so one layout each here; VARIANTS holds the other two (their generic
+    # laws run in test_sequence_memory.py)
+    "NDelayedMatch": Case(configured(NDelayedMatch, N_max=12, N=6), mask_bit_stream, chance_bit_stream,
+                          observe_bit_stream),
+    "NParity": Case(configured(NParity, heads="multi", N_max=12, N=6), mask_bit_stream, chance_bit_stream,
+                    observe_bit_stream),
+}
+
+VARIANTS: dict[str, Case] = {
+    "NDelayedMatch-multi": Case(configured(NDelayedMatch, heads="multi", N_max=12, N=6), mask_bit_stream,
+                                chance_bit_stream, observe_bit_stream),
+    "NParity-single": Case(configured(NParity, N_max=12, N=6), mask_bit_stream, chance_bit_stream,
+                           observe_bit_stream),
 }
 
 
