@@ -148,6 +148,9 @@ class Simulator(abc.ABC):
                 raise ValueError(f"{name}: weights must be a mapping of arrays (get_weights(), np.load(path)), "
                                  f"got {type(weights).__name__}")
             self.weights = weights
+        if "tau" in self.weights and not {"tau", "alpha"} & set(params or {}):
+            recorded["tau"] = np.asarray(self.weights["tau"], dtype=np.float64)  # per unit, as learned (train_tau)
+            recorded.pop("alpha", None)
         self.params: dict[str, Any] = {**recorded, **(params or {})}
         self._recorded_transfer = recorded.get("transfer_function")
         self._transfer_arg = transfer_function

@@ -562,6 +562,13 @@ def is_shaped(spec: Any) -> bool | None:
         return is_shaped(spec["policy"])
     if spec.get("kind") == "fixed":
         return False
+    if spec.get("kind") == "ladder":
+        from .policies.ladder import ladder_levels  # policies import tasks: only when a ladder is read
+
+        try:
+            return len(ladder_levels("levels", spec.get("levels"))) > 1
+        except ValueError:
+            return None
     stages = spec.get("stages", spec.get("tasks"))
     if isinstance(stages, list) and stages:
         return len(stages) > 1

@@ -3,7 +3,8 @@
 A file written by :meth:`agents.rnn.RNN.save` holds PsychRNN's keys (``W_in, W_rec, W_out`` as the
 *effective* matrices, ``b_rec, b_out, init_state, Dale_rec, Dale_out, input_connectivity,
 rec_connectivity, output_connectivity``, the Adam moments ``<name>/Adam`` and ``<name>/Adam_1``, and
-``dale_ratio`` as a plain 0-d float when Dale's principle is on) and one more key, ``skinnerbox``: a JSON
+``dale_ratio`` as a plain 0-d float when Dale's principle is on, ``tau`` ``(N_rec,)`` ms for a network with
+trainable time constants) and one more key, ``skinnerbox``: a JSON
 string with the model's ``config()`` (hyper-parameters, constraint settings, seed), the region labels and the
 package version. Loading such a file needs no other input. PsychRNN 1.0.0 can read these files too.
 

@@ -222,6 +222,8 @@ def describe_model(config: Mapping[str, Any] | None) -> str:
         parts.append(f"{n} region" + ("s" if n != 1 else ""))
     if config.get("fixed"):
         parts.append("fixed synapses")
+    if config.get("train_tau") is True:
+        parts.append("trainable tau")
     return ", ".join(parts)
 
 

@@ -346,3 +346,13 @@ def test_recent_accuracy_is_what_a_live_server_reports(tmp_path):
     assert readout.recent_accuracy(tables, "a") == pytest.approx(status["a"], abs=1e-12)
     assert summarize(tmp_path / "journal").set_index("agent").loc["a", "recent_accuracy"] == \
         pytest.approx(status["a"], abs=1e-12)
+
+
+def test_which_curricula_shape():
+    assert readout.is_shaped({"kind": "stages", "stages": [{"name": "a"}, {"name": "b"}]}) is True
+    assert readout.is_shaped({"kind": "stages", "stages": [{"name": "final"}]}) is False
+    assert readout.is_shaped({"kind": "fixed"}) is False
+    assert readout.is_shaped({"kind": "ladder", "knob": "N", "levels": {"from": 2, "to": 20}}) is True
+    assert readout.is_shaped({"kind": "ladder", "knob": "N", "levels": [12]}) is False  # fixed N: a control
+    assert readout.is_shaped({"kind": "bias", "policy": {"kind": "ladder", "knob": "N", "levels": [2, 3]}}) is True
+    assert readout.is_shaped({"kind": "staircase"}) is None
