@@ -238,8 +238,8 @@ def test_weight_file_round_trip_and_numpy_simulator(tmp_path):
     out3, states3 = net.run(x)
     np.testing.assert_allclose(out3, out, atol=1e-5)
     np.testing.assert_allclose(states3, states, atol=1e-5)
-    for sim in (BasicSimulator(rnn_model=model), BasicSimulator(weights_path=path),
-                BasicSimulator(weights=arrays, params={"dt": DT}, transfer_function="leaky_relu")):  # PsychRNN's simulator reads the file's tau
+    from_dict = BasicSimulator(weights=arrays, params={"dt": DT}, transfer_function="leaky_relu")
+    for sim in (BasicSimulator(rnn_model=model), BasicSimulator(weights_path=path), from_dict):  # the file's tau
         sim_out, _ = sim.run_trials(x)
         np.testing.assert_allclose(sim_out, out, atol=1e-5)
 
