@@ -15,7 +15,6 @@ seed for the demo on two (loaded) cores.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import tempfile
@@ -29,17 +28,15 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from shaping.lab import Lab, load_config  # noqa: E402
+from shaping.lab import Lab  # noqa: E402
+from shaping.labfile import LabFile  # noqa: E402
 from shaping.readout import RECENT_ACCURACY, accuracy_label  # noqa: E402
 
 
-def run_seed(config: dict, seed: int, workdir: Path) -> pd.DataFrame:
-    """One lab run with every seed offset by ``seed``: its summary table (one row per agent)."""
-    cfg = copy.deepcopy(config)
-    cfg["lab"]["seed"] = int(cfg["lab"].get("seed", 0)) + seed
-    for agent in cfg["agents"]:
-        agent["seed"] = int(agent.get("seed", 0)) + 1000 * seed
-    lab = Lab(cfg, workdir=workdir, tracking_uri="none", progress=False)
+def run_seed(config: LabFile, seed: int, workdir: Path) -> pd.DataFrame:
+    """One lab run with every seed offset by ``seed`` (:meth:`LabFile.replicate`): its summary table (one row
+    per agent)."""
+    lab = Lab(config.replicate(seed), workdir=workdir, tracking_uri="none", progress=False)
     lab.run()
     return lab.summary().assign(seed=seed)
 
@@ -49,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(ROOT / "examples" / "demo.toml"))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
     args = parser.parse_args(argv)
-    config = load_config(args.config)
+    config = LabFile.load(args.config)
     with tempfile.TemporaryDirectory(prefix="skinnerbox-bench-") as tmp:
         summaries = [run_seed(config, s, Path(tmp) / f"seed{s}") for s in args.seeds]
     runs = pd.concat(summaries, ignore_index=True)

@@ -526,6 +526,15 @@ class LabFile:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return AgentConfig(**values)
 
+    def replicate(self, offset: int) -> "LabFile":
+        """The same lab with ``lab.seed`` offset by ``offset`` and every agent's model ``seed`` by ``1000 *
+        offset``: a replicate with new trial streams and new initial networks (benchmarks over seeds)."""
+        data = self.to_dict()
+        data["lab"]["seed"] += int(offset)
+        for agent in data["agents"]:
+            agent["seed"] = int(agent.get("seed") or 0) + 1000 * int(offset)
+        return LabFile.from_dict(data, source=self.source, task_path=self.task_path)
+
     def to_dict(self) -> dict:
         """Plain data with every default filled in (what a lab writes to ``lab.json``)."""
         return {"lab": asdict(self.lab), "task": dict(self.task), "curricula": dict(self.curricula),

@@ -122,3 +122,10 @@ def test_the_cli_reports_user_errors_and_keeps_tracebacks_of_bugs(tmp_path, caps
     monkeypatch.setattr(cli, "SUBCOMMANDS", [*cli.SUBCOMMANDS, cli.Subcommand("broken", "", lambda p: None, broken)])
     with pytest.raises(KeyError, match="an internal bug"):  # not swallowed into "bad config", exit 2
         cli.main(["broken"])
+
+
+def test_a_replicate_offsets_every_seed_and_nothing_else():
+    lab = LabFile.from_dict({**LAB, "agents": [{"name": "a", "N_rec": 8, "seed": 2}, {"name": "b", "N_rec": 8}]})
+    rep = lab.replicate(3)
+    assert (rep.lab.seed, [a.model.get("seed") for a in rep.agents]) == (6, [3002, 3000])
+    assert rep.to_dict()["curricula"] == lab.to_dict()["curricula"] and lab.lab.seed == 3  # the original is kept
