@@ -7,7 +7,7 @@ processes, MLflow off), each replicate with every seed offset (:meth:`shaping.la
 budget per network is the curricula's ``max_trials`` (``--budget`` overrides it). From the journals and the final
 weight files it prints:
 
-- the largest N learnt without a curriculum (a fixed-N control met 98 % within the budget);
+- whether each no-curriculum control (fixed N, single- or multi-head layout) met 98 % within the budget;
 - the largest N each curriculum reached within the budget (the last rung whose criterion was met);
 - trials (sequences) to N = ``--milestone`` (12) for multi- against single-head (the graduation from that rung);
 - each network's final accuracy at every N = 2..N_max (forgetting: the single-head network asked for a smaller N
@@ -127,8 +127,8 @@ def run_seed(seed: int, budget: int | None, task: str | None, milestone: int, ro
             mine = got[got["agent"] == agent.name]
             spec = lab.curricula[agent.curriculum]
             levels = spec["levels"] if isinstance(spec["levels"], list) else None
-            if levels is not None and len(levels) == 1:  # a fixed-N control
-                result["controls"][levels[0]] = bool(len(mine))
+            if levels is not None and len(levels) == 1:  # a fixed-N control, in its lab's output layout
+                result["controls"][f"{lab.task.get('heads', 'single')}-head N={levels[0]}"] = bool(len(mine))
                 continue
             result["reached"][agent.name] = int(mine["N"].max()) if len(mine) else 1
             at = mine[mine["N"] == milestone]
@@ -155,12 +155,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"N={args.milestone} {r['to_milestone']}", flush=True)
     budget = args.budget or LabFile.load(LABS["single"]).curricula["single"]["max_trials"]
     print(f"\n{args.task or 'NParity'}, {len(results)} seeds, budget {budget:,} trials per network\n")
-    controls = sorted({n for r in results for n in r["controls"]})
+    controls = sorted({c for r in results for c in r["controls"]})
     rows = []
     for r in results:
-        none = max([n for n in controls if r["controls"].get(n)], default=None)
-        rows.append({"seed": r["seed"], "no curriculum: largest N learnt (of " + ", ".join(map(str, controls)) + ")":
-                     none, **{f"{a}: N reached": n for a, n in r["reached"].items()},
+        rows.append({"seed": r["seed"], **{f"no curriculum, {c}": "learnt" if r["controls"][c] else "not learnt"
+                                           for c in controls if c in r["controls"]},
+                     **{f"{a}: N reached": n for a, n in r["reached"].items()},
                      **{f"{a}: trials to N={args.milestone}": t for a, t in r["to_milestone"].items()}})
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:,.0f}"))

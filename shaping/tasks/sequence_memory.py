@@ -295,6 +295,13 @@ class BitStreamTask(Task):
         return scored
 
 
+PAPER = {  # both tasks' metadata: the paper and its tags
+    "paper_name": "Khajehabdollahi et al. 2024, Emergent mechanisms for long timescales depend on training "
+                  "curriculum and affect performance in memory tasks (ICLR)",
+    "paper_link": "https://arxiv.org/abs/2309.12927",
+    "tags": ["working memory", "sequence", "curriculum", "multi-head"],
+}
+
 @register
 class NDelayedMatch(BitStreamTask):
     """N-delayed match-to-sample on a bit stream: at its last step, is the newest bit the same as the one
@@ -306,10 +313,7 @@ class NDelayedMatch(BitStreamTask):
     metadata = {
         "description": "N-delayed match-to-sample on a bit stream: does the newest bit match the one N-1 steps "
                        "before it?",
-        "paper_name": "Khajehabdollahi et al. 2024, Emergent mechanisms for long timescales depend on training "
-                      "curriculum and affect performance in memory tasks (ICLR)",
-        "paper_link": "https://arxiv.org/abs/2309.12927",
-        "tags": ["working memory", "sequence", "curriculum", "multi-head"],
+        **PAPER,
     }
     answer_names = ("nonmatch", "match")
 
@@ -332,10 +336,7 @@ class NParity(BitStreamTask):
 
     metadata = {
         "description": "N-parity on a bit stream: is the number of ones among the last N bits odd?",
-        "paper_name": "Khajehabdollahi et al. 2024, Emergent mechanisms for long timescales depend on training "
-                      "curriculum and affect performance in memory tasks (ICLR)",
-        "paper_link": "https://arxiv.org/abs/2309.12927",
-        "tags": ["working memory", "sequence", "curriculum", "multi-head"],
+        **PAPER,
     }
     answer_names = ("even", "odd")
 
