@@ -90,9 +90,9 @@ def test_a_bye_does_not_hold_up_other_agents_while_its_trial_log_is_read(tmp_pat
         return real_load(path, agent=agent)
 
     monkeypatch.setattr(journal, "load", slow_load)
-    with ServerThread(config(tmp_path / "journal")) as srv:
+    with ServerThread(config(tmp_path / "journal", heartbeat_interval_s=1.0)) as srv:  # no reconnect on a CI stall
         tracker = attach_tracking(srv.server, {"tracking_uri": uri, "run_id": lab.run_id})
-        a0, a1 = (TaskClient(srv.endpoint, name, heartbeat_interval_s=0.2, timeout_s=30) for name in ("a0", "a1"))
+        a0, a1 = (TaskClient(srv.endpoint, name, heartbeat_interval_s=1.0, timeout_s=30) for name in ("a0", "a1"))
         for client in (a0, a1, a0, a1):  # each: HELLO, then a batch
             batch = client.get()
             client.result(batch, answer(batch.y, np.ones(len(batch), bool)))

@@ -18,7 +18,9 @@ LIMITS = {"max_array_bytes": 65536, "max_message_bytes": 262144}
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     journal = tmp_path_factory.mktemp("errors")
-    st = ServerThread(config(journal, limits=LIMITS))
+    # A heartbeat of 1 s (silence after 3 s): a loaded 2-core CI machine can stall this in-process server's
+    # thread for longer than the 0.6 s the other tests' 0.2 s heartbeat allows, and the good agent would reconnect.
+    st = ServerThread(config(journal, limits=LIMITS, heartbeat_interval_s=1.0))
     good = AgentThread(st.endpoint, "good", curriculum="fixed", p_correct=0.8, pause_s=0.002, timeout_s=10).start()
     good.wait_for(2)
     yield st, good, journal
