@@ -59,6 +59,8 @@ def _configure_device(device: str, threads: int) -> None:
                            f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}); use device = 'CPU' to train on the CPU")
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
+    if device.upper().startswith("GPU"):  # on SLURM, the GPU (or shard) of the job's gres
+        log.info("pinned to %d GPU(s): CUDA_VISIBLE_DEVICES=%s", len(gpus), os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 class Agent:
@@ -211,10 +213,15 @@ class Agent:
                                       input_names=spec.get("input_names"), output_names=spec.get("output_names"))
 
 
+# SIGUSR2: what SLURM sends ``signal_delay_s`` before a job's time limit (submitit's ``--signal``); the agent
+# checkpoints and leaves, and the job is requeued (shaping.launchers.slurm).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+
+
 def run_agent(config: AgentConfig) -> dict:
-    """Run one agent process in the foreground, with SIGTERM/SIGINT handled as a clean stop."""
+    """Run one agent process in the foreground, with SIGTERM, SIGINT and SIGUSR2 handled as a clean stop."""
     agent = Agent(config)
-    old = {sig: signal.signal(sig, agent.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    old = {sig: signal.signal(sig, agent.request_stop) for sig in STOP_SIGNALS}
     try:
         return agent.run()
     finally:
@@ -254,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         # Checkpointed and gone from the server: a stop signal has nothing left to do in this process.
         # Ignoring it (rather than Python's default, restored at interpreter exit) keeps a lab's SIGTERM that
         # crosses a finished agent's teardown from turning its exit status into -15.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
     log.info("agent %s done: %s", args.name, summary)
     return 0
 

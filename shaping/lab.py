@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,7 +28,17 @@ import pandas as pd
 
 from .errors import ConfigError, ServerNotStarted
 from .labfile import AGENT_KEYS, LAB_KEYS, SECTIONS, SERVER_KEYS, LabFile, on_sys_path
-from .procs import AGENT_STOP_GRACE_S, ENDPOINT_FILE, LAB_LOCK, REFUSED, SERVER_STOP_GRACE_S, STATUS_FILE, process_env
+from .launchers import Launcher, LocalLauncher, Process, SlurmLauncher
+from .procs import (
+    AGENT_STOP_GRACE_S,
+    ENDPOINT_FILE,
+    LAB_LOCK,
+    REFUSED,
+    SERVER_STOP_GRACE_S,
+    STATUS_FILE,
+    process_env,
+    reachable_endpoint,
+)
 from .tracking.uris import default_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -67,46 +76,6 @@ def model_spec(entry: Mapping[str, Any]) -> dict:
 
 
 @dataclass
-class _Proc:
-    name: str
-    args: list
-    log_path: Path
-    popen: subprocess.Popen | None = None
-    restarts: int = 0
-    started: float = 0.0
-    ended: float | None = None
-    returncode: int | None = None
-    wall_s: float = 0.0
-    done: bool = False
-
-    def start(self, env: dict) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                      start_new_session=True)
-        out.close()
-        self.started = time.monotonic()
-
-    def poll(self) -> int | None:
-        return None if self.popen is None else self.popen.poll()
-
-    def signal(self, sig: int) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            try:
-                self.popen.send_signal(sig)
-            except ProcessLookupError:
-                pass
-
-    def wait(self, timeout_s: float) -> int | None:
-        if self.popen is None:
-            return None
-        try:
-            return self.popen.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            return None
-
-
-@dataclass
 class Lab:
     """One experiment: the server and its agents (see the module docstring).
 
@@ -140,8 +109,11 @@ class Lab:
         lab.tracking_uri = uri  # the store run with, in lab.json: `skinnerbox sync` goes there too
         self.config = self.labfile.to_dict()  # plain data, as written to lab.json
         self.tracking_uri = None if uri == "none" else uri
-        self.server: _Proc | None = None
+        self.server: Process | None = None
         self.endpoint: str | None = None
+        self.launcher = self._make_launcher()
+        self.server_launcher = (self.launcher if self.labfile.lab.launcher == "slurm"
+                                and self.labfile.slurm_options().server == "job" else LocalLauncher(self.task_path))
         self.lab_run = None
         self._stop = False
         self._lock_fd: int | None = None
@@ -177,9 +149,10 @@ class Lab:
             self.lab_run = LabRun.start(self.tracking_uri, self.labfile.lab.experiment, self.config,
                                         run_name=self.labfile.lab.name)
         server_cfg = self._write_configs()
-        self.server = _Proc("server", [sys.executable, "-m", "shaping.cli", "server", str(server_cfg)],
-                            self.dir / "logs" / "server.log")
-        self.server.start(self._env())
+        self.server = Process("server", [sys.executable, "-m", "shaping.cli", "server", str(server_cfg)],
+                              self.dir / "logs" / "server.log")
+        (self.journal_dir / ENDPOINT_FILE).unlink(missing_ok=True)  # a killed server's; the lock says none runs
+        self.server_launcher.start([self.server], {})
         self.endpoint = self._wait_endpoint(self.journal_dir / ENDPOINT_FILE)
         keys = served.keys if served.use_curve else None
         for entry in self.labfile.agents:
@@ -187,9 +160,17 @@ class Lab:
                     "--config", str(self.dir / "lab.json"), "--workdir", str(self.dir)]
             if keys:  # a server other machines reach takes only CURVE agents, its own lab's included
                 args += ["--keys", keys, "--client-name", self.labfile.lab.client_name]
-            proc = _Proc(entry.name, args, self.dir / "logs" / f"{entry.name}.log")
-            proc.start(self._env(entry.threads))
-            self.agents[entry.name] = proc
+            self.agents[entry.name] = Process(entry.name, args, self.dir / "logs" / f"{entry.name}.log",
+                                              threads=entry.threads)
+        log.info("starting %d agent(s): %s", len(self.agents), self.launcher.describe())
+        self.launcher.start(list(self.agents.values()), {})
+
+    def _make_launcher(self) -> Launcher:
+        """The launcher of ``[lab] launcher``: subprocesses here, or SLURM jobs (``[launcher.slurm]``)."""
+        if self.labfile.lab.launcher == "slurm":
+            return SlurmLauncher(self.dir / "slurm", self.labfile.slurm_options, job_name=self.labfile.lab.name,
+                                 task_path=self.task_path)
+        return LocalLauncher(self.task_path)
 
     def _claim(self) -> Any:
         """Check, before any side effect, that the lab may start, and hold its lock (``lab.lock``) until
@@ -199,6 +180,7 @@ class Lab:
         from .journal import LOCK_FILE, JournalLocked, hold_lock, lock_holder
         from .server import check_resume
 
+        self.launcher.check()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = hold_lock(self.dir / LAB_LOCK, f"lab {self.dir} is already running",
                                   "stop it (Ctrl-C where it runs) before running it again, or use another workdir")
@@ -221,26 +203,26 @@ class Lab:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def _env(self, threads: int = 1) -> dict:
-        """The environment of the lab's processes (see :func:`process_env`)."""
-        return process_env(threads, self.task_path)
-
-    def _wait_endpoint(self, path: Path, timeout_s: float = 60.0) -> str:
-        """The endpoint in the ``server.json`` written by the server just started (one left by an earlier
-        server, e.g. a killed one, names another pid and is not read)."""
+    def _wait_endpoint(self, path: Path, timeout_s: float | None = None) -> str:
+        """The endpoint in the ``server.json`` written by the server just started (an older one was removed
+        before it started), as the agents reach it. A server that is a SLURM job may wait in the queue first:
+        ``timeout_s`` defaults to the job's time limit then, 60 s here."""
+        if timeout_s is None:
+            local = isinstance(self.server_launcher, LocalLauncher)
+            timeout_s = 60.0 if local else 60.0 * self.labfile.slurm_options().timeout_min
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                info = json.loads(path.read_text())
-                if info.get("pid") == self.server.popen.pid:
-                    return info["endpoint"]
+                return reachable_endpoint(json.loads(path.read_text()))
             except (OSError, ValueError, KeyError):
                 pass
-            code = self.server.poll()
+            code = self.server_launcher.poll([self.server]).get("server")
             if code is not None:
                 raise ServerNotStarted(f"the task server exited with status {code} before binding; see "
-                                   f"{self.server.log_path}:\n{_tail(self.server.log_path)}")
-            time.sleep(0.05)
+                                       f"{self.server.log_path}:\n{_tail(self.server.log_path)}")
+            if self._stop:
+                raise ServerNotStarted("the lab was stopped while its task server was starting")
+            time.sleep(0.05 if isinstance(self.server_launcher, LocalLauncher) else 1.0)
         raise ServerNotStarted(f"the task server did not bind within {timeout_s:.0f} s; see {self.server.log_path}")
 
     def request_stop(self, *_: Any) -> None:
@@ -253,46 +235,54 @@ class Lab:
         max_restarts = self.labfile.lab.max_restarts
         try:
             while not self._stop:
-                for name, proc in self.agents.items():
-                    if proc.done:
-                        continue
-                    code = proc.poll()
-                    if code is None:
-                        continue
-                    proc.wall_s += time.monotonic() - proc.started
-                    proc.returncode = code
-                    if code == 0:
-                        proc.done = True
-                    elif code == REFUSED:  # a restart would be refused the same way
-                        proc.done = True
-                        log.error("agent %s refused to run (status %d); not restarting it. Last lines of %s:\n%s",
-                                  name, code, proc.log_path, _tail(proc.log_path))
-                    elif proc.restarts < max_restarts:
-                        proc.restarts += 1
-                        log.warning("agent %s exited with status %s; restart %d of %d", name, code,
-                                    proc.restarts, max_restarts)
-                        proc.start(self._env(self.labfile.agent(name).threads))
-                    else:
-                        proc.done = True
-                        log.error("agent %s failed %d times; giving up. Last lines of %s:\n%s", name,
-                                  proc.restarts + 1, proc.log_path, _tail(proc.log_path))
-                if self.server.poll() is not None and not self._restart_server(max_restarts):
-                    break
+                pending = [p for p in self.agents.values() if not p.done]
+                for name, code in self.launcher.poll(pending).items():
+                    self._ended(self.agents[name], code, max_restarts)
+                server_exit = self.server_launcher.poll([self.server]).get("server")
+                if server_exit is not None:
+                    self.server.mark_ended(server_exit)
+                    if not self._restart_server(max_restarts):
+                        break
                 self._update_bars(bars)
                 if all(p.done for p in self.agents.values()):
                     break
                 if self.timeout_s is not None and time.monotonic() - started > self.timeout_s:
                     log.warning("lab timeout (%.0f s): stopping", self.timeout_s)
                     break
-                time.sleep(0.5)
+                self._pause(self.launcher.poll_interval_s)
             self._update_bars(bars)
         finally:
             for bar in bars.values():
                 bar.close()
 
+    def _pause(self, seconds: float) -> None:
+        """Sleep between polls, waking early when a stop is asked for."""
+        deadline = time.monotonic() + seconds
+        while not self._stop and time.monotonic() < deadline:
+            time.sleep(min(0.1, seconds))
+
+    def _ended(self, proc: Process, code: int, max_restarts: int) -> None:
+        """An agent's process ended with ``code``: done, refused, or restarted (at most ``max_restarts``)."""
+        proc.mark_ended(code)
+        if code == 0:
+            proc.done = True
+        elif code == REFUSED:  # a restart would be refused the same way
+            proc.done = True
+            log.error("agent %s refused to run (status %d); not restarting it. Last lines of %s:\n%s",
+                      proc.name, code, proc.log_path, _tail(proc.log_path))
+        elif proc.restarts < max_restarts:
+            proc.restarts += 1
+            log.warning("agent %s (%s) exited with status %s; restart %d of %d", proc.name, proc.where, code,
+                        proc.restarts, max_restarts)
+            self.launcher.start([proc], {})
+        else:
+            proc.done = True
+            log.error("agent %s failed %d times; giving up. Last lines of %s:\n%s", proc.name,
+                      proc.restarts + 1, proc.log_path, _tail(proc.log_path))
+
     def _restart_server(self, max_restarts: int) -> bool:
         """Restart a crashed server on its journal and endpoint (agents reconnect by themselves)."""
-        code = self.server.poll()
+        code = self.server.returncode
         if self.server.restarts >= max_restarts:
             log.error("the task server exited (status %s) %d times; giving up. Last lines of %s:\n%s", code,
                       self.server.restarts + 1, self.server.log_path, _tail(self.server.log_path))
@@ -300,28 +290,21 @@ class Lab:
         self.server.restarts += 1
         log.warning("the task server exited (status %s); restarting it on its journal (%d of %d)", code,
                     self.server.restarts, max_restarts)
-        if "--bind" not in self.server.args:
-            self.server.args += ["--bind", self.endpoint]
-        self.server.start(self._env())
+        if "--bind" not in self.server.argv:
+            self.server.argv += ["--bind", self.endpoint]
+        self.server_launcher.start([self.server], {})
         return True
 
     def stop(self) -> None:
-        """SIGTERM every agent (each checkpoints), then the server (it flushes its journal); exit codes kept."""
-        for proc in self.agents.values():
-            proc.signal(signal.SIGTERM)
-        for proc in self.agents.values():
-            if proc.popen is not None and proc.wait(AGENT_STOP_GRACE_S) is None:
-                proc.signal(signal.SIGKILL)
-                proc.wait(5)
-            if proc.popen is not None and not proc.done:
-                proc.wall_s += time.monotonic() - proc.started
-                proc.returncode = proc.popen.returncode
+        """Stop every agent (SIGTERM, or ``scancel`` for SLURM jobs: each checkpoints), then the server (it
+        flushes its journal); exit codes kept."""
+        agents = list(self.agents.values())
+        self.launcher.stop(agents, AGENT_STOP_GRACE_S)
+        for proc in agents:
+            if proc.handle is not None:
                 proc.done = True
-        if self.server is not None:
-            self.server.signal(signal.SIGTERM)
-            if self.server.wait(SERVER_STOP_GRACE_S) is None:
-                self.server.signal(signal.SIGKILL)
-                self.server.wait(5)
+        if self.server is not None and self.server.handle is not None:
+            self.server_launcher.stop([self.server], SERVER_STOP_GRACE_S)
         if self.lab_run is not None:
             self._log_summary()
             self.lab_run.end("FINISHED" if all(p.returncode == 0 for p in self.agents.values()) else "FAILED")
@@ -401,8 +384,9 @@ def summarize(journal_dir: str | os.PathLike, config: Mapping[str, Any] | None =
     specs = dict(config.get("curricula") or {}) if config else None
     out = summary_rows(tables, names, curricula, specs)
     if procs:
-        for key, get in (("restarts", lambda p: p.restarts), ("exit", lambda p: p.returncode),
-                         ("wall_s", lambda p: round(p.wall_s, 1))):
+        # restarts: by the lab after a crash, and by the scheduler (a SLURM requeue after preemption or walltime)
+        for key, get in (("restarts", lambda p: p.restarts + getattr(p, "requeues", 0)),
+                         ("exit", lambda p: p.returncode), ("wall_s", lambda p: round(p.wall_s, 1))):
             out[key] = [get(procs[n]) if n in procs else None for n in out["agent"]]
     return out
 

@@ -52,6 +52,16 @@ def process_env(threads: int = 1, task_path: Sequence[str | os.PathLike] = ()) -
     return env
 
 
+def reachable_endpoint(info: dict) -> str:
+    """The endpoint other machines connect to, from a server's :data:`ENDPOINT_FILE`: a server bound on every
+    interface (``tcp://0.0.0.0:5555``) is reached through its host's name."""
+    endpoint = info["endpoint"]
+    for wildcard in ("//0.0.0.0:", "//*:", "//[::]:"):
+        if wildcard in endpoint and info.get("host"):
+            return endpoint.replace(wildcard, f"//{info['host']}:")
+    return endpoint
+
+
 def read_endpoint(journal: str | os.PathLike, timeout_s: float = 10.0) -> dict:
     """Wait for a server to write its endpoint file in ``journal`` and return it (``endpoint``, ``pid``,
     ``curve``, ``server_public_key``...). ``TimeoutError`` after ``timeout_s`` (s)."""

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -182,7 +183,7 @@ class TaskServer:
         return sock
 
     def _write_endpoint(self) -> None:
-        info = {"endpoint": self.endpoint, "pid": os.getpid(), "started": time.time(),
+        info = {"endpoint": self.endpoint, "pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                 "curve": self.config.use_curve}
         if self.config.use_curve:
             info["server_public_key"] = curve_keys.server_keys(self.config.keys)[0].decode()

@@ -175,13 +175,13 @@ def test_agent_killed_with_sigkill_resumes_its_stage(tmp_path):
     thread = _run_in_thread(lab)
     _wait_for(lambda: "free" in lab.agents and _stage_of(lab, "free") == "hold", 120, "the agent to reach hold")
     agent = lab.agents["free"]
-    killed_pid = agent.popen.pid
+    killed_pid = agent.handle.pid
     os.kill(killed_pid, signal.SIGKILL)  # hold never ends by itself: the agent is alive and training
     _wait_for(lambda: agent.restarts >= 1, 60, "the lab to restart the agent")
     assert agent.restarts == 1 and agent.returncode == -signal.SIGKILL  # the lab saw the kill, not an exit
     log_path = lab.dir / "logs" / "free.log"
     _wait_for(lambda: "resumed from" in log_path.read_text(), 120, "the restarted agent to load its checkpoint")
-    assert agent.popen.pid != killed_pid
+    assert agent.handle.pid != killed_pid
     moved = _release_hold(lab)
     assert (moved["from_stage"], moved["to_stage"]) == ("hold", "final")  # the restart left the stage as it was
     thread.join(240)
@@ -201,7 +201,7 @@ def test_server_killed_with_sigkill_is_restarted_and_agents_carry_on(tmp_path):
     thread = _run_in_thread(lab)
     _wait_for(lambda: lab.server is not None and _trials_of(lab, "free") >= 256, 120, "trials to be scored")
     acknowledged = journal.load(lab.journal_dir)
-    killed_pid = lab.server.popen.pid
+    killed_pid = lab.server.handle.pid
     os.kill(killed_pid, signal.SIGKILL)  # the curriculum cannot complete before the hold is released
 
     def restarted_server_serves() -> bool:  # the new server has restored its sessions and bound the endpoint
@@ -209,7 +209,7 @@ def test_server_killed_with_sigkill_is_restarted_and_agents_carry_on(tmp_path):
             pid = json.loads((lab.journal_dir / "server.json").read_text())["pid"]
         except (OSError, ValueError, KeyError):
             return False
-        return lab.server.restarts >= 1 and pid != killed_pid and pid == lab.server.popen.pid
+        return lab.server.restarts >= 1 and pid != killed_pid and pid == lab.server.handle.pid
 
     _wait_for(restarted_server_serves, 120, "the lab to restart the server")
     _release_hold(lab)  # completing now takes the agent's trials through the restarted server
