@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[agents,dev,dashboard]"
+	$(PY) -m pip install --quiet -e ".[agents,dev,dashboard,slurm,postgres]"
 	touch $(STAMP)
 
 test: install

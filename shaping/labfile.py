@@ -1,9 +1,9 @@
 """The lab file: its schema as typed dataclasses, and the only parser of lab and server config files.
 
-A lab file (TOML, or the ``lab.json`` a running lab writes) has five tables::
+A lab file (TOML, or the ``lab.json`` a running lab writes) has six tables::
 
     [lab]                          # LabSection: name, experiment, workdir, seed, max_restarts, tracking_uri,
-    name = "demo"                  #             client_name
+    name = "demo"                  #             client_name, launcher
     [task]                         # a registered task (or "module:Class") and its constructor arguments
     name = "PerceptualDiscrimination"
     [curricula.shaped]             # one policy spec per curriculum (docs/policies.md)
@@ -13,6 +13,10 @@ A lab file (TOML, or the ``lab.json`` a running lab writes) has five tables::
     [[agents]]                     # AgentEntry: name, curriculum and the process keys; every other key is the
     name = "shaped"                #             model spec (agents.build_model)
     N_rec = 50
+    [agents.sweep]                 # optional: one agent per combination (expand_sweep), shaped-seed=0, ...
+    seed = [0, 1, 2]
+    [launcher.slurm]               # SlurmOptions, read when lab.launcher = "slurm"; [agents.launcher] overrides
+    partition = "gpu"
 
 :meth:`LabFile.load` reads and checks a file once, building its task and every curriculum so that errors surface
 before any process starts (each a :class:`~shaping.errors.ConfigError` naming the file, the key and the value);
@@ -21,14 +25,21 @@ process run. A task named ``"module:Class"`` is imported with the lab file's fol
 on ``sys.path`` for the duration only (:func:`on_sys_path`); the processes a lab starts get the same folders on
 ``PYTHONPATH`` (:func:`shaping.procs.process_env`).
 
-The key lists (:data:`LAB_KEYS`, :data:`AGENT_KEYS`, :data:`SERVER_KEYS`) are derived from the dataclasses'
-fields, so the schema, its checks and its documentation cannot drift apart.
+A sweep is expanded while the file is checked: :attr:`LabFile.agents` holds one plain entry per agent (each with
+its ``factors`` and ``group``), so the ``lab.json`` a lab writes, the agent processes that re-read it by name and
+every summary see plain agents.
+
+The key lists (:data:`LAB_KEYS`, :data:`AGENT_KEYS`, :data:`SERVER_KEYS`, :data:`SLURM_KEYS`) are derived from the
+dataclasses' fields, so the schema, its checks and its documentation cannot drift apart.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 import json
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -43,7 +54,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-SECTIONS = ("lab", "task", "curricula", "agents", "server")
+SECTIONS = ("lab", "task", "curricula", "agents", "server", "launcher")
+LAUNCHERS = ("local", "slurm")  # [lab] launcher: how agent processes are started
+LAUNCHER_TABLES = ("slurm",)  # the tables of [launcher], one per launcher that has settings
+SWEEP_MODES = ("product", "zip")  # [agents.sweep] mode: every combination, or the lists side by side
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -241,6 +255,114 @@ def load_server_file(path: str | os.PathLike, overrides: Mapping[str, Any] | Non
     return ServerConfig.from_dict(data, base_dir=path.resolve().parent, ignore_unknown=ignore_unknown), tracking
 
 
+# ---------------------------------------------------------------------------------------------- launcher
+_GRES = re.compile(r"[A-Za-z][\w.\-]*(:[\w.\-]+)?(:\d+)?")  # SLURM's name[:type][:count]
+
+
+@dataclass
+class SlurmOptions:
+    """How the SLURM launcher submits jobs: the ``[launcher.slurm]`` table, with the names of hydra's submitit
+    launcher. An agent's ``[agents.launcher]`` table overrides any key but ``server`` and ``array_parallelism``
+    (:meth:`LabFile.slurm_options` merges them). Read only when ``[lab] launcher = "slurm"``; the tables may stay
+    in a lab run locally.
+
+    Args:
+        partition: the SLURM partition (``--partition``); None: the cluster's default.
+        account: the account charged (``--account``); None: the user's default.
+        qos: the quality of service (``--qos``); None: the partition's default.
+        timeout_min: walltime of one job, in minutes (``--time``); a job that reaches it is requeued (see
+            ``max_num_timeout``) and its agent resumes from its checkpoint.
+        gres: generic resources per job (``--gres``), SLURM's ``name[:type][:count]``, comma separated: e.g.
+            ``"gpu:1"`` (a GPU of its own) or ``"shard:2"`` (two shards of a shared GPU). None: no GPU.
+        cpus_per_task: CPU cores per job (``--cpus-per-task``); None: the agent's ``threads``.
+        mem_gb: memory per job, in GB (``--mem``); None: the partition's default.
+        array_parallelism: array tasks of the lab's job array running at once (``--array=...%N``); lab-wide.
+        max_num_timeout: requeues of a job after a timeout or a preemption before it counts as failed.
+        signal_delay_s: seconds before the walltime at which SLURM signals the job, so that the agent
+            checkpoints before it is stopped.
+        setup: shell lines run in the job before the agent starts (``module load ...``, ``source venv/...``).
+        additional_parameters: further ``sbatch`` options, ``{option: value}`` without the dashes (e.g.
+            ``{constraint = "a100", mail_type = "FAIL"}``); an agent's table is merged into the lab's.
+        server: where the task server runs: ``"host"`` (beside the lab, on the submitting host) or ``"job"``
+            (as a SLURM job of its own, for sites that forbid long processes on login nodes; agents find it
+            through ``server.json`` in the lab directory on shared storage). Lab-wide.
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    timeout_min: int = 60
+    gres: str | None = None
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    array_parallelism: int = 256
+    max_num_timeout: int = 3
+    signal_delay_s: int = 90
+    setup: list = field(default_factory=list)
+    additional_parameters: dict = field(default_factory=dict)
+    server: str = "host"
+
+    def __post_init__(self) -> None:
+        for key in ("partition", "account", "qos"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"{key} = {value!r} must be a non-empty string (or absent: the cluster's default)")
+        for key, low, unit in (("timeout_min", 1, "minutes"), ("array_parallelism", 1, "array tasks at once"),
+                               ("max_num_timeout", 0, "requeues"), ("signal_delay_s", 0, "seconds")):
+            if not _is_int(getattr(self, key), low):
+                raise ConfigError(f"{key} = {getattr(self, key)!r} must be an integer >= {low} ({unit})")
+        if self.cpus_per_task is not None and not _is_int(self.cpus_per_task, 1):
+            raise ConfigError(f"cpus_per_task = {self.cpus_per_task!r} must be an integer >= 1 (or absent: the "
+                              "agent's threads)")
+        if self.gres is not None and (not isinstance(self.gres, str)
+                                      or not all(_GRES.fullmatch(g) for g in self.gres.split(","))):
+            raise ConfigError(f"gres = {self.gres!r} must be SLURM's name[:type][:count], comma separated, e.g. "
+                              "'gpu:1' or 'shard:2'")
+        if self.mem_gb is not None:
+            if isinstance(self.mem_gb, bool) or not isinstance(self.mem_gb, (int, float)) or not self.mem_gb > 0:
+                raise ConfigError(f"mem_gb = {self.mem_gb!r} must be a positive number of GB (or absent)")
+            self.mem_gb = float(self.mem_gb)
+        if not isinstance(self.setup, list) or not all(isinstance(line, str) for line in self.setup):
+            raise ConfigError(f"setup = {self.setup!r} must be a list of shell lines (strings)")
+        if not isinstance(self.additional_parameters, Mapping):
+            raise ConfigError(f"additional_parameters = {self.additional_parameters!r} must be a table of sbatch "
+                              "options, e.g. {constraint = 'a100'}")
+        for key, value in self.additional_parameters.items():
+            if not isinstance(value, (str, int, float, bool)):
+                raise ConfigError(f"additional_parameters.{key} = {value!r} must be a string, number or boolean")
+        if self.server not in ("host", "job"):
+            raise ConfigError(f"server = {self.server!r} must be 'host' (the server runs beside the lab) or 'job' "
+                              "(as a SLURM job of its own)")
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any], where: str = "launcher.slurm",
+                  keys: Sequence[str] | None = None) -> "SlurmOptions":
+        """Check a ``[launcher.slurm]`` (or ``[agents.launcher]``) table and build the options.
+
+        Args:
+            table: the keys set; the others keep their defaults.
+            where: the table's name in messages.
+            keys: the keys allowed there (default: every field).
+
+        Raises:
+            ConfigError: ``where.key = value`` and what was expected; an unknown key is named with the closest
+                known one (:class:`~shaping.errors.UnknownKeyError`).
+        """
+        check_known(where, table, SLURM_KEYS if keys is None else keys)
+        try:
+            return cls(**copy.deepcopy(dict(table)))
+        except ConfigError as err:
+            raise ConfigError(f"{where}.{err}") from None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SLURM_KEYS = tuple(f.name for f in fields(SlurmOptions))
+SLURM_LAB_ONLY = ("server", "array_parallelism")  # one value for the whole lab: not in [agents.launcher]
+AGENT_LAUNCHER_KEYS = tuple(k for k in SLURM_KEYS if k not in SLURM_LAB_ONLY)
+
+
 # ---------------------------------------------------------------------------------------------- lab
 @dataclass
 class LabSection:
@@ -255,6 +377,8 @@ class LabSection:
         tracking_uri: MLflow store; ``""``: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<cwd>/mlflow.db``;
             ``"none"``: no MLflow.
         client_name: the CurveZMQ client key pair the lab's agents use off loopback.
+        launcher: how agent processes are started: ``"local"`` (subprocesses of the lab on this machine) or
+            ``"slurm"`` (SLURM jobs through submitit, set up by ``[launcher.slurm]``: :class:`SlurmOptions`).
     """
 
     name: str = "lab"
@@ -264,8 +388,12 @@ class LabSection:
     max_restarts: int = 2
     tracking_uri: str = ""
     client_name: str = "client"
+    launcher: str = "local"
 
     def __post_init__(self) -> None:
+        if self.launcher not in LAUNCHERS:
+            raise ConfigError(f"lab.launcher = {self.launcher!r} must be 'local' (agents as processes on this "
+                              "machine) or 'slurm' (agents as SLURM jobs, see [launcher.slurm])")
         for key in ("name", "experiment", "workdir", "tracking_uri", "client_name"):
             if not isinstance(getattr(self, key), str):
                 raise ConfigError(f"lab.{key} = {getattr(self, key)!r} must be a string")
@@ -287,6 +415,11 @@ class AgentEntry:
         threads: TensorFlow (and OpenMP) threads of the agent process.
         device: ``"CPU"``, ``"GPU"`` or ``"GPU:k"``.
         max_batches: stop after this many batches in one process (None: when the curriculum ends).
+        launcher: this agent's overrides of ``[launcher.slurm]`` (:data:`AGENT_LAUNCHER_KEYS`; the table
+            ``[agents.launcher]``); read only by the SLURM launcher.
+        factors: the swept keys and this agent's values, ``{key: value}``, in the sweep table's order
+            (``{}``: not from a sweep). Set by :func:`expand_sweep`; kept in ``lab.json``.
+        group: the name of the ``[[agents]]`` entry this agent was expanded from (None: not from a sweep).
         model: the model spec for :func:`agents.build_model` (``model``, ``N_rec``, ``dale_ratio``, ...).
     """
 
@@ -296,6 +429,9 @@ class AgentEntry:
     threads: int = 1
     device: str = "CPU"
     max_batches: int | None = None
+    launcher: dict = field(default_factory=dict)
+    factors: dict = field(default_factory=dict)
+    group: str | None = None
     model: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -315,6 +451,18 @@ class AgentEntry:
         if not isinstance(self.device, str) or not (self.device.upper() in ("CPU", "GPU")
                                                     or self.device.upper().startswith("GPU:")):
             raise ConfigError(f"device = {self.device!r} must be 'CPU', 'GPU' or 'GPU:k'")
+        if not isinstance(self.launcher, Mapping):
+            raise ConfigError(f"launcher = {self.launcher!r} must be a table ([agents.launcher]) of "
+                              f"[launcher.slurm] keys")
+        lab_wide = [k for k in self.launcher if k in SLURM_LAB_ONLY]
+        if lab_wide:
+            raise ConfigError(f"launcher.{lab_wide[0]} is one setting for the whole lab: set it in "
+                              "[launcher.slurm], not per agent")
+        SlurmOptions.from_dict(self.launcher, "launcher", AGENT_LAUNCHER_KEYS)
+        if not isinstance(self.factors, Mapping):
+            raise ConfigError(f"factors = {self.factors!r} must be a table {{swept key: value}}")
+        if self.group is not None and (not isinstance(self.group, str) or not self.group):
+            raise ConfigError(f"group = {self.group!r} must be the name of the swept entry, or absent")
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> "AgentEntry":
@@ -333,6 +481,118 @@ class AgentEntry:
 
 AGENT_KEYS = tuple(f.name for f in fields(AgentEntry) if f.name != "model")
 LAB_KEYS = tuple(f.name for f in fields(LabSection))
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+SWEEP_FIXED = ("name", "sweep", "launcher", "factors", "group")  # keys a sweep may not vary
+_NAME_SAFE = re.compile(r"[A-Za-z0-9_.\-]+")  # a value written into a name as is ("=" would be ambiguous)
+
+
+def sweep_value_name(value: Any, position: int) -> str:
+    """How a swept value appears in an agent's name: an int as is, a float shortest (``repr``: ``0.8``,
+    ``1e-05``), a bool lowercase, a string of name-safe characters as is; anything else (a table, a list, a
+    string with other characters) by its ``position`` in the sweep's list."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    text = repr(value) if isinstance(value, float) else value if isinstance(value, str) else None
+    return text if text is not None and _NAME_SAFE.fullmatch(text) else str(position)
+
+
+def expand_sweep(table: Mapping[str, Any], where: str = "agents[0]") -> list[dict]:
+    """The ``[[agents]]`` tables one table stands for: itself, or one per combination of its ``[agents.sweep]``.
+
+    A sweep is a table of lists, each naming an agent key (a model key such as ``seed``, ``dale_ratio``,
+    ``N_rec``, ``learning_rate``; ``curriculum`` or another process key) and the values it takes. With
+    ``mode = "product"`` (the default) every combination is an agent, the last key varying fastest; with
+    ``mode = "zip"`` the lists (of equal lengths) are read side by side. Each agent is named
+    ``{name}-{key}={value}-...`` in the sweep table's order (:func:`sweep_value_name`), e.g.
+    ``net-seed=3-dale_ratio=0.8``, and carries ``factors`` (``{key: value}``) and ``group`` (``name``).
+
+    Args:
+        table: one ``[[agents]]`` table, with a name.
+        where: the table's place in the file, for messages (``agents[i]``).
+
+    Returns:
+        Plain ``[[agents]]`` tables without ``sweep`` (``[table]`` when it has none).
+
+    Raises:
+        ConfigError: naming ``where.sweep.<key>``: a value that is not a non-empty list, a key also set in the
+            table (or one a sweep may not vary: :data:`SWEEP_FIXED`), lists of unequal lengths under ``zip``, an
+            unknown mode, two combinations with one name, or names longer than the protocol allows.
+    """
+    if "sweep" not in table:
+        return [dict(table)]
+    sweep, name, here = table["sweep"], table.get("name"), f"{where}.sweep"
+    for key in ("factors", "group"):
+        if key in table:
+            raise ConfigError(f"{where}.{key} is set by its sweep: remove it from a table with [agents.sweep]")
+    if not isinstance(sweep, Mapping):
+        raise ConfigError(f"{here} = {sweep!r} must be a table of lists ([agents.sweep]), e.g. seed = [0, 1, 2]")
+    try:
+        protocol.check_agent_name(name if isinstance(name, str) else "")
+    except protocol.ProtocolError as err:
+        raise ConfigError(f"{where}.name: {err.detail}") from None
+    mode = sweep.get("mode", "product")
+    if mode not in SWEEP_MODES:
+        raise ConfigError(f"{here}.mode = {mode!r} must be 'product' (every combination, the default) or 'zip' "
+                          "(the lists side by side)")
+    lists = {k: v for k, v in sweep.items() if k != "mode"}
+    if not lists:
+        raise ConfigError(f"{here} sweeps no key: give it lists of values, e.g. seed = [0, 1, 2]")
+    for key, values in lists.items():
+        if key in SWEEP_FIXED:
+            raise ConfigError(f"{here}.{key}: {key!r} cannot be swept (it is not a setting of one agent's run)")
+        if key in table:
+            raise ConfigError(f"{here}.{key} is also set in the table ({where}.{key} = {table[key]!r}): set it "
+                              "in one place")
+        if not isinstance(values, list):
+            raise ConfigError(f"{here}.{key} = {values!r} must be a list of the values to sweep, e.g. "
+                              f"{key} = [{values!r}]")
+        if not values:
+            raise ConfigError(f"{here}.{key} is an empty list: it would expand into no agents")
+    keys = list(lists)
+    words = {k: [sweep_value_name(v, j) for j, v in enumerate(lists[k])] for k in keys}
+    if mode == "zip":
+        first = keys[0]
+        for key in keys[1:]:
+            if len(lists[key]) != len(lists[first]):
+                raise ConfigError(f"{here}.{key} has {len(lists[key])} values and {first} has "
+                                  f"{len(lists[first])}: mode = 'zip' pairs the lists, so they need equal lengths")
+        combos = [tuple([j] * len(keys)) for j in range(len(lists[first]))]
+    else:
+        for key in keys:
+            dup = next((j for j, w in enumerate(words[key]) if w in words[key][:j]), None)
+            if dup is not None:
+                other = words[key].index(words[key][dup])
+                raise ConfigError(f"{here}.{key}: {lists[key][other]!r} and {lists[key][dup]!r} (positions {other} "
+                                  f"and {dup}) would give two agents one name: list each value once")
+        combos = list(itertools.product(*(range(len(lists[k])) for k in keys)))
+    base = {k: v for k, v in table.items() if k != "sweep"}
+    out, named = [], {}
+    for combo in combos:
+        factors = {k: copy.deepcopy(lists[k][j]) for k, j in zip(keys, combo)}
+        agent_name = "-".join([name, *(f"{k}={words[k][j]}" for k, j in zip(keys, combo))])
+        if agent_name in named:
+            raise ConfigError(f"{here}: the values at positions {named[agent_name]} and {combo[0]} of the zipped "
+                              f"lists are both named {agent_name!r}: list each combination once")
+        named[agent_name] = combo[0]  # product mode's names are distinct once each list's are: only zip gets here
+        out.append({**copy.deepcopy(base), **copy.deepcopy(factors), "name": agent_name, "factors": factors,
+                    "group": name})
+    longest = max(named, key=lambda n: len(n.encode()))
+    limit = protocol.LIMITS.max_name_bytes
+    if len(longest.encode()) > limit:
+        over = len(longest.encode()) - limit
+        raise ConfigError(f"{here}: the agent name {longest!r} is {len(longest.encode())} bytes, over the "
+                          f"protocol's {limit} (max_name_bytes); the names are '{name}-key=value-...': shorten the "
+                          f"entry name {name!r} (by at least {over} characters) or the swept values")
+    for agent_name in named:
+        try:
+            protocol.check_agent_name(agent_name)
+        except protocol.ProtocolError as err:
+            raise ConfigError(f"{here}: {err.detail}") from None
+    return out
 
 
 @dataclass
@@ -383,10 +643,11 @@ class LabFile:
         lab: the ``[lab]`` table, defaults filled in.
         task: ``{"name": ..., **constructor kwargs}``.
         curricula: ``{name: policy spec}``, in file order.
-        agents: the ``[[agents]]`` entries, in file order.
+        agents: the ``[[agents]]`` entries, in file order, each sweep expanded in its place (:func:`expand_sweep`).
         server: the ``[server]`` table (ServerConfig keys the lab does not set).
         source: where it came from, for messages.
         task_path: folders searched for a ``"module:Class"`` task (the file's own folder).
+        launcher: the ``[launcher]`` section as written, ``{"slurm": {...}}`` (see :meth:`slurm_options`).
     """
 
     lab: LabSection
@@ -396,6 +657,7 @@ class LabFile:
     server: dict = field(default_factory=dict)
     source: str = "lab config"
     task_path: list[str] = field(default_factory=list)
+    launcher: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LabFile":
@@ -457,27 +719,41 @@ class LabFile:
                 raise ConfigError(f"curricula.{name}: {err}") from None
         server = data.get("server", {})
         check_known("[server]", server, SERVER_KEYS)
+        launcher = data.get("launcher", {})
+        check_known("[launcher]", launcher, LAUNCHER_TABLES, "table")
+        SlurmOptions.from_dict(launcher.get("slurm", {}), "launcher.slurm")
         tables = data["agents"]
         if not isinstance(tables, list) or not tables:
             raise ConfigError("[[agents]] must list at least one agent")
-        agents, seen = [], set()
+        agents: list[AgentEntry] = []
+        seen: dict[str, str] = {}  # agent name -> where it was defined
         for i, table in enumerate(tables):
             if not isinstance(table, Mapping):
                 raise ConfigError(f"agents[{i}] must be a table ([[agents]]), got {table!r}")
             if "name" not in table:
                 raise ConfigError(f"agents[{i}] has no name (each [[agents]] table needs name = \"...\")")
-            try:
-                entry = AgentEntry.from_dict(table)
-            except ConfigError as err:
-                raise ConfigError(f"agents[{i}].{err}") from None
-            if entry.name in seen:
-                raise ConfigError(f"agents[{i}].name = {entry.name!r} is used twice")
-            seen.add(entry.name)
-            if entry.curriculum is not None and entry.curriculum not in curricula:
-                raise ConfigError(f"agents[{i}].curriculum = {entry.curriculum!r} is not one of the curricula: "
-                                  f"{', '.join(curricula)}")
-            agents.append(entry)
-        labfile = cls(lab, dict(task), dict(curricula), agents, dict(server), source, task_path)
+            for expanded in expand_sweep(table, f"agents[{i}]"):
+                swept = expanded["factors"] if "sweep" in table else {}
+                try:
+                    entry = AgentEntry.from_dict(expanded)
+                except ConfigError as err:
+                    key = re.match(r"[\w]+", str(err))
+                    at = f"agents[{i}].sweep." if key and key.group() in swept else f"agents[{i}]."
+                    err.args = (f"{at}{err}" + (f" (agent {expanded['name']!r})" if swept else ""),)
+                    raise err from None
+                at = f"agents[{i}].sweep" if swept else f"agents[{i}]"
+                if entry.name in seen:
+                    raise ConfigError(f"{at}: the agent name {entry.name!r} is used twice (also by {seen[entry.name]})"
+                                      if swept or "sweep" in seen[entry.name] else
+                                      f"agents[{i}].name = {entry.name!r} is used twice")
+                seen[entry.name] = at
+                if entry.curriculum is not None and entry.curriculum not in curricula:
+                    at = f"agents[{i}].sweep.curriculum" if "curriculum" in swept else f"agents[{i}].curriculum"
+                    raise ConfigError(f"{at} = {entry.curriculum!r} is not one of the curricula: "
+                                      f"{', '.join(curricula)}")
+                agents.append(entry)
+        labfile = cls(lab, dict(task), dict(curricula), agents, dict(server), source, task_path,
+                      json.loads(json.dumps(launcher)))
         try:  # the server's own checks (bind off loopback needs keys, ...), before anything starts
             labfile.server_config(journal="journal")
         except ConfigError as err:
@@ -491,6 +767,31 @@ class LabFile:
             if entry.name == name:
                 return entry
         raise ConfigError(f"{self.source}: no agent named {name!r}; agents: {', '.join(a.name for a in self.agents)}")
+
+    def slurm_options(self, name: str | None = None) -> SlurmOptions:
+        """The SLURM settings of agent ``name``: ``[launcher.slurm]`` with its ``[agents.launcher]`` keys on top
+        (``additional_parameters`` merged key by key, any other key replaced), and ``cpus_per_task`` left unset
+        taken from its ``threads``. ``name`` None: the lab's own (what the server's job runs with).
+
+        Raises:
+            ConfigError: no agent is called ``name``.
+        """
+        table = copy.deepcopy(self.launcher.get("slurm", {}))
+        if name is not None:
+            entry = self.agent(name)
+            extra = copy.deepcopy(entry.launcher)
+            if "additional_parameters" in extra:
+                extra["additional_parameters"] = {**table.get("additional_parameters", {}),
+                                                  **extra["additional_parameters"]}
+            table.update(extra)
+            if table.get("cpus_per_task") is None:
+                table["cpus_per_task"] = entry.threads
+        return SlurmOptions(**table)
+
+    def factors(self) -> dict[str, dict]:
+        """``{agent: {swept key: value}}`` for the agents expanded from a sweep, in file order (what
+        :func:`shaping.readout.sweep_summary` groups by)."""
+        return {a.name: dict(a.factors) for a in self.agents if a.factors}
 
     @property
     def base_dir(self) -> Path:
@@ -533,12 +834,15 @@ class LabFile:
         data["lab"]["seed"] += int(offset)
         for agent in data["agents"]:
             agent["seed"] = int(agent.get("seed") or 0) + 1000 * int(offset)
+            if "seed" in agent["factors"]:  # a swept seed: the factor is the seed run (the name is kept)
+                agent["factors"]["seed"] = agent["seed"]
         return LabFile.from_dict(data, source=self.source, task_path=self.task_path)
 
     def to_dict(self) -> dict:
         """Plain data with every default filled in (what a lab writes to ``lab.json``)."""
         return {"lab": asdict(self.lab), "task": dict(self.task), "curricula": dict(self.curricula),
-                "agents": [a.to_dict() for a in self.agents], "server": dict(self.server)}
+                "agents": [a.to_dict() for a in self.agents], "server": dict(self.server),
+                "launcher": copy.deepcopy(self.launcher)}
 
 
 def _is_int(value: Any, low: int) -> bool:

@@ -94,7 +94,7 @@ ARRAYS: dict[str, dict[str, tuple[str, bool]]] = {
     "SCORE": {"outcome": ("|i1", True), "choice": ("<i4", True), "target": ("<i4", True)},
 }
 PARAM_PREFIX = "p:"
-AGENT_NAME = re.compile(r"[A-Za-z0-9_.\-]+")  # the whole name (fullmatch): "$" would let a final newline in
+AGENT_NAME = re.compile(r"[A-Za-z0-9_.=\-]+")  # the whole name (fullmatch): "$" would let a final newline in
 
 
 @dataclass(frozen=True)
@@ -459,4 +459,4 @@ def check_agent_name(name: str, limits: Limits = LIMITS) -> None:
     """``ProtocolError(BAD_VALUE)`` unless ``name`` is a valid agent name."""
     if not (0 < len(name.encode()) <= limits.max_name_bytes) or not AGENT_NAME.fullmatch(name):
         raise ProtocolError("BAD_VALUE", f"agent name {_short(name)} must be 1 to {limits.max_name_bytes} "
-                                         "characters from [A-Za-z0-9_.-]")
+                                         "characters from [A-Za-z0-9_.=-]")

@@ -16,6 +16,9 @@ The numbers and their one definition each:
 - **the trial axis** (``session_trials``): every trial the agent was scored on (and trained on), stale ones
   included, counted across sessions. Trials to each graduation and to criterion are on it; the policy's own
   count (``policy_trials``), which leaves stale trials out, is kept beside it where events are listed.
+- **trials to criterion by sweep factor** (:func:`sweep_summary`): for each swept key and value, how many agents
+  had it, how many reached criterion, and the median and quartiles of their trials to criterion (those that
+  reached it only).
 - **a knob as drawn** (:func:`knob_drawn`): a fixed value, a set of choices (min and max) or a uniform range
   (a band), never a mean.
 - **psychometric spans** (:func:`psychometric_spans`): fits over a stated span of trials (the span ending at
@@ -69,7 +72,7 @@ __all__ = [
     "agent_names", "agent_conditions", "stage_names", "agent_trials", "agent_progress", "policy_stages",
     "events_of",
     "stage_changes", "reversals", "for_display", "graduations", "graduation_summary", "trials_to", "agent_summary",
-    "criterion_window", "is_shaped", "summary_rows", "verdict",
+    "criterion_window", "is_shaped", "summary_rows", "verdict", "sweep_summary", "SWEEP_COLUMNS",
     # psychometrics
     "evidence_knob", "task_evidence_knob", "evidence_sides", "psychometric_axes", "psychometric_xy",
     "psychometric_fit", "MIN_EVIDENCE_LEVELS", "Span", "psychometric_spans", "span_trials", "agent_spans",
@@ -854,7 +857,8 @@ def agent_summary(tables: LabTables, conditions: pd.DataFrame | None = None) -> 
 
 def summary_rows(tables: LabTables, agents: Sequence[str] | None = None,
                  curricula: Mapping[str, str | None] | None = None,
-                 specs: Mapping[str, Any] | None = None) -> pd.DataFrame:
+                 specs: Mapping[str, Any] | None = None,
+                 factors: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
     """The lab summary: one row per agent.
 
     Args:
@@ -863,13 +867,16 @@ def summary_rows(tables: LabTables, agents: Sequence[str] | None = None,
         curricula: agent -> curriculum name (default: the one of its last HELLO).
         specs: curriculum name -> policy spec, to tell shaped curricula from controls (default: the specs the
             server journaled at HELLO).
+        factors: agent -> ``{swept key: value}`` of the agents expanded from a sweep
+            (:meth:`shaping.labfile.LabFile.factors`); each key becomes a column after ``shaped`` (None for an
+            agent without it). A factor named like a column already there (``curriculum``) is that column.
 
     Returns:
-        ``agent, curriculum, shaped`` (:func:`is_shaped`), ``trials`` (``session_trials``), ``graduations,
-        trials_to_graduations`` (``session_trials`` at each, comma separated), ``final_stage, recent_accuracy,
-        criterion_accuracy, complete, out_of_trials, trials_to_complete`` (trials to criterion; None when not
-        reached). ``attrs["window_trials"]`` is the recent-accuracy window and ``attrs["verdict"]`` the line of
-        :func:`verdict` (None without a shaped/control pair).
+        ``agent, curriculum, shaped`` (:func:`is_shaped`), the factor columns, ``trials`` (``session_trials``),
+        ``graduations, trials_to_graduations`` (``session_trials`` at each, comma separated), ``final_stage,
+        recent_accuracy, criterion_accuracy, complete, out_of_trials, trials_to_complete`` (trials to criterion;
+        None when not reached). ``attrs["window_trials"]`` is the recent-accuracy window and ``attrs["verdict"]``
+        the line of :func:`verdict` (None without a shaped/control pair).
     """
     names = list(agents) if agents is not None else agent_names(tables)
     rows = []
@@ -893,6 +900,8 @@ def summary_rows(tables: LabTables, agents: Sequence[str] | None = None,
             RECENT_ACCURACY, CRITERION_ACCURACY, "complete", "out_of_trials", "trials_to_complete"]
     out = pd.DataFrame(rows, columns=cols)
     out["trials_to_complete"] = out["trials_to_complete"].astype("Int64")  # a count, or <NA> when never met
+    for i, key in enumerate(k for k in _factor_keys(factors) if k not in cols):
+        out.insert(3 + i, key, pd.Series([(factors.get(n) or {}).get(key) for n in names], dtype=object))
     out.attrs["window_trials"] = tables.window_trials
     out.attrs["verdict"] = verdict(out)
     return out
@@ -900,6 +909,62 @@ def summary_rows(tables: LabTables, agents: Sequence[str] | None = None,
 
 def _nan(v: float | None) -> float:
     return float("nan") if v is None else float(v)
+
+
+def _factor_keys(factors: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
+    """Every swept key of ``factors`` (agent -> ``{key: value}``), in order of first appearance."""
+    return list(dict.fromkeys(k for f in (factors or {}).values() for k in (f or {})))
+
+
+def _value_key(value: Any) -> tuple[str, str]:
+    """A swept value as a hashable key that tells ``1``, ``1.0`` and ``True`` apart and takes tables and lists."""
+    return type(value).__name__, json.dumps(value, sort_keys=True, default=str)
+
+
+SWEEP_COLUMNS = ["factor", "value", "agents", "reached", "median", "q1", "q3"]
+
+
+def sweep_summary(summary: pd.DataFrame, factors: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Trials to criterion grouped by sweep factor: one row per (factor, value).
+
+    Each factor is looked at on its own, over every agent that swept it (the marginal: ``seed = 3`` pools the
+    agents of every curriculum and constraint with that seed).
+
+    Args:
+        summary: the per-agent summary, :func:`summary_rows` (its ``agent, complete, trials_to_complete``).
+        factors: agent -> ``{swept key: value}`` (:meth:`shaping.labfile.LabFile.factors`); agents missing
+            from ``summary`` are left out, and agents of ``summary`` without factors are in no group.
+
+    Returns:
+        :data:`SWEEP_COLUMNS`: ``factor, value``; ``agents`` (how many had that value), ``reached`` (how many
+        of them reached criterion), ``median, q1, q3``: the median and quartiles (linear interpolation) of
+        trials to criterion (``session_trials``) over those that reached it, NaN when none did. Rows in the
+        order the factors and their values first appear.
+    """
+    rows: dict[tuple, dict] = {}
+    done: dict[tuple, list[float]] = {}
+    by_agent = summary.set_index("agent") if len(summary) else None
+    for agent, values in factors.items():
+        if by_agent is None or agent not in by_agent.index:
+            continue
+        r = by_agent.loc[agent]
+        trials = r["trials_to_complete"]
+        reached = bool(r["complete"]) and not pd.isna(trials)
+        for key, value in (values or {}).items():
+            group = (key, _value_key(value))
+            rows.setdefault(group, {"factor": key, "value": value, "agents": 0})["agents"] += 1
+            done.setdefault(group, [])
+            if reached:
+                done[group].append(float(trials))
+    order = {k: i for i, k in enumerate(dict.fromkeys(g[0] for g in rows))}
+    out = []
+    for group in sorted(rows, key=lambda g: order[g[0]]):  # stable: values keep their first-seen order
+        t = np.asarray(done[group], dtype=float)
+        q1, median, q3 = np.percentile(t, [25, 50, 75]) if len(t) else (np.nan,) * 3
+        out.append({**rows[group], "reached": len(t), "median": float(median), "q1": float(q1), "q3": float(q3)})
+    table = pd.DataFrame(out, columns=SWEEP_COLUMNS)
+    table["value"] = table["value"].astype(object)
+    return table.astype({"agents": int, "reached": int, "median": float, "q1": float, "q3": float})
 
 
 def verdict(summary: pd.DataFrame) -> str | None:

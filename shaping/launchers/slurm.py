@@ -171,7 +171,8 @@ class SlurmLauncher(Launcher):
             else:
                 with executor.batch():
                     jobs = [executor.submit(c) for c in commands]
-        except (subprocess.CalledProcessError, submitit.core.utils.FailedSubmissionError, OSError) as err:
+        except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError,
+                submitit.core.utils.FailedSubmissionError, OSError) as err:
             raise LaunchError(f"SLURM rejected the job(s) of {', '.join(p.name for p in group)}: "
                               f"{_sbatch_message(err)}") from None
         for proc, job in zip(group, jobs):
