@@ -192,6 +192,7 @@ class Agent:
         if not self._run_has_model_config():
             self.tracker.log_model_config(self.model.config())
             self.tracker.log_masks(self.model.masks())
+            self.tracker.log_sweep(self.config.factors, self.config.group)
 
     def _run_has_model_config(self) -> bool:
         """True when the run from WELCOME already holds the model's settings (this agent restarted within one

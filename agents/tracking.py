@@ -160,6 +160,21 @@ class AgentTracker:
         whole = plain(dict(config))
         self.writer.submit("log model config", self._write_config, params, whole, self.describe(whole))
 
+    def log_sweep(self, factors: Mapping[str, Any], group: str | None) -> None:
+        """A swept agent's factors as params ``sweep.<key>`` and tags ``sweep.<key>`` (the MLflow UI groups and
+        filters runs by either), and ``skinnerbox.group``: the ``[[agents]]`` entry it was expanded from."""
+        if not self.enabled or not factors:
+            return
+        params = flatten_params(dict(factors), "sweep")
+        tags = {**{k: str(v) for k, v in params.items()}, **({"skinnerbox.group": group} if group else {})}
+
+        def write() -> None:
+            log_params_batched(self.client, self.run_id, params)
+            for key, value in tags.items():
+                self.client.set_tag(self.run_id, key, value)
+
+        self.writer.submit("log sweep factors", write)
+
     def describe(self, config: Mapping[str, Any]) -> str:
         """The run's one-line description: the curriculum line from the ``run`` dict (``description``, set by
         the server's :class:`shaping.tracking.CurriculumTracker`) and the constraints of ``config`` (a model

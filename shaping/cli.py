@@ -105,6 +105,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
     summary = lab.run()  # ServerNotStarted (a port taken: the server's log says why) is reported by main()
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print("\n" + summary.to_string(index=False))
+        sweep = summary.attrs.get("sweep")
+        if sweep is not None and len(sweep):
+            print("\ntrials to criterion by sweep factor (median [q1, q3] of the agents that reached it):\n"
+                  + sweep.to_string(index=False))
     if summary.attrs.get("verdict"):
         print("\n" + summary.attrs["verdict"])
     print(f"\nlab directory: {lab.dir}")

@@ -150,7 +150,7 @@ class Lab:
                                         run_name=self.labfile.lab.name)
         server_cfg = self._write_configs()
         self.server = Process("server", [sys.executable, "-m", "shaping.cli", "server", str(server_cfg)],
-                              self.dir / "logs" / "server.log")
+                              self.dir / "logs" / "server.log", role="server")
         (self.journal_dir / ENDPOINT_FILE).unlink(missing_ok=True)  # a killed server's; the lock says none runs
         self.server_launcher.start([self.server], {})
         self.endpoint = self._wait_endpoint(self.journal_dir / ENDPOINT_FILE)
@@ -168,7 +168,10 @@ class Lab:
     def _make_launcher(self) -> Launcher:
         """The launcher of ``[lab] launcher``: subprocesses here, or SLURM jobs (``[launcher.slurm]``)."""
         if self.labfile.lab.launcher == "slurm":
-            return SlurmLauncher(self.dir / "slurm", self.labfile.slurm_options, job_name=self.labfile.lab.name,
+            def options(proc: Process) -> Any:  # the server's job takes the lab's own [launcher.slurm]
+                return self.labfile.slurm_options(proc.name if proc.role == "agent" else None)
+
+            return SlurmLauncher(self.dir / "slurm", options, job_name=self.labfile.lab.name,
                                  task_path=self.task_path)
         return LocalLauncher(self.task_path)
 
@@ -375,14 +378,18 @@ def summarize(journal_dir: str | os.PathLike, config: Mapping[str, Any] | None =
     trials to each graduation and to criterion on the ``session_trials`` axis, stale trials included; the
     ``recent_accuracy`` of the server's window and the ``criterion_accuracy`` of the policy's), then
     ``restarts, exit, wall_s`` for the processes in ``procs``. ``attrs["verdict"]`` is the one line comparing the
-    shaped agents with their controls (None without both)."""
-    from .readout import read_lab, summary_rows
+    shaped agents with their controls (None without both); ``attrs["sweep"]``, for a lab with sweeps, trials to
+    criterion grouped by sweep factor (:func:`shaping.readout.sweep_summary`)."""
+    from .readout import read_lab, summary_rows, sweep_summary
 
     tables = read_lab(journal_dir)
     names = [a["name"] for a in config["agents"]] if config else None
     curricula = {a["name"]: a.get("curriculum") for a in config["agents"]} if config else None
     specs = dict(config.get("curricula") or {}) if config else None
-    out = summary_rows(tables, names, curricula, specs)
+    factors = {a["name"]: a["factors"] for a in config["agents"] if a.get("factors")} if config else {}
+    out = summary_rows(tables, names, curricula, specs, factors=factors or None)
+    if factors:
+        out.attrs["sweep"] = sweep_summary(out, factors)
     if procs:
         # restarts: by the lab after a crash, and by the scheduler (a SLURM requeue after preemption or walltime)
         for key, get in (("restarts", lambda p: p.restarts + getattr(p, "requeues", 0)),

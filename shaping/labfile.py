@@ -614,6 +614,7 @@ class AgentConfig:
         keys, client_name: CurveZMQ keys directory and client key name, for a server off loopback.
         log_every_s: seconds between connectivity images logged to MLflow (besides graduations and the end).
         timeout_s: give up when the server has been silent this long (s).
+        factors, group: a swept agent's factors and the entry it was expanded from (logged on its MLflow run).
     """
 
     name: str
@@ -629,6 +630,8 @@ class AgentConfig:
     client_name: str = LabSection.client_name
     log_every_s: float = 60.0
     timeout_s: float = 120.0
+    factors: dict = field(default_factory=dict)
+    group: str | None = None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -823,7 +826,7 @@ class LabFile:
         values = {"name": name, "server": server, "model": dict(entry.model), "curriculum": entry.curriculum,
                   "workdir": workdir or self.lab.workdir, "checkpoint_every": entry.checkpoint_every,
                   "max_batches": entry.max_batches, "threads": entry.threads, "device": entry.device,
-                  "client_name": self.lab.client_name}
+                  "client_name": self.lab.client_name, "factors": dict(entry.factors), "group": entry.group}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return AgentConfig(**values)
 

@@ -28,6 +28,7 @@ class Process:
 
     Args:
         name: the agent's name (``"server"`` for the task server).
+        role: ``"agent"`` or ``"server"``.
         argv: the command line.
         log_path: where its stdout and stderr are appended.
         threads: CPU threads it may use (OpenMP/TensorFlow; the CPUs a SLURM job asks for by default).
@@ -43,6 +44,7 @@ class Process:
     argv: list
     log_path: Path
     threads: int = 1
+    role: str = "agent"
     restarts: int = 0
     requeues: int = 0
     where: str = ""

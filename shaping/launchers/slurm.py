@@ -114,7 +114,7 @@ class SlurmLauncher(Launcher):
 
     Args:
         folder: submitit's folder (submission scripts, pickles, its own logs), on storage the nodes share.
-        options: the :class:`~shaping.labfile.SlurmOptions` of an agent, by name.
+        options: the :class:`~shaping.labfile.SlurmOptions` of a :class:`Process` (an agent's, or the server's).
         job_name: the jobs' name prefix (the lab's name).
         task_path: folders on each process's ``PYTHONPATH``.
     """
@@ -122,7 +122,7 @@ class SlurmLauncher(Launcher):
     name = "slurm"
     poll_interval_s = 2.0
 
-    def __init__(self, folder: str | os.PathLike, options: Callable[[str], Any], job_name: str,
+    def __init__(self, folder: str | os.PathLike, options: Callable[[Process], Any], job_name: str,
                  task_path: Sequence = ()):
         self.folder = Path(folder)
         self.options = options
@@ -149,7 +149,7 @@ class SlurmLauncher(Launcher):
     def start(self, procs: Sequence[Process], env: dict | None = None) -> None:
         groups: dict[str, list[Process]] = {}
         for proc in procs:
-            opts = self.options(proc.name)
+            opts = self.options(proc)
             key = json.dumps([asdict(opts), proc.threads], sort_keys=True, default=str)
             groups.setdefault(key, []).append(proc)
         for group in groups.values():
@@ -158,7 +158,7 @@ class SlurmLauncher(Launcher):
     def _submit(self, group: list[Process], env: dict) -> None:
         import submitit
 
-        opts = self.options(group[0].name)
+        opts = self.options(group[0])
         executor = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=opts.max_num_timeout,
                                           python=_quote(sys.executable))
         name = self.job_name if len(group) > 1 else f"{self.job_name}-{group[0].name}"

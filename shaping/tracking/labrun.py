@@ -241,6 +241,9 @@ class LabRun:
             for i in range(0, len(runtags), MAX_TAGS_PER_BATCH):
                 client.log_batch(self.run_id, tags=runtags[i:i + MAX_TAGS_PER_BATCH], synchronous=True)
             client.log_text(self.run_id, summary.to_csv(index=False), "summary.csv")
+            sweep = summary.attrs.get("sweep")
+            if sweep is not None and len(sweep):
+                client.log_text(self.run_id, sweep.to_csv(index=False), "sweep.csv")
             return True
 
         return bool(self.guard.run("LabRun.log_summary", write))

@@ -34,7 +34,7 @@ sys.exit(int(sys.argv[1]))
 
 def launcher(tmp_path: Path, **options) -> SlurmLauncher:
     opts = SlurmOptions(**{"timeout_min": 5, **options})
-    return SlurmLauncher(tmp_path / "slurm", lambda name: opts, job_name="test")
+    return SlurmLauncher(tmp_path / "slurm", lambda proc: opts, job_name="test")
 
 
 def procs(tmp_path: Path, n: int, status: int | list = 0, go: Path | None = None) -> list[Process]:
