@@ -34,7 +34,7 @@ from typing import Any, Mapping
 from shaping.client import TaskClient
 from shaping.errors import CheckpointMismatch, ConfigError
 from shaping.labfile import AgentConfig, LabFile
-from shaping.procs import REFUSED, lab_gone
+from shaping.procs import REFUSED, current_endpoint, lab_gone
 
 from .weights import snapshot_tag
 
@@ -79,6 +79,10 @@ class Agent:
         self._stage_changed = False
         self._losses: dict[int, float] = {}  # batch id -> the loss of its step, until its SCORE is read
 
+    def _find_server(self) -> str | None:
+        """The server's endpoint from its ``server.json`` (``server_file``), read at each reconnection."""
+        return current_endpoint(self.config.server_file) if self.config.server_file else None
+
     def request_stop(self, *_: Any) -> None:
         """Finish the current batch, checkpoint and leave (the SIGTERM/SIGINT handler)."""
         self._stop = True
@@ -91,7 +95,8 @@ class Agent:
 
         started = time.monotonic()
         client = TaskClient(cfg.server, cfg.name, curriculum=cfg.curriculum, info={"model": cfg.model},
-                            keys=cfg.keys, client_name=cfg.client_name, timeout_s=cfg.timeout_s, give_up=lab_gone)
+                            keys=cfg.keys, client_name=cfg.client_name, timeout_s=cfg.timeout_s, give_up=lab_gone,
+                            find_server=self._find_server)
         last_score = None
         try:
             welcome = client.hello()
@@ -244,12 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--client-name", default=None, help="client key pair to use from --keys (default: lab.client_name)")
     ap.add_argument("--max-batches", type=int, default=None)
     ap.add_argument("--device", default=None, help="CPU, GPU or GPU:k")
+    ap.add_argument("--server-file", default=None,
+                    help="the server's server.json: where to find it again if it moves (a requeued SLURM job)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         config = LabFile.load(args.config).agent_config(
             args.name, args.server, workdir=args.workdir, curriculum=args.curriculum, keys=args.keys,
-            client_name=args.client_name, max_batches=args.max_batches, device=args.device)
+            client_name=args.client_name, max_batches=args.max_batches, device=args.device,
+            server_file=args.server_file)
     except ConfigError as err:  # the same file gives the same error on every restart
         log.error("%s", err)
         return REFUSED

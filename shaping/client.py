@@ -162,6 +162,10 @@ class TaskClient:
         context: ZeroMQ context (default: a private one).
         give_up: called while waiting for the server; when it returns True the wait ends with
             :class:`ServerClosed` (an agent a lab started gives up once that lab is gone).
+        find_server: called at each reconnection for the server's current endpoint (None: keep the last one):
+            a server that moved (a SLURM job requeued onto another node) is found again from its
+            ``server.json``. With it, a server's BYE on shutdown is not the end: the client waits up to
+            ``timeout_s`` for the server to come back, then raises ``ConnectionError``.
     """
 
     def __init__(self, endpoint: str, agent: str, *, curriculum: str | None = None,
@@ -170,7 +174,7 @@ class TaskClient:
                  reconnect_max_s: float = 5.0, keys: str | os.PathLike | None = None,
                  client_name: str = "client", server_key: str | bytes | os.PathLike | None = None,
                  client_secret_file: str | os.PathLike | None = None, context: zmq.Context | None = None,
-                 give_up: Callable[[], bool] | None = None):
+                 give_up: Callable[[], bool] | None = None, find_server: Callable[[], str | None] | None = None):
         protocol.check_agent_name(agent)
         for name, val in (("heartbeat_interval_s", heartbeat_interval_s), ("timeout_s", timeout_s),
                           ("reconnect_initial_s", reconnect_initial_s), ("reconnect_max_s", reconnect_max_s)):
@@ -181,6 +185,7 @@ class TaskClient:
         if n is not None and (not isinstance(n, int) or n < 1):
             raise ValueError(f"TaskClient: n must be a positive number of trials, got {n!r}")
         self.endpoint = endpoint
+        self._find_server = find_server
         self.agent = agent
         self.curriculum = curriculum
         self.info = dict(info or {})
@@ -213,6 +218,7 @@ class TaskClient:
         self._need_hello = False
         self._internal_in_a_row = 0  # INTERNAL errors since the last BATCH or SCORE
         self._bye: str | None = None  # the reason of a BYE from the server
+        self._server_left = False  # it said BYE (shutdown) and find_server will find it again
         self._closed = False
         self._last_heard = time.monotonic()
         self._last_sent = 0.0
@@ -388,6 +394,10 @@ class TaskClient:
             sock.curve_serverkey = self._curve["server"]
             sock.curve_publickey = self._curve["public"]
             sock.curve_secretkey = self._curve["secret"]
+        moved = self._find_server() if self._find_server is not None and self._socket is not None else None
+        if moved and moved != self.endpoint:
+            log.warning("%s: the task server moved from %s to %s", self.agent, self.endpoint, moved)
+            self.endpoint = moved
         sock.connect(self.endpoint)
         self._socket = sock
         self._poller.register(sock, zmq.POLLIN)
@@ -484,7 +494,8 @@ class TaskClient:
             if self._give_up is not None and self._give_up():
                 raise ServerClosed("gave up waiting (give_up)")
             if self._need_hello and not handshake:
-                self._handshake(new_socket=False)
+                left, self._server_left = self._server_left, False
+                self._handshake(new_socket=left)
                 continue
             if top_up:
                 self._top_up()
@@ -551,8 +562,16 @@ class TaskClient:
         elif msg.type == "ERROR":
             self._on_error(h, request)
         elif msg.type == "BYE":  # raised by _pump once what arrived before it has been handed out
-            self._bye = h.get("reason", "bye")
-            log.warning("%s: server said BYE (%s)", self.agent, self._bye)
+            reason = h.get("reason", "bye")
+            if reason == "shutdown" and self._find_server is not None:
+                # a server that comes back (restarted by its lab, or a requeued job) is found again: wait for it
+                log.warning("%s: the task server is shutting down; waiting up to %.0f s for it to come back",
+                            self.agent, self.timeout_s)
+                self._server_left = True
+                self._need_hello = True
+            else:
+                self._bye = reason
+                log.warning("%s: server said BYE (%s)", self.agent, self._bye)
         elif msg.type != "HEARTBEAT":
             raise ProtocolError("UNEXPECTED", f"the server sent {msg.type}, which only agents send")
 

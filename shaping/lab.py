@@ -36,6 +36,7 @@ from .procs import (
     REFUSED,
     SERVER_STOP_GRACE_S,
     STATUS_FILE,
+    current_endpoint,
     process_env,
     reachable_endpoint,
 )
@@ -157,7 +158,8 @@ class Lab:
         keys = served.keys if served.use_curve else None
         for entry in self.labfile.agents:
             args = [sys.executable, "-m", "agents", "--server", self.endpoint, "--name", entry.name,
-                    "--config", str(self.dir / "lab.json"), "--workdir", str(self.dir)]
+                    "--config", str(self.dir / "lab.json"), "--workdir", str(self.dir),
+                    "--server-file", str(self.journal_dir / ENDPOINT_FILE)]
             if keys:  # a server other machines reach takes only CURVE agents, its own lab's included
                 args += ["--keys", keys, "--client-name", self.labfile.lab.client_name]
             self.agents[entry.name] = Process(entry.name, args, self.dir / "logs" / f"{entry.name}.log",
@@ -246,6 +248,8 @@ class Lab:
                     self.server.mark_ended(server_exit)
                     if not self._restart_server(max_restarts):
                         break
+                # a server job the scheduler requeued binds anew (perhaps on another node): follow it
+                self.endpoint = current_endpoint(self.journal_dir / ENDPOINT_FILE) or self.endpoint
                 self._update_bars(bars)
                 if all(p.done for p in self.agents.values()):
                     break
@@ -293,9 +297,14 @@ class Lab:
         self.server.restarts += 1
         log.warning("the task server exited (status %s); restarting it on its journal (%d of %d)", code,
                     self.server.restarts, max_restarts)
-        if "--bind" not in self.server.argv:
-            self.server.argv += ["--bind", self.endpoint]
-        self.server_launcher.start([self.server], {})
+        if isinstance(self.server_launcher, LocalLauncher):
+            if "--bind" not in self.server.argv:  # the same endpoint: the agents reconnect to it
+                self.server.argv += ["--bind", self.endpoint]
+            self.server_launcher.start([self.server], {})
+        else:  # a job may land on another node: it binds as configured, the agents find it in server.json
+            (self.journal_dir / ENDPOINT_FILE).unlink(missing_ok=True)
+            self.server_launcher.start([self.server], {})
+            self.endpoint = self._wait_endpoint(self.journal_dir / ENDPOINT_FILE)
         return True
 
     def stop(self) -> None:

@@ -615,6 +615,7 @@ class AgentConfig:
         log_every_s: seconds between connectivity images logged to MLflow (besides graduations and the end).
         timeout_s: give up when the server has been silent this long (s).
         factors, group: a swept agent's factors and the entry it was expanded from (logged on its MLflow run).
+        server_file: the server's ``server.json``, re-read at each reconnection (a server that moved is found).
     """
 
     name: str
@@ -632,6 +633,7 @@ class AgentConfig:
     timeout_s: float = 120.0
     factors: dict = field(default_factory=dict)
     group: str | None = None
+    server_file: str | None = None
 
     @property
     def checkpoint_path(self) -> Path:

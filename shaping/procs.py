@@ -62,6 +62,15 @@ def reachable_endpoint(info: dict) -> str:
     return endpoint
 
 
+def current_endpoint(path: str | os.PathLike) -> str | None:
+    """The endpoint in a server's :data:`ENDPOINT_FILE` at ``path`` as other machines reach it, or None while
+    there is none (the server is restarting, or has not bound yet)."""
+    try:
+        return reachable_endpoint(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def read_endpoint(journal: str | os.PathLike, timeout_s: float = 10.0) -> dict:
     """Wait for a server to write its endpoint file in ``journal`` and return it (``endpoint``, ``pid``,
     ``curve``, ``server_public_key``...). ``TimeoutError`` after ``timeout_s`` (s)."""

@@ -66,7 +66,7 @@ class AgentCommand:
     def __call__(self) -> int:
         env = {**process_env(self.threads, self.task_path), **self.env}
         env.pop(LAB_PID_ENV, None)  # the lab is not our parent here: lab_gone() must not stop the agent
-        record = {"t": time.time(), "host": socket.gethostname(), "job": _job_id(),
+        record = {"t": time.time(), "host": socket.gethostname(), "pid": os.getpid(), "job": _job_id(),
                   "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0),
                   **{k: os.environ[k] for k in GPU_ENV if k in os.environ}}
         Path(self.starts).parent.mkdir(parents=True, exist_ok=True)
@@ -83,14 +83,27 @@ class AgentCommand:
         requeue this same command (the agent resumes from its checkpoint and the server's journal)."""
         import submitit
 
-        if self._popen is not None and self._popen.poll() is None:
-            self._popen.send_signal(signal.SIGTERM)
-            try:
-                self._popen.wait(AGENT_STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self._popen.kill()
+        if self._popen is not None:
+            _stop_child(self._popen.pid, AGENT_STOP_GRACE_S)
         fresh = AgentCommand(self.name, self.argv, self.threads, self.task_path, self.log_path, self.starts, self.env)
         return submitit.helpers.DelayedSubmission(fresh)
+
+
+def _stop_child(pid: int, grace_s: float) -> None:
+    """SIGTERM the agent and reap it, SIGKILL after ``grace_s`` (s). Called from submitit's signal handler, which
+    interrupts ``Popen.wait`` in :meth:`AgentCommand.__call__`: that frame holds the Popen's wait lock, so the
+    child is reaped here with ``os.waitpid`` directly."""
+    deadline = time.monotonic() + grace_s
+    try:
+        os.kill(pid, signal.SIGTERM)
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.05)
+    except (ProcessLookupError, ChildProcessError):  # already gone (SLURM signalled it too) and reaped
+        pass
 
 
 def _job_id() -> str:

@@ -85,6 +85,16 @@ def slurm_lab(tmp_path_factory):
         _wait_for(lambda: "resumed from" in log_path.read_text(), 240, "the requeued agent to load its checkpoint",
                   thread)
         seen["resumed_at"] = _session(lab, HELD).get("stage")
+        # the server's job requeued too: it binds a new port, and the agents find it again from server.json
+        server_job, old_endpoint = lab.server.handle.job_id, lab.endpoint
+        subprocess.run(["scontrol", "requeue", server_job], check=True)
+        _wait_for(lambda: lab.launcher.states([lab.server]).get(server_job) == "PENDING", 60,
+                  "the server's job to be back in the queue", thread)
+        subprocess.run(["scontrol", "update", f"JobId={server_job}", "StartTime=now"], check=True)
+        _wait_for(lambda: lab.endpoint != old_endpoint, 120, "the requeued server to bind", thread)
+        _wait_for(lambda: "the task server moved" in log_path.read_text(), 120, "the agent to follow the server",
+                  thread)
+        seen["server_moved"] = (old_endpoint, lab.endpoint)
         from shaping.client import override
 
         override(lab.endpoint, HELD, stage="final", note="release the hold", timeout_s=60)
@@ -121,6 +131,12 @@ def test_the_requeued_agent_resumed_its_session_and_lost_nothing(slurm_lab):
     assert not after[keys].duplicated().any(), "a trial was journaled twice"
     kept = before[keys].merge(after[keys], how="left", indicator=True)
     assert (kept["_merge"] == "both").all(), "an acknowledged trial was lost across the requeue"
+
+
+def test_the_agents_followed_the_requeued_server(slurm_lab):
+    old, new = slurm_lab.seen["server_moved"]
+    assert old != new and len(slurm_lab.launcher.starts(slurm_lab.server)) == 2
+    assert f"moved from {old} to {new}" in (slurm_lab.dir / "logs" / f"{HELD}.log").read_text()
 
 
 def test_a_refusing_agent_is_never_resubmitted(slurm_lab):

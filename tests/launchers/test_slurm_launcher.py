@@ -5,6 +5,8 @@ and cancellation in seconds; ``tests/e2e/test_slurm_lab.py`` runs real TensorFlo
 """
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,15 +17,17 @@ import pytest
 from services import slurm_reason
 
 from shaping.labfile import SlurmOptions
-from shaping.launchers import LaunchError, Process, SlurmLauncher
+from shaping.launchers import LOST, LaunchError, Process, SlurmLauncher
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(180),
               pytest.mark.skipif(slurm_reason() is not None, reason=str(slurm_reason()))]
 
-# Exits with the status in argv[1] once the file argv[2] exists (or at once without one); exits 0 on SIGTERM.
+# Exits with the status in argv[1] once the file argv[2] exists (or at once without one); exits 0 on SIGTERM or
+# SIGUSR2, as an agent does after checkpointing.
 WAITER = """
 import os, signal, sys, time
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+signal.signal(signal.SIGUSR2, lambda *_: sys.exit(0))
 print("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)
 go = sys.argv[2] if len(sys.argv) > 2 else ""
 while go and not os.path.exists(go):
@@ -118,6 +122,31 @@ def test_a_requeued_job_runs_again_and_the_requeue_is_counted(tmp_path):
     go.touch()
     assert run_to_end(launch, [proc]) == {"a0": 0}
     assert proc.requeues == 1 and [s["job"] for s in launch.starts(proc)] == [job, job]
+
+
+def test_near_its_walltime_a_job_checkpoints_and_is_requeued(tmp_path):
+    go = tmp_path / "go"
+    launch = launcher(tmp_path, timeout_min=1, signal_delay_s=50)  # SIGUSR2 about 10 s after the start
+    (proc,) = procs(tmp_path, 1, go=go)
+    launch.start([proc], {})
+    wait_for(lambda: launch.starts(proc), 60, "the job to start")
+    job = proc.handle.job_id
+    wait_for(lambda: launch.states([proc]).get(job) == "PENDING", 60, "submitit to requeue the job on SIGUSR2")
+    assert launch.poll([proc]) == {}
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    wait_for(lambda: len(launch.starts(proc)) == 2, 60, "the requeued job to run again")
+    go.touch()
+    assert run_to_end(launch, [proc]) == {"a0": 0} and proc.requeues == 1
+    assert "Caught signal SIGUSR2" in proc.handle.paths.stdout.read_text()  # submitit's log: the walltime path
+
+
+def test_a_job_that_dies_without_a_result_is_lost(tmp_path):
+    launch = launcher(tmp_path)
+    (proc,) = procs(tmp_path, 1, status=0, go=tmp_path / "never")
+    launch.start([proc], {})
+    (start,) = wait_for(lambda: launch.starts(proc), 60, "the job to start")
+    os.kill(start["pid"], signal.SIGKILL)  # the job's process dies at once, as on a lost node: no result written
+    assert run_to_end(launch, [proc]) == {"a0": LOST}
 
 
 def test_stop_cancels_every_job_and_lets_it_checkpoint(tmp_path):

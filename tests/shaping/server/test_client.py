@@ -116,6 +116,28 @@ def test_graceful_shutdown_reaches_the_agent_as_server_closed(tmp_path):
     c.close()
 
 
+def test_with_find_server_a_shutdown_is_waited_out_and_the_moved_server_found(tmp_path):
+    from shaping.procs import ENDPOINT_FILE, current_endpoint
+
+    st = ServerThread(config(tmp_path))
+    c = TaskClient(st.endpoint, "mover", heartbeat_interval_s=0.2, timeout_s=20, reconnect_max_s=0.2,
+                   find_server=lambda: current_endpoint(tmp_path / ENDPOINT_FILE))
+    b = c.get()
+    assert c.result(b, b.y) is not None
+    old = st.endpoint
+    st.stop()  # a graceful shutdown: BYE to the agent, as a requeued SLURM job's server says
+    moved = ServerThread(config(tmp_path))  # back on another port, as on another node
+    try:
+        assert moved.endpoint != old
+        for _ in range(c.credit + 2):  # past the batches prefetched from the old server
+            b = c.get()
+            c.result(b, b.y)
+        assert c.endpoint == moved.endpoint and c.welcome.resumed and c.reconnects >= 1
+    finally:
+        c.close()
+        moved.stop()
+
+
 def test_gives_up_without_a_server(caplog):
     c = TaskClient(f"tcp://127.0.0.1:{free_port()}", "lonely", heartbeat_interval_s=0.1, timeout_s=0.6,
                    reconnect_initial_s=0.05, reconnect_max_s=0.1)
