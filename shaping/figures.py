@@ -12,6 +12,7 @@ region (in order of first appearance), and within a region excitatory units befo
 from __future__ import annotations
 
 import io
+import json
 import textwrap
 from typing import Any, Mapping, Sequence
 
@@ -38,7 +39,7 @@ __all__ = [
     "effective_weights", "dale_sign_from_weights", "unit_order", "w_rec_heatmap", "w_rec_image",
     "eigenspectrum", "tau_histogram", "w_in_map", "w_out_map", "fit_logistic", "psychometric_points",
     "psychometric_curve", "stage_timeline", "curriculum_curves", "to_png", "responded", "agent_colours",
-    "EVENT_MARKERS",
+    "EVENT_MARKERS", "sweep_value_label", "sweep_trials",
 ]
 
 _CMAP = "RdBu_r"  # red excitatory (positive), blue inhibitory (negative)
@@ -475,4 +476,97 @@ def curriculum_curves(trial: np.ndarray, accuracy: np.ndarray, knobs: Mapping[st
             for ax in axes:
                 ax.axvline(t, color="0.5", ls=":", lw=0.8)
     axes[-1].set_xlabel("trials (session_trials)")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+def sweep_value_label(value: Any) -> str:
+    """A swept value as text, for tick labels, tables and selectors: a string as is, a bool lowercase, an int as
+    is, a float shortest (``repr``), a table or list as compact JSON (keys sorted)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _value_id(value: Any) -> tuple[str, str]:
+    """Tells ``1``, ``1.0``, ``"1"`` and ``True`` apart (as :func:`shaping.readout.sweep_summary` groups them)."""
+    kind = "bool" if isinstance(value, (bool, np.bool_)) else "int" if isinstance(value, (int, np.integer)) else \
+        "float" if isinstance(value, (float, np.floating)) else type(value).__name__
+    return kind, sweep_value_label(value)
+
+
+def sweep_trials(summary: pd.DataFrame, factors: Mapping[str, Mapping[str, Any]], sweep: pd.DataFrame,
+                 colours: Mapping[str, str] | None = None) -> Figure:
+    """Trials to criterion per agent, grouped by each sweep factor: one panel per factor, one column per value.
+
+    Each agent that reached criterion is a filled point at its trials to criterion (``session_trials``), in its
+    colour; the group's median (black bar) and quartiles (whiskers) are read from ``sweep``, never recomputed. The
+    agents that did not reach it (yet) are open markers in a band above the axis' data, labelled with their count,
+    so a value whose agents mostly failed cannot pass for a fast one. Under each value: reached / agents. Each
+    agent's marker carries ``gid`` ``"reached:<agent>"`` or ``"not-reached:<agent>"`` (an SVG's element ids).
+
+    Args:
+        summary: :func:`shaping.readout.summary_rows` (``agent, complete, trials_to_complete``).
+        factors: agent -> ``{swept key: value}`` (:meth:`shaping.labfile.LabFile.factors`).
+        sweep: :func:`shaping.readout.sweep_summary` of ``summary`` and ``factors`` (its rows give the panels,
+            the values in order, and the median and quartiles).
+        colours: agent -> colour (default: :func:`agent_colours` in ``summary``'s order).
+    """
+    keys = list(dict.fromkeys(sweep["factor"])) if len(sweep) else []
+    if not keys or not len(summary):
+        fig = _figure(5.0, 1.5)
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no swept agents", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    colours = dict(colours or agent_colours(summary["agent"].astype(str)))
+    rows = summary.set_index("agent")
+    reached = {a: bool(r["complete"]) and pd.notna(r["trials_to_complete"]) for a, r in rows.iterrows()}
+    done = [float(rows.loc[a, "trials_to_complete"]) for a in rows.index if reached[a] and a in factors]
+    top = max(done) if done else 1.0
+    band = top * 1.18  # the "not reached" band, above every point
+    widths = [max(1, int((sweep["factor"] == k).sum())) for k in keys]
+    fig = _figure(min(2.0 + 1.1 * sum(widths) + 0.6 * len(keys), 16.0), 4.0)
+    axes = fig.subplots(1, len(keys), sharey=True, squeeze=False, gridspec_kw={"width_ratios": widths})[0]
+    rng = np.random.default_rng(0)  # fixed jitter: the same figure for the same data
+    for ax, key in zip(axes, keys):
+        table = sweep[sweep["factor"] == key].reset_index(drop=True)
+        ids = [_value_id(v) for v in table["value"]]
+        labels = []
+        for i, r in table.iterrows():
+            members = [a for a, f in factors.items() if a in rows.index and key in (f or {})
+                       and _value_id(f[key]) == ids[i]]
+            hit = [a for a in members if reached[a]]
+            missed = [a for a in members if not reached[a]]
+            jitter = rng.uniform(-0.18, 0.18, len(members))
+            for a, dx in zip(hit, jitter):
+                ax.scatter(i + dx, float(rows.loc[a, "trials_to_complete"]), s=20, color=colours.get(a, "0.5"),
+                           alpha=0.9, zorder=3, gid=f"reached:{a}")
+            for a, dx in zip(missed, jitter[len(hit):]):
+                ax.scatter(i + dx, band, s=24, facecolors="none", edgecolors=colours.get(a, "0.5"), lw=1.2, zorder=3,
+                           gid=f"not-reached:{a}")
+            if missed:
+                ax.annotate(f"{len(missed)} not reached", (i, band), xytext=(0, 8), textcoords="offset points",
+                            ha="center", va="bottom", fontsize="x-small")
+            if np.isfinite(r["median"]):
+                ax.errorbar(i + 0.3, r["median"], yerr=[[r["median"] - r["q1"]], [r["q3"] - r["median"]]], fmt="_",
+                            ms=14, color="k", capsize=3, lw=1.5, zorder=4)
+            labels.append(f"{sweep_value_label(r['value'])}\n{int(r['reached'])}/{int(r['agents'])}")
+        ax.axhline(top * 1.09, color="0.7", ls=":", lw=0.8)
+        ax.set_xticks(range(len(table)), labels, fontsize="small")
+        ax.set_xlim(-0.6, len(table) - 0.4)
+        ax.set_title(key, fontsize="medium")
+        ax.set_xlabel("value  (reached / agents)", fontsize="small")
+    axes[0].set_ylim(0, band * 1.12)
+    axes[0].set_ylabel("trials to criterion (session_trials)")
+    ticks = [t for t in axes[0].get_yticks() if 0 <= t <= top * 1.05]
+    axes[0].set_yticks([*ticks, band], [*(f"{t:,.0f}" for t in ticks), "not\nreached"])
+    fig.suptitle("trials to criterion by sweep factor (points: agents; bar: median, whiskers: quartiles)",
+                 fontsize="medium")
     return fig

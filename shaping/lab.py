@@ -190,6 +190,8 @@ class Lab:
         self._lock_fd = hold_lock(self.dir / LAB_LOCK, f"lab {self.dir} is already running",
                                   "stop it (Ctrl-C where it runs) before running it again, or use another workdir")
         try:
+            # jobs of an earlier run of this lab that was killed (its server's job would hold the journal)
+            self.launcher.cancel_leftovers()
             holder = lock_holder(self.journal_dir / LOCK_FILE)
             if holder is not None:
                 raise JournalLocked(f"journal {self.journal_dir} is in use by a task server (pid {holder}); stop "

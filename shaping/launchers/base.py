@@ -99,6 +99,11 @@ class Launcher(abc.ABC):
         """Ask every running process of ``procs`` to stop cleanly (each checkpoints), wait up to ``grace_s``,
         then kill what is left; each one's ``returncode`` is set where it is known."""
 
+    def cancel_leftovers(self) -> list[str]:
+        """Stop what an earlier run of the lab that died left running, before this run starts (ids stopped).
+        Local children stop by themselves once their lab is gone (:func:`shaping.procs.lab_gone`)."""
+        return []
+
     def describe(self) -> str:
         """One line for the lab's log: where the processes run."""
         return self.name

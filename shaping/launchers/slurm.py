@@ -188,6 +188,7 @@ class SlurmLauncher(Launcher):
                 submitit.core.utils.FailedSubmissionError, OSError) as err:
             raise LaunchError(f"SLURM rejected the job(s) of {', '.join(p.name for p in group)}: "
                               f"{_sbatch_message(err)}") from None
+        self._remember([job.job_id for job in jobs])
         for proc, job in zip(group, jobs):
             proc.handle = job
             proc.where = f"job {job.job_id}"
@@ -278,6 +279,47 @@ class SlurmLauncher(Launcher):
         return 1
 
     # ------------------------------------------------------------------ stopping
+    # ------------------------------------------------------------------ jobs of a lab that died
+    @property
+    def jobs_file(self) -> Path:
+        """Every job id this lab directory submitted, one per line (read by :meth:`cancel_leftovers`)."""
+        return self.folder / "jobs.txt"
+
+    def _remember(self, job_ids: Sequence[str]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.jobs_file, "a") as fh:
+            fh.writelines(f"{job}\n" for job in job_ids)
+
+    def cancel_leftovers(self, grace_s: float = AGENT_STOP_GRACE_S) -> list[str]:
+        """Cancel the jobs an earlier run of this lab left queued or running (a lab killed with SIGKILL, or
+        whose host went down, cannot ``scancel`` its jobs), wait up to ``grace_s`` for them to end, and forget
+        them. Called by a lab before it starts, once it holds the lab's lock (so that run is surely dead).
+        Returns the ids cancelled."""
+        try:
+            known = [line.strip() for line in self.jobs_file.read_text().splitlines() if line.strip()]
+        except OSError:
+            return []
+        try:
+            out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(sorted(
+                {j.split("_")[0] for j in known}))], capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise LaunchError(f"cannot ask SLURM for the jobs an earlier run of this lab left ({err})") from None
+        alive = [job for job, _, state in (line.partition("|") for line in out.split())
+                 if job in known and state in ALIVE]
+        if alive:
+            log.warning("cancelling %d job(s) left by an earlier run of this lab: %s", len(alive), " ".join(alive))
+            subprocess.run(["scancel", *alive], capture_output=True, timeout=60)
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline:
+                out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(sorted(
+                    {j.split("_")[0] for j in alive}))], capture_output=True, text=True, timeout=60).stdout
+                if not any(job in alive and state in ALIVE
+                           for job, _, state in (line.partition("|") for line in out.split())):
+                    break
+                time.sleep(0.5)
+        self.jobs_file.unlink(missing_ok=True)
+        return alive
+
     def stop(self, procs: Sequence[Process], grace_s: float) -> None:
         """``scancel`` every job (SLURM sends SIGTERM, the agents checkpoint, then SIGKILL after its KillWait),
         then wait until none is running, at most ``grace_s``."""

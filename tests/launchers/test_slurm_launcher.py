@@ -160,6 +160,18 @@ def test_stop_cancels_every_job_and_lets_it_checkpoint(tmp_path):
     assert not any(state in ("RUNNING", "PENDING") for state in states.values()), states
 
 
+def test_jobs_left_by_a_lab_that_died_are_cancelled_by_its_next_run(tmp_path):
+    first = launcher(tmp_path)
+    ps = procs(tmp_path, 2, go=tmp_path / "never")
+    first.start(ps, {})
+    wait_for(lambda: all(first.starts(p) for p in ps), 60, "both jobs to run")
+    # the lab died without stopping them (kill -9): its next run finds them from the lab directory
+    again = launcher(tmp_path)
+    assert sorted(again.cancel_leftovers()) == sorted(p.handle.job_id for p in ps)
+    assert not any(s in ("RUNNING", "PENDING") for s in again.states(ps).values())
+    assert again.cancel_leftovers() == []  # forgotten once cancelled
+
+
 def test_a_job_the_scheduler_rejects_is_a_message(tmp_path):
     launch = launcher(tmp_path, partition="no-such-partition")
     with pytest.raises(LaunchError, match="SLURM rejected the job.*a0.*(?i:partition)"):
