@@ -78,6 +78,11 @@ class Agent:
         self._stage = 0
         self._stage_changed = False
         self._losses: dict[int, float] = {}  # batch id -> the loss of its step, until its SCORE is read
+        self.client: TaskClient | None = None
+        self.before_save: Any = None  # called before the model is saved (set by a pack)
+        self._pending: Any = None
+        self._last_score: Any = None
+        self._started = time.monotonic()
 
     def _find_server(self) -> str | None:
         """The server's endpoint from its ``server.json`` (``server_file``), read at each reconnection."""
@@ -89,71 +94,117 @@ class Agent:
 
     def run(self) -> dict:
         """Train until the curriculum is complete, ``max_batches`` or a stop request; returns a summary."""
-        cfg = self.config
-        _configure_device(cfg.device, cfg.threads)
-        from . import build_model
-
-        started = time.monotonic()
-        client = TaskClient(cfg.server, cfg.name, curriculum=cfg.curriculum, info={"model": cfg.model},
-                            keys=cfg.keys, client_name=cfg.client_name, timeout_s=cfg.timeout_s, give_up=lab_gone,
-                            find_server=self._find_server)
-        last_score = None
+        _configure_device(self.config.device, self.config.threads)
         try:
-            welcome = client.hello()
-            try:
-                resumed = self._resumes_checkpoint(welcome)
-            except CheckpointMismatch:
-                client.bye("refused: checkpoint of another session")
-                raise
-            self._task_spec = dict(welcome.task)
-            try:
-                self.model = build_model(cfg.model, welcome.task)
-            except (TypeError, ValueError) as err:  # the [[agents]] entry's model keys: a restart changes nothing
-                client.bye("refused: bad model spec")
-                raise ConfigError(f"agent {cfg.name!r}: {err}") from None
-            if resumed:
-                self.model.load_checkpoint(cfg.checkpoint_path)
-                log.info("%s: resumed from %s (server: stage %s, %d trials)", cfg.name, cfg.checkpoint_path,
-                         welcome.stage, welcome.trials)
-            self._start_tracking(welcome.run)
-            self._stage = welcome.stage_index
-            pending = None  # the batch whose RESULT is sent and whose SCORE has not been read yet
-            for batch in client.batches():
-                if client.complete:
+            self.open()
+            while True:
+                batch = self.next_batch()
+                if batch is None:
                     break
                 loss, outputs = self.model.train_on_batch(batch.x, batch.y, batch.mask)
-                self._losses[batch.batch_id] = loss
-                client.result(batch, outputs, wait=False)
-                self.batches += 1
-                if pending is not None:  # arrived while this batch trained: reading it costs nothing
-                    last_score = self._on_score(client.score(pending), pending) or last_score
-                pending = batch
-                stop = self._stop or lab_gone() or (cfg.max_batches is not None and self.batches >= cfg.max_batches)
-                if stop or self._stage_changed or self.batches % cfg.checkpoint_every == 0:
-                    # Drain first, so that a checkpoint never holds learning from trials the journal lacks.
-                    last_score = self._on_score(client.score(pending), pending) or last_score
-                    pending = None
-                    self.model.save_checkpoint(cfg.checkpoint_path)
-                    self._stage_changed = False
-                due_image = time.monotonic() - self._last_image > cfg.log_every_s
-                if self.tracker is not None and last_score is not None and due_image:
-                    self._log_connectivity(last_score.trials, None)
-                if stop:
+                if self.after_step(batch, loss, outputs):
                     break
-            if pending is not None:
-                last_score = self._on_score(client.score(pending), pending) or last_score
-            self.model.save_checkpoint(cfg.checkpoint_path)
-            final = self.model.save(Path(cfg.workdir) / "weights" / f"{cfg.name}.npz")
-            self._log_connectivity(last_score.trials if last_score else 0, "final", final)
-            client.bye("complete" if client.complete else "stopped")
+            self.finish()
         finally:
-            client.close()
-            if self.tracker is not None:
-                self.tracker.close()
-        return {"agent": cfg.name, "batches": self.batches, "complete": client.complete,
-                "trials": last_score.trials if last_score else None,
-                "stage": last_score.stage if last_score else None,
-                "wall_s": time.monotonic() - started}
+            self.close()
+        return self.summary()
+
+    # The phases of run(), which a pack (agents.pack_agent) drives for several networks at once.
+    def open(self) -> None:
+        """HELLO to the server, the model built (and its checkpoint loaded when the session resumes), tracking.
+
+        Raises:
+            CheckpointMismatch, ConfigError: this network's session is refused (exit status 2 alone).
+        """
+        cfg = self.config
+        from . import build_model
+
+        self._started = time.monotonic()
+        self.client = TaskClient(cfg.server, cfg.name, curriculum=cfg.curriculum, info={"model": cfg.model},
+                                 keys=cfg.keys, client_name=cfg.client_name, timeout_s=cfg.timeout_s,
+                                 give_up=lab_gone, find_server=self._find_server)
+        welcome = self.client.hello()
+        try:
+            resumed = self._resumes_checkpoint(welcome)
+        except CheckpointMismatch:
+            self.client.bye("refused: checkpoint of another session")
+            raise
+        self._task_spec = dict(welcome.task)
+        try:
+            self.model = build_model(cfg.model, welcome.task)
+        except (TypeError, ValueError) as err:  # the [[agents]] entry's model keys: a restart changes nothing
+            self.client.bye("refused: bad model spec")
+            raise ConfigError(f"agent {cfg.name!r}: {err}") from None
+        if resumed:
+            self.model.load_checkpoint(cfg.checkpoint_path)
+            log.info("%s: resumed from %s (server: stage %s, %d trials)", cfg.name, cfg.checkpoint_path,
+                     welcome.stage, welcome.trials)
+        self._start_tracking(welcome.run)
+        self._stage = welcome.stage_index
+        self._pending = None  # the batch whose RESULT is sent and whose SCORE has not been read yet
+        self._last_score = None
+
+    def next_batch(self) -> Any:
+        """The next batch to train on, or None once the curriculum is complete."""
+        if self.client.complete:
+            return None
+        batch = self.client.get()
+        return None if self.client.complete else batch
+
+    def after_step(self, batch: Any, loss: float, outputs: Any) -> bool:
+        """Send the outputs of the step on ``batch``, read the previous SCORE, checkpoint when due; True when
+        this network should stop (a stop request, ``max_batches``, or its lab is gone)."""
+        cfg = self.config
+        self._losses[batch.batch_id] = loss
+        self.client.result(batch, outputs, wait=False)
+        self.batches += 1
+        if self._pending is not None:  # arrived while this batch trained: reading it costs nothing
+            self._last_score = self._on_score(self.client.score(self._pending), self._pending) or self._last_score
+        self._pending = batch
+        stop = self._stop or lab_gone() or (cfg.max_batches is not None and self.batches >= cfg.max_batches)
+        if stop or self._stage_changed or self.batches % cfg.checkpoint_every == 0:
+            self._drain()  # so that a checkpoint never holds learning from trials the journal lacks
+            self._before_save()
+            self.model.save_checkpoint(cfg.checkpoint_path)
+            self._stage_changed = False
+        due_image = time.monotonic() - self._last_image > cfg.log_every_s
+        if self.tracker is not None and self._last_score is not None and due_image:
+            self._log_connectivity(self._last_score.trials, None)
+        return stop
+
+    def finish(self) -> None:
+        """The last SCORE read, the final checkpoint and weight file, BYE."""
+        cfg = self.config
+        self._drain()
+        self._before_save()
+        self.model.save_checkpoint(cfg.checkpoint_path)
+        final = self.model.save(Path(cfg.workdir) / "weights" / f"{cfg.name}.npz")
+        self._log_connectivity(self._last_score.trials if self._last_score else 0, "final", final)
+        self.client.bye("complete" if self.client.complete else "stopped")
+
+    def close(self) -> None:
+        """Close the connection and the tracker (after :meth:`finish`, or on an error)."""
+        if self.client is not None:
+            self.client.close()
+        if self.tracker is not None:
+            self.tracker.close()
+
+    def summary(self) -> dict:
+        score = self._last_score
+        return {"agent": self.config.name, "batches": self.batches,
+                "complete": bool(self.client is not None and self.client.complete),
+                "trials": score.trials if score else None, "stage": score.stage if score else None,
+                "wall_s": time.monotonic() - self._started}
+
+    def _drain(self) -> None:
+        if self._pending is not None:
+            self._last_score = self._on_score(self.client.score(self._pending), self._pending) or self._last_score
+            self._pending = None
+
+    def _before_save(self) -> None:
+        """Bring the model up to date before it is saved (a pack copies this network's slice back into it)."""
+        if self.before_save is not None:
+            self.before_save()
 
     def _on_score(self, score: Any, batch: Any) -> Any:
         """Log the batch's training loss at its trial count; note a stage change (checkpoint and connectivity
@@ -208,6 +259,7 @@ class Agent:
 
     def _log_connectivity(self, trials: int, tag: str | None, weights_path: Path | None = None) -> None:
         """Save the network as it is now (``weights/<agent>_<tag>.npz``, MLflow or not) and log it to MLflow."""
+        self._before_save()
         if tag is not None and weights_path is None:
             weights_path = self.model.save(Path(self.config.workdir) / "weights" / f"{self.config.name}_{tag}.npz")
         if self.tracker is None:
