@@ -6,7 +6,10 @@
 timeline, recent and criterion accuracy, knobs as drawn, reversals), a comparison of trials to each graduation
 across conditions and seeds, psychometric curves over stated spans (the trials before each graduation, a stage's
 last trials) with their fits, connectivity (``W_rec`` by region and E/I, eigenvalues, their change across
-graduations, and the per-unit time constants of a ``train_tau`` network) and the agents' MLflow runs.
+graduations, and the per-unit time constants of a ``train_tau`` network) and the agents' MLflow runs. A lab whose
+``lab.json`` holds swept agents also gets a Sweep view (trials to criterion by factor: the table ``skinnerbox lab``
+prints, and every agent's point), a filter that narrows the agent views to one factor's values, and the factors
+among the Compare view's groupings.
 
 Read-only: the journal is polled incrementally (:class:`shaping.readout.LabReader`), weight files and the
 MLflow store are only read. Every number comes from :mod:`shaping.readout` (through :mod:`dashboards.data`),
@@ -33,9 +36,12 @@ import streamlit as st
 from dashboards import data as lab_data
 from dashboards import figures as dashboard_figures
 from shaping import figures, readout
+from shaping.errors import ConfigError
 
 TABS = ("Status", "Agent", "Compare", "Psychometrics", "Connectivity", "MLflow")
+SWEEP_TAB = "Sweep"  # after Compare, only for a lab with swept agents
 GROUPINGS = ("condition", "curriculum", "dale")
+ALL_AGENTS = "(every agent)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,6 +78,13 @@ def cached_connectivity(path: str, mtime: float) -> lab_data.Connectivity:
     return lab_data.load_connectivity(path)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_sweep(root: str, records: int, config_mtime: float, _tables: lab_data.LabTables,
+                 _config: dict) -> lab_data.Sweep | None:
+    """The lab's sweep, recomputed only when the journal (``records``) or ``lab.json`` (its mtime) changes."""
+    return lab_data.sweep_of(_tables, _config)
+
+
 def image(kind: str, root: str, version: tuple, make: Callable, caption: str | None = None) -> None:
     st.image(render(kind, root, version, make), caption=caption, width="stretch")
 
@@ -86,7 +99,8 @@ def fmt(value: object, digits: int = 3) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- views
-def view_status(root: str, tables: lab_data.LabTables, lab: lab_data.LabPaths) -> None:
+def view_status(root: str, tables: lab_data.LabTables, lab: lab_data.LabPaths,
+                shown: list[str] | None = None) -> None:
     info = lab_data.server_info(lab.root, tables)
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["started"])) if info["started"] else "—"
     if info["running"]:
@@ -112,7 +126,7 @@ def view_status(root: str, tables: lab_data.LabTables, lab: lab_data.LabPaths) -
     else:
         st.write("No agent has connected yet.")
     agents = lab_data.agent_names(tables)
-    progress = [lab_data.agent_progress(tables, a).assign(agent=a) for a in agents]
+    progress = [lab_data.agent_progress(tables, a).assign(agent=a) for a in (agents if shown is None else shown)]
     label = readout.accuracy_label(readout.RECENT_ACCURACY, window)
     long = pd.concat([p[["agent", "trials", readout.RECENT_ACCURACY]] for p in progress if len(p)], ignore_index=True) \
         if any(len(p) for p in progress) else pd.DataFrame(columns=["agent", "trials", readout.RECENT_ACCURACY])
@@ -168,12 +182,24 @@ def view_agent(root: str, tables: lab_data.LabTables, agent: str) -> None:
     right.dataframe(readout.for_display(revs), hide_index=True)
 
 
-def view_compare(root: str, tables: lab_data.LabTables, conditions: pd.DataFrame) -> None:
-    by = st.selectbox("Group agents by", GROUPINGS, key="group_by")
+def view_compare(root: str, tables: lab_data.LabTables, conditions: pd.DataFrame,
+                 factors: dict | None = None, shown: list[str] | None = None) -> None:
+    factors = factors or {}
+    keys = [k for k in dict.fromkeys(k for f in factors.values() for k in f) if k not in GROUPINGS]
+    by = st.selectbox("Group agents by", (*GROUPINGS, *keys), key="group_by",
+                      help="a sweep factor groups the agents that swept it" if keys else None)
     grads = lab_data.graduations(tables, conditions)
     grads = grads.merge(conditions[["agent", "dale"]], on="agent", how="left")
+    if keys:
+        grads = grads.merge(lab_data.agent_factors(factors, grads["agent"].unique())[["agent", *keys]],
+                            on="agent", how="left")
+        if by in keys:
+            grads = grads[grads[by].notna()]
+    if shown is not None:
+        grads = grads[grads["agent"].isin(shown)]
     colours = figures.agent_colours(lab_data.agent_names(tables))
-    image("compare", root, (tables.records, by), lambda: dashboard_figures.graduation_comparison(grads, by, colours),
+    image("compare", root, (tables.records, by, tuple(shown or ())),
+          lambda: dashboard_figures.graduation_comparison(grads, by, colours),
           caption="Trials (session_trials) to each graduation; agents sharing a group are seeds of one condition")
     st.markdown("**Spread over seeds** (session_trials)")
     st.dataframe(lab_data.graduation_summary(grads, by), hide_index=True)
@@ -181,6 +207,27 @@ def view_compare(root: str, tables: lab_data.LabTables, conditions: pd.DataFrame
     if len(grads):
         st.dataframe(grads.pivot_table(index=["agent", by], columns="milestone", values="trial", sort=False)
                      .reset_index(), hide_index=True)
+
+
+def view_sweep(root: str, tables: lab_data.LabTables, sweep: lab_data.Sweep) -> None:
+    st.caption(f"{len(sweep.factors)} agents expanded from sweeps over {', '.join(sweep.keys)} (lab.json). Each "
+               "factor on its own, over every agent that swept it; trials to criterion are session_trials at the "
+               "curriculum's completion, the median and quartiles over the agents that reached it.")
+    table, agents = lab_data.sweep_display(sweep)
+    c = st.columns(3)
+    reached = sweep.summary[sweep.summary["agent"].isin(list(sweep.factors))]["complete"].astype(bool)
+    c[0].metric("Swept agents", len(sweep.factors))
+    c[1].metric("Reached criterion", int(reached.sum()))
+    c[2].metric("Factors", len(sweep.keys))
+    st.markdown("**Trials to criterion by sweep factor** (session_trials)")
+    st.dataframe(table, hide_index=True)
+    colours = {**figures.agent_colours(sweep.summary["agent"]), **figures.agent_colours(lab_data.agent_names(tables))}
+    image("sweep", root, (tables.records, tuple(sweep.factors)),
+          lambda: figures.sweep_trials(sweep.summary, sweep.factors, sweep.table, colours),
+          caption="Per agent, one panel per factor: filled points reached criterion, open ones at the top did not; "
+                  "black bar: median, whiskers: quartiles; under each value, reached / agents")
+    st.markdown("**Swept agents**")
+    st.dataframe(agents, hide_index=True)
 
 
 def view_psychometrics(root: str, tables: lab_data.LabTables, agent: str) -> None:
@@ -288,20 +335,53 @@ def body(lab_dir: str, tracking_uri: str) -> None:
     if not agents:
         st.info("The journal is open but no agent has connected yet.")
         return
-    agent = st.selectbox("Agent", agents, key="agent")
-    tabs = st.tabs(list(TABS))
-    with tabs[0]:
-        view_status(root, tables, lab)
-    with tabs[1]:
+    sweep, shown = sweep_and_filter(root, tables, lab, agents)
+    if not shown:
+        st.info("No agent that has connected matches the filter.")
+        return
+    agent = st.selectbox("Agent", shown, key="agent")
+    labels = list(TABS)
+    if sweep is not None:
+        labels.insert(labels.index("Compare") + 1, SWEEP_TAB)
+    tabs = dict(zip(labels, st.tabs(labels)))
+    filtered = None if shown == agents else shown
+    with tabs["Status"]:
+        view_status(root, tables, lab, filtered)
+    with tabs["Agent"]:
         view_agent(root, tables, agent)
-    with tabs[2]:
-        view_compare(root, tables, conditions)
-    with tabs[3]:
+    with tabs["Compare"]:
+        view_compare(root, tables, conditions, sweep.factors if sweep else None, filtered)
+    if sweep is not None:
+        with tabs[SWEEP_TAB]:
+            view_sweep(root, tables, sweep)
+    with tabs["Psychometrics"]:
         view_psychometrics(root, tables, agent)
-    with tabs[4]:
+    with tabs["Connectivity"]:
         view_connectivity(root, tables, agent, lab)
-    with tabs[5]:
+    with tabs["MLflow"]:
         view_mlflow(tables, tracking_uri)
+
+
+def sweep_and_filter(root: str, tables: lab_data.LabTables, lab: lab_data.LabPaths,
+                     agents: list[str]) -> tuple[lab_data.Sweep | None, list[str]]:
+    """The lab's sweep (None without one) and the agents the views show: all of them, or those whose chosen sweep
+    factor takes one of the chosen values."""
+    path = lab.root / lab_data.LAB_CONFIG_FILE
+    try:
+        config = lab_data.read_lab_config(lab.root)
+        sweep = cached_sweep(root, tables.records, path.stat().st_mtime, tables, config) if config else None
+    except (ConfigError, OSError) as err:
+        st.warning(f"{path} could not be read, so the sweep is not shown: {err}")
+        return None, agents
+    if sweep is None:
+        return None, agents
+    left, right = st.columns([1, 2])
+    key = left.selectbox("Filter agents by sweep factor", [ALL_AGENTS, *sweep.keys], key="sweep_factor")
+    if key == ALL_AGENTS:
+        return sweep, agents
+    values = list(dict.fromkeys(figures.sweep_value_label(f[key]) for f in sweep.factors.values() if key in f))
+    chosen = right.multiselect(f"{key} is one of", values, default=values, key=f"sweep_values-{key}")
+    return sweep, lab_data.filter_agents(agents, sweep.factors, key, chosen)
 
 
 def main() -> None:

@@ -10,8 +10,9 @@ for the next poll), and an MLflow sqlite store is only opened if its file alread
 would create it).
 
 A lab directory holds ``journal/`` (segments, ``server.json`` while the server runs, ``status.json`` written
-by the server), ``weights/<agent>*.npz`` (PsychRNN weight files) and, by default, ``mlflow.db``. A journal
-directory given on its own works too.
+by the server), ``weights/<agent>*.npz`` (PsychRNN weight files), ``lab.json`` (the lab file as the lab ran it,
+sweeps expanded: each swept agent with its ``factors``) and, by default, ``mlflow.db``. A journal directory given
+on its own works too (without ``lab.json``, no agent is swept).
 
 Conventions (:mod:`shaping.readout`): trial counts are ``session_trials``, cumulative per agent and stale trials
 included (the x axis everywhere, as in the MLflow metrics); accuracy is ``correct / all trials`` (no-response
@@ -63,7 +64,8 @@ __all__ = [
     "psychometric_fit", "psychometric_table",
     "weight_files", "Connectivity", "load_connectivity", "connectivity_changes", "read_status",
     "status_table", "server_info", "tracking_uri_of", "parent_run_id_of", "run_ids_of", "load_runs",
-    "metric_history",
+    "metric_history", "LAB_CONFIG_FILE", "read_lab_config", "lab_factors", "Sweep", "sweep_of", "sweep_display",
+    "agent_factors", "filter_agents",
     "MOVE_EVENTS", "DEFAULT_WINDOW_TRIALS",
 ]
 
@@ -417,3 +419,108 @@ def metric_history(tracking_uri: str, run_id: str, key: str) -> pd.DataFrame:
     df = pd.DataFrame([{"step": m.step, "value": m.value, "timestamp": m.timestamp} for m in hist],
                       columns=["step", "value", "timestamp"])
     return df.sort_values(["step", "timestamp"], kind="stable", ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+LAB_CONFIG_FILE = "lab.json"  # written by a lab into its directory (shaping.lab), sweeps expanded
+
+
+def read_lab_config(lab_dir: str | os.PathLike) -> dict | None:
+    """The ``lab.json`` a lab wrote into its directory, as plain data; None when there is none (a bare journal,
+    a lab run by hand).
+
+    Raises:
+        shaping.errors.ConfigError: the file is there but is not valid JSON (the message names it).
+    """
+    from shaping.labfile import read_file
+
+    path = lab_paths(lab_dir).root / LAB_CONFIG_FILE
+    return read_file(path) if path.is_file() else None
+
+
+def lab_factors(config: Mapping[str, Any] | None) -> dict[str, dict]:
+    """agent -> ``{swept key: value}`` for the agents of a lab config (``lab.json``) expanded from a sweep, in file
+    order; ``{}`` without a config or a sweep. Each agent table is read by :class:`shaping.labfile.AgentEntry`,
+    the one parser of the schema (what :meth:`shaping.labfile.LabFile.factors` gives for a checked file).
+
+    Raises:
+        shaping.errors.ConfigError: an agent table that does not parse.
+    """
+    from shaping.labfile import AgentEntry
+
+    out = {}
+    for table in (config or {}).get("agents") or []:
+        entry = AgentEntry.from_dict(table)
+        if entry.factors:
+            out[entry.name] = dict(entry.factors)
+    return out
+
+
+@dataclass
+class Sweep:
+    """A lab's sweep, read for the views: what ``skinnerbox lab`` prints and logs as ``sweep.csv``.
+
+    Attributes:
+        factors: agent -> ``{swept key: value}`` (:func:`lab_factors`).
+        keys: the swept keys, in order of first appearance.
+        summary: :func:`shaping.readout.summary_rows` over the lab's agents (``lab.json``'s, then any other the
+            journal has), one column per factor.
+        table: :func:`shaping.readout.sweep_summary`: ``factor, value, agents, reached, median, q1, q3`` (trials
+            to criterion, ``session_trials``).
+    """
+
+    factors: dict
+    keys: list
+    summary: pd.DataFrame
+    table: pd.DataFrame
+
+
+def sweep_of(tables: LabTables, config: Mapping[str, Any] | None) -> Sweep | None:
+    """The lab's sweep (None when no agent of ``config`` was swept).
+
+    The summary is built as the lab's own (:func:`shaping.lab.summarize`): the agents in ``lab.json``'s order
+    (those that have not connected yet count as not reached), their curricula and the curricula's specs from
+    ``lab.json``; agents only the journal knows follow.
+    """
+    factors = lab_factors(config)
+    if not factors:
+        return None
+    entries = list((config or {}).get("agents") or [])
+    names = list(dict.fromkeys([str(a["name"]) for a in entries] + agent_names(tables)))
+    curricula = {str(a["name"]): a.get("curriculum") for a in entries}
+    specs = dict((config or {}).get("curricula") or {}) or None
+    summary = readout.summary_rows(tables, names, curricula, specs, factors=factors)
+    keys = list(dict.fromkeys(k for f in factors.values() for k in f))
+    return Sweep(factors, keys, summary, readout.sweep_summary(summary, factors))
+
+
+def sweep_display(sweep: Sweep) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The sweep's two tables ready to show: the sweep table with each value as text
+    (:func:`shaping.figures.sweep_value_label`; a column may mix numbers, strings and tables), and the per-agent
+    rows ``agent``, the factors (as text), ``trials, complete, trials_to_complete``."""
+    table = sweep.table.copy()
+    table["value"] = [figures.sweep_value_label(v) for v in table["value"]]
+    cols = ["agent", *sweep.keys, "trials", "complete", "trials_to_complete"]
+    agents = sweep.summary[sweep.summary["agent"].isin(list(sweep.factors))][cols].reset_index(drop=True)
+    for key in sweep.keys:
+        agents[key] = [None if v is None else figures.sweep_value_label(v) for v in agents[key]]
+    return table, agents
+
+
+def agent_factors(factors: Mapping[str, Mapping[str, Any]], agents: Sequence[str]) -> pd.DataFrame:
+    """``agent`` and one column per swept key, each value as text (None: the agent did not sweep that key), for
+    ``agents`` in order: what the views merge into their tables to group or colour by a factor."""
+    keys = list(dict.fromkeys(k for f in factors.values() for k in f))
+    rows = [{"agent": a, **{k: (figures.sweep_value_label(factors[a][k]) if k in (factors.get(a) or {}) else None)
+                            for k in keys}} for a in agents]
+    return pd.DataFrame(rows, columns=["agent", *keys])
+
+
+def filter_agents(agents: Sequence[str], factors: Mapping[str, Mapping[str, Any]], key: str | None,
+                  values: Sequence[str] | None) -> list[str]:
+    """The agents whose factor ``key`` takes one of ``values`` (text, :func:`shaping.figures.sweep_value_label`),
+    in order; every agent when ``key`` is None or ``values`` is empty."""
+    if key is None or not values:
+        return list(agents)
+    wanted = set(values)
+    return [a for a in agents if key in (factors.get(a) or {}) and figures.sweep_value_label(factors[a][key]) in wanted]

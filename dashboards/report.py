@@ -6,6 +6,10 @@ LAB_DIR`` calls :func:`write_report`; with ``log_to_mlflow=True`` the file is al
 MLflow run (the one the journal names) under ``report/``. That is the only write this package ever makes to
 a store, and only when asked; the journal is never written.
 
+A lab whose ``lab.json`` holds swept agents gets a Sweep section: trials to criterion grouped by each factor
+(:func:`shaping.readout.sweep_summary`, the table ``skinnerbox lab`` prints) and per agent
+(:func:`shaping.figures.sweep_trials`).
+
 Each figure is ``<figure id="fig-NAME" data-figure="NAME">`` and each table ``<table id="table-NAME">``, so a
 reader (or a test) can find them by name; :attr:`Report.figures` lists the names. Every number comes from
 :mod:`shaping.readout` (the same as the dashboard's, the lab summary's and MLflow's), each accuracy labelled by
@@ -29,6 +33,7 @@ import pandas as pd
 from dashboards import data as lab_data
 from dashboards import figures as dashboard_figures
 from shaping import figures, readout
+from shaping.errors import ConfigError
 
 __all__ = ["Report", "build_report", "render_html", "write_report", "log_report"]
 
@@ -130,6 +135,9 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
         overview.append(_table("status", readout.labelled(status, window),
                                "Server status (status.json, else derived from the journal)."))
     report.sections.append(("Overview", overview))
+    sweep_items = _sweep_section(tables, lab.root, colours)
+    if sweep_items:
+        report.sections.append(("Sweep", sweep_items))
 
     grads = lab_data.graduations(tables, conditions)
     report.sections.append(("Comparison across conditions", [
@@ -228,6 +236,30 @@ def build_report(lab_dir: str | os.PathLike, tracking_uri: str | None = None) ->
     if runs_items:
         report.sections.append(("MLflow runs", runs_items))
     return report
+
+
+def _sweep_section(tables: lab_data.LabTables, root: Path, colours: dict[str, str]) -> list[_Item]:
+    """The Sweep section's items (empty for a lab without swept agents): trials to criterion by factor."""
+    try:
+        sweep = lab_data.sweep_of(tables, lab_data.read_lab_config(root))
+    except ConfigError as err:
+        return [_Item("text", "sweep-error", f"{lab_data.LAB_CONFIG_FILE} could not be read: {err}")]
+    if sweep is None:
+        return []
+    table, agents = lab_data.sweep_display(sweep)
+    colours = {**figures.agent_colours(sweep.summary["agent"]), **colours}  # agents not in the journal yet
+    return [
+        _Item("text", "sweep", f"{len(sweep.factors)} agents expanded from sweeps over "
+                               f"{', '.join(sweep.keys)}; each factor on its own, over every agent that swept it. "
+                               "Trials to criterion are session_trials at the curriculum's completion."),
+        _table("sweep", table, "Trials to criterion by sweep factor: agents with the value, how many reached "
+                               "criterion, and the median and quartiles over those that did (session_trials)."),
+        _figure("sweep", lambda: figures.sweep_trials(sweep.summary, sweep.factors, sweep.table, colours),
+                "Trials to criterion (session_trials) per agent, one panel per factor: filled points reached "
+                "criterion, open ones at the top did not; black bar: median, whiskers: quartiles; under each "
+                "value, reached / agents."),
+        _table("sweep-agents", agents, "Swept agents: their factors and trials to criterion (session_trials)."),
+    ]
 
 
 def _html_table(name: str, frame: pd.DataFrame) -> str:

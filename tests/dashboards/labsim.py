@@ -65,13 +65,14 @@ class SimAgent:
 
     def __init__(self, endpoint: str, name: str, curriculum: str, dale_ratio: float | None, seed: int,
                  lapse: tuple[int, int] | None = None, sd0: float = 2.0, sd_min: float = 0.06,
-                 tau_trials: float = 500.0):
+                 tau_trials: float = 500.0, max_batches: int = MAX_BATCHES):
         self.name, self.seed = name, seed
         self.model = {"kind": "simulated", "N_rec": N_REC, "dale_ratio": dale_ratio, "seed": seed}
         self.client = TaskClient(endpoint, name, curriculum=curriculum, info={"model": self.model},
                                  heartbeat_interval_s=0.2, timeout_s=20.0)
         self.rng = np.random.default_rng(seed + 100)
         self.sd0, self.sd_min, self.tau_trials, self.lapse = sd0, sd_min, tau_trials, lapse
+        self.max_batches = max_batches
         self.scores: list = []
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -102,7 +103,7 @@ class SimAgent:
                 if score is not None:
                     self.scores.append(score)
                     trials = score.trials
-                if len(self.scores) >= MAX_BATCHES:
+                if len(self.scores) >= self.max_batches:
                     break
             self.client.bye("complete" if self.client.complete else "stopped")
         except BaseException as err:  # reported by build_lab
@@ -195,6 +196,80 @@ def build_lab(lab: Path, track: bool = True) -> dict:
         files[name] = save_weight_files(lab, name, dale, seed, list(dict.fromkeys(tags)))
     return {"lab": lab, "tracking_uri": uri, "parent_run_id": parent.run_id if parent else None,
             "status": status, "weights": files, "agents": list(AGENTS)}
+
+
+# A swept lab: 2 curricula x 2 internal-noise floors x 2 seeds (8 agents) and one agent outside the sweep. With the
+# high floor an agent stays near chance and never reaches criterion; with the low one it does, within the cap.
+SWEEP_CURRICULA = {
+    "easy": {"kind": "stages", "window": 64,
+             "stages": [{"name": "easy", "knobs": {"coherence": 0.7},
+                         "graduate": {"accuracy": 0.8, "min_trials": 128}}]},
+    "mixed": {"kind": "stages", "window": 64,
+              "stages": [{"name": "final", "knobs": {"coherence": [0.1, 0.2, 0.4, 0.7]},
+                          "graduate": {"accuracy": 0.8, "min_trials": 256}}]},
+}
+SWEEP_LAB = {
+    "lab": {"name": "sweep-lab", "seed": 5},
+    "task": dict(TASK),
+    "curricula": SWEEP_CURRICULA,
+    "agents": [
+        {"name": "net", "N_rec": N_REC, "max_batches": 60,
+         "sweep": {"curriculum": ["easy", "mixed"], "sd_min": [0.06, 30.0], "seed": [0, 1]}},
+        {"name": "solo", "curriculum": "easy", "N_rec": N_REC, "sd_min": 0.06, "seed": 7, "max_batches": 60},
+    ],
+}
+
+
+def build_sweep_lab(lab: Path) -> dict:
+    """Run :data:`SWEEP_LAB` as a lab does, with simulated agents: its ``lab.json`` is the real expansion
+    (:meth:`shaping.labfile.LabFile.to_dict`), the server's config the lab file's, each agent stopping at
+    completion or its ``max_batches``. No MLflow store."""
+    from shaping.labfile import LabFile
+
+    lab.mkdir(parents=True, exist_ok=True)
+    labfile = LabFile.from_dict(SWEEP_LAB, source="sweep-lab")
+    (lab / "lab.json").write_text(json.dumps(labfile.to_dict(), indent=2))
+    journal_dir = lab / "journal"
+    cfg = {**labfile.server_dict(str(journal_dir)), "bind": f"tcp://127.0.0.1:{free_port()}",
+           "heartbeat_interval_s": 0.2, "expiry_s": 5.0, "window_trials": 64, "fsync": "never"}
+    server = TaskServer(cfg)
+    endpoint = server.start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    agents = []
+    for entry in labfile.agents:
+        sd_min = float(entry.model["sd_min"])
+        agents.append(SimAgent(endpoint, entry.name, entry.curriculum, None, int(entry.model["seed"]),
+                               sd0=max(2.0, sd_min), sd_min=sd_min, max_batches=entry.max_batches))
+    try:
+        for a in agents:
+            a.client.hello()
+            a.thread.start()
+        for a in agents:
+            a.thread.join(120)
+            if a.error is not None:
+                raise AssertionError(f"simulated agent {a.name} failed: {a.error!r}")
+    finally:
+        server.stop()
+        thread.join(20)
+    return {"lab": lab, "labfile": labfile, "factors": labfile.factors(), "agents": [a.name for a in labfile.agents]}
+
+
+def expected_sweep(sweep_lab) -> dict[tuple[str, str], dict]:
+    """(factor, value as text) -> agents, reached, median, q1, q3, from the journal's ``complete`` events and the
+    lab file's factors (not from shaping.readout: what the views must show)."""
+    events = journal.load_events(sweep_lab["lab"] / "journal")
+    done = events[events["event"] == "complete"].drop_duplicates("agent").set_index("agent")["session_trials"]
+    groups: dict[tuple[str, str], list] = {}
+    for agent, factors in sweep_lab["factors"].items():
+        for key, value in factors.items():
+            groups.setdefault((key, str(value)), []).append(agent)
+    out = {}
+    for group, agents in groups.items():
+        t = np.array([done[a] for a in agents if a in done.index], dtype=float)
+        q = np.percentile(t, [50, 25, 75]) if len(t) else [np.nan] * 3
+        out[group] = {"agents": len(agents), "reached": len(t), "median": q[0], "q1": q[1], "q3": q[2]}
+    return out
 
 
 class JournalWriter:
