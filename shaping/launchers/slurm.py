@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # squeue states of a job that will still run (or is running); any other state, or no line at all, is an end.
 ALIVE = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
                    "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED", "RESV_DEL_HOLD"})
+MAX_ARRAY = 1000  # tasks per job array (SLURM's default MaxArraySize, 1001, allows indices 0-1000)
 GPU_ENV = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_SHARDS_ON_NODE", "GPU_DEVICE_ORDINAL")
 
 
@@ -166,7 +167,8 @@ class SlurmLauncher(Launcher):
             key = json.dumps([asdict(opts), proc.threads], sort_keys=True, default=str)
             groups.setdefault(key, []).append(proc)
         for group in groups.values():
-            self._submit(group, env or {})
+            for i in range(0, len(group), MAX_ARRAY):  # SLURM's MaxArraySize is 1001 by default
+                self._submit(group[i:i + MAX_ARRAY], env or {})
 
     def _submit(self, group: list[Process], env: dict) -> None:
         import submitit
