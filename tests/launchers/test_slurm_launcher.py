@@ -153,7 +153,9 @@ def test_stop_cancels_every_job_and_lets_it_checkpoint(tmp_path):
     launch = launcher(tmp_path)
     ps = procs(tmp_path, 2, status=5, go=tmp_path / "never")  # would exit 5 when the file appears; it never does
     launch.start(ps, {})
-    wait_for(lambda: all(launch.starts(p) for p in ps), 60, "both jobs to run")
+    # each has printed its first line, so its SIGTERM handler is installed (a loaded machine may take seconds)
+    wait_for(lambda: all(p.log_path.exists() and "CUDA_VISIBLE_DEVICES" in p.log_path.read_text() for p in ps), 60,
+             "both commands to be up")
     launch.stop(ps, grace_s=60)
     assert [p.returncode for p in ps] == [0, 0]  # SIGTERM reached them: a clean exit, not a kill
     states = launch.states(ps)
