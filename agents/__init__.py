@@ -13,6 +13,7 @@ from typing import Any
 _LAZY = {
     "Basic": "agents.rnn", "RNN": "agents.rnn", "build_model": "agents.build",
     "LSTM": "agents.gated", "GRU": "agents.gated",
+    "Pack": "agents.pack", "PackAgent": "agents.pack_agent",
     "configure_threads": "agents._tf", "train": "agents.trainer", "Curriculum": "agents.curriculum",
     "Network": "agents.simulate", "simulate": "agents.simulate", "Silence": "agents.simulate",
     "Cut": "agents.simulate", "build_regions": "agents.regions", "load_weights": "agents.weights",

@@ -156,22 +156,27 @@ class Lab:
         self.server_launcher.start([self.server], {})
         self.endpoint = self._wait_endpoint(self.journal_dir / ENDPOINT_FILE)
         keys = served.keys if served.use_curve else None
-        for entry in self.labfile.agents:
-            args = [sys.executable, "-m", "agents", "--server", self.endpoint, "--name", entry.name,
+        for i, pack in enumerate(self.labfile.packs()):
+            entry, members = pack[0], [e.name for e in pack]
+            name = entry.name if len(pack) == 1 else f"pack-{i}"  # one process: one network, or a pack
+            args = [sys.executable, "-m", "agents", "--server", self.endpoint, "--name", ",".join(members),
                     "--config", str(self.dir / "lab.json"), "--workdir", str(self.dir),
                     "--server-file", str(self.journal_dir / ENDPOINT_FILE)]
             if keys:  # a server other machines reach takes only CURVE agents, its own lab's included
                 args += ["--keys", keys, "--client-name", self.labfile.lab.client_name]
-            self.agents[entry.name] = Process(entry.name, args, self.dir / "logs" / f"{entry.name}.log",
-                                              threads=entry.threads)
-        log.info("starting %d agent(s): %s", len(self.agents), self.launcher.describe())
+            if name in self.agents:
+                raise ConfigError(f"agent {name!r} has the name of a pack of this lab; rename it")
+            self.agents[name] = Process(name, args, self.dir / "logs" / f"{name}.log", threads=entry.threads,
+                                        members=members)
+        log.info("starting %d agent(s) in %d process(es): %s", len(self.labfile.agents), len(self.agents),
+                 self.launcher.describe())
         self.launcher.start(list(self.agents.values()), {})
 
     def _make_launcher(self) -> Launcher:
         """The launcher of ``[lab] launcher``: subprocesses here, or SLURM jobs (``[launcher.slurm]``)."""
         if self.labfile.lab.launcher == "slurm":
             def options(proc: Process) -> Any:  # the server's job takes the lab's own [launcher.slurm]
-                return self.labfile.slurm_options(proc.name if proc.role == "agent" else None)
+                return self.labfile.slurm_options(proc.members[0] if proc.role == "agent" else None)
 
             return SlurmLauncher(self.dir / "slurm", options, job_name=self.labfile.lab.name,
                                  task_path=self.task_path)
@@ -362,7 +367,7 @@ class Lab:
 
         return {name: tqdm(total=None, desc=f"{name:>12}", unit="trial", position=i, leave=True,
                            dynamic_ncols=True, disable=None)  # None: no bars when not on a terminal
-                for i, name in enumerate(self.agents)}
+                for i, name in enumerate(self.networks())}
 
     def _update_bars(self, bars: dict) -> None:
         if not bars:
@@ -380,7 +385,11 @@ class Lab:
 
     def summary(self) -> pd.DataFrame:
         """Per agent: curriculum, trials to each graduation, final stage and accuracy, restarts, wall time."""
-        return summarize(self.journal_dir, self.config, {n: p for n, p in self.agents.items()})
+        return summarize(self.journal_dir, self.config, self.networks())
+
+    def networks(self) -> dict[str, Process]:
+        """Every network of the lab and the process that trains it (its own, or its pack's)."""
+        return {name: proc for proc in self.agents.values() for name in (proc.members or [proc.name])}
 
 
 def summarize(journal_dir: str | os.PathLike, config: Mapping[str, Any] | None = None,

@@ -379,6 +379,9 @@ class LabSection:
         client_name: the CurveZMQ client key pair the lab's agents use off loopback.
         launcher: how agent processes are started: ``"local"`` (subprocesses of the lab on this machine) or
             ``"slurm"`` (SLURM jobs through submitit, set up by ``[launcher.slurm]``: :class:`SlurmOptions`).
+        pack_size: the most networks trained in one agent process (stacked in one compiled step,
+            :class:`agents.pack.Pack`); agents that can share a pack (:meth:`LabFile.packs`) are grouped in file
+            order. 1: one process per network.
     """
 
     name: str = "lab"
@@ -389,6 +392,7 @@ class LabSection:
     tracking_uri: str = ""
     client_name: str = "client"
     launcher: str = "local"
+    pack_size: int = 1
 
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:
@@ -400,6 +404,9 @@ class LabSection:
         for key in ("seed", "max_restarts"):
             if not _is_int(getattr(self, key), 0):
                 raise ConfigError(f"lab.{key} = {getattr(self, key)!r} must be a non-negative integer")
+        if not _is_int(self.pack_size, 1):
+            raise ConfigError(f"lab.pack_size = {self.pack_size!r} must be an integer >= 1 (networks per agent "
+                              "process; 1: one process each)")
         self.experiment = self.experiment or self.name
         self.workdir = self.workdir or f"labs/{self.name}"
 
@@ -481,6 +488,12 @@ class AgentEntry:
 
 AGENT_KEYS = tuple(f.name for f in fields(AgentEntry) if f.name != "model")
 LAB_KEYS = tuple(f.name for f in fields(LabSection))
+# What may differ between the networks of one pack (each holds its own): names, curricula and sweep bookkeeping,
+# seeds, constraints (Dale, regions, connectivity, fixed synapses), recurrent noise, learning rate, initial weights.
+PACK_FREE_KEYS = frozenset({
+    "name", "curriculum", "factors", "group", "seed", "dale_ratio", "regions", "autapses", "input_density",
+    "rec_density", "output_density", "fixed", "rec_noise", "learning_rate", "spec_rad", "which_rand_init",
+    "init_minval", "init_maxval"})
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
@@ -831,6 +844,24 @@ class LabFile:
                   "client_name": self.lab.client_name, "factors": dict(entry.factors), "group": entry.group}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return AgentConfig(**values)
+
+    def packs(self) -> list[list[AgentEntry]]:
+        """The agents grouped into packs of at most ``lab.pack_size`` (one agent process each), in file order.
+        Agents share a pack when everything but :data:`PACK_FREE_KEYS` (seed, constraints, noise, learning rate:
+        what a pack holds per network) and their curriculum is the same: model kind and size, training
+        settings, and the process keys (threads, device, checkpoints, launcher settings)."""
+        size = self.lab.pack_size
+        open_packs: dict[str, list[AgentEntry]] = {}
+        out: list[list[AgentEntry]] = []
+        for entry in self.agents:
+            shared = {k: v for k, v in entry.to_dict().items() if k not in PACK_FREE_KEYS}
+            key = json.dumps(shared, sort_keys=True, default=str)
+            pack = open_packs.get(key)
+            if pack is None or len(pack) >= size:
+                pack = open_packs[key] = []
+                out.append(pack)
+            pack.append(entry)
+        return out
 
     def replicate(self, offset: int) -> "LabFile":
         """The same lab with ``lab.seed`` offset by ``offset`` and every agent's model ``seed`` by ``1000 *

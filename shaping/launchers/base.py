@@ -29,6 +29,7 @@ class Process:
     Args:
         name: the agent's name (``"server"`` for the task server).
         role: ``"agent"`` or ``"server"``.
+        members: the networks an agent process trains: its own name, or several for a pack.
         argv: the command line.
         log_path: where its stdout and stderr are appended.
         threads: CPU threads it may use (OpenMP/TensorFlow; the CPUs a SLURM job asks for by default).
@@ -45,6 +46,7 @@ class Process:
     log_path: Path
     threads: int = 1
     role: str = "agent"
+    members: list = field(default_factory=list)
     restarts: int = 0
     requeues: int = 0
     where: str = ""
