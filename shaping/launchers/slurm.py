@@ -29,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..procs import AGENT_STOP_GRACE_S, LAB_PID_ENV, REFUSED, process_env
+from ..procs import AGENT_STOP_GRACE_S, REFUSED, process_env
 from .base import LOST, Launcher, LaunchError, Process
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,9 @@ class AgentCommand:
         self._popen = None
 
     def __call__(self) -> int:
+        # process_env names this process (the job's) as the agent's supervisor: an agent orphaned by the job's
+        # death (proctrack/linuxproc loses track of it) stops by itself, as a lab's children do (lab_gone)
         env = {**process_env(self.threads, self.task_path), **self.env}
-        env.pop(LAB_PID_ENV, None)  # the lab is not our parent here: lab_gone() must not stop the agent
         record = {"t": time.time(), "host": socket.gethostname(), "pid": os.getpid(), "job": _job_id(),
                   "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0),
                   **{k: os.environ[k] for k in GPU_ENV if k in os.environ}}

@@ -124,20 +124,25 @@ def test_a_requeued_job_runs_again_and_the_requeue_is_counted(tmp_path):
     assert proc.requeues == 1 and [s["job"] for s in launch.starts(proc)] == [job, job]
 
 
-def test_near_its_walltime_a_job_checkpoints_and_is_requeued(tmp_path):
+def test_signalled_before_its_walltime_a_job_checkpoints_and_is_requeued(tmp_path):
     go = tmp_path / "go"
-    launch = launcher(tmp_path, timeout_min=1, signal_delay_s=50)  # SIGUSR2 about 10 s after the start
+    launch = launcher(tmp_path)
     (proc,) = procs(tmp_path, 1, go=go)
     launch.start([proc], {})
-    wait_for(lambda: launch.starts(proc), 60, "the job to start")
+    wait_for(lambda: proc.log_path.exists() and "CUDA_VISIBLE_DEVICES" in proc.log_path.read_text(), 60,
+             "the command to be up")
     job = proc.handle.job_id
+    # SIGUSR2 is what SLURM sends signal_delay_s before the time limit (it may come up to a minute early, so a
+    # short time limit would race the job's start-up: the test sends it itself, as submitit's own tests do)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
     wait_for(lambda: launch.states([proc]).get(job) == "PENDING", 60, "submitit to requeue the job on SIGUSR2")
     assert launch.poll([proc]) == {}
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     wait_for(lambda: len(launch.starts(proc)) == 2, 60, "the requeued job to run again")
     go.touch()
     assert run_to_end(launch, [proc]) == {"a0": 0} and proc.requeues == 1
-    assert "Caught signal SIGUSR2" in proc.handle.paths.stdout.read_text()  # submitit's log: the walltime path
+    log = proc.handle.paths.stdout.read_text()  # submitit's log: checkpoint() called, the job requeued
+    assert "Caught signal SIGUSR2" in log and "Calling checkpoint method" in log and f"Requeued job {job}" in log
 
 
 def test_a_job_that_dies_without_a_result_is_lost(tmp_path):
