@@ -972,7 +972,9 @@ def verdict(summary: pd.DataFrame) -> str | None:
     trials, complete, out_of_trials, trials_to_complete``); None without at least one of each.
 
     E.g. ``"shaping: shaped reached criterion after 7,488 trials; control had not after 60,000 (stopped out of
-    trials)"``; when both reached it, the control's trials over the shaped agents' median are added.
+    trials)"``; when both reached it, the control's trials over the shaped agents' median are added. More than
+    three agents on a side (a sweep) are counted instead of named: ``"20 of 20 shaped agents reached criterion
+    (median 1,840 trials)"``.
     """
     need = {"agent", "shaped", "trials", "complete", "trials_to_complete"}
     if not len(summary) or not need <= set(summary.columns):
@@ -983,6 +985,11 @@ def verdict(summary: pd.DataFrame) -> str | None:
         return None
 
     def say(rows: pd.DataFrame) -> str:
+        if len(rows) > 3:  # a sweep: counts and the median, not a name per agent
+            done = rows[rows["complete"].astype(bool)]["trials_to_complete"].dropna().astype(float)
+            kind = "shaped" if rows is shaped else "control"
+            line = f"{len(done)} of {len(rows)} {kind} agents reached criterion"
+            return line + (f" (median {int(done.median()):,} trials)" if len(done) else "")
         parts = []
         for r in rows.to_dict("records"):
             if r["complete"] and pd.notna(r["trials_to_complete"]):

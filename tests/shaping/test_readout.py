@@ -356,3 +356,17 @@ def test_which_curricula_shape():
     assert readout.is_shaped({"kind": "ladder", "knob": "N", "levels": [12]}) is False  # fixed N: a control
     assert readout.is_shaped({"kind": "bias", "policy": {"kind": "ladder", "knob": "N", "levels": [2, 3]}}) is True
     assert readout.is_shaped({"kind": "staircase"}) is None
+
+
+def test_a_sweeps_verdict_counts_the_agents_and_gives_medians():
+    import pandas as pd
+
+    from shaping.readout import verdict
+
+    rows = [{"agent": f"s{i}", "shaped": True, "trials": 3000, "complete": i < 3, "out_of_trials": i >= 3,
+             "trials_to_complete": [1000, 2000, 4000, None][i]} for i in range(4)]
+    rows += [{"agent": f"c{i}", "shaped": False, "trials": 5000, "complete": True, "out_of_trials": False,
+              "trials_to_complete": 4000 + 1000 * i} for i in range(4)]
+    line = verdict(pd.DataFrame(rows))
+    assert line == ("shaping: 3 of 4 shaped agents reached criterion (median 2,000 trials); 4 of 4 control agents "
+                    "reached criterion (median 5,500 trials) (control / shaped: 2.8x the trials)")
