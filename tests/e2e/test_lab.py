@@ -10,14 +10,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import user_tasks
 from labcfg import lab_config
+from labthread import run_in_thread, wait_for
 
 from shaping import journal
 from shaping.lab import Lab, load_config, validate_config
@@ -103,26 +102,8 @@ def test_agents_logged_their_constraints_in_hello(short_lab):
     assert np.all(np.diag(w_rec) == 0)
 
 
-def _run_in_thread(lab: Lab) -> threading.Thread:
-    def target():
-        lab.start()
-        try:
-            lab.supervise()
-        finally:
-            lab.stop()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
 
 
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _trials_of(lab: Lab, agent: str) -> int:
@@ -172,15 +153,15 @@ def _release_hold(lab: Lab) -> dict:
 
 def test_agent_killed_with_sigkill_resumes_its_stage(tmp_path):
     lab = Lab(_held_curriculum(), workdir=tmp_path / "lab", tracking_uri="none", progress=False, timeout_s=240)
-    thread = _run_in_thread(lab)
-    _wait_for(lambda: "free" in lab.agents and _stage_of(lab, "free") == "hold", 120, "the agent to reach hold")
+    thread = run_in_thread(lab)
+    wait_for(lambda: "free" in lab.agents and _stage_of(lab, "free") == "hold", 120, "the agent to reach hold")
     agent = lab.agents["free"]
     killed_pid = agent.handle.pid
     os.kill(killed_pid, signal.SIGKILL)  # hold never ends by itself: the agent is alive and training
-    _wait_for(lambda: agent.restarts >= 1, 60, "the lab to restart the agent")
+    wait_for(lambda: agent.restarts >= 1, 60, "the lab to restart the agent")
     assert agent.restarts == 1 and agent.returncode == -signal.SIGKILL  # the lab saw the kill, not an exit
     log_path = lab.dir / "logs" / "free.log"
-    _wait_for(lambda: "resumed from" in log_path.read_text(), 120, "the restarted agent to load its checkpoint")
+    wait_for(lambda: "resumed from" in log_path.read_text(), 120, "the restarted agent to load its checkpoint")
     assert agent.handle.pid != killed_pid
     moved = _release_hold(lab)
     assert (moved["from_stage"], moved["to_stage"]) == ("hold", "final")  # the restart left the stage as it was
@@ -198,8 +179,8 @@ def test_agent_killed_with_sigkill_resumes_its_stage(tmp_path):
 
 def test_server_killed_with_sigkill_is_restarted_and_agents_carry_on(tmp_path):
     lab = Lab(_held_curriculum(), workdir=tmp_path / "lab", tracking_uri="none", progress=False, timeout_s=240)
-    thread = _run_in_thread(lab)
-    _wait_for(lambda: lab.server is not None and _trials_of(lab, "free") >= 256, 120, "trials to be scored")
+    thread = run_in_thread(lab)
+    wait_for(lambda: lab.server is not None and _trials_of(lab, "free") >= 256, 120, "trials to be scored")
     acknowledged = journal.load(lab.journal_dir)
     killed_pid = lab.server.handle.pid
     os.kill(killed_pid, signal.SIGKILL)  # the curriculum cannot complete before the hold is released
@@ -211,7 +192,7 @@ def test_server_killed_with_sigkill_is_restarted_and_agents_carry_on(tmp_path):
             return False
         return lab.server.restarts >= 1 and pid != killed_pid and pid == lab.server.handle.pid
 
-    _wait_for(restarted_server_serves, 120, "the lab to restart the server")
+    wait_for(restarted_server_serves, 120, "the lab to restart the server")
     _release_hold(lab)  # completing now takes the agent's trials through the restarted server
     thread.join(240)
     assert not thread.is_alive()
@@ -235,8 +216,8 @@ def test_an_operator_moves_a_training_agent_to_the_next_stage(tmp_path, capsys):
     cfg["curricula"]["shaped"]["stages"][0]["graduate"]["min_trials"] = 10**6  # easy lasts until moved
     cfg["curricula"]["shaped"]["max_trials"] = 10**6
     lab = Lab(cfg, workdir=tmp_path / "lab", tracking_uri="none", progress=False, timeout_s=240)
-    thread = _run_in_thread(lab)
-    _wait_for(lambda: "free" in lab.agents and _trials_of(lab, "free") >= 96, 120, "the agent to train on easy")
+    thread = run_in_thread(lab)
+    wait_for(lambda: "free" in lab.agents and _trials_of(lab, "free") >= 96, 120, "the agent to train on easy")
     assert cli(["override", str(lab.dir), "free", "--stage", "final", "--note", "skip easy"]) == 0
     assert "free: stage 'final'" in capsys.readouterr().out
     thread.join(240)
@@ -372,7 +353,7 @@ def test_ctrl_c_stops_the_whole_lab_cleanly(tmp_path):
         except (OSError, ValueError, KeyError):
             return 0
 
-    _wait_for(lambda: trials() >= 256 or proc.poll() is not None, 120, "the lab to train")
+    wait_for(lambda: trials() >= 256 or proc.poll() is not None, 120, "the lab to train")
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-3000:]
@@ -395,7 +376,7 @@ def test_the_labs_processes_stop_themselves_when_the_lab_is_killed(tmp_path):
         except (OSError, ValueError, KeyError):
             return False
 
-    _wait_for(lambda: agent_connected() or proc.poll() is not None, 120, "the lab to start")
+    wait_for(lambda: agent_connected() or proc.poll() is not None, 120, "the lab to start")
     children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                                                text=True).stdout.split()]
     assert len(children) == 2  # the server and the agent
@@ -408,7 +389,7 @@ def test_the_labs_processes_stop_themselves_when_the_lab_is_killed(tmp_path):
         except OSError:
             return False
 
-    _wait_for(lambda: not any(alive(p) for p in children), 60, "the orphaned server and agent to stop")
+    wait_for(lambda: not any(alive(p) for p in children), 60, "the orphaned server and agent to stop")
     records = [kind for kind, _ in journal.iter_records(lab_dir / "journal")]
     assert records[-1] == journal.CLOSE  # an orderly stop, not a death
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 
 import numpy as np
 import pytest
 from labcfg import lab_config
+from labthread import run_in_thread, wait_for
 
 from shaping import journal
 from shaping.lab import Lab
@@ -41,29 +40,8 @@ NETS = ["net-seed=1-dale_ratio=0.75", "net-seed=1-dale_ratio=0.5", "net-seed=2-d
         "net-seed=2-dale_ratio=0.5"]
 
 
-def _wait_for(predicate, timeout_s: float, what: str, thread: threading.Thread | None = None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if thread is not None and not thread.is_alive():
-            raise AssertionError(f"the lab ended while waiting for {what}")
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def _run_in_thread(lab: Lab) -> threading.Thread:
-    def target():
-        lab.start()
-        try:
-            lab.supervise()
-        finally:
-            lab.stop()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
 
 
 def _stages(lab: Lab) -> dict:
@@ -106,15 +84,15 @@ def test_each_network_of_a_pack_keeps_its_own_files_constraints_and_run(pack_lab
 
 def test_a_pack_killed_with_sigkill_resumes_every_session(tmp_path):
     lab = Lab(_config(held=True), workdir=tmp_path / "lab", tracking_uri="none", progress=False, timeout_s=400)
-    thread = _run_in_thread(lab)
-    _wait_for(lambda: all(_stages(lab).get(n) == "hold" for n in NETS), 300, "every network to reach hold", thread)
+    thread = run_in_thread(lab)
+    wait_for(lambda: all(_stages(lab).get(n) == "hold" for n in NETS), 300, "every network to reach hold", thread)
     acknowledged = journal.load(lab.journal_dir)
     pack = lab.agents["pack-0"]
     killed = pack.handle.pid
     os.kill(killed, signal.SIGKILL)
-    _wait_for(lambda: pack.restarts >= 1, 60, "the lab to restart the pack", thread)
+    wait_for(lambda: pack.restarts >= 1, 60, "the lab to restart the pack", thread)
     log_path = lab.dir / "logs" / "pack-0.log"
-    _wait_for(lambda: log_path.read_text().count("resumed from") >= len(NETS), 180, "every network to resume", thread)
+    wait_for(lambda: log_path.read_text().count("resumed from") >= len(NETS), 180, "every network to resume", thread)
     from shaping.client import override
 
     for name in [*NETS, "big"]:

@@ -8,11 +8,10 @@ names a model that does not exist (it exits 2, refused, and must never be resubm
 from __future__ import annotations
 
 import subprocess
-import threading
-import time
 
 import pytest
 from labcfg import lab_config
+from labthread import run_in_thread, wait_for
 from services import slurm_reason
 
 from shaping import journal
@@ -39,16 +38,6 @@ def _config() -> dict:
     return cfg
 
 
-def _wait_for(predicate, timeout_s: float, what: str, thread: threading.Thread | None = None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if thread is not None and not thread.is_alive():
-            raise AssertionError(f"the lab ended while waiting for {what}")
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def _session(lab: Lab, agent: str) -> dict:
@@ -61,38 +50,29 @@ def slurm_lab(tmp_path_factory):
     lab = Lab(_config(), workdir=root / "lab", tracking_uri=f"sqlite:///{root / 'mlflow.db'}", progress=False,
               timeout_s=500)
     seen: dict = {}
-
-    def run():
-        lab.start()
-        try:
-            lab.supervise()
-        finally:
-            lab.stop()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread = run_in_thread(lab)
     try:
-        _wait_for(lambda: _session(lab, HELD).get("stage") == "hold", 300, f"{HELD} to reach its hold stage",
+        wait_for(lambda: _session(lab, HELD).get("stage") == "hold", 300, f"{HELD} to reach its hold stage",
                   thread)
         proc = lab.agents[HELD]
         job = proc.handle.job_id
         seen["acknowledged"] = journal.load(lab.journal_dir)
         subprocess.run(["scontrol", "requeue", job], check=True)
-        _wait_for(lambda: lab.launcher.states([proc]).get(job) == "PENDING", 60, "the job to be back in the queue")
+        wait_for(lambda: lab.launcher.states([proc]).get(job) == "PENDING", 60, "the job to be back in the queue")
         # SLURM holds a requeued job until a begin time about two minutes ahead: start it now
         subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
         log_path = lab.dir / "logs" / f"{HELD}.log"
-        _wait_for(lambda: "resumed from" in log_path.read_text(), 240, "the requeued agent to load its checkpoint",
+        wait_for(lambda: "resumed from" in log_path.read_text(), 240, "the requeued agent to load its checkpoint",
                   thread)
         seen["resumed_at"] = _session(lab, HELD).get("stage")
         # the server's job requeued too: it binds a new port, and the agents find it again from server.json
         server_job, old_endpoint = lab.server.handle.job_id, lab.endpoint
         subprocess.run(["scontrol", "requeue", server_job], check=True)
-        _wait_for(lambda: lab.launcher.states([lab.server]).get(server_job) == "PENDING", 60,
+        wait_for(lambda: lab.launcher.states([lab.server]).get(server_job) == "PENDING", 60,
                   "the server's job to be back in the queue", thread)
         subprocess.run(["scontrol", "update", f"JobId={server_job}", "StartTime=now"], check=True)
-        _wait_for(lambda: lab.endpoint != old_endpoint, 120, "the requeued server to bind", thread)
-        _wait_for(lambda: "the task server moved" in log_path.read_text(), 120, "the agent to follow the server",
+        wait_for(lambda: lab.endpoint != old_endpoint, 120, "the requeued server to bind", thread)
+        wait_for(lambda: "the task server moved" in log_path.read_text(), 120, "the agent to follow the server",
                   thread)
         seen["server_moved"] = (old_endpoint, lab.endpoint)
         from shaping.client import override
