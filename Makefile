@@ -48,6 +48,7 @@ bench: install
 	$(PY) bench/policies.py
 	$(PY) bench/loop.py
 	$(PY) bench/cluster.py
+	$(PY) bench/packs.py
 
 # PsychRNN 1.0.0's task modules, only for side-by-side benchmarks; the project never depends on it.
 # Its metadata (Requires-Dist: python-version (!="3.0*",...)) is rejected by pip >= 24.1, so an older pip, kept

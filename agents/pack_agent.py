@@ -95,7 +95,7 @@ class PackAgent:
         from .pack import Pack
 
         groups: list[list[Agent]] = []
-        for member in members:
+        for member in members:  # a network no pack can hold (an LSTM, a custom loss) ends up alone
             for group in groups:
                 try:
                     Pack.check_compatible(group[0].model, member.model)  # ValueError: not with this group
@@ -107,11 +107,9 @@ class PackAgent:
                 groups.append([member])
         packs = []
         for group in groups:
-            try:
+            pack = None  # one network trains faster as a plain model than as a pack of one (bench/packs.py)
+            if len(group) > 1:
                 pack = Pack([m.model for m in group])
-            except ValueError as err:  # a network no pack can hold (an LSTM, a custom loss): it trains alone
-                log.warning("%s trains alone: %s", group[0].config.name, err)
-                pack = None
             for member in group:
                 member.before_save = None if pack is None else pack.sync_to_models
             packs.append((pack, group))

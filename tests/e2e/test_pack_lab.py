@@ -32,6 +32,9 @@ def _config(held: bool = False) -> dict:
         {"name": "net", "curriculum": "shaped", "N_rec": 24, "learning_rate": 0.005, "checkpoint_every": 5,
          "autapses": False, "sweep": {"seed": [1, 2], "dale_ratio": [0.75, 0.5]}},
         {"name": "big", "curriculum": "shaped", "N_rec": 32, "learning_rate": 0.005, "seed": 3, "checkpoint_every": 5},
+        # packed with the sweep; its session is refused (a checkpoint of an earlier session lies in its place)
+        {"name": "stale", "curriculum": "shaped", "N_rec": 24, "learning_rate": 0.005, "checkpoint_every": 5,
+         "autapses": False, "seed": 9, "dale_ratio": 0.75},
     ]
     return cfg
 
@@ -51,6 +54,8 @@ def _stages(lab: Lab) -> dict:
 @pytest.fixture(scope="module")
 def pack_lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("pack_lab")
+    (root / "lab" / "checkpoints").mkdir(parents=True)
+    (root / "lab" / "checkpoints" / "stale.ckpt.npz").write_bytes(b"")  # refused before it is read
     lab = Lab(_config(), workdir=root / "lab", tracking_uri=f"sqlite:///{root / 'mlflow.db'}", progress=False,
               timeout_s=400)
     lab.summary_table = lab.run()
@@ -59,10 +64,17 @@ def pack_lab(tmp_path_factory):
 
 def test_compatible_networks_share_one_process(pack_lab):
     assert sorted(pack_lab.agents) == ["big", "pack-0"]
-    assert pack_lab.agents["pack-0"].members == NETS
+    assert pack_lab.agents["pack-0"].members == [*NETS, "stale"]
     summary = pack_lab.summary_table.set_index("agent")
-    assert sorted(summary.index) == sorted([*NETS, "big"])
-    assert summary["complete"].all() and (summary["exit"] == 0).all(), summary
+    assert sorted(summary.index) == sorted([*NETS, "big", "stale"])
+    assert summary.loc[[*NETS, "big"], "complete"].all() and (summary["exit"] == 0).all(), summary
+
+
+def test_a_refused_network_leaves_the_others_training(pack_lab):
+    summary = pack_lab.summary_table.set_index("agent")
+    assert not summary.loc["stale", "complete"] and summary.loc["stale", "trials"] == 0
+    assert pack_lab.agents["pack-0"].restarts == 0  # refused alone: the pack process did not fail
+    assert "holds a network trained in an earlier session" in (pack_lab.dir / "logs" / "pack-0.log").read_text()
 
 
 def test_each_network_of_a_pack_keeps_its_own_files_constraints_and_run(pack_lab):
@@ -95,7 +107,7 @@ def test_a_pack_killed_with_sigkill_resumes_every_session(tmp_path):
     wait_for(lambda: log_path.read_text().count("resumed from") >= len(NETS), 180, "every network to resume", thread)
     from shaping.client import override
 
-    for name in [*NETS, "big"]:
+    for name in [*NETS, "big", "stale"]:
         override(lab.endpoint, name, stage="final", note="release the hold", timeout_s=60)
     thread.join(300)
     assert not thread.is_alive()
