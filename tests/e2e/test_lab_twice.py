@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from labcfg import lab_config
-from test_lab import _to_toml, _wait_for
+from labthread import wait_for
+from test_lab import _to_toml
 
 from shaping import journal
 from shaping.lab import Lab
@@ -57,7 +58,7 @@ def test_a_lab_started_again_while_it_runs_is_refused_and_changes_nothing(tmp_pa
            f"sqlite:///{store}", "--no-progress"]
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: _trials(lab_dir) > 0 or first.poll() is not None, 120, "the first lab to train")
+        wait_for(lambda: _trials(lab_dir) > 0 or first.poll() is not None, 120, "the first lab to train")
         before = _footprint(lab_dir, store)
         second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stderr[-3000:]
@@ -65,7 +66,7 @@ def test_a_lab_started_again_while_it_runs_is_refused_and_changes_nothing(tmp_pa
         assert "Traceback" not in second.stderr
         assert _footprint(lab_dir, store) == before
         trained = _trials(lab_dir)
-        _wait_for(lambda: _trials(lab_dir) > trained, 60, "the first lab to go on training")
+        wait_for(lambda: _trials(lab_dir) > trained, 60, "the first lab to go on training")
     finally:
         first.send_signal(signal.SIGINT)
         out, _ = first.communicate(timeout=120)
