@@ -254,10 +254,11 @@ class SlurmLauncher(Launcher):
             return {}
         ended = {}
         for proc in live:
-            proc.requeues = max(proc.requeues, self._requeues(proc))
             state = states.get(proc.handle.job_id)
             if state in ALIVE:
                 continue
+            # counted once the job is over (not each poll: a thousand small files every 2 s on shared storage)
+            proc.requeues += self._requeues(proc)
             ended[proc.name] = self._exit_status(proc, state)
         return ended
 
@@ -336,6 +337,7 @@ class SlurmLauncher(Launcher):
             for proc in list(live):
                 state = states.get(proc.handle.job_id)
                 if state not in ALIVE:
+                    proc.requeues += self._requeues(proc)
                     proc.mark_ended(self._exit_status(proc, state))
                     live.remove(proc)
             if live:

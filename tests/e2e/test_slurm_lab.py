@@ -34,7 +34,8 @@ def _config() -> dict:
     cfg["curricula"]["held"] = {**shaped, "stages": [easy, hold, final], "max_trials": 10**9}
     net = {k: v for k, v in cfg["agents"][0].items() if k not in ("name", "curriculum")}
     cfg["agents"] = [{"name": "net", **net, "sweep": {"curriculum": ["shaped", "held"]}},
-                     {"name": "broken", "curriculum": "shaped", "model": "no-such-model"}]
+                     {"name": "broken", "curriculum": "shaped", "model": "no-such-model",
+                      "launcher": {"gres": "gpu:1"}}]  # its own job resources: [agents.launcher]
     return cfg
 
 
@@ -120,6 +121,9 @@ def test_the_agents_followed_the_requeued_server(slurm_lab):
 
 
 def test_a_refusing_agent_is_never_resubmitted(slurm_lab):
+    (start,) = slurm_lab.launcher.starts(slurm_lab.agents["broken"])
+    assert start["CUDA_VISIBLE_DEVICES"] in ("0", "1")  # its [agents.launcher] gres, not the lab's (none)
+    assert "CUDA_VISIBLE_DEVICES" not in slurm_lab.launcher.starts(slurm_lab.agents[SHAPED])[0]
     summary = slurm_lab.summary_table.set_index("agent")
     assert summary.loc["broken", "exit"] == 2 and summary.loc["broken", "restarts"] == 0
     assert len(slurm_lab.launcher.starts(slurm_lab.agents["broken"])) == 1
