@@ -410,6 +410,7 @@ def summarize(journal_dir: str | os.PathLike, config: Mapping[str, Any] | None =
     out = summary_rows(tables, names, curricula, specs, factors=factors or None)
     if factors:
         out.attrs["sweep"] = sweep_summary(out, factors)
+        out.attrs["factors"] = factors
     if procs:
         # restarts: by the lab after a crash, and by the scheduler (a SLURM requeue after preemption or walltime)
         for key, get in (("restarts", lambda p: p.restarts + getattr(p, "requeues", 0)),

@@ -215,7 +215,8 @@ class LabRun:
 
     def log_summary(self, summary: pd.DataFrame) -> bool:
         """Log the lab summary on the parent run (see the module docstring): per-agent metrics and tags
-        (:func:`summary_entries`), the table as ``summary.csv``, and one line per agent in the run's description
+        (:func:`summary_entries`), the table as ``summary.csv`` (for a sweep also ``sweep.csv`` and the figure
+        ``sweep.png``), and one line per agent in the run's description
         (:func:`with_summary`: replacing those of an earlier call, as a resumed lab ends again). Synchronous; a store
         failure is logged, never raised.
 
@@ -244,6 +245,11 @@ class LabRun:
             sweep = summary.attrs.get("sweep")
             if sweep is not None and len(sweep):
                 client.log_text(self.run_id, sweep.to_csv(index=False), "sweep.csv")
+                if summary.attrs.get("factors"):  # trials to criterion per agent, by factor (as in the report)
+                    from .. import figures
+
+                    fig = figures.sweep_trials(summary, summary.attrs["factors"], sweep)
+                    client.log_figure(self.run_id, fig, "sweep.png")
             return True
 
         return bool(self.guard.run("LabRun.log_summary", write))

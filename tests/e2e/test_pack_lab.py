@@ -92,6 +92,9 @@ def test_each_network_of_a_pack_keeps_its_own_files_constraints_and_run(pack_lab
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], "tags.`skinnerbox.role` = 'agent'")}
     assert set(NETS) <= set(runs)
     assert {runs[n].data.params["sweep.dale_ratio"] for n in NETS} == {"0.75", "0.5"}
+    (parent,) = client.search_runs([exp.experiment_id], "tags.`skinnerbox.role` = 'lab'")
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"summary.csv", "sweep.csv", "sweep.png"} <= logged  # the sweep's table and figure on the lab's run
 
 
 def test_a_pack_killed_with_sigkill_resumes_every_session(tmp_path):
