@@ -145,9 +145,13 @@ def test_the_sweep_tab_in_a_headless_browser(sweep_server, sweep_lab, tmp_path):
                                                   img) for img in shown("[data-testid='stImage'] img")))
         grids = shown("[data-testid='stDataFrame']")
         assert len(grids) == 2  # the sweep table and the swept agents
-        # the grid draws on a canvas; its cells are also in an accessible table, row by row
-        rows = driver.execute_script("return Array.from(arguments[0].querySelectorAll('tr')).map(r => Array.from("
-                                     "r.querySelectorAll('td, th')).map(c => c.textContent.trim()))", grids[0])
+
+        def table_rows():  # the grid draws on a canvas; its cells are also in an accessible table, row by row
+            return driver.execute_script("return Array.from(arguments[0].querySelectorAll('tr')).map(r => "
+                                         "Array.from(r.querySelectorAll('td, th')).map(c => c.textContent.trim()))",
+                                         grids[0])
+
+        rows = wait.until(lambda d: (lambda r: r if len(r) > 1 and len(r[0]) >= 7 else None)(table_rows()))
         header = rows[0][-7:]
         assert header == ["factor", "value", "agents", "reached", "median", "q1", "q3"], rows[:2]
         got = {(r[-7], r[-6]): (int(r[-5]), int(r[-4])) for r in rows[1:] if len(r) >= 7}
