@@ -10,9 +10,10 @@ for the next poll), and an MLflow sqlite store is only opened if its file alread
 would create it).
 
 A lab directory holds ``journal/`` (segments, ``server.json`` while the server runs, ``status.json`` written
-by the server), ``weights/<agent>*.npz`` (PsychRNN weight files), ``lab.json`` (the lab file as the lab ran it,
-sweeps expanded: each swept agent with its ``factors``) and, by default, ``mlflow.db``. A journal directory given
-on its own works too (without ``lab.json``, no agent is swept).
+by the server; with ``[server] shards = K``, one such journal per shard in ``journal/shard-N``, read as one),
+``weights/<agent>*.npz`` (PsychRNN weight files), ``lab.json`` (the lab file as the lab ran it, sweeps expanded:
+each swept agent with its ``factors``) and, by default, ``mlflow.db``. A journal directory given on its own works
+too (without ``lab.json``, no agent is swept).
 
 Conventions (:mod:`shaping.readout`): trial counts are ``session_trials``, cumulative per agent and stale trials
 included (the x axis everywhere, as in the MLflow metrics); accuracy is ``correct / all trials`` (no-response
@@ -248,16 +249,9 @@ def connectivity_changes(snapshots: Sequence[Connectivity], tags: Sequence[str],
 
 # ---------------------------------------------------------------------------------------------- status
 def read_status(lab_dir: str | os.PathLike) -> dict | None:
-    """The server's ``status.json`` (``{"time", "sessions": [...]}``), or None when it is absent or
-    half-written."""
-    path = lab_paths(lab_dir).status
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, Mapping) or not isinstance(data.get("sessions"), list):
-        return None
-    return dict(data)
+    """The server's ``status.json`` (``{"time", "sessions": [...]}``; a sharded journal's shards merged into one,
+    :func:`shaping.readout.read_status`), or None when it is absent or half-written."""
+    return readout.read_status(lab_paths(lab_dir).journal)
 
 
 def server_info(lab_dir: str | os.PathLike, tables: LabTables | None = None) -> dict:
@@ -296,7 +290,8 @@ def status_table(status: Mapping[str, Any] | None, tables: LabTables | None = No
         for s in status.get("sessions", []):
             row = {c: s.get(c) for c in _STATUS_COLUMNS[:-2]}
             row[readout.RECENT_ACCURACY] = s.get(readout.RECENT_ACCURACY, s.get("accuracy"))  # the server's window
-            row["age_s"] = now - float(status["time"]) if status.get("time") is not None else np.nan
+            at = s.get("time", status.get("time"))  # a merged (sharded) status dates each session by its shard
+            row["age_s"] = now - float(at) if at is not None else np.nan
             row["source"] = "server"
             rows.append(row)
         return pd.DataFrame(rows, columns=_STATUS_COLUMNS)

@@ -2,6 +2,7 @@
 
     skinnerbox lab CONFIG.toml             run a whole lab (server + agents), print a summary
     skinnerbox server CONFIG.toml          run a task server until Ctrl-C / SIGTERM
+    skinnerbox server CONFIG --front | --shard I    the front or one shard of a sharded server (shards > 1)
     skinnerbox agent --server EP --name N --config CONFIG.toml    one agent process (TensorFlow)
     skinnerbox keys DIR [--client NAME]    make CurveZMQ keys for a server off loopback
     skinnerbox dashboard LAB_DIR           the live shaping dashboard (Streamlit, loopback)
@@ -43,6 +44,13 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keys", help="override the config's CurveZMQ keys directory (relative to the working directory)")
     p.add_argument("--ignore-unknown", action="store_true",
                    help="ignore keys the server does not use (e.g. a lab file's agents)")
+    role = p.add_mutually_exclusive_group()
+    role.add_argument("--front", action="store_true",
+                      help="with shards > 1: run the front, the public endpoint that tells each agent which shard "
+                           "holds its session")
+    role.add_argument("--shard", type=int, metavar="I",
+                      help="with shards > 1: run shard I (0 = first), a task server journaling into JOURNAL/shard-I "
+                           "on a port of its own")
 
 
 def server_config(args: argparse.Namespace) -> tuple:
@@ -62,9 +70,33 @@ def server_config(args: argparse.Namespace) -> tuple:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .journal import shard_dir
     from .server import serve
+    from .shards import shard_bind
 
     config, tracking = server_config(args)
+    k = config.shards
+    if not (args.front or args.shard is not None):
+        if k > 1:
+            raise UsageError(f"the config has shards = {k}: run it as a lab (`skinnerbox lab`), or start its front "
+                             f"(`--front`) and each of its shards (`--shard I`, I = 0 to {k - 1})")
+        return serve(config, tracking=tracking)
+    if k < 2:
+        raise UsageError(f"--{'front' if args.front else 'shard'} needs a config with shards >= 2, got shards = {k}")
+    if config.seed is None:  # each agent's trial stream derives from (seed, agent): one seed for every shard
+        raise UsageError("a sharded server needs a fixed seed, the same for every shard: set seed in the config or "
+                         "pass --seed N to the front and to every shard")
+    if args.front:
+        from .server.front import check_shards, serve_front
+
+        check_shards(config)
+        return serve_front(config)
+    if not 0 <= args.shard < k:
+        raise UsageError(f"--shard {args.shard}: the config has shards = {k}, so I is 0 to {k - 1}")
+    config = replace(config, journal=str(shard_dir(config.journal, args.shard)), shard=args.shard,
+                     bind=config.bind if args.bind else shard_bind(config.bind, args.shard))
     return serve(config, tracking=tracking)
 
 

@@ -38,6 +38,8 @@ import zmq
 from . import keys as curve_keys
 from . import protocol
 from .protocol import ProtocolError
+from .tasks.build import AgentTrials
+from .tasks.build import versions as build_versions
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ class RemoteBatch:
         x: inputs ``(n, N_steps, N_in)`` float32. y: targets ``(n, N_steps, N_out)``. mask: same shape.
         task, stage, stage_index, knobs: what it was drawn from and under.
         param_arrays: numeric trial parameters by name, ``(n,)`` each; ``params`` gives them all as a table.
+        built: the whole batch (``shaping.tasks.Batch``) when this agent built it (protocol 2), else None;
+            built_by: the task that built it.
     """
 
     batch_id: int
@@ -101,6 +105,8 @@ class RemoteBatch:
     knobs: dict
     param_arrays: dict = field(default_factory=dict)
     param_lists: dict = field(default_factory=dict)
+    built: Any = None
+    built_by: Any = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -108,6 +114,8 @@ class RemoteBatch:
     @property
     def params(self) -> pd.DataFrame:
         """Trial parameters, one row per trial."""
+        if self.built is not None:
+            return self.built.params
         return pd.DataFrame({**self.param_arrays, **self.param_lists})
 
 
@@ -162,6 +170,11 @@ class TaskClient:
         context: ZeroMQ context (default: a private one).
         give_up: called while waiting for the server; when it returns True the wait ends with
             :class:`ServerClosed` (an agent a lab started gives up once that lab is gone).
+        build: offer to build this agent's trials here from what the server decides (protocol 2; the server's
+            ``build`` setting decides): the server then sends a few hundred bytes per batch instead of the trials,
+            and this client answers with the outputs in each trial's scoring window only.
+        outputs_dtype: ``"float32"`` or ``"float16"``: how the outputs of batches built here travel (float16
+            halves the bytes; scoring reads them as float32); None: as the server's WELCOME says.
         find_server: called at each reconnection for the server's current endpoint (None: keep the last one):
             a server that moved (a SLURM job requeued onto another node) is found again from its
             ``server.json``. With it, a server's BYE on shutdown is not the end: the client waits up to
@@ -174,8 +187,11 @@ class TaskClient:
                  reconnect_max_s: float = 5.0, keys: str | os.PathLike | None = None,
                  client_name: str = "client", server_key: str | bytes | os.PathLike | None = None,
                  client_secret_file: str | os.PathLike | None = None, context: zmq.Context | None = None,
-                 give_up: Callable[[], bool] | None = None, find_server: Callable[[], str | None] | None = None):
+                 give_up: Callable[[], bool] | None = None, find_server: Callable[[], str | None] | None = None,
+                 build: bool = True, outputs_dtype: str | None = None):
         protocol.check_agent_name(agent)
+        if outputs_dtype not in (None, "float32", "float16"):
+            raise ValueError(f"TaskClient: outputs_dtype must be 'float32' or 'float16', got {outputs_dtype!r}")
         for name, val in (("heartbeat_interval_s", heartbeat_interval_s), ("timeout_s", timeout_s),
                           ("reconnect_initial_s", reconnect_initial_s), ("reconnect_max_s", reconnect_max_s)):
             if not val > 0:
@@ -222,6 +238,16 @@ class TaskClient:
         self._closed = False
         self._last_heard = time.monotonic()
         self._last_sent = 0.0
+        self.build = bool(build)
+        self._outputs_wanted = outputs_dtype
+        self.outputs_dtype = np.dtype(outputs_dtype or "float32")
+        self._builder: AgentTrials | None = None  # when the server lets this agent build its trials
+        self._built: dict[tuple[int, int], RemoteBatch] = {}  # built here, no RESULT sent yet
+
+    @property
+    def builds_trials(self) -> bool:
+        """True when this session's trials are built here (the server's WELCOME said so)."""
+        return self._builder is not None
 
     @staticmethod
     def _curve_keys(keys: Any, client_name: str, server_key: Any, client_secret_file: Any) -> dict | None:
@@ -297,7 +323,11 @@ class TaskClient:
                         key[1])
             self._scores[key] = None
         else:
-            out = np.ascontiguousarray(y_hat, dtype=np.float32)
+            mine = self._built.pop(key, None)
+            if mine is not None:  # built here: the server reads the outputs in each trial's scoring window only
+                out = mine.built_by.window_rows(mine.built, y_hat, self.outputs_dtype)
+            else:
+                out = np.ascontiguousarray(y_hat, dtype=np.float32)
             seq = self._send("RESULT", {"batch": key[1], "epoch": self.epoch}, {"y_hat": out})
             self._pending[seq] = ("RESULT", key[1])
             if not self.complete:
@@ -379,7 +409,17 @@ class TaskClient:
             self.close()
 
     # ------------------------------------------------------------------ sockets
+    # Behind a sharded lab's front (PROTOCOL.md, "Shards and the front"): where the session lives. Immutable
+    # defaults here; _open_socket and _dispatch set them per instance.
+    shard: int | None = None  # the shard holding the session (None: a single server, or talking to the front)
+    shard_endpoint: str | None = None  # that shard's endpoint, the socket's peer while shard is set
+    max_redirects: int = 4  # REDIRECTs in a row with no WELCOME (and no pause) before giving up: a loop
+    _redirect: tuple[str, int] | None = None  # a REDIRECT to follow with the next HELLO: (endpoint, shard)
+    _redirects: int = 0  # REDIRECTs followed in a row
+
     def _open_socket(self) -> None:
+        """A new socket to the server: to the shard a REDIRECT named, else to ``endpoint`` (a single server or
+        a sharded lab's front; ``find_server`` may have moved it)."""
         if self._socket is not None:
             self._poller.unregister(self._socket)
             self._socket.close(linger=0)
@@ -394,11 +434,18 @@ class TaskClient:
             sock.curve_serverkey = self._curve["server"]
             sock.curve_publickey = self._curve["public"]
             sock.curve_secretkey = self._curve["secret"]
-        moved = self._find_server() if self._find_server is not None and self._socket is not None else None
-        if moved and moved != self.endpoint:
-            log.warning("%s: the task server moved from %s to %s", self.agent, self.endpoint, moved)
-            self.endpoint = moved
-        sock.connect(self.endpoint)
+        redirect, self._redirect = self._redirect, None
+        if redirect is not None:  # the front's answer: the session lives on this shard
+            self.shard_endpoint, self.shard = redirect
+            log.info("%s: the lab's front at %s sends it to shard %d at %s", self.agent, self.endpoint, self.shard,
+                     self.shard_endpoint)
+        else:  # the server, or the front (every reconnection of a sharded session starts there again)
+            moved = self._find_server() if self._find_server is not None and self._socket is not None else None
+            if moved and moved != self.endpoint:
+                log.warning("%s: the task server moved from %s to %s", self.agent, self.endpoint, moved)
+                self.endpoint = moved
+            self.shard = self.shard_endpoint = None
+        sock.connect(self.shard_endpoint or self.endpoint)
         self._socket = sock
         self._poller.register(sock, zmq.POLLIN)
 
@@ -428,18 +475,33 @@ class TaskClient:
         while True:
             if self.welcome is not None:
                 self.reconnects += 1
-            if new_socket or self._socket is None:
+            # a HELLO after a REDIRECT goes to that shard; any other HELLO of a sharded session asks the front again
+            if new_socket or self._socket is None or self._redirect is not None or self.shard is not None:
                 self._open_socket()
             self._need_hello = False
             self._bye = None
             header = {"agent": self.agent, "curriculum": self.curriculum, "info": self.info}
+            if self.build:
+                header.update(build="agent", versions=build_versions())
             if self.session is not None:
                 header["resume"] = self.session
             epoch_before = self.epoch
             self._send("HELLO", header)
             self._last_heard = time.monotonic()
             if self._pump(lambda: self.epoch != epoch_before, handshake=True):
+                self._redirects = 0
                 return
+            if self._redirect is not None:  # the front named the shard holding the session: HELLO there now
+                self._redirects += 1
+                if self._redirects > self.max_redirects:
+                    raise ConnectionError(
+                        f"TaskClient {self.agent}: redirected {self._redirects} times in a row without a WELCOME "
+                        f"(last to shard {self._redirect[1]} at {self._redirect[0]}, from {self.endpoint}): the "
+                        "front and its shards disagree on where the session lives (does a shard's server.json "
+                        "name a front?)")
+                new_socket = True
+                continue
+            self._redirects = 0
             if time.monotonic() > deadline:
                 raise ConnectionError(f"TaskClient {self.agent}: no WELCOME from the task server at "
                                       f"{self.endpoint} within timeout_s = {self.timeout_s} s")
@@ -459,6 +521,12 @@ class TaskClient:
         self._queue.clear()
         self._pending.clear()
         self._gets = 0
+        self._builder = None
+        self._built.clear()
+        if header.get("build") == "agent":
+            self._builder = AgentTrials.for_welcome(header)
+            served = header.get("outputs") if header.get("outputs") in ("float32", "float16") else "float32"
+            self.outputs_dtype = np.dtype(self._outputs_wanted or served)
         self.welcome = welcome
         self.session = welcome.session
         self.epoch = welcome.epoch
@@ -476,8 +544,11 @@ class TaskClient:
         if self._need_hello or self.welcome is None:
             return
         answered = {b for e, b in self._answered if e == self.epoch}
+        header = {"n": self.n} if self.n else {}
+        if self._builder is not None:
+            header["fingerprint"] = self._builder.fingerprint
         while len(self._in_flight - answered) + self._gets < self.credit:
-            seq = self._send("GET", {"n": self.n} if self.n else None)
+            seq = self._send("GET", header)
             self._pending[seq] = ("GET", None)
             self._gets += 1
 
@@ -544,8 +615,18 @@ class TaskClient:
             if h["epoch"] != self.epoch:
                 return
             a = msg.arrays
-            params = {k[len(protocol.PARAM_PREFIX):]: v for k, v in a.items() if k.startswith(protocol.PARAM_PREFIX)}
             self._in_flight.add(h["batch"])
+            if "build" in h:
+                if self._builder is None:
+                    raise ProtocolError("UNEXPECTED", f"batch {h['batch']} is to be built by the agent, but the "
+                                                      "server's WELCOME did not say so")
+                task, built = self._builder.build(h)
+                remote = RemoteBatch(h["batch"], h["epoch"], built.x, built.y, built.mask, h["task"], h["stage"],
+                                     h["stage_index"], h["knobs"], built=built, built_by=task)
+                self._built[(self.epoch, h["batch"])] = remote
+                self._queue.append(remote)
+                return
+            params = {k[len(protocol.PARAM_PREFIX):]: v for k, v in a.items() if k.startswith(protocol.PARAM_PREFIX)}
             self._queue.append(RemoteBatch(h["batch"], h["epoch"], a["x"], a["y"], a["mask"], h["task"],
                                            h["stage"], h["stage_index"], h["knobs"], params,
                                            h.get("params") or {}))
@@ -561,6 +642,12 @@ class TaskClient:
                 a["choice"], a["target"])
         elif msg.type == "ERROR":
             self._on_error(h, request)
+        elif msg.type == "REDIRECT":  # a sharded lab's front: the session lives on the shard it names
+            if h["agent"] != self.agent:
+                log.warning("%s: ignoring a REDIRECT for agent %r", self.agent, h["agent"])
+                return
+            self._redirect = (h["endpoint"], int(h["shard"]))
+            self._need_hello = True  # the handshake follows it (a HELLO to that shard)
         elif msg.type == "BYE":  # raised by _pump once what arrived before it has been handed out
             reason = h.get("reason", "bye")
             if reason == "shutdown" and self._find_server is not None:
@@ -613,7 +700,8 @@ def override(endpoint: str, agent: str, *, stage: str | int | None = None, knob:
     connection of its own, journaled by the server before it answers.
 
     Args:
-        endpoint: the server's endpoint (a lab's is in ``LAB_DIR/journal/server.json``).
+        endpoint: the server's endpoint (a lab's is in ``LAB_DIR/journal/server.json``); a sharded lab's front
+            answers with a REDIRECT to the shard holding the agent, which is followed once.
         agent: the agent whose curriculum to move.
         stage: move to this stage, by name or index (0 = first); resumes a completed curriculum.
         knob, value: or set this knob of the current stage (until the stage changes) to ``value``: a number,
@@ -642,23 +730,32 @@ def override(endpoint: str, agent: str, *, stage: str | int | None = None, knob:
     if note:
         header["note"] = str(note)
     curve = TaskClient._curve_keys(keys, client_name, server_key, client_secret_file)
+    deadline = time.monotonic() + timeout_s
     context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
+
+    def ask(target: str) -> protocol.Message:
+        sock = context.socket(zmq.DEALER)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            if curve is not None:
+                sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = (curve["server"], curve["public"],
+                                                                                    curve["secret"])
+            sock.connect(target)
+            sock.send_multipart(protocol.encode("OVERRIDE", header))
+            if not sock.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+                raise TimeoutError(f"override: no answer from {target} within {timeout_s} s")
+            return protocol.decode(sock.recv_multipart())
+        finally:
+            sock.close(0)
+
     try:
-        sock.setsockopt(zmq.LINGER, 0)
-        if curve is not None:
-            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = (curve["server"], curve["public"],
-                                                                                curve["secret"])
-        sock.connect(endpoint)
-        sock.send_multipart(protocol.encode("OVERRIDE", header))
-        if not sock.poll(int(timeout_s * 1000)):
-            raise TimeoutError(f"override: no answer from {endpoint} within {timeout_s} s")
-        msg = protocol.decode(sock.recv_multipart())
+        msg = ask(endpoint)
+        if msg.type == "REDIRECT":  # a sharded lab's front: the agent's session lives on the shard it names
+            msg = ask(msg.header["endpoint"])
         if msg.type == "ERROR":
             raise ProtocolError(msg.header["code"], msg.header["detail"])
         if msg.type != "OVERRIDDEN":
             raise ProtocolError("UNEXPECTED", f"override: the server answered {msg.type}, not OVERRIDDEN")
         return {k: v for k, v in msg.header.items() if k != "seq"}
     finally:
-        sock.close(0)
         context.term()

@@ -25,14 +25,24 @@ a sequence of records::
   nothing (the data is in the OS), a power cut may lose the last interval. ``"always"`` syncs every record,
   ``"never"`` leaves it to the OS.
 
+Shards. Several server processes may share a lab (``[server] shards = K``): the lab's journal directory then
+holds one ordinary journal per shard, ``shard-0``, ``shard-1``, ... (:func:`shard_dir`), each written by its own
+server, each agent's session in exactly one of them. Every reader here takes such a directory as **one**
+journal (:func:`journal_dirs`): the shards' records are merged by their ``time`` field (unix s), each shard's
+own records kept in write order, so per-agent tables read exactly as from one server and lab-level tables
+(sessions, events) are in time order. A directory holding segment files of its own as well as shards (a lab run
+unsharded, then sharded) is read as the union of all of them.
+
 Loading: :func:`load` (one row per trial), :func:`load_batches` (one row per batch), :func:`load_events`,
 :func:`load_snapshots`, :func:`latest_state`, :func:`load_sessions`.
 """
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
+import re
 import struct
 import time
 import zlib
@@ -53,6 +63,8 @@ _HEAD = struct.Struct("<4sBII")  # magic, kind, length, crc
 HEAD_BYTES = _HEAD.size
 SEGMENT_GLOB = "segment-*.skj"
 LOCK_FILE = "journal.lock"
+SHARD_GLOB = "shard-*"  # a sharded journal's shard directories (shard-0, shard-1, ...)
+_SHARD_NAME = re.compile(r"shard-(\d+)")
 
 # Record kinds.
 OPEN, HELLO, BATCH, END, CLOSE, OVERRIDE = 1, 2, 3, 4, 5, 6
@@ -310,24 +322,82 @@ def _segment_index(path: Path) -> int:
         return 0
 
 
+# ---------------------------------------------------------------------------------------------- shards
+def shard_name(index: int) -> str:
+    """The directory name of shard ``index`` (0, 1, ...) in a sharded journal: ``"shard-0"``, ..."""
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+        raise ValueError(f"shard_name: index must be an int >= 0, got {index!r}")
+    return f"shard-{int(index)}"
+
+
+def shard_dir(path: str | os.PathLike, index: int) -> Path:
+    """The journal directory of shard ``index`` inside the lab's journal directory ``path``."""
+    return Path(path) / shard_name(index)
+
+
+def shard_index(path: str | os.PathLike) -> int | None:
+    """The index of a shard directory (``.../shard-3`` -> 3), or None for any other name."""
+    match = _SHARD_NAME.fullmatch(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def shard_dirs(path: str | os.PathLike) -> list[Path]:
+    """The shard directories of a sharded journal, in shard order (numerically: ``shard-10`` after
+    ``shard-9``); ``[]`` when ``path`` holds none (or is no directory)."""
+    p = Path(path)
+    if not p.is_dir():
+        return []
+    found = [(shard_index(d), d) for d in p.glob(SHARD_GLOB) if d.is_dir()]
+    return [d for _, d in sorted((i, d) for i, d in found if i is not None)]
+
+
+def journal_dirs(path: str | os.PathLike) -> list[Path]:
+    """The journal directories ``path`` stands for: its shard directories (:func:`shard_dirs`), after ``path``
+    itself when it holds segment files of its own too; ``[path]`` for an unsharded journal (or a missing one)."""
+    p = Path(path)
+    shards = shard_dirs(p)
+    if not shards:
+        return [p]
+    own = [p] if any(p.glob(SEGMENT_GLOB)) else []
+    return [*own, *shards]
+
+
+def is_sharded(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a sharded journal (it holds ``shard-N`` journal directories)."""
+    return bool(shard_dirs(path))
+
+
 # ---------------------------------------------------------------------------------------------- reading
 def segments(path: str | os.PathLike) -> list[Path]:
-    """The journal's segment files in write order (``path`` may also be one segment file)."""
+    """The journal's segment files in write order (``path`` may also be one segment file); for a sharded
+    journal, each journal directory's (:func:`journal_dirs`) in turn."""
     p = Path(path)
     if p.is_file():
         return [p]
     if not p.is_dir():
         raise MissingFile(f"no journal at {p} (expected a directory of {SEGMENT_GLOB} files)")
-    return sorted(p.glob(SEGMENT_GLOB), key=_segment_index)
+    return [seg for d in journal_dirs(p) for seg in _dir_segments(d)]
+
+
+def _dir_segments(path: Path) -> list[Path]:
+    """The segment files of one journal directory (not of its shards), in write order."""
+    return sorted(path.glob(SEGMENT_GLOB), key=_segment_index)
+
+
+def _record_time(item: tuple[Path, int, dict]) -> float:
+    t = item[2].get("time")
+    return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else 0.0
 
 
 class JournalReader:
     """Incremental reader: each :meth:`poll` returns the complete records written since the last one.
 
-    Safe while a server writes: an incomplete record at the end of a segment is left for the next poll.
+    Safe while a server writes: an incomplete record at the end of a segment is left for the next poll. A
+    sharded journal (see the module docstring) is read as one: each poll merges the shards' new records by
+    their ``time`` field, each shard's in write order (a shard that appears later is picked up then).
 
     Args:
-        path: a journal directory or one segment file.
+        path: a journal directory (sharded or not) or one segment file.
         kinds: record kinds to decode (others are skipped without decoding); None: all.
     """
 
@@ -338,14 +408,33 @@ class JournalReader:
         self._warned: set[Path] = set()
 
     def poll(self) -> list[tuple[int, dict]]:
-        """New complete records as ``(kind, record)`` pairs, in write order."""
+        """New complete records as ``(kind, record)`` pairs, in write order (merged by time across shards)."""
         return list(self.records())
 
     def records(self) -> Iterator[tuple[int, dict]]:
-        """:meth:`poll` one record at a time: only one segment's bytes and the record being read are held, so a
-        caller that keeps what it needs reads a journal of any size in bounded memory. A segment counts as read
-        (the next call starts after it) once the iteration has gone through it."""
-        segs = segments(self.path)
+        """:meth:`poll` one record at a time: only one segment's bytes (per shard) and the record being read are
+        held, so a caller that keeps what it needs reads a journal of any size in bounded memory. A segment
+        counts as read (the next call starts after it) once the iteration has gone through it."""
+        for _, kind, rec in self.sourced_records():
+            yield kind, rec
+
+    def sourced_records(self) -> Iterator[tuple[Path, int, dict]]:
+        """:meth:`records` as ``(journal directory, kind, record)``: which shard (or the unsharded journal, or
+        the segment file given) wrote each record."""
+        if self.path.is_file():
+            yield from self._dir_records(self.path, [self.path])
+            return
+        if not self.path.is_dir():
+            segments(self.path)  # MissingFile, as for an unsharded journal
+        dirs = journal_dirs(self.path)
+        if len(dirs) == 1:
+            yield from self._dir_records(dirs[0], _dir_segments(dirs[0]))
+            return
+        # heapq.merge is stable (ties go to the earlier shard) and never reorders one shard's own records
+        yield from heapq.merge(*(self._dir_records(d, _dir_segments(d)) for d in dirs), key=_record_time)
+
+    def _dir_records(self, source: Path, segs: list[Path]) -> Iterator[tuple[Path, int, dict]]:
+        """The new complete records of one journal directory's segments ``segs``, in write order."""
         for i, seg in enumerate(segs):
             last = i == len(segs) - 1
             start = self._offsets.get(seg, 0)
@@ -358,14 +447,14 @@ class JournalReader:
             with open(seg, "rb") as f:
                 f.seek(start)
                 data = f.read(size - start)
-            used, torn = yield from self._parse(data)
+            used, torn = yield from self._parse(data, source)
             self._offsets[seg] = start + used
             if torn and not last and seg not in self._warned:
                 self._warned.add(seg)
                 log.warning("journal segment %s ends with a torn record at byte %d (a crash mid-write); "
                             "it is ignored", seg, start + used)
 
-    def _parse(self, data: bytes) -> Generator[tuple[int, dict], None, tuple[int, bool]]:
+    def _parse(self, data: bytes, source: Path) -> Generator[tuple[Path, int, dict], None, tuple[int, bool]]:
         """Yield the complete records of ``data``; returns (bytes used, whether a torn record ends it)."""
         pos, n = 0, len(data)
         view = memoryview(data)
@@ -380,13 +469,14 @@ class JournalReader:
                 payload = view[pos + HEAD_BYTES:end]
                 if zlib.crc32(payload) != crc:
                     return pos, True
-                yield kind, msgpack.unpackb(payload, raw=False, strict_map_key=False)
+                yield source, kind, msgpack.unpackb(payload, raw=False, strict_map_key=False)
             pos = end
         return pos, pos < n
 
 
 def iter_records(path: str | os.PathLike, kinds: Sequence[int] | None = None) -> Iterator[tuple[int, dict]]:
-    """Every complete record of the journal, in write order (streamed: see :meth:`JournalReader.records`)."""
+    """Every complete record of the journal, in write order (merged by time across shards; streamed: see
+    :meth:`JournalReader.records`)."""
     yield from JournalReader(path, kinds).records()
 
 

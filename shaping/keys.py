@@ -109,11 +109,43 @@ def authorized_dir(directory: str | os.PathLike) -> Path:
     return path
 
 
+IPC = "ipc://"
+# The longest path an ipc:// endpoint may name (bytes): a Unix socket address holds 108 bytes on Linux, 104 on
+# macOS, the last one a NUL. pyzmq reports libzmq's own limit where it knows it.
+IPC_PATH_MAX_BYTES = int(getattr(zmq, "IPC_PATH_MAX_LEN", 0) or 107)
+
+
+def ipc_path(endpoint: str) -> str | None:
+    """The socket file an ``ipc://PATH`` endpoint names, as given (None for other transports, for ``ipc://*``,
+    which makes a temporary one, and for a Linux abstract name ``ipc://@NAME``, which has no file)."""
+    if not isinstance(endpoint, str) or not endpoint.startswith(IPC):
+        return None
+    path = endpoint[len(IPC):]
+    return None if path in ("", "*") or path.startswith("@") else path
+
+
+def ipc_problem(endpoint: str) -> str | None:
+    """Why an ``ipc://`` endpoint cannot be bound, or None when it can (and for other transports): an empty path,
+    or one longer than :data:`IPC_PATH_MAX_BYTES` once made absolute (the path as the server binds it)."""
+    if not isinstance(endpoint, str) or not endpoint.startswith(IPC):
+        return None
+    if endpoint == IPC:
+        return f"{endpoint!r} names no socket file; write ipc://PATH, e.g. 'ipc://server.sock'"
+    path = ipc_path(endpoint)
+    name = os.path.abspath(path) if path is not None else endpoint[len(IPC):]
+    size = len(os.fsencode(name))
+    if size > IPC_PATH_MAX_BYTES:
+        return (f"the ipc socket path {name!r} is {size} bytes long, more than the {IPC_PATH_MAX_BYTES} a Unix "
+                f"domain socket allows; choose a shorter path, e.g. 'ipc:///tmp/{Path(name).name[:40]}'")
+    return None
+
+
 def is_loopback(endpoint: str) -> bool:
     """True for endpoints only this machine can reach: ``tcp://127.x.x.x``, ``tcp://[::1]``,
-    ``tcp://localhost``, ``ipc://`` and ``inproc://``. Anything else (``*``, ``0.0.0.0``, a host name, an
-    interface name) is treated as reachable from outside."""
-    if endpoint.startswith(("ipc://", "inproc://")):
+    ``tcp://localhost``, ``ipc://`` (a Unix domain socket: its file's permissions say who may connect) and
+    ``inproc://``. Anything else (``*``, ``0.0.0.0``, a host name, an interface name) is treated as reachable
+    from outside."""
+    if endpoint.startswith((IPC, "inproc://")):
         return True
     if not endpoint.startswith("tcp://"):
         return False

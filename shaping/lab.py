@@ -6,6 +6,10 @@ so this module never imports TensorFlow), shows a progress bar per agent (stage,
 the server's ``status.json``), restarts an agent that crashes (at most ``max_restarts`` times; it resumes from its
 checkpoint and the server's journal), stops everything cleanly on Ctrl-C, and prints a summary table.
 
+With ``[server] shards = K > 1`` the server is K processes (``server --shard I``, each journaling into
+``journal/shard-I``) behind a front (``server --front``) on the lab's endpoint, which tells each agent where its
+session lives (:mod:`shaping.server.front`); the lab starts, restarts and stops each of them like the server.
+
 The lab file (TOML; see ``examples/demo.toml``) is read and checked by :class:`shaping.labfile.LabFile`, the
 only parser of lab files; the process contract (exit statuses, stop grace periods, environment) is
 :mod:`shaping.procs`. Every process gets ``OPENBLAS_NUM_THREADS=1`` and one TensorFlow thread (``threads`` per
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -27,6 +32,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from .errors import ConfigError, ServerNotStarted
+from .journal import shard_dir, shard_dirs
 from .labfile import AGENT_KEYS, LAB_KEYS, SECTIONS, SERVER_KEYS, LabFile, on_sys_path
 from .launchers import Launcher, LocalLauncher, Process, SlurmLauncher
 from .procs import (
@@ -35,7 +41,6 @@ from .procs import (
     LAB_LOCK,
     REFUSED,
     SERVER_STOP_GRACE_S,
-    STATUS_FILE,
     current_endpoint,
     process_env,
     reachable_endpoint,
@@ -110,7 +115,8 @@ class Lab:
         lab.tracking_uri = uri  # the store run with, in lab.json: `skinnerbox sync` goes there too
         self.config = self.labfile.to_dict()  # plain data, as written to lab.json
         self.tracking_uri = None if uri == "none" else uri
-        self.server: Process | None = None
+        self.server: Process | None = None  # the process on the lab's endpoint: the server, or a sharded lab's front
+        self.shards: list[Process] = []  # a sharded lab's shards (server processes behind the front), by index
         self.endpoint: str | None = None
         self.launcher = self._make_launcher()
         self.server_launcher = (self.launcher if self.labfile.lab.launcher == "slurm"
@@ -124,12 +130,30 @@ class Lab:
     def journal_dir(self) -> Path:
         return self.dir / "journal"
 
+    @property
+    def servers(self) -> list[Process]:
+        """The server's processes: the server, or a sharded lab's front and shards."""
+        return [p for p in (self.server, *self.shards) if p is not None]
+
+    def _endpoint_file(self, proc: Process) -> Path:
+        """Where ``proc`` (a server process) writes its endpoint: a shard in its own journal directory."""
+        index = self._shard_index(proc)
+        return self.journal_dir / ENDPOINT_FILE if index is None else shard_dir(self.journal_dir, index) / ENDPOINT_FILE
+
+    def _shard_index(self, proc: Process) -> int | None:
+        """The index of ``proc`` among the shards, or None for another process."""
+        return next((i for i, p in enumerate(self.shards) if p is proc), None)
+
     def _server_dict(self) -> dict:
         """What the server process is given (``server_config.json``)."""
         tracking = None
         if self.lab_run is not None and self.lab_run.run_id is not None:
             tracking = {"tracking_uri": self.lab_run.tracking_uri, "run_id": self.lab_run.run_id}
-        return self.labfile.server_dict(str(self.journal_dir), tracking)
+        server = self.labfile.server_dict(str(self.journal_dir), tracking)
+        if server.get("shards", 1) > 1 and server.get("seed") is None:
+            # each agent's trials derive from (server seed, agent name): every shard must draw from the same seed
+            server["seed"] = secrets.randbits(63)
+        return server
 
     def _write_configs(self) -> Path:
         """The lab config as run (the agents read their entries from it) and the server's own config."""
@@ -150,10 +174,19 @@ class Lab:
             self.lab_run = LabRun.start(self.tracking_uri, self.labfile.lab.experiment, self.config,
                                         run_name=self.labfile.lab.name)
         server_cfg = self._write_configs()
-        self.server = Process("server", [sys.executable, "-m", "shaping.cli", "server", str(server_cfg)],
-                              self.dir / "logs" / "server.log", role="server")
-        (self.journal_dir / ENDPOINT_FILE).unlink(missing_ok=True)  # a killed server's; the lock says none runs
-        self.server_launcher.start([self.server], {})
+        serve = [sys.executable, "-m", "shaping.cli", "server", str(server_cfg)]
+        logs = self.dir / "logs"
+        if served.shards > 1:
+            self.shards = [Process(f"server-{i}", [*serve, "--shard", str(i)], logs / f"server-{i}.log", role="server")
+                           for i in range(served.shards)]
+            self.server = Process("front", [*serve, "--front"], logs / "front.log", role="server")
+        else:
+            self.server = Process("server", serve, logs / "server.log", role="server")
+        for proc in self.servers:
+            self._endpoint_file(proc).unlink(missing_ok=True)  # a killed server's; the locks say none runs
+        self.server_launcher.start(self.servers, {})
+        for proc in self.shards:  # agents that arrive before their shard are told to come back: spare them that
+            self._wait_endpoint(self._endpoint_file(proc), proc=proc)
         self.endpoint = self._wait_endpoint(self.journal_dir / ENDPOINT_FILE)
         keys = served.keys if served.use_curve else None
         for i, pack in enumerate(self.labfile.packs()):
@@ -188,7 +221,7 @@ class Lab:
         :class:`~shaping.errors.ConfigChanged` when the config would resume a journaled session under another
         curriculum or task. Returns the server's :class:`~shaping.labfile.ServerConfig`."""
         from .journal import LOCK_FILE, JournalLocked, hold_lock, lock_holder
-        from .server import check_resume
+        from .server.front import check_shards
 
         self.launcher.check()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -197,13 +230,14 @@ class Lab:
         try:
             # jobs of an earlier run of this lab that was killed (its server's job would hold the journal)
             self.launcher.cancel_leftovers()
-            holder = lock_holder(self.journal_dir / LOCK_FILE)
-            if holder is not None:
-                raise JournalLocked(f"journal {self.journal_dir} is in use by a task server (pid {holder}); stop "
-                                    "it before running this lab, or use another workdir")
+            for journal_dir in (self.journal_dir, *shard_dirs(self.journal_dir)):  # a server, a front, shards
+                holder = lock_holder(journal_dir / LOCK_FILE)
+                if holder is not None:
+                    raise JournalLocked(f"journal {journal_dir} is in use by a task server (pid {holder}); stop "
+                                        "it before running this lab, or use another workdir")
             served = self.labfile.server_config(str(self.journal_dir))
             with on_sys_path([*self.task_path, Path.cwd()]):  # a "module:Class" task's module
-                check_resume(served)
+                check_shards(served)  # every journaled session resumes where the config's shards look for it
         except BaseException:
             self._release()
             raise
@@ -215,10 +249,12 @@ class Lab:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def _wait_endpoint(self, path: Path, timeout_s: float | None = None) -> str:
-        """The endpoint in the ``server.json`` written by the server just started (an older one was removed
-        before it started), as the agents reach it. A server that is a SLURM job may wait in the queue first:
-        ``timeout_s`` defaults to the job's time limit then, 60 s here."""
+    def _wait_endpoint(self, path: Path, timeout_s: float | None = None, proc: Process | None = None) -> str:
+        """The endpoint in the ``server.json`` written by the server process ``proc`` just started (default: the
+        server, or the front; an older file was removed before it started), as the agents reach it. A server
+        that is a SLURM job may wait in the queue first: ``timeout_s`` defaults to the job's time limit then,
+        60 s here."""
+        proc = proc or self.server
         if timeout_s is None:
             local = isinstance(self.server_launcher, LocalLauncher)
             timeout_s = 60.0 if local else 60.0 * self.labfile.slurm_options().timeout_min
@@ -228,14 +264,14 @@ class Lab:
                 return reachable_endpoint(json.loads(path.read_text()))
             except (OSError, ValueError, KeyError):
                 pass
-            code = self.server_launcher.poll([self.server]).get("server")
+            code = self.server_launcher.poll([proc]).get(proc.name)
             if code is not None:
-                raise ServerNotStarted(f"the task server exited with status {code} before binding; see "
-                                       f"{self.server.log_path}:\n{_tail(self.server.log_path)}")
+                raise ServerNotStarted(f"the {_what(proc)} exited with status {code} before binding; see "
+                                       f"{proc.log_path}:\n{_tail(proc.log_path)}")
             if self._stop:
-                raise ServerNotStarted("the lab was stopped while its task server was starting")
+                raise ServerNotStarted(f"the lab was stopped while its {_what(proc)} was starting")
             time.sleep(0.05 if isinstance(self.server_launcher, LocalLauncher) else 1.0)
-        raise ServerNotStarted(f"the task server did not bind within {timeout_s:.0f} s; see {self.server.log_path}")
+        raise ServerNotStarted(f"the {_what(proc)} did not bind within {timeout_s:.0f} s; see {proc.log_path}")
 
     def request_stop(self, *_: Any) -> None:
         self._stop = True
@@ -250,11 +286,14 @@ class Lab:
                 pending = [p for p in self.agents.values() if not p.done]
                 for name, code in self.launcher.poll(pending).items():
                     self._ended(self.agents[name], code, max_restarts)
-                server_exit = self.server_launcher.poll([self.server]).get("server")
-                if server_exit is not None:
-                    self.server.mark_ended(server_exit)
-                    if not self._restart_server(max_restarts):
-                        break
+                ended = self.server_launcher.poll(self.servers)
+                given_up = False
+                for proc in self.servers:
+                    if proc.name in ended:
+                        proc.mark_ended(ended[proc.name])
+                        given_up = given_up or not self._restart_server(max_restarts, proc)
+                if given_up:
+                    break
                 # a server job the scheduler requeued binds anew (perhaps on another node): follow it
                 self.endpoint = current_endpoint(self.journal_dir / ENDPOINT_FILE) or self.endpoint
                 self._update_bars(bars)
@@ -294,24 +333,30 @@ class Lab:
             log.error("agent %s failed %d times; giving up. Last lines of %s:\n%s", proc.name,
                       proc.restarts + 1, proc.log_path, _tail(proc.log_path))
 
-    def _restart_server(self, max_restarts: int) -> bool:
-        """Restart a crashed server on its journal and endpoint (agents reconnect by themselves)."""
-        code = self.server.returncode
-        if self.server.restarts >= max_restarts:
-            log.error("the task server exited (status %s) %d times; giving up. Last lines of %s:\n%s", code,
-                      self.server.restarts + 1, self.server.log_path, _tail(self.server.log_path))
+    def _restart_server(self, max_restarts: int, proc: Process | None = None) -> bool:
+        """Restart a crashed server process (default: the server, or the front) on its journal; agents reconnect
+        by themselves. The server and the front keep the lab's endpoint; a shard binds a new port, which the
+        front reads from its ``server.json`` (removed here, so the front tells agents to wait meanwhile)."""
+        proc = proc or self.server
+        code, what = proc.returncode, _what(proc)
+        if proc.restarts >= max_restarts:
+            log.error("the %s exited (status %s) %d times; giving up. Last lines of %s:\n%s", what, code,
+                      proc.restarts + 1, proc.log_path, _tail(proc.log_path))
             return False
-        self.server.restarts += 1
-        log.warning("the task server exited (status %s); restarting it on its journal (%d of %d)", code,
-                    self.server.restarts, max_restarts)
+        proc.restarts += 1
+        log.warning("the %s exited (status %s); restarting it on its journal (%d of %d)", what, code,
+                    proc.restarts, max_restarts)
         if isinstance(self.server_launcher, LocalLauncher):
-            if "--bind" not in self.server.argv:  # the same endpoint: the agents reconnect to it
-                self.server.argv += ["--bind", self.endpoint]
-            self.server_launcher.start([self.server], {})
+            if self._shard_index(proc) is not None:
+                self._endpoint_file(proc).unlink(missing_ok=True)  # a killed shard's: no agent is sent there
+            elif "--bind" not in proc.argv:  # the same endpoint: the agents reconnect to it
+                proc.argv += ["--bind", self.endpoint]
+            self.server_launcher.start([proc], {})
         else:  # a job may land on another node: it binds as configured, the agents find it in server.json
-            (self.journal_dir / ENDPOINT_FILE).unlink(missing_ok=True)
-            self.server_launcher.start([self.server], {})
-            self.endpoint = self._wait_endpoint(self.journal_dir / ENDPOINT_FILE)
+            self._endpoint_file(proc).unlink(missing_ok=True)
+            self.server_launcher.start([proc], {})
+            if proc is self.server:
+                self.endpoint = self._wait_endpoint(self.journal_dir / ENDPOINT_FILE)
         return True
 
     def stop(self) -> None:
@@ -322,8 +367,9 @@ class Lab:
         for proc in agents:
             if proc.handle is not None:
                 proc.done = True
-        if self.server is not None and self.server.handle is not None:
-            self.server_launcher.stop([self.server], SERVER_STOP_GRACE_S)
+        servers = [p for p in self.servers if p.handle is not None]
+        if servers:
+            self.server_launcher.stop(servers, SERVER_STOP_GRACE_S)
         if self.lab_run is not None:
             self._log_summary()
             self.lab_run.end("FINISHED" if all(p.returncode == 0 for p in self.agents.values()) else "FAILED")
@@ -354,11 +400,10 @@ class Lab:
 
     # ------------------------------------------------------------------ progress and summary
     def status(self) -> dict:
-        """The server's latest ``status.json`` (empty before it writes one)."""
-        try:
-            return json.loads((self.journal_dir / STATUS_FILE).read_text())
-        except (OSError, ValueError):
-            return {}
+        """The server's latest ``status.json``, a sharded lab's shards' merged (empty before one is written)."""
+        from .readout import read_status
+
+        return read_status(self.journal_dir) or {}
 
     def _bars(self) -> dict:
         if not self.progress:
@@ -417,6 +462,13 @@ def summarize(journal_dir: str | os.PathLike, config: Mapping[str, Any] | None =
                          ("exit", lambda p: p.returncode), ("wall_s", lambda p: round(p.wall_s, 1))):
             out[key] = [get(procs[n]) if n in procs else None for n in out["agent"]]
     return out
+
+
+def _what(proc: Process) -> str:
+    """A server process in messages: ``task server``, ``front`` or ``task server shard I``."""
+    if proc.name == "front":
+        return "front"
+    return "task " + proc.name.replace("-", " shard ")
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -108,6 +108,10 @@ def check_known(where: str, table: Any, keys: Sequence[str], what: str = "key") 
 LIVENESS = protocol.LIVENESS
 
 
+BUILD_MODES = ("server", "agent")  # where trials are built (ServerConfig.build)
+OUTPUT_DTYPES = ("float32", "float16")  # how agents that build their trials send outputs (ServerConfig.outputs)
+
+
 @dataclass
 class ServerConfig:
     """What a task server runs (the ``[server]`` table of a lab file with the lab's task and curricula, or a
@@ -120,7 +124,8 @@ class ServerConfig:
         seed: server seed; each agent's task and policy seeds derive from (seed, agent name). None: fresh
             entropy (logged and journaled per session).
         journal: journal directory.
-        bind: ZeroMQ endpoint; port 0 (or ``*``) picks a free one. Non-loopback addresses need ``keys``.
+        bind: ZeroMQ endpoint; port 0 (or ``*``) picks a free one. Non-loopback addresses need ``keys``;
+            ``ipc://PATH`` (a Unix socket for agents on this host, PATH relative to the config's folder) does not.
         credit: batches an agent may have in flight (3: one training, one being scored, one generated).
         heartbeat_interval_s: application and ZMTP heartbeat interval (s).
         expiry_s: silence after which an agent's in-flight batches expire (s); longer than a training step.
@@ -132,6 +137,16 @@ class ServerConfig:
         fsync_interval_s: the longest a journal record stays unsynced under ``"interval"`` (s).
         limits: overrides of the protocol limits (``shaping.protocol.Limits``).
         send_hwm: messages queued per agent before sends to it fail (ZeroMQ high-water mark).
+        build: where trials are built: ``"server"`` (every batch generated here and sent whole) or ``"agent"``
+            (protocol 2: the server decides and scores each batch, an agent that can builds it beside itself
+            from the same task code; see PROTOCOL.md).
+        outputs: with ``build = "agent"``, how agents send their outputs back: ``"float32"`` or ``"float16"``
+            (half the bytes; scores a network whose two best outputs differ by less than float16 resolves,
+            about 1e-3, differently).
+        shards: server processes sharing the lab's sessions behind one address (a front tells each agent
+            which shard holds its session); 1 is a single server.
+        shard: which of the ``shards`` this process is (set by the lab or ``--shard``; None: not a shard). A
+            shard refuses agents :func:`shaping.shards.shard_of` places on another.
     """
 
     task: dict
@@ -150,6 +165,10 @@ class ServerConfig:
     fsync_interval_s: float = 1.0
     limits: dict = field(default_factory=dict)
     send_hwm: int = 1000
+    build: str = "server"
+    outputs: str = "float32"
+    shards: int = 1
+    shard: int | None = None
 
     def __post_init__(self) -> None:
         where = "server config"
@@ -168,7 +187,7 @@ class ServerConfig:
                               f"curricula: {', '.join(self.curricula)}")
         if self.seed is not None and not _is_int(self.seed, 0):
             raise ConfigError(f"{where}: seed must be a non-negative integer or absent, got {self.seed!r}")
-        for name in ("credit", "window_trials", "send_hwm"):
+        for name in ("credit", "window_trials", "send_hwm", "shards"):
             if not _is_int(getattr(self, name), 1):
                 raise ConfigError(f"{where}: {name} must be an integer >= 1, got {getattr(self, name)!r}")
         for name in ("heartbeat_interval_s", "expiry_s", "fsync_interval_s"):
@@ -178,11 +197,23 @@ class ServerConfig:
         if self.expiry_s < LIVENESS * self.heartbeat_interval_s:
             raise ConfigError(f"{where}: expiry_s = {self.expiry_s} must be at least {LIVENESS} x "
                               f"heartbeat_interval_s = {LIVENESS * self.heartbeat_interval_s}")
+        if self.shard is not None and not (_is_int(self.shard, 0) and self.shard < self.shards):
+            raise ConfigError(f"{where}: shard must be an integer from 0 to shards - 1 = {self.shards - 1}, got "
+                              f"{self.shard!r}")
+        if self.outputs not in OUTPUT_DTYPES:
+            raise ConfigError(f"{where}: outputs must be one of {', '.join(map(repr, OUTPUT_DTYPES))}, got "
+                              f"{self.outputs!r}")
+        if self.build not in BUILD_MODES:
+            raise ConfigError(f"{where}: build must be one of {', '.join(map(repr, BUILD_MODES))}, got "
+                              f"{self.build!r}")
         if self.fsync not in journal.FSYNC_MODES:
             raise ConfigError(f"{where}: fsync must be one of {', '.join(journal.FSYNC_MODES)}, got {self.fsync!r}")
         if not isinstance(self.bind, str) or "://" not in self.bind:
             raise ConfigError(f"{where}: bind must be a ZeroMQ endpoint like 'tcp://127.0.0.1:5555', got "
                               f"{self.bind!r}")
+        ipc_problem = curve_keys.ipc_problem(self.bind)  # ipc://PATH: a Unix socket, its path length limited
+        if ipc_problem is not None:
+            raise ConfigError(f"{where}: bind = {self.bind!r}: {ipc_problem}")
         if self.use_curve and not self.keys:
             raise ConfigError(f"{where}: bind = {self.bind!r} is reachable from other machines (or curve = true): "
                               "it requires CurveZMQ keys; make them with `skinnerbox keys DIR` and set keys = 'DIR'")
@@ -202,7 +233,8 @@ class ServerConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base_dir: str | os.PathLike | None = None,
                   ignore_unknown: bool = False) -> "ServerConfig":
-        """Build from plain data; relative ``journal``/``keys`` paths are taken relative to ``base_dir``.
+        """Build from plain data; relative ``journal``/``keys`` paths (and an ``ipc://`` bind's socket file) are
+        taken relative to ``base_dir``.
 
         Unknown keys are an error naming them, unless ``ignore_unknown``."""
         known = [f.name for f in fields(cls)]
@@ -213,6 +245,9 @@ class ServerConfig:
             for key in ("journal", "keys"):
                 if isinstance(values.get(key), str) and not os.path.isabs(values[key]):
                     values[key] = str(Path(base_dir) / values[key])
+            socket_file = curve_keys.ipc_path(values.get("bind"))  # ipc://PATH: relative like the journal
+            if socket_file is not None and not os.path.isabs(socket_file):
+                values["bind"] = curve_keys.IPC + str(Path(base_dir) / socket_file)
         return cls(**values)
 
     @classmethod
@@ -224,7 +259,7 @@ class ServerConfig:
         return asdict(self)
 
 
-SERVER_SET_BY_LAB = ("task", "curricula", "journal", "seed")
+SERVER_SET_BY_LAB = ("task", "curricula", "journal", "seed", "shard")
 SERVER_KEYS = tuple(f.name for f in fields(ServerConfig) if f.name not in SERVER_SET_BY_LAB)
 
 

@@ -9,7 +9,10 @@
 - **Orphans.** Every process a lab starts has :data:`LAB_PID_ENV` set and runs in a session of its own; it
   stops by itself, as on SIGTERM, once :func:`lab_gone` says the lab died.
 - **Files in the journal directory.** The server writes :data:`ENDPOINT_FILE` (its endpoint, pid, CURVE key)
-  when it has bound and :data:`STATUS_FILE` every second; :func:`read_endpoint` waits for the first.
+  when it has bound and :data:`STATUS_FILE` every second; :func:`read_endpoint` waits for the first. With
+  shards, each shard's server writes both in its own ``shard-N`` journal and the front writes
+  :data:`ENDPOINT_FILE` in the lab's journal directory; :func:`shaping.readout.read_status` merges the shards'
+  status files into one.
 - **Environment.** :func:`process_env`: one BLAS thread, quiet TensorFlow, MLflow telemetry off, the package
   root and the lab file's folder on ``PYTHONPATH`` (a ``"module:Class"`` task is importable everywhere).
 

@@ -22,31 +22,34 @@ import msgpack
 import numpy as np
 
 MAGIC = b"SKBX"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)  # what a peer of this version reads; replies go out in the version of the request
 SIGNATURE = MAGIC + struct.pack(">H", VERSION)
+SIGNATURES = {v: MAGIC + struct.pack(">H", v) for v in VERSIONS}
 LIVENESS = 3  # heartbeat intervals of silence before a peer is presumed dead (ZeroMQ RFC 6)
 
 COMMANDS: dict[str, int] = {
     "HELLO": 1, "WELCOME": 2, "GET": 3, "BATCH": 4, "RESULT": 5, "SCORE": 6, "HEARTBEAT": 7, "BYE": 8,
-    "ERROR": 9, "OVERRIDE": 10, "OVERRIDDEN": 11,
+    "ERROR": 9, "OVERRIDE": 10, "OVERRIDDEN": 11, "REDIRECT": 12,
 }
 COMMAND_NAMES: dict[int, str] = {v: k for k, v in COMMANDS.items()}
 AGENT_COMMANDS = frozenset({"HELLO", "GET", "RESULT", "HEARTBEAT", "BYE"})
-SERVER_COMMANDS = frozenset({"WELCOME", "BATCH", "SCORE", "HEARTBEAT", "BYE", "ERROR", "OVERRIDDEN"})
+SERVER_COMMANDS = frozenset({"WELCOME", "BATCH", "SCORE", "HEARTBEAT", "BYE", "ERROR", "OVERRIDDEN", "REDIRECT"})
+V2_COMMANDS = frozenset({"REDIRECT"})  # commands a version 1 peer does not know
 OPERATOR_COMMANDS = frozenset({"OVERRIDE"})  # sent by an experimenter's tool, on a connection of its own
 
 ERRORS: dict[str, int] = {
     "MALFORMED": 400, "BAD_MAGIC": 401, "BAD_VERSION": 402, "UNKNOWN_TYPE": 403, "BAD_HEADER": 404,
     "BAD_DTYPE": 405, "BAD_SHAPE": 406, "TOO_LARGE": 407, "BAD_VALUE": 408, "UNEXPECTED": 409,
     "NO_SESSION": 410, "UNKNOWN_CURRICULUM": 411, "CONFLICT": 412, "NO_CREDIT": 413, "UNKNOWN_BATCH": 414,
-    "ALREADY_SCORED": 415, "UNKNOWN_AGENT": 416, "INTERNAL": 500, "SHUTTING_DOWN": 503,
+    "ALREADY_SCORED": 415, "UNKNOWN_AGENT": 416, "BUILD_MISMATCH": 417, "INTERNAL": 500, "SHUTTING_DOWN": 503,
 }
 ERROR_NAMES: dict[int, str] = {v: k for k, v in ERRORS.items()}
 GIVE_UP, RECONNECT, RETRY = "give up", "reconnect", "retry"
 ERROR_ACTIONS: dict[str, str] = {
     **{name: GIVE_UP for name in ("MALFORMED", "BAD_MAGIC", "BAD_VERSION", "UNKNOWN_TYPE", "BAD_HEADER",
                                   "BAD_DTYPE", "BAD_SHAPE", "TOO_LARGE", "BAD_VALUE", "UNEXPECTED",
-                                  "UNKNOWN_CURRICULUM", "CONFLICT", "UNKNOWN_AGENT")},
+                                  "UNKNOWN_CURRICULUM", "CONFLICT", "UNKNOWN_AGENT", "BUILD_MISMATCH")},
     "NO_SESSION": RECONNECT, "NO_CREDIT": RETRY, "UNKNOWN_BATCH": RETRY, "ALREADY_SCORED": RETRY,
     "INTERNAL": RECONNECT, "SHUTTING_DOWN": RECONNECT,
 }
@@ -60,17 +63,19 @@ OUTCOME_CODES: dict[str, int] = {"correct": 0, "error": 1, "no_response": 2}
 HEADER_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
     "*": {"arrays": ("list", False), "seq": ("int", False)},
     "HELLO": {"agent": ("str", True), "curriculum": ("str?", False), "resume": ("str?", False),
-              "info": ("map", False)},
+              "info": ("map", False), "build": ("str?", False), "versions": ("map", False)},
     "WELCOME": {"session": ("str", True), "agent": ("str", True), "curriculum": ("str", True),
                 "resumed": ("bool", True), "epoch": ("int", True), "trials": ("int", True),
                 "batches": ("int", True), "stage": ("str", True), "stage_index": ("int", True),
                 "knobs": ("map", True), "complete": ("bool", True), "task": ("map", True),
                 "credit": ("int", True), "heartbeat_interval_s": ("float", True),
-                "expiry_s": ("float", True), "limits": ("map", True), "run": ("map", True)},
-    "GET": {"n": ("int", False)},
+                "expiry_s": ("float", True), "limits": ("map", True), "run": ("map", True),
+                "build": ("str", False), "tasks": ("map", False), "fingerprint": ("str", False),
+                "outputs": ("str", False)},
+    "GET": {"n": ("int", False), "fingerprint": ("str", False)},
     "BATCH": {"batch": ("int", True), "epoch": ("int", True), "n": ("int", True), "task": ("str", True),
               "stage": ("str", True), "stage_index": ("int", True), "knobs": ("map", True),
-              "params": ("map", False)},
+              "params": ("map", False), "build": ("map", False)},
     "RESULT": {"batch": ("int", True), "epoch": ("int", True)},
     "SCORE": {"batch": ("int", True), "n": ("int", True), "correct": ("int", True),
               "accuracy": ("float", True), "window_accuracy": ("float?", True),
@@ -85,12 +90,13 @@ HEADER_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
     "OVERRIDDEN": {"agent": ("str", True), "trials": ("int", True), "stage": ("str", True),
                    "stage_index": ("int", True), "knobs": ("map", True), "events": ("list", True),
                    "complete": ("bool", True)},
+    "REDIRECT": {"endpoint": ("str", True), "shard": ("int", True), "agent": ("str", True)},
 }
 
 # Arrays per command: name -> (dtype, required). "any" allows any dtype in DTYPES; "p:NAME" is a pattern.
 ARRAYS: dict[str, dict[str, tuple[str, bool]]] = {
-    "BATCH": {"x": ("<f4", True), "y": ("<f4", True), "mask": ("<f4", True), "p:NAME": ("any", False)},
-    "RESULT": {"y_hat": ("<f4", True)},
+    "BATCH": {"x": ("<f4", False), "y": ("<f4", False), "mask": ("<f4", False), "p:NAME": ("any", False)},
+    "RESULT": {"y_hat": ("<f4 or <f2", True)},
     "SCORE": {"outcome": ("|i1", True), "choice": ("<i4", True), "target": ("<i4", True)},
 }
 PARAM_PREFIX = "p:"
@@ -178,11 +184,13 @@ class Message:
         type: the command name, e.g. ``"BATCH"``.
         header: the header map (``arrays`` removed).
         arrays: read-only arrays by name, viewing the received frames (no copy).
+        version: the protocol version of its signature (a reply goes out in the same version).
     """
 
     type: str
     header: dict
     arrays: dict
+    version: int = VERSION
 
     @property
     def seq(self) -> int | None:
@@ -218,13 +226,14 @@ def wire_array(arr: Any) -> np.ndarray:
 
 
 def encode(command: str, header: Mapping[str, Any] | None = None,
-           arrays: Mapping[str, Any] | None = None) -> list:
+           arrays: Mapping[str, Any] | None = None, version: int = VERSION) -> list:
     """Frames of one message: ``[SIGNATURE, command id, header, *array buffers]``.
 
     Args:
         command: command name (``COMMANDS``).
         header: header fields (plain data; ``arrays`` is filled in here).
         arrays: name -> array; converted to an allowed dtype, C order, without copy where possible.
+        version: the protocol version to sign the message with (a reply: the request's).
 
     Returns:
         A list of frames (bytes and buffers) for ``socket.send_multipart``.
@@ -232,7 +241,7 @@ def encode(command: str, header: Mapping[str, Any] | None = None,
     if command not in COMMANDS:
         raise ValueError(f"encode: unknown command {command!r}; known: {', '.join(COMMANDS)}")
     head = dict(header or {})
-    frames: list = [SIGNATURE, bytes((COMMANDS[command],)), b""]
+    frames: list = [SIGNATURES[version], bytes((COMMANDS[command],)), b""]
     if arrays:
         descr = []
         for name, value in arrays.items():
@@ -257,6 +266,11 @@ def _frame_buffer(frame: Any) -> Any:
     if hasattr(frame, "buffer"):  # zmq.Frame: zero-copy view
         return frame.buffer
     return frame
+
+
+def frame_nbytes(frame: Any) -> int:
+    """The size of one frame (bytes, a buffer or a ``zmq.Frame``) in bytes."""
+    return _frame_len(frame)
 
 
 def _frame_len(frame: Any) -> int:
@@ -356,13 +370,16 @@ def decode(frames: Sequence[Any], limits: Limits = LIMITS) -> Message:
         raise ProtocolError("BAD_MAGIC", f"first frame {_short(sig or '<%d bytes>' % _frame_len(frames[0]))} "
                                          f"is not the signature {SIGNATURE!r}")
     version = struct.unpack(">H", sig[4:])[0]
-    if version != VERSION:
-        raise ProtocolError("BAD_VERSION", f"protocol version {version}; this peer speaks version {VERSION}")
+    if version not in VERSIONS:
+        raise ProtocolError("BAD_VERSION", f"protocol version {version}; this peer speaks versions "
+                                           f"{', '.join(map(str, VERSIONS))} (upgrade skinnerbox on the older side)")
     cmd = _frame_bytes(frames[1]) if _frame_len(frames[1]) <= 8 else b""
     if len(cmd) != 1 or cmd[0] not in COMMAND_NAMES:
         raise ProtocolError("UNKNOWN_TYPE", f"command frame {_short(cmd) if cmd else '<long frame>'} names no "
                                             f"command; expected one byte in {sorted(COMMAND_NAMES)}")
     command = COMMAND_NAMES[cmd[0]]
+    if version < 2 and command in V2_COMMANDS:
+        raise ProtocolError("UNKNOWN_TYPE", f"{command} does not exist in protocol version {version}")
     hlen = _frame_len(frames[2])
     if hlen > limits.max_header_bytes:
         raise ProtocolError("TOO_LARGE", f"{command} header is {hlen} bytes; the limit max_header_bytes is "
@@ -385,11 +402,16 @@ def decode(frames: Sequence[Any], limits: Limits = LIMITS) -> Message:
             raise ProtocolError("MALFORMED", f"{command} header lists {len(descr)} array(s) but the message has "
                                              f"{nf - 3} array frame(s)")
         arrays = _decode_arrays(command, descr, frames[3:], limits)
+        if command == "BATCH" and "build" not in header:  # a batch the server built carries its trials
+            missing = [name for name in ("x", "y", "mask") if name not in arrays]
+            if missing:
+                raise ProtocolError("BAD_HEADER", f"BATCH without 'build' lacks required array(s) "
+                                                  f"{', '.join(map(repr, missing))} (<f4)")
     except ProtocolError as err:
         if isinstance(seq, int) and not isinstance(seq, bool):
             err.seq = seq
         raise
-    return Message(command, header, arrays)
+    return Message(command, header, arrays, version)
 
 
 def _decode_arrays(command: str, descr: list, frames: Sequence[Any], limits: Limits) -> dict:
@@ -426,7 +448,7 @@ def _decode_arrays(command: str, descr: list, frames: Sequence[Any], limits: Lim
             raise ProtocolError("BAD_SHAPE", f"{command} array {name!r} declared {tuple(shape)} {dtype} "
                                              f"({nbytes} bytes) but its frame has {got} bytes")
         rule = _array_rule(command, name)
-        if rule is not None and rule[0] != "any" and rule[0] != dtype:
+        if rule is not None and rule[0] != "any" and dtype not in rule[0].split(" or "):
             raise ProtocolError("BAD_DTYPE", f"{command} array {name!r} must be {rule[0]}, got {dtype}")
         specs.append((name, dtype, shape))
     names = {s[0] for s in specs}
@@ -444,15 +466,27 @@ def _decode_arrays(command: str, descr: list, frames: Sequence[Any], limits: Lim
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def error_frames(code: int | str, detail: str, seq: int | None = None, batch: int | None = None) -> list:
-    """Frames of an ERROR message."""
+def error_frames(code: int | str, detail: str, seq: int | None = None, batch: int | None = None,
+                 version: int = VERSION) -> list:
+    """Frames of an ERROR message (signed with ``version``: the request's)."""
     err = ProtocolError(code, detail, batch)
     header: dict[str, Any] = {"code": err.code, "name": err.name, "detail": detail}
     if seq is not None:
         header["seq"] = seq
     if batch is not None:
         header["batch"] = batch
-    return encode("ERROR", header)
+    return encode("ERROR", header, version=version)
+
+
+def signed_version(frames: Sequence[Any]) -> int:
+    """The version a message's signature names when it is one this peer speaks, else :data:`VERSION`: an
+    error about a message that does not decode is answered in its sender's version where it can be."""
+    if frames and _frame_len(frames[0]) == len(SIGNATURE):
+        sig = _frame_bytes(frames[0])
+        for version, signature in SIGNATURES.items():
+            if sig == signature:
+                return version
+    return VERSION
 
 
 def check_agent_name(name: str, limits: Limits = LIMITS) -> None:

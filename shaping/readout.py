@@ -62,7 +62,7 @@ __all__ = [
     "DEFAULT_WINDOW_TRIALS", "RECENT_ACCURACY", "CRITERION_ACCURACY", "TRIAL_AXIS", "POLICY_TRIALS",
     "MOVE_EVENTS", "accuracy_label", "labelled", "trial_axis_caption",
     # tables
-    "LabPaths", "lab_paths", "require_journal", "LabTables", "LabReader", "read_lab", "BATCH_COLUMNS",
+    "LabPaths", "lab_paths", "require_journal", "read_status", "LabTables", "LabReader", "read_lab", "BATCH_COLUMNS",
     "EVENT_COLUMNS", "SESSION_COLUMNS", "END_COLUMNS",
     # accuracy
     "RecentWindow", "recent_accuracies", "window_trials_of", "recent_accuracy", "criterion_accuracy",
@@ -134,24 +134,77 @@ class LabPaths:
     endpoint: Path
 
 
+def _has_segments(path: Path) -> bool:
+    """True when ``path`` is a journal directory holding segment files (its own, or its shards')."""
+    return path.is_dir() and any(any(d.glob(journal.SEGMENT_GLOB)) for d in journal.journal_dirs(path))
+
+
 def lab_paths(lab_dir: str | os.PathLike) -> LabPaths:
-    """The paths of a lab directory (``LAB/journal``), or of a bare journal directory given as ``lab_dir``."""
+    """The paths of a lab directory (``LAB/journal``), or of a bare journal directory (sharded or not) given as
+    ``lab_dir``. ``status`` and ``endpoint`` are the journal directory's own files (a sharded journal's are its
+    front's; :func:`read_status` merges the shards' status files)."""
     root = Path(lab_dir).expanduser().resolve()
     journal_dir = root / "journal"
-    if not journal_dir.is_dir() and any(root.glob(journal.SEGMENT_GLOB)):
+    if not journal_dir.is_dir() and _has_segments(root):
         journal_dir, root = root, root.parent
     return LabPaths(root, journal_dir, root / "weights", journal_dir / STATUS_FILE, journal_dir / ENDPOINT_FILE)
 
 
 def require_journal(lab_dir: str | os.PathLike) -> LabPaths:
     """:func:`lab_paths`, checked: :class:`~shaping.errors.MissingFile` when ``lab_dir`` holds no journal (no
-    ``journal/`` folder with segment files, and none itself), e.g. a mistyped path given to ``skinnerbox
-    report`` or ``sync``."""
+    ``journal/`` folder with segment files, its own or its shards', and none itself), e.g. a mistyped path
+    given to ``skinnerbox report`` or ``sync``."""
     paths = lab_paths(lab_dir)
-    if not paths.journal.is_dir() or not any(paths.journal.glob(journal.SEGMENT_GLOB)):
+    if not _has_segments(paths.journal):
         raise MissingFile(f"{Path(lab_dir)} is not a lab directory: no journal at {paths.journal} (expected "
                           f"{journal.SEGMENT_GLOB} files, written by a lab or `skinnerbox server`)")
     return paths
+
+
+# ---------------------------------------------------------------------------------------------- status
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or half-written by a server that does not replace it atomically
+        return None
+    return dict(data) if isinstance(data, Mapping) else None
+
+
+def read_status(journal_dir: str | os.PathLike) -> dict | None:
+    """The server's status (its :data:`~shaping.procs.STATUS_FILE`) in ``journal_dir``: ``{"time", "endpoint",
+    "pid", "stats": {"trials", "batches", "messages", "errors"}, "sessions": [{"agent", "stage", "trials",
+    "accuracy", ...}, ...]}``, or None when there is none yet (or it is unreadable).
+
+    For a sharded journal, the shards' status files merged into one of the same shape: ``sessions``
+    concatenated in shard order (each session given its shard's ``time``), ``stats`` summed, ``time`` the oldest
+    shard's (the merged status is as old as its oldest part), ``endpoint`` and ``pid`` the front's (from the
+    journal directory's :data:`~shaping.procs.ENDPOINT_FILE`; the first shard's when it has none), and
+    ``shards``: one ``{"shard", "time", "endpoint", "pid"}`` per shard status read. Shards that have written no
+    status yet are left out (None when none has).
+    """
+    path = Path(journal_dir)
+    shards = journal.shard_dirs(path)
+    if not shards:
+        status = _read_json(path / STATUS_FILE)
+        return status if status is not None and isinstance(status.get("sessions"), list) else None
+    parts = [(d, st) for d in shards
+             if (st := _read_json(d / STATUS_FILE)) is not None and isinstance(st.get("sessions"), list)]
+    if not parts:
+        return None
+    times = [float(st["time"]) for _, st in parts if isinstance(st.get("time"), (int, float))]
+    stats: dict[str, float] = {}
+    sessions = []
+    for _, st in parts:
+        for key, value in (st.get("stats") or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                stats[key] = stats.get(key, 0) + value
+        sessions.extend({"time": st.get("time"), **s} for s in st["sessions"] if isinstance(s, Mapping))
+    front = _read_json(path / ENDPOINT_FILE) or {}
+    return {"time": min(times) if times else None,
+            "endpoint": front.get("endpoint", parts[0][1].get("endpoint")),
+            "pid": front.get("pid", parts[0][1].get("pid")), "stats": stats, "sessions": sessions,
+            "shards": [{"shard": journal.shard_index(d), "time": st.get("time"), "endpoint": st.get("endpoint"),
+                        "pid": st.get("pid")} for d, st in parts]}
 
 
 # ---------------------------------------------------------------------------------------------- the window
@@ -179,7 +232,9 @@ class RecentWindow:
 
     def add(self, correct: Iterable[bool]) -> float | None:
         """Add one batch's outcomes (True = correct, in trial order); returns :attr:`accuracy` after it."""
-        self._window.extend(bool(c) for c in correct)  # the oldest fall out
+        values = correct if isinstance(correct, np.ndarray) else np.fromiter(correct, dtype=bool)
+        # only the newest window_trials can stay: a 4096-trial batch adds 200, not 4096 Python objects
+        self._window.extend(np.asarray(values, dtype=bool)[-self.window_trials:].tolist())  # the oldest fall out
         self._sum = int(sum(self._window))
         return self.accuracy
 
@@ -264,7 +319,8 @@ class LabTables:
         sessions: one row per accepted HELLO: ``agent, session, curriculum, epoch, resumed, time, seed, info,
             run, spec`` (the curriculum spec), ``task`` (the task config) and ``task_spec``.
         ends: one row per BYE: ``agent, session, time, reason``.
-        opened, closed: the server's last OPEN and CLOSE records (None if absent).
+        opened, closed: the server's last OPEN and CLOSE records (None if absent); with shards, the last OPEN
+            of any shard and the last CLOSE once every shard has closed.
         records: complete records read.
     """
 
@@ -321,10 +377,12 @@ class LabReader:
     """Incremental reader of a lab's journal: each :meth:`poll` decodes only the records written since the last
     one and returns the tables of everything so far. Thread-safe (one reader may serve every dashboard session of
     a lab). Recent accuracy is followed as the server follows it: one :class:`RecentWindow` per agent, resized
-    when an OPEN record names another ``window_trials``.
+    when an OPEN record of its server names another ``window_trials``. A sharded journal reads as one
+    (:class:`shaping.journal.JournalReader`); ``opened`` is the last OPEN of any shard, ``closed`` the last CLOSE
+    once every shard has closed.
 
     Args:
-        lab_dir: a lab directory or a journal directory.
+        lab_dir: a lab directory or a journal directory (sharded or not).
     """
 
     def __init__(self, lab_dir: str | os.PathLike):
@@ -336,10 +394,13 @@ class LabReader:
         self._event_rows: list[dict] = []
         self._trials: dict[str, int] = {}  # agent -> trials read so far (events of older journals)
         self._windows: dict[str, RecentWindow] = {}
-        self._window_trials = DEFAULT_WINDOW_TRIALS
+        self._agent_source: dict[str, Path] = {}  # agent -> the journal directory (shard) holding its session
+        self._window_trials: dict[Path, int] = {}  # journal directory -> its server's window (last OPEN)
         self._sessions: list[dict] = []
         self._ends: list[dict] = []
         self._opened: dict | None = None
+        self._open_shards: dict[Path, dict] = {}  # journal directory -> its server's last OPEN record
+        self._closed_shards: dict[Path, dict] = {}  # journal directory -> its CLOSE after that OPEN
         self._closed: dict | None = None
         self._records = 0
         self._cache: LabTables | None = None
@@ -358,32 +419,41 @@ class LabReader:
                 return 0
             self._reader = journal.JournalReader(self.paths.journal)
         try:
-            records = self._reader.poll()
+            records = list(self._reader.sourced_records())
         except FileNotFoundError:  # the journal directory was removed under us
             return 0
-        for kind, rec in records:
+        for source, kind, rec in records:
             if kind in (journal.BATCH, journal.OVERRIDE):
                 if kind == journal.BATCH:
                     self._batch_recs.append(rec)
-                    self._batch_rows.append(self._window_row(rec))
+                    self._batch_rows.append(self._window_row(source, rec))
                 self._event_rows.extend(journal.event_rows(kind, rec, self._trials))
             elif kind == journal.HELLO:
                 self._sessions.append({c: rec.get(c) for c in SESSION_COLUMNS})
             elif kind == journal.END:
                 self._ends.append({c: rec.get(c) for c in END_COLUMNS})
             elif kind == journal.OPEN:
-                self._opened, self._closed = rec, None
-                self._window_trials = window_trials_of(rec)
-                for w in self._windows.values():  # a restarted server keeps what fits of each saved window
-                    w.resize(self._window_trials)
+                self._opened = rec
+                self._open_shards[source] = rec
+                self._closed_shards.pop(source, None)
+                window_trials = self._window_trials[source] = window_trials_of(rec)
+                for agent, w in self._windows.items():  # a restarted server keeps what fits of each saved window
+                    if self._agent_source.get(agent) == source:
+                        w.resize(window_trials)
             elif kind == journal.CLOSE:
-                self._closed = rec
+                self._closed_shards[source] = rec
+        # closed: the last CLOSE, once every server (each shard's) that opened has closed
+        closes = [self._closed_shards.get(src) for src in self._open_shards] or list(self._closed_shards.values())
+        self._closed = max(closes, key=lambda r: r.get("time") or 0.0) if closes and all(closes) else None
         self._records += len(records)
         return len(records)
 
-    def _window_row(self, rec: Mapping[str, Any]) -> dict:
+    def _window_row(self, source: Path, rec: Mapping[str, Any]) -> dict:
         row = _batch_row(rec)
-        window = self._windows.setdefault(rec["agent"], RecentWindow(self._window_trials))
+        agent = rec["agent"]
+        self._agent_source[agent] = source
+        window = self._windows.setdefault(
+            agent, RecentWindow(self._window_trials.get(source, DEFAULT_WINDOW_TRIALS)))
         codes = _outcome_codes(rec)
         row["window_trials"] = window.window_trials
         row[RECENT_ACCURACY] = window.add(codes == _CORRECT) if codes is not None else window.accuracy

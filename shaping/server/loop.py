@@ -3,7 +3,6 @@ answered (see the package docstring for the invariants), plus the hooks that log
 and the process entry point (:func:`serve`)."""
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -20,10 +19,11 @@ import zmq
 
 from .. import journal, protocol
 from .. import keys as curve_keys
-from ..errors import ConfigChanged, ConfigError, InUseError
+from ..errors import ConfigChanged, ConfigError
 from ..labfile import ServerConfig
 from ..procs import ENDPOINT_FILE, SERVER_STOP_GRACE_S, STATUS_FILE, lab_gone
 from ..protocol import ProtocolError
+from .binding import BoundRouter, bind_router
 from .resume import resume_session
 from .sessions import InFlight, Session, _make_task, _plain_knobs, agent_seed
 
@@ -31,6 +31,7 @@ log = logging.getLogger("shaping.server")
 
 STATUS_INTERVAL_S = 1.0  # how often STATUS_FILE is rewritten (s)
 _DRAIN = 64  # messages handled per poll before timers run again
+_ZERO_COPY_BYTES = 65536  # messages at least this big are sent without copying
 
 
 class TaskServer:
@@ -60,7 +61,7 @@ class TaskServer:
         self._by_identity: dict[bytes, Session] = {}
         self.journal: journal.Journal | None = None
         self.socket: zmq.Socket | None = None
-        self._auth = None
+        self._bound: BoundRouter | None = None
         self._stop = threading.Event()
         self._started = False
         self._closed = False
@@ -143,44 +144,9 @@ class TaskServer:
         return self.endpoint
 
     def _bind(self) -> zmq.Socket:
-        cfg = self.config
-        sock = self.context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.LINGER, 1000)
-        sock.setsockopt(zmq.SNDHWM, cfg.send_hwm)
-        sock.setsockopt(zmq.RCVHWM, cfg.send_hwm)
-        sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
-        # No ZMTP heartbeats (ZMQ_HEARTBEAT_*) on this socket: with a receive high-water mark, libzmq 4.3.5 can
-        # abort the whole process when a peer that flooded it dies (zeromq/libzmq#3937, #4364). The protocol's
-        # own HEARTBEATs and expiry_s detect dead agents.
-        if cfg.use_curve:
-            from zmq.auth.thread import ThreadAuthenticator
-
-            public, secret = curve_keys.server_keys(cfg.keys)
-            self._auth = ThreadAuthenticator(self.context, log=logging.getLogger(__name__ + ".auth"))
-            self._auth.start()
-            self._auth.configure_curve(domain="*", location=str(curve_keys.authorized_dir(cfg.keys)))
-            sock.curve_secretkey = secret
-            sock.curve_publickey = public
-            sock.curve_server = True
-        bind = cfg.bind
-        if bind.startswith("tcp://") and bind.endswith(":0"):
-            bind = bind[:-2] + ":*"
-        try:
-            sock.bind(bind)
-        except zmq.ZMQError as err:
-            sock.close(0)
-            if self._auth is not None:
-                self._auth.stop()
-            if err.errno == errno.EADDRINUSE:  # another process holds the port: the user's to resolve
-                raise InUseError(f"task server: cannot bind {cfg.bind!r}: the address is in use by another "
-                                 "process; choose another port (port 0 picks a free one)") from None
-            if err.errno in (errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENODEV, zmq.EPROTONOSUPPORT):
-                raise ConfigError(f"task server: cannot bind {cfg.bind!r}: {err} (bind is a ZeroMQ endpoint "
-                                  "like 'tcp://127.0.0.1:5555' on an address of this machine)") from None
-            raise OSError(f"task server: cannot bind {cfg.bind!r}: {err}") from None
-        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        return sock
+        self._bound = bind_router(self.config, self.context)
+        self.endpoint = self._bound.endpoint
+        return self._bound.socket
 
     def _write_endpoint(self) -> None:
         info = {"endpoint": self.endpoint, "pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
@@ -258,7 +224,7 @@ class TaskServer:
         if self.socket is not None:
             for s in self.sessions.values():
                 if s.connected and s.identity is not None:
-                    self._send(s, protocol.encode("BYE", {"reason": reason}))
+                    self._send(s, protocol.encode("BYE", {"reason": reason}, version=s.version))
                     self._call_hook("on_session_end", s, reason)
         if self._started:
             self.write_status()
@@ -271,8 +237,8 @@ class TaskServer:
             self.journal.close()
         if self.socket is not None:
             self.socket.close(linger=1000)
-        if self._auth is not None:
-            self._auth.stop()
+        if self._bound is not None:
+            self._bound.release()
         if self.journal is not None and self.endpoint:
             try:
                 (Path(self.config.journal) / ENDPOINT_FILE).unlink()
@@ -310,12 +276,13 @@ class TaskServer:
     def _handle(self, identity: bytes, frames: list) -> None:
         seq = None
         session = self._by_identity.get(identity)
+        version = session.version if session is not None else protocol.signed_version(frames)
         if session is not None:
             session.last_heard = time.monotonic()
             session.connected = True
         try:
             msg = protocol.decode(frames, self.limits)
-            seq = msg.seq
+            seq, version = msg.seq, msg.version
             if msg.type not in self._handlers:
                 raise ProtocolError("UNEXPECTED", f"{msg.type} is sent by servers only; agents send "
                                                   f"{', '.join(sorted(protocol.AGENT_COMMANDS))} (operators "
@@ -328,17 +295,19 @@ class TaskServer:
             who = session.agent if session is not None else f"connection {identity.hex()}"
             log.warning("%s: %s", who, err)
             seq = err.seq if seq is None else seq
-            self._send_to(identity, protocol.error_frames(err.code, err.detail, seq=seq, batch=err.batch), session)
+            self._send_to(identity, protocol.error_frames(err.code, err.detail, seq=seq, batch=err.batch,
+                                                          version=version), session)
         except OSError as err:  # the journal could not be written: nothing more can be acknowledged
             self.fatal = err
             log.critical("journal write failed, stopping: %s", err)
-            self._send_to(identity, protocol.error_frames("INTERNAL", f"server journal failed: {err}", seq=seq),
-                          session)
+            self._send_to(identity, protocol.error_frames("INTERNAL", f"server journal failed: {err}", seq=seq,
+                                                          version=version), session)
         except Exception as err:
             self.stats["errors"] += 1
             log.exception("internal error handling a message from %s",
                           session.agent if session is not None else identity.hex())
-            self._send_to(identity, protocol.error_frames("INTERNAL", f"{type(err).__name__}: {err}", seq=seq), session)
+            self._send_to(identity, protocol.error_frames("INTERNAL", f"{type(err).__name__}: {err}", seq=seq,
+                                                          version=version), session)
 
     def _tick(self, now: float) -> None:
         cfg = self.config
@@ -346,7 +315,7 @@ class TaskServer:
         if lab_gone():
             log.warning("the lab that started this server is gone: stopping")
             self.stop()
-        beat = None
+        beats: dict[int, list] = {}
         for s in self.sessions.values():
             if not s.connected:
                 continue
@@ -357,9 +326,9 @@ class TaskServer:
                 self._call_hook("on_session_end", s, "expired")
                 continue
             if now - s.last_sent >= cfg.heartbeat_interval_s:
-                if beat is None:
-                    beat = protocol.encode("HEARTBEAT")
-                self._send(s, beat)
+                if s.version not in beats:
+                    beats[s.version] = protocol.encode("HEARTBEAT", version=s.version)
+                self._send(s, beats[s.version])
         self.journal.maybe_sync(now)
         if now >= self._next_status:
             self._next_status = now + STATUS_INTERVAL_S
@@ -400,8 +369,11 @@ class TaskServer:
         return self._send_to(session.identity, frames, session)
 
     def _send_to(self, identity: bytes, frames: list, session: Session | None = None) -> bool:
+        # Zero-copy sends cost pyzmq a tracked Frame per part: worth it for big arrays (a batch's x, y, mask),
+        # several times slower than copying for a SCORE or a header-only BATCH.
+        copy = sum(protocol.frame_nbytes(f) for f in frames) < _ZERO_COPY_BYTES
         try:
-            self.socket.send_multipart([identity, *frames], zmq.NOBLOCK, copy=False)
+            self.socket.send_multipart([identity, *frames], zmq.NOBLOCK, copy=copy)
         except zmq.Again:
             log.warning("%s: send queue full (send_hwm=%d); message dropped",
                         session.agent if session else identity.hex(), self.config.send_hwm)
@@ -446,6 +418,14 @@ class TaskServer:
         h = msg.header
         agent = h["agent"]
         protocol.check_agent_name(agent, self.limits)
+        if self.config.shard is not None:
+            from ..shards import shard_of
+
+            owner = shard_of(agent, self.config.shards)
+            if owner != self.config.shard:  # a second session in another shard's journal would split the agent
+                raise ProtocolError("BAD_VALUE", f"agent {agent!r} belongs to shard {owner} of {self.config.shards}, "
+                                                 f"not to this one ({self.config.shard}): connect through the lab's "
+                                                 "front, which sends each agent to its shard")
         wanted = h.get("curriculum")
         s = self.sessions.get(agent)
         if s is not None:
@@ -463,11 +443,15 @@ class TaskServer:
             resumed = False
         if session is not None and session is not s:  # this connection changes agent name
             self._unbind(session)
+        build = self._build_mode(agent, h, msg.version)
         if s.identity is not None and s.identity != identity:
-            self._send(s, protocol.encode("BYE", {"reason": "replaced"}))
+            self._send(s, protocol.encode("BYE", {"reason": "replaced"}, version=s.version))
             log.warning("%s: a new connection takes over the session", agent)
             self._unbind(s)
         voided = s.void_in_flight("epoch ended")
+        s.version, s.build = msg.version, build
+        tasks = s.build_tasks() if build == "agent" else None
+        s.fingerprint = self._fingerprint(tasks) if tasks else None
         s.epoch += 1
         s.info = dict(h.get("info") or s.info)
         if "resume" in h and h["resume"] not in (None, s.session_id):
@@ -478,7 +462,7 @@ class TaskServer:
         self.journal.write(journal.HELLO, {
             "time": time.time(), "agent": agent, "session": s.session_id, "curriculum": s.curriculum,
             "spec": s.spec, "task": s.task_config, "task_spec": _plain_knobs(s.task.spec()), "seed": s.seed,
-            "epoch": s.epoch, "resumed": resumed,
+            "epoch": s.epoch, "resumed": resumed, "version": s.version, "build": s.build,
             "info": s.info, "run": s.run})
         self.sessions[agent] = s
         s.identity = identity
@@ -490,12 +474,43 @@ class TaskServer:
                   "complete": bool(s.policy.complete), "task": _plain_knobs(s.task.spec()),
                   "credit": self.config.credit, "heartbeat_interval_s": float(self.config.heartbeat_interval_s),
                   "expiry_s": float(self.config.expiry_s), "limits": self.limits.to_dict(), "run": s.run}
+        if s.version >= 2:
+            header["build"] = s.build
+        if tasks:
+            header.update(tasks=tasks, fingerprint=s.fingerprint, outputs=self.config.outputs)
         if msg.seq is not None:
             header["seq"] = msg.seq
-        self._send(s, protocol.encode("WELCOME", header))
-        log.info("%s %s session %s (epoch %d, %d trials, stage %r%s)", agent,
+        self._send(s, protocol.encode("WELCOME", header, version=s.version))
+        log.info("%s %s session %s (epoch %d, %d trials, stage %r, protocol %d, trials built by the %s%s)", agent,
                  "resumed" if resumed else "opened", s.session_id, s.epoch, s.trials, s.conditions["stage"],
-                 f", {voided} in-flight batch(es) void" if voided else "")
+                 s.version, s.build, f", {voided} in-flight batch(es) void" if voided else "")
+
+    def _build_mode(self, agent: str, hello: Mapping[str, Any], version: int) -> str:
+        """Who builds an agent's trials: ``"agent"`` when this server is configured so and the agent offers to
+        (protocol 2) with the same versions as here; BUILD_MISMATCH when the versions differ."""
+        if self.config.build != "agent":
+            return "server"
+        if version < 2 or hello.get("build") != "agent":
+            log.info("%s does not build its own trials (protocol %d%s): they are built here", agent, version,
+                     "; upgrade skinnerbox on the agent to build them there" if version < 2 else "")
+            return "server"
+        from ..tasks.build import versions
+
+        theirs, ours = dict(hello.get("versions") or {}), versions()
+        differ = [f"{k} {theirs.get(k)!r} (the server has {v!r})" for k, v in ours.items() if theirs.get(k) != v]
+        if differ:
+            raise ProtocolError("BUILD_MISMATCH", f"agent {agent!r} would build its trials with {', '.join(differ)}; "
+                                                  "install the same versions beside the agent and the server, or "
+                                                  "set [server] build = \"server\"")
+        return "agent"
+
+    def _fingerprint(self, tasks: Mapping[str, Any]) -> str:
+        from ..tasks.build import fingerprint
+
+        try:
+            return fingerprint(tasks)
+        except ValueError as err:  # the config was checked at start; a task that cannot be built now is a bug
+            raise RuntimeError(f"cannot fingerprint the session's tasks: {err}") from None
 
     def _unbind(self, s: Session) -> None:
         if s.identity is not None:
@@ -516,27 +531,48 @@ class TaskServer:
                                              f"({sorted(s.in_flight)}); the credit is {self.config.credit}: send "
                                              "a RESULT first")
         bid = s.next_batch
-        batch = task.generate(n=n, knobs=cond["knobs"], batch_id=bid, repeat=cond.get("repeat") or None)
-        s.next_batch += 1
-        s.in_flight[bid] = InFlight(batch, task, cond, s.epoch, time.monotonic(), s.stage_visit)
-        arrays: dict[str, Any] = {"x": batch.x, "y": batch.y, "mask": batch.mask}
-        obj_params = {}
-        for col in batch.params.columns:
-            values = batch.params[col].to_numpy()
-            if values.dtype.kind in "biuf":
-                arrays[protocol.PARAM_PREFIX + col] = values
-            else:
-                obj_params[col] = [v.tolist() if isinstance(v, np.ndarray) else v for v in values.tolist()]
+        repeat = cond.get("repeat") or None
         header = {"batch": bid, "epoch": s.epoch, "n": n, "task": type(task).__name__,
-                  "stage": str(cond["stage"]), "stage_index": int(cond["stage_index"]),
-                  "knobs": _plain_knobs(batch.knobs)}
-        if obj_params:
-            header["params"] = obj_params
+                  "stage": str(cond["stage"]), "stage_index": int(cond["stage_index"])}
+        arrays: dict[str, Any] = {}
+        if s.build == "agent":
+            if msg.header.get("fingerprint") != s.fingerprint:
+                raise ProtocolError("BUILD_MISMATCH", f"GET fingerprint {msg.header.get('fingerprint')!r}; the trials "
+                                                      f"this server scores are built by {s.fingerprint!r}: the "
+                                                      "agent's task code or versions differ from the server's")
+            # decided here, built by the agent: only what scoring needs (the params and each trial's window)
+            batch = task.draw_for_scoring(n, cond["knobs"], bid, repeat)
+            window = task.scoring_window(batch)
+            flight = InFlight(batch, task, cond, s.epoch, time.monotonic(), s.stage_visit, window,
+                              int((window[1] - window[0]).sum()))
+            from ..tasks.build import task_key
+
+            header["build"] = {"task": task_key(s.task_config_for(cond)), "seed": s.seed,
+                               "repeat": json.loads(journal.dumps(repeat)) if repeat else None}
+        else:
+            batch = task.generate(n=n, knobs=cond["knobs"], batch_id=bid, repeat=repeat)
+            flight = InFlight(batch, task, cond, s.epoch, time.monotonic(), s.stage_visit)
+            arrays = {"x": batch.x, "y": batch.y, "mask": batch.mask}
+            obj_params = {}
+            for col in batch.params.columns:
+                values = batch.params[col].to_numpy()
+                if values.dtype.kind in "biuf":
+                    arrays[protocol.PARAM_PREFIX + col] = values
+                else:
+                    obj_params[col] = [v.tolist() if isinstance(v, np.ndarray) else v for v in values.tolist()]
+            if obj_params:
+                header["params"] = obj_params
+        s.next_batch += 1
+        s.in_flight[bid] = flight
+        header["knobs"] = _plain_knobs(batch.knobs)
         if msg.seq is not None:
             header["seq"] = msg.seq
-        self._send(s, protocol.encode("BATCH", header, arrays))
+        self._send(s, protocol.encode("BATCH", header, arrays, version=s.version))
         # The two columns every scored trial carries, added now while the agent trains: score() copies the
         # params' columns, so the RESULT -> SCORE path the agent waits on inserts none (about 0.3 ms per batch).
+        # (A batch the agent builds gets them in score_rows' table, which costs nothing.)
+        if s.build == "agent":
+            return
         if "correction" not in batch.params.columns:
             batch.params["correction"] = False
         batch.params["stale"] = False
@@ -564,18 +600,25 @@ class TaskServer:
                 raise ProtocolError("UNKNOWN_BATCH", f"batch {bid} is void ({s.void_ids[bid]})", bid)
             raise ProtocolError("UNKNOWN_BATCH", f"batch {bid} was never sent in epoch {s.epoch} (in flight: "
                                                  f"{sorted(s.in_flight)})", bid)
-        y_hat = msg.arrays["y_hat"]
-        if y_hat.shape != f.batch.y.shape:
-            raise ProtocolError("BAD_SHAPE", f"y_hat of batch {bid} has shape {y_hat.shape}; expected (n, N_steps, "
-                                             f"N_out) = {f.batch.y.shape}", bid)
+        y_hat = np.asarray(msg.arrays["y_hat"], dtype=np.float32)  # float16 is summed far faster once converted
+        if f.window is not None:  # built by the agent: the outputs in each trial's scoring window
+            expected, what = (f.rows, f.task.N_out), "(rows, N_out), the steps of the trials' scoring windows"
+        else:
+            expected, what = f.batch.y.shape, "(n, N_steps, N_out)"
+        if y_hat.shape != expected:
+            raise ProtocolError("BAD_SHAPE", f"y_hat of batch {bid} has shape {y_hat.shape}; expected {what} = "
+                                             f"{expected}", bid)
         if not np.isfinite(y_hat).all():
             raise ProtocolError("BAD_VALUE", f"y_hat of batch {bid} holds non-finite values (NaN or inf); "
                                              "outputs must be finite", bid)
-        scored = f.task.score(f.batch.y, y_hat, f.batch.mask, f.batch.params)
+        stale = f.stage_visit != s.stage_visit or bool(s.policy.complete)
+        if f.window is not None:
+            scored = f.task.score_rows(f.batch, y_hat, f.window, extra={"correction": False, "stale": stale})
+        else:
+            scored = f.task.score(f.batch.y, y_hat, f.batch.mask, f.batch.params)
         if "correction" not in scored.columns:  # a task whose score() drops trial parameters
             scored["correction"] = False
-        stale = f.stage_visit != s.stage_visit or bool(s.policy.complete)
-        if stale or "stale" not in scored.columns:
+        if "stale" not in scored.columns or (stale and not scored["stale"].all()):
             scored["stale"] = stale
         # A batch drawn (prefetched) under a stage the agent has since left, or answered after completion, is
         # journaled, not counted.
@@ -611,7 +654,7 @@ class TaskServer:
             header["seq"] = msg.seq
         arrays = {"outcome": codes, "choice": scored["choice"].to_numpy().astype(np.int32),
                   "target": scored["target"].to_numpy().astype(np.int32)}
-        self._send(s, protocol.encode("SCORE", header, arrays))
+        self._send(s, protocol.encode("SCORE", header, arrays, version=s.version))
         for ev in events:
             log.info("%s: %s", s.agent, _describe(ev))
         self._call_hook("on_scored", s, scored, events, f.conditions)
@@ -652,7 +695,7 @@ class TaskServer:
                   "complete": bool(s.policy.complete)}
         if msg.seq is not None:
             header["seq"] = msg.seq
-        self._send_to(identity, protocol.encode("OVERRIDDEN", header))
+        self._send_to(identity, protocol.encode("OVERRIDDEN", header, version=msg.version))
         log.warning("%s: operator override: %s", agent, "; ".join(_describe(e) for e in events))
         self._call_hook("on_override", s, events)
 

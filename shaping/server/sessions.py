@@ -39,6 +39,8 @@ class InFlight:
     epoch: int
     issued: float  # monotonic s
     stage_visit: int = 0  # the session's stage visit it was drawn in (see Session.stage_visit)
+    window: tuple | None = None  # agent-built: each trial's scoring window [start, stop) in steps, (n,) each
+    rows: int = 0  # agent-built: the rows of outputs its RESULT carries (the windows' total length)
 
 
 class Session:
@@ -53,6 +55,9 @@ class Session:
         stage_visit: counts the stage changes seen by this server process, so that a batch drawn in an
             earlier visit of the same stage (A -> B -> A while it was in flight) is recognised as stale.
         run: provenance record sent in WELCOME (hooks fill it). info: the agent's HELLO info.
+        version: the protocol version the agent speaks (every message to it is signed with it).
+        build: who builds its trials, ``"server"`` or ``"agent"`` (protocol 2). fingerprint: with ``"agent"``,
+            the digest the agent's GETs must carry (:func:`shaping.tasks.build.fingerprint`).
     """
 
     def __init__(self, agent: str, session_id: str, curriculum: str, spec: dict, task_config: dict,
@@ -86,8 +91,23 @@ class Session:
         self.last_scored = -1  # id of the batch scored last (an override is journaled after it)
         self.policy_accuracy: float | None = None  # after the last scored batch (journaled, in SCORE)
         self.conditions = self.policy.conditions()
+        self.version = 1
+        self.build = "server"
+        self.fingerprint: str | None = None
 
     # ---------------------------------------------------------------- stream
+    def build_tasks(self) -> dict[str, dict]:
+        """Every task the session may draw from, by :func:`~shaping.tasks.build.task_key`: the base task and
+        each stage's own."""
+        from ..tasks.build import task_key
+
+        configs = [self.task_config, *(dict(spec) for spec in self.policy.stage_tasks().values() if spec)]
+        return {task_key(c): c for c in configs}
+
+    def task_config_for(self, conditions: dict) -> dict:
+        """The config of the task a stage draws from (the base task's when the stage has none)."""
+        return dict(conditions.get("task") or self.task_config)
+
     def task_for(self, conditions: dict) -> Any:
         """The task a stage draws from: the base task, or the stage's own (cached, same seed)."""
         spec = conditions.get("task")
@@ -150,11 +170,9 @@ class Session:
 
 
 def _make_task(config: Mapping[str, Any], seed: int) -> Any:
-    from ..tasks import make
+    from ..tasks.build import make_task
 
-    kwargs = {k: v for k, v in config.items() if k != "name"}
-    kwargs["seed"] = seed
-    return make(config["name"], **kwargs)
+    return make_task(config, seed)
 
 
 def _plain_knobs(knobs: Mapping[str, Any]) -> dict:

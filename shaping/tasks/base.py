@@ -56,9 +56,9 @@ class Batch:
     """One batch of trials.
 
     Attributes:
-        x: inputs ``(N_batch, N_steps, N_in)`` float32.
-        y: targets ``(N_batch, N_steps, N_out)`` float32.
-        mask: loss/scoring weights ``(N_batch, N_steps, N_out)`` float32.
+        x: inputs ``(N_batch, N_steps, N_in)`` float32 (None in a batch drawn for scoring alone).
+        y: targets ``(N_batch, N_steps, N_out)`` float32 (idem).
+        mask: loss/scoring weights ``(N_batch, N_steps, N_out)`` float32 (idem).
         params: one row per trial: every trial parameter (the record the journal and scoring use).
         knobs: the knob values the batch was drawn under.
         batch_id: index of the batch in the task's seeded stream.
@@ -75,7 +75,13 @@ class Batch:
     records: list | None = None
 
     def __len__(self) -> int:
-        return self.x.shape[0]
+        return len(self.params)
+
+    @property
+    def built(self) -> bool:
+        """True when the batch carries its trials (``x``, ``y``, ``mask``); a batch drawn for scoring alone
+        (:meth:`Task.draw_for_scoring`) may carry only its params."""
+        return self.x is not None
 
     def trial_params(self) -> np.ndarray:
         """Per-trial parameter dicts as PsychRNN yields them (an object array of dicts).
@@ -486,8 +492,7 @@ class Task:
         rng = self.batch_rng(batch_id)
         records = None  # a per-step task's own dicts, given back by get_trial_batch as they are
         if self.vectorised:
-            params = self.sample_params(n, rng, knob_values)
-            params = apply_repeats(params, repeat, type(self).__name__)
+            params = self._draw_params(n, knob_values, rng, repeat)
             if stepwise:
                 live, self.rng = self.rng, rng  # per-step noise from the batch's own stream: reproducible
                 try:
@@ -503,11 +508,29 @@ class Task:
                 x, y, mask, params, records = self._generate_psychrnn(n, batch_id, rng, repeat)
             finally:
                 self.knob_values = live
-        for key, val in knob_values.items():
-            if key not in params.columns:
-                params[key] = [val] * n if not np.isscalar(val) else val
+        _add_knob_columns(params, knob_values, n)
         return Batch(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y, dtype=np.float32),
                      np.ascontiguousarray(mask, dtype=np.float32), params, knob_values, int(batch_id), records)
+
+    def _draw_params(self, n: int, knob_values: Mapping[str, Any], rng: np.random.Generator,
+                     repeat: Sequence[Mapping[str, Any]] | None) -> pd.DataFrame:
+        """Vectorised path: the params of a batch, the first draws from its ``rng`` (trials are built after)."""
+        return apply_repeats(self.sample_params(n, rng, knob_values), repeat, type(self).__name__)
+
+    def draw_for_scoring(self, n: int | None = None, knobs: Mapping[str, Any] | None = None,
+                         batch_id: int = 0, repeat: Sequence[Mapping[str, Any]] | None = None) -> Batch:
+        """What the task server needs to score batch ``batch_id`` that an agent builds (protocol 2).
+
+        For a task that :attr:`scores_without_trials`, only its params (the same table :meth:`generate` makes
+        for the same arguments), without building inputs, targets or mask; for any other task the whole batch.
+        """
+        if not self.scores_without_trials:
+            return self.generate(n, knobs, batch_id, repeat=repeat)
+        n = self.N_batch if n is None else int(n)
+        knob_values = self.validate_knobs(knobs)
+        params = self._draw_params(n, knob_values, self.batch_rng(batch_id), repeat)
+        _add_knob_columns(params, knob_values, n)
+        return Batch(None, None, None, params, knob_values, int(batch_id))
 
     def _generate_psychrnn(self, n: int, batch_id: int, rng: np.random.Generator,
                            repeat: Sequence[Mapping[str, Any]] | None = None):
@@ -545,11 +568,78 @@ class Task:
         in the response window; -1 (no response) when the two highest channels tie exactly (a silent
         network) or the highest stays below ``response_threshold``."""
         w = np.einsum("ntk->nk", mask)
-        mean = _time_sum(y_hat, mask) / np.maximum(w, 1e-12)
+        return self._choice_from_means(_time_sum(y_hat, mask) / np.maximum(w, 1e-12))
+
+    def _choice_from_means(self, mean: np.ndarray) -> np.ndarray:
+        """The default choice rule on each trial's mean output per channel ``(n, N_out)`` (see
+        :meth:`choice_from_output`)."""
         choice = argmax_untied(mean)
         if self.response_threshold is not None:
             choice = np.where(mean.max(axis=1) < self.response_threshold, -1, choice)
         return choice
+
+    # ------------------------------------------------------------------ the scoring window (protocol 2)
+    def response_window(self, params: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per trial, the steps ``[start, stop)`` in which the mask is 1 on every output channel (and 0 outside
+        them), computed from the trial params alone; ``(n,)`` int64 each. None: the task does not say (its
+        mask must be built to know). A task that implements it (with target_choice from its params) is
+        scored by the server without building its trials: see :attr:`scores_without_trials`."""
+        return None
+
+    @property
+    def scores_without_trials(self) -> bool:
+        """True when a batch can be scored from its params and the outputs in its response window alone: the
+        task is vectorised, implements :meth:`response_window` and ``target_choice`` at or below the class
+        that builds its trials, and keeps the default choice rule and scoring."""
+        cls = type(self)
+        if not self.vectorised or _defined_in(cls, "choice_from_output") is not Task \
+                or _defined_in(cls, "score") is not Task or self._scores_with_accuracy_function():
+            return False
+        builder = _defined_in(cls, "build_trials")
+        own = [_defined_in(cls, name) for name in ("response_window", "target_choice")]
+        return all(c is not Task and (c is builder or _below(c, builder)) for c in own)
+
+    def scoring_window(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """Per trial, the steps ``[start, stop)`` of the outputs scoring reads, ``(n,)`` int64 each: the
+        :meth:`response_window` where the task declares it, all steps for a task scored by its
+        ``accuracy_function``, else the span of the steps where the batch's mask is non-zero."""
+        n = len(batch)
+        if self._scores_with_accuracy_function():
+            return np.zeros(n, dtype=np.int64), np.full(n, self.N_steps, dtype=np.int64)
+        if self.scores_without_trials:
+            return self.response_window(batch.params)
+        return mask_window(batch.mask)
+
+    def window_rows(self, batch: Batch, y_hat: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+        """The outputs scoring reads: each trial's steps of :meth:`scoring_window`, trial after trial,
+        ``(rows, N_out)`` in ``dtype`` (what an agent that built ``batch`` sends back in protocol 2).
+
+        Args:
+            batch: the batch the agent built. y_hat: its outputs ``(n, N_steps, N_out)``.
+        """
+        start, stop = self.scoring_window(batch)
+        return np.ascontiguousarray(gather_window(np.asarray(y_hat), start, stop), dtype=dtype)
+
+    def score_rows(self, batch: Batch, rows: np.ndarray, window: tuple[np.ndarray, np.ndarray] | None = None,
+                   extra: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """:meth:`score` of ``batch`` from the outputs in its scoring window (``rows`` from
+        :meth:`window_rows`, ``(rows, N_out)``), the same table :meth:`score` makes from the whole outputs.
+
+        ``batch`` may be one drawn by :meth:`draw_for_scoring`; ``window`` is its :meth:`scoring_window` when
+        known already; ``extra``: columns (name -> one value for every trial) added where the params lack them."""
+        start, stop = self.scoring_window(batch) if window is None else window
+        if self.scores_without_trials:
+            params = _records_frame(batch.params)
+            target = np.array(self.target_choice(None, None, params), dtype=np.int64)
+            choice = np.array(self._choice_from_means(window_means(rows, start, stop)), dtype=np.int64)
+            return _score_table(target, choice, params, extra=extra)
+        y_hat = np.zeros(batch.y.shape, dtype=np.float32)
+        scatter_window(y_hat, rows, start, stop)
+        table = self.score(batch.y, y_hat, batch.mask, batch.params)
+        for name, value in (extra or {}).items():
+            if name not in table.columns:
+                table[name] = value
+        return table
 
     def score(self, y: np.ndarray, y_hat: np.ndarray, mask: np.ndarray,
               trial_params: pd.DataFrame | Sequence[dict] | None = None) -> pd.DataFrame:
@@ -572,20 +662,14 @@ class Task:
         self._check_scorable()
         if self._scores_with_accuracy_function():
             target, choice, code = self._score_by_accuracy(y, y_hat, mask, params)
-        else:
-            target = np.array(self.target_choice(y, mask, params), dtype=np.int64)  # copies: may be a params view
-            choice = np.array(self.choice_from_output(y_hat, mask, params), dtype=np.int64)
-            # 0 correct, 1 error, 2 no response, as indices into OUTCOMES
-            code = np.where(choice == target, 0, np.where(choice < 0, 2, 1))
-        columns = {"trial": np.arange(len(y)), "outcome": _OUTCOME_LABELS[code], "choice": choice,
-                   "target": target}
-        # One DataFrame from a dict of fresh column arrays, taken as they are (copy=False: no consolidating
-        # copy); concat/drop and pandas' own copies cost more than the scoring itself. The server waits on this.
-        for col, values in params.items():
-            # the table never aliases trial_params; a parameter named like a score column (PsychRNN's
-            # DelayedDiscrimination draws the correct "choice") is kept as "param.<name>"
-            columns[col if col not in SCORE_COLUMNS else PARAM_PREFIX + col] = values.array.copy()
-        return pd.DataFrame(columns, copy=False)
+            return _score_table(target, choice, params, code)
+        if self.scores_without_trials and trial_params is not None:
+            # the same computation as the server's for a batch an agent built (score_rows): one rule, one result
+            start, stop = mask_window(mask)
+            return self.score_rows(Batch(None, y, mask, params), gather_window(y_hat, start, stop), (start, stop))
+        target = np.array(self.target_choice(y, mask, params), dtype=np.int64)  # copies: may be a params view
+        choice = np.array(self.choice_from_output(y_hat, mask, params), dtype=np.int64)
+        return _score_table(target, choice, params)
 
     def _own_choice_methods(self) -> bool:
         """True when the task (or a base class below :class:`Task`) defines a choice method."""
@@ -677,6 +761,8 @@ def argmax_untied(values: np.ndarray) -> np.ndarray:
 
     ``values`` is ``(n, channels)``; with one channel there is nothing to tie with. A silent network (all-zero
     or all-equal outputs) thus makes no choice rather than choosing channel 0."""
+    if values.shape[1] == 2:  # the common two-choice case, without a partition (several times faster)
+        return np.where(values[:, 0] == values[:, 1], -1, (values[:, 1] > values[:, 0]).astype(np.int64))
     choice = np.argmax(values, axis=1)
     if values.shape[1] > 1:
         top2 = np.partition(values, -2, axis=1)[:, -2:]
@@ -713,3 +799,87 @@ def _records_frame(records: pd.DataFrame | Sequence[dict]) -> pd.DataFrame:
         return records.reset_index(drop=True)
     records = list(records)
     return pd.DataFrame.from_records(records) if records else pd.DataFrame()
+
+
+def _add_knob_columns(params: pd.DataFrame, knob_values: Mapping[str, Any], n: int) -> None:
+    """Every knob value as a column of ``params`` (unless a trial parameter of that name exists)."""
+    for key, val in knob_values.items():
+        if key not in params.columns:
+            params[key] = [val] * n if not np.isscalar(val) else val
+
+
+def _score_table(target: np.ndarray, choice: np.ndarray, params: pd.DataFrame,
+                 code: np.ndarray | None = None, extra: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The scored-trials table: ``trial``, ``outcome``, ``choice``, ``target`` and every trial parameter.
+    ``code`` (0 correct, 1 error, 2 no response, as indices into OUTCOMES) defaults to the choice rule;
+    ``extra`` columns (one value each) are added where the params lack them."""
+    if code is None:
+        code = np.where(choice == target, 0, np.where(choice < 0, 2, 1))
+    columns = {"trial": np.arange(len(target)), "outcome": _OUTCOME_LABELS[code], "choice": choice,
+               "target": target}
+    # One DataFrame from a dict of fresh column arrays, taken as they are (copy=False: no consolidating
+    # copy); concat/drop and pandas' own copies cost more than the scoring itself. The server waits on this.
+    for col, values in params.items():
+        # the table never aliases trial_params; a parameter named like a score column (PsychRNN's
+        # DelayedDiscrimination draws the correct "choice") is kept as "param.<name>"
+        columns[col if col not in SCORE_COLUMNS else PARAM_PREFIX + col] = values.array.copy()
+    for name, value in (extra or {}).items():
+        if name not in columns:
+            columns[name] = np.full(len(target), value)
+    return pd.DataFrame(columns, copy=False)
+
+
+def mask_window(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per trial, the span ``[start, stop)`` of the steps where any output's weight in ``mask``
+    ``(n, N_steps, N_out)`` is non-zero; ``(n,)`` int64 each, ``start = stop = 0`` for a trial with none."""
+    n, steps, k = mask.shape
+    # a sum of absolute weights over the (short, last) channel axis as one matrix product: far faster than
+    # .any(axis=-1) on (n, N_steps, 2)
+    live = np.matmul(np.abs(mask), np.ones(k, dtype=mask.dtype)) != 0  # (n, N_steps)
+    anything = live.any(axis=1)
+    start = np.where(anything, np.argmax(live, axis=1), 0)
+    stop = np.where(anything, steps - np.argmax(live[:, ::-1], axis=1), 0)
+    return start.astype(np.int64), stop.astype(np.int64)
+
+
+def _row_index(start: np.ndarray, stop: np.ndarray, steps: int) -> np.ndarray:
+    """Flat ``trial * steps + step`` indices of every step in each trial's ``[start, stop)``, in order."""
+    lengths = stop - start
+    first = np.cumsum(lengths) - lengths  # each trial's first row
+    total = int(lengths.sum())
+    trial_start = np.arange(len(start), dtype=np.int64) * steps + start
+    return np.repeat(trial_start - first, lengths) + np.arange(total, dtype=np.int64)
+
+
+def _as_records(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous ``(..., k)`` array as a flat array of k-value records: taking whole rows by index is then
+    one copy per row instead of one per value (about 9x faster for k = 2)."""
+    k = a.shape[-1]
+    return a.reshape(-1, k).view(np.dtype((np.void, k * a.itemsize))).ravel()
+
+
+def gather_window(a: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """``a[i, start[i]:stop[i]]`` for every trial ``i``, concatenated: ``(n, N_steps, k) -> (rows, k)``."""
+    n, steps, k = a.shape
+    a = np.ascontiguousarray(a)
+    return np.take(_as_records(a), _row_index(start, stop, steps)).view(a.dtype).reshape(-1, k)
+
+
+def scatter_window(out: np.ndarray, rows: np.ndarray, start: np.ndarray, stop: np.ndarray) -> None:
+    """The inverse of :func:`gather_window`: write ``rows`` ``(rows, k)`` into ``out`` ``(n, N_steps, k)``, a
+    C-contiguous array."""
+    n, steps, k = out.shape
+    _as_records(out)[_row_index(start, stop, steps)] = _as_records(np.ascontiguousarray(rows, dtype=out.dtype))
+
+
+def window_means(rows: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """``(n, k)`` float32: each trial's mean of its ``rows`` (as :func:`gather_window` lays them out); 0 for
+    a trial with an empty window."""
+    lengths = stop - start
+    n, k = len(start), rows.shape[1]
+    sums = np.zeros((n, k), dtype=np.float32)
+    nonempty = lengths > 0
+    if nonempty.any():
+        first = (np.cumsum(lengths) - lengths)[nonempty]
+        sums[nonempty] = np.add.reduceat(rows, first, axis=0, dtype=np.float32)
+    return sums / np.maximum(lengths, 1).astype(np.float32)[:, None]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .base import Task, TrialBuilder
-from .common import draw_side, knob_samples, param_column, psychrnn_noise_sd
+from .common import draw_side, knob_samples, param_column, psychrnn_noise_sd, step_times, steps_from
 from .knobs import Knob
 from .registry import register
 
@@ -131,3 +131,8 @@ class PerceptualDiscrimination(Task):
 
     def target_choice(self, y: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
         return param_column(params, "direction", self, np.int64)
+
+    def response_window(self, params: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The masked steps of :meth:`build_trials` (``t >= stimulus offset`` to the end), from the params."""
+        offset = params["onset_time"].to_numpy(dtype=float) + params["stim_duration"].to_numpy(dtype=float)
+        return steps_from(step_times(self), offset)

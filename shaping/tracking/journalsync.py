@@ -80,7 +80,8 @@ def sync(journal_dir: str | os.PathLike, tracking_uri: str | None = None, experi
     down during the lab. Replays :func:`shaping.journal.load`, ``load_batches``, ``load_events`` and the
     policy and task specs of the last HELLO record of each agent through :func:`sync_frames` (the HELLO's
     curriculum name and model spec make each run's description); syncing the same journal directory twice is a
-    no-op (the parent run is tagged ``skinnerbox.synced_from``)."""
+    no-op (the parent run is tagged ``skinnerbox.synced_from``). A sharded journal directory (``shard-N``
+    journals inside) is synced as one lab: one parent run, one child run per agent of every shard."""
     from .. import journal
 
     path = Path(journal_dir).resolve()

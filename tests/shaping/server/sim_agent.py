@@ -42,7 +42,8 @@ def main() -> int:
                         timeout_s=args.timeout_s, reconnect_max_s=0.5)
     welcome = client.hello()
     with open(args.log, "a") as log:
-        log.write(json.dumps({"welcome": True, "trials": welcome.trials, "stage": welcome.stage,
+        built_by = "agent" if client.builds_trials else "server"
+        log.write(json.dumps({"welcome": True, "trials": welcome.trials, "stage": welcome.stage, "build": built_by,
                               "epoch": welcome.epoch, "resumed": welcome.resumed, "pid": os.getpid()}) + "\n")
         log.flush()
         done = 0

@@ -36,6 +36,7 @@ VALID = {
     "OVERRIDE": ({"agent": "a1", "knob": "coherence", "value": {"uniform": [0.1, 0.5]}, "note": "why"}, None),
     "OVERRIDDEN": ({"agent": "a1", "trials": 64, "stage": "easy", "stage_index": 0, "knobs": {"coherence": 0.3},
                     "events": [{"event": "override"}], "complete": False}, None),
+    "REDIRECT": ({"endpoint": "tcp://127.0.0.1:5001", "shard": 1, "agent": "a1"}, None),
 }
 
 
@@ -102,7 +103,12 @@ CASES = {
     "too many frames": ([sig(), cmd("GET"), pack({})] + [b""] * 70, "TOO_LARGE"),
     "foreign signature": ([b"GET / HTTP/1.1", cmd("GET"), pack({})], "BAD_MAGIC"),
     "short signature": ([b"SKB", cmd("GET"), pack({})], "BAD_MAGIC"),
-    "other version": ([sig(2), b"\xff\xff", b"\xc1"], "BAD_VERSION"),
+    "other version": ([sig(3), b"\xff\xff", b"\xc1"], "BAD_VERSION"),
+    "no version 0": ([sig(0), cmd("GET"), pack({})], "BAD_VERSION"),
+    "REDIRECT in version 1": ([sig(1), cmd("REDIRECT"), pack({})], "UNKNOWN_TYPE"),
+    "server-built BATCH without x": ([sig(), cmd("BATCH"), pack({"batch": 0, "epoch": 1, "n": 1, "task": "T",
+                                                                 "stage": "s", "stage_index": 0, "knobs": {}})],
+                                     "BAD_HEADER"),
     "unknown command": ([sig(), b"\x63", b"\xc1"], "UNKNOWN_TYPE"),
     "two-byte command": ([sig(), b"\x01\x01", pack({})], "UNKNOWN_TYPE"),
     "header too big": ([sig(), cmd("GET"), b"\x00" * 70000], "TOO_LARGE"),
@@ -221,3 +227,27 @@ def test_a_header_with_bytes_keys_is_malformed():
     with pytest.raises(ProtocolError) as info:
         protocol.decode(frames)
     assert info.value.name == "MALFORMED" and "keys must be strings" in info.value.detail
+
+
+# ------------------------------------------------------------------ versions
+def test_version_1_messages_decode_and_replies_keep_their_version():
+    frames = [bytes(f) for f in protocol.encode("HELLO", {"agent": "a1"}, version=1)]
+    assert frames[0] == b"SKBX\x00\x01"
+    msg = protocol.decode(frames)
+    assert msg.version == 1 and protocol.signed_version(frames) == 1
+    assert protocol.decode(frames_of("GET", {})).version == protocol.VERSION == 2
+    err = [bytes(f) for f in protocol.error_frames("BAD_HEADER", "x", version=1)]
+    assert err[0] == b"SKBX\x00\x01"
+    assert protocol.signed_version([b"SKBX\x00\x09"]) == protocol.VERSION  # unknown: answered in our own
+
+
+def test_an_agent_built_batch_carries_no_arrays_and_its_result_may_be_float16_rows():
+    header = {"batch": 0, "epoch": 1, "n": 2, "task": "T", "stage": "s", "stage_index": 0, "knobs": {},
+              "build": {"task": "abc", "seed": 7, "repeat": None}}
+    assert protocol.decode(frames_of("BATCH", header)).header["build"]["seed"] == 7
+    rows = np.ones((5, 2), np.float16)
+    msg = protocol.decode(frames_of("RESULT", {"batch": 0, "epoch": 1}, {"y_hat": rows}))
+    assert msg.arrays["y_hat"].dtype == np.float16
+    with pytest.raises(ProtocolError) as e:
+        protocol.decode(frames_of("RESULT", {"batch": 0, "epoch": 1}, {"y_hat": rows.astype(np.float64)}))
+    assert e.value.name == "BAD_DTYPE" and "<f4 or <f2" in e.value.detail

@@ -82,4 +82,4 @@ def test_error_codes_table():
 def test_signature_is_as_documented():
     text = DOC.read_text()
     assert f"`{protocol.MAGIC.decode()}`" in text
-    assert protocol.SIGNATURE == b"SKBX\x00\x01" and f"version {protocol.VERSION}" in text
+    assert protocol.SIGNATURE == b"SKBX\x00\x02" and f"version {protocol.VERSION}" in text

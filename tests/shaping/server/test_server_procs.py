@@ -24,6 +24,7 @@ ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 CONFIG = """
 seed = 11
+build = "{build}"
 journal = "journal"
 bind = "tcp://127.0.0.1:{port}"
 heartbeat_interval_s = 0.2
@@ -59,12 +60,12 @@ graduate = {{ accuracy = 0.75, min_trials = 96 }}
 class Lab:
     """A server process and simulated agent processes in ``tmp``."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, build: str = "server"):
         self.tmp = tmp
         self.port = free_port()
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
         self.config = tmp / "server.toml"
-        self.config.write_text(CONFIG.format(port=self.port))
+        self.config.write_text(CONFIG.format(port=self.port, build=build))
         self.journal = tmp / "journal"
         self.server: subprocess.Popen | None = None
         self.agents: dict[str, subprocess.Popen] = {}
@@ -127,8 +128,10 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path):
-    lab = Lab(tmp_path)
+def lab(tmp_path, request):
+    # tests parametrized on "build" run with trials built by the server (protocol 1's way) and by the agents
+    callspec = getattr(request.node, "callspec", None)
+    lab = Lab(tmp_path, callspec.params.get("build", "server") if callspec else "server")
     yield lab
     lab.cleanup()
 
@@ -168,11 +171,13 @@ def test_two_agents_complete_a_shaped_curriculum_end_to_end(lab):
     assert code == 0, out
 
 
-def test_server_killed_mid_run_restarts_on_its_journal_and_agents_carry_on(lab):
+@pytest.mark.parametrize("build", ["server", "agent"])
+def test_server_killed_mid_run_restarts_on_its_journal_and_agents_carry_on(lab, build):
     lab.start_server()
     for i, name in enumerate(("a", "b")):
         lab.start_agent(name, "--curriculum", "fixed", "--max-batches", "30", "--pause-s", "0.02", "--seed", str(i))
     lab.wait_scores("a", 8)
+    assert [r["build"] for r in lab.log("a") if "welcome" in r] == [build]
     lab.wait_scores("b", 8)
     lab.server.kill()  # SIGKILL: no flush, no BYE
     lab.server.wait()
@@ -196,7 +201,8 @@ def test_server_killed_mid_run_restarts_on_its_journal_and_agents_carry_on(lab):
     assert code == 0, out
 
 
-def test_agent_killed_mid_run_resumes_its_stage_without_losing_trials(lab):
+@pytest.mark.parametrize("build", ["server", "agent"])
+def test_agent_killed_mid_run_resumes_its_stage_without_losing_trials(lab, build):
     lab.start_server()
     lab.start_agent("mouse", "--curriculum", "shaped", "--ramp", "300", "--pause-s", "0.01")
     lab.wait_scores("mouse", 9)
@@ -269,7 +275,8 @@ def fuzz_corpus(rng: np.random.Generator, n_random: int = 300) -> list[list[byte
     return [c for c in corpus if c]  # ZeroMQ cannot send a message of zero frames
 
 
-def test_fuzzing_while_a_real_agent_trains(lab):
+@pytest.mark.parametrize("build", ["server", "agent"])
+def test_fuzzing_while_a_real_agent_trains(lab, build):
     lab.start_server()
     lab.start_agent("rat", "--curriculum", "shaped", "--ramp", "300", "--pause-s", "0.005")
     lab.wait_scores("rat", 1)
