@@ -293,7 +293,8 @@ class Group:
     """``n_procs`` live training processes that run a segment of ``n`` batches each when told.
 
     Args:
-        label: what the group is (``local``, ``loop``, ``loop+mlflow``).
+        label: what the group is (``local``, ``loop``, ``loop+mlflow``, ``loop-agent-built``: the server
+            configured with ``build = "agent"``, protocol 2).
         n_procs: processes in the group.
         workdir: a folder for the server's journal, MLflow store and agents' checkpoints (closed-loop groups).
     """
@@ -319,7 +320,8 @@ class Group:
         self.exits: list = []
 
     def _start_server(self, ctx, workdir: str, tracking: bool) -> str:
-        config = {"task": dict(AGENT_TASK), "curricula": {"fixed": CURRICULUM}, "seed": 0, "journal": self.journal}
+        config = {"task": dict(AGENT_TASK), "curricula": {"fixed": CURRICULUM}, "seed": 0, "journal": self.journal,
+                  "build": "agent" if self.label == "loop-agent-built" else "server"}
         track = None
         if tracking:
             from shaping.tracking import LabRun
@@ -415,11 +417,12 @@ def _ratio(rates: dict[str, list[float]], a: str, b: str) -> tuple[float, str]:
 
 
 def agent_throughput(rounds: int, batches: int, warmup: int, logging: bool = True,
-                     log_every_s: float = 60.0) -> tuple[list[dict], list[dict] | None]:
-    """One agent: local, closed loop and (``logging``) closed loop with MLflow, taking turns.
+                     log_every_s: float = 60.0, agent_built: bool = True) -> tuple[list[dict], list[dict] | None]:
+    """One agent: local, closed loop, (``agent_built``) closed loop building its own trials (protocol 2) and
+    (``logging``) closed loop with MLflow, taking turns.
 
     Returns the throughput table and the logging table (None without ``logging``)."""
-    labels = ["local", "loop"] + (["loop+mlflow"] if logging else [])
+    labels = ["local", "loop"] + (["loop-agent-built"] if agent_built else []) + (["loop+mlflow"] if logging else [])
     with tempfile.TemporaryDirectory(prefix="skinnerbox-bench-") as tmp:
         groups: list[Group] = []
         try:
@@ -438,6 +441,11 @@ def agent_throughput(rounds: int, batches: int, warmup: int, logging: bool = Tru
         {"agent": "closed loop: Agent via TaskServer", "trials/s": loop, "ms/batch": 1000 * batch / loop,
          "vs local": ratio, "quartiles": spread},
     ]
+    if agent_built:
+        built = _median(rates["loop-agent-built"])
+        ratio, spread = _ratio(rates, "loop-agent-built", "local")
+        throughput.append({"agent": "closed loop, trials built by the agent (build = agent)", "trials/s": built,
+                           "ms/batch": 1000 * batch / built, "vs local": ratio, "quartiles": spread})
     if not logging:
         return throughput, None
     tracked = _median(rates["loop+mlflow"])

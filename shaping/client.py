@@ -20,6 +20,11 @@ server never scores an answer against a batch of another epoch). A BYE from the 
 ``replaced``) raises :class:`ServerClosed` from the next call that has to wait for the server.
 
 Arrays received are read-only views of the message buffers (no copy).
+
+Protocol 2: the client offers to build its trials (``build=True``); when the server agrees (``[server] build =
+"agent"``), each BATCH carries what the server decided instead of the trials, the client builds the batch with
+the same task code (``shaping.tasks.build.AgentTrials``; ``batch.x``, ``y``, ``mask`` and ``params`` as before)
+and :meth:`TaskClient.result` sends only the outputs in each trial's scoring window.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import logging
 import os
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
@@ -107,9 +113,18 @@ class RemoteBatch:
     param_lists: dict = field(default_factory=dict)
     built: Any = None
     built_by: Any = None
+    building: Any = None  # a Future of (task, batch) until get() hands the batch out
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+    def finish_building(self) -> "RemoteBatch":
+        """Wait for a batch being built here (a background thread builds each as it arrives); itself."""
+        if self.building is not None:
+            self.built_by, self.built = self.building.result()
+            self.x, self.y, self.mask = self.built.x, self.built.y, self.built.mask
+            self.building = None
+        return self
 
     @property
     def params(self) -> pd.DataFrame:
@@ -153,7 +168,9 @@ class TaskClient:
     """An agent's connection to a task server.
 
     Args:
-        endpoint: the server's endpoint, e.g. ``tcp://127.0.0.1:5555``.
+        endpoint: the server's endpoint, e.g. ``tcp://127.0.0.1:5555`` or ``ipc:///path/server.sock``; or a sharded
+            lab's front, whose REDIRECT the client follows to the shard holding its session (and returns to at
+            every reconnection).
         agent: the agent's name (its session key; reconnecting under it resumes the session).
         curriculum: which of the server's curricula to follow (None: the server's default).
         info: model and constraint settings, journaled by the server and handed to its tracking hooks.
@@ -243,6 +260,13 @@ class TaskClient:
         self.outputs_dtype = np.dtype(outputs_dtype or "float32")
         self._builder: AgentTrials | None = None  # when the server lets this agent build its trials
         self._built: dict[tuple[int, int], RemoteBatch] = {}  # built here, no RESULT sent yet
+        self._build_pool: ThreadPoolExecutor | None = None
+        # Behind a sharded lab's front (PROTOCOL.md, "Shards and the front"): where the session lives.
+        self.shard: int | None = None  # the shard holding the session (None: a single server, or the front)
+        self.shard_endpoint: str | None = None  # that shard's endpoint, the socket's peer while shard is set
+        self.max_redirects = 4  # REDIRECTs in a row with no WELCOME (and no pause) before giving up: a loop
+        self._redirect: tuple[str, int] | None = None  # a REDIRECT to follow with the next HELLO: (endpoint, shard)
+        self._redirects = 0  # REDIRECTs followed in a row
 
     @property
     def builds_trials(self) -> bool:
@@ -294,7 +318,7 @@ class TaskClient:
         batch = self._queue.popleft()
         if not self.complete:
             self._top_up()  # prefetch the next one while the caller trains on this one
-        return batch
+        return batch.finish_building()
 
     def batches(self) -> Iterator[RemoteBatch]:
         """Batches until the server says the curriculum is complete."""
@@ -325,6 +349,7 @@ class TaskClient:
         else:
             mine = self._built.pop(key, None)
             if mine is not None:  # built here: the server reads the outputs in each trial's scoring window only
+                mine.finish_building()
                 out = mine.built_by.window_rows(mine.built, y_hat, self.outputs_dtype)
             else:
                 out = np.ascontiguousarray(y_hat, dtype=np.float32)
@@ -396,6 +421,8 @@ class TaskClient:
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
+        if self._build_pool is not None:
+            self._build_pool.shutdown(wait=False, cancel_futures=True)
         if self._own_context:
             self.context.term()
 
@@ -409,13 +436,6 @@ class TaskClient:
             self.close()
 
     # ------------------------------------------------------------------ sockets
-    # Behind a sharded lab's front (PROTOCOL.md, "Shards and the front"): where the session lives. Immutable
-    # defaults here; _open_socket and _dispatch set them per instance.
-    shard: int | None = None  # the shard holding the session (None: a single server, or talking to the front)
-    shard_endpoint: str | None = None  # that shard's endpoint, the socket's peer while shard is set
-    max_redirects: int = 4  # REDIRECTs in a row with no WELCOME (and no pause) before giving up: a loop
-    _redirect: tuple[str, int] | None = None  # a REDIRECT to follow with the next HELLO: (endpoint, shard)
-    _redirects: int = 0  # REDIRECTs followed in a row
 
     def _open_socket(self) -> None:
         """A new socket to the server: to the shard a REDIRECT named, else to ``endpoint`` (a single server or
@@ -620,9 +640,13 @@ class TaskClient:
                 if self._builder is None:
                     raise ProtocolError("UNEXPECTED", f"batch {h['batch']} is to be built by the agent, but the "
                                                       "server's WELCOME did not say so")
-                task, built = self._builder.build(h)
-                remote = RemoteBatch(h["batch"], h["epoch"], built.x, built.y, built.mask, h["task"], h["stage"],
-                                     h["stage_index"], h["knobs"], built=built, built_by=task)
+                if self._build_pool is None:
+                    # one thread builds each batch as it arrives, while the caller trains on the one before
+                    # (NumPy's array work and the generators' fills run outside the GIL, as TensorFlow's ops do)
+                    self._build_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"trials-{self.agent}")
+                remote = RemoteBatch(h["batch"], h["epoch"], None, None, None, h["task"], h["stage"],
+                                     h["stage_index"], h["knobs"], building=self._build_pool.submit(self._builder.build,
+                                                                                                    dict(h)))
                 self._built[(self.epoch, h["batch"])] = remote
                 self._queue.append(remote)
                 return
