@@ -105,7 +105,12 @@ def encode_columns(frame: pd.DataFrame) -> dict:
     ``["cat", categories, int8 codes]`` for the outcome, ``["obj", values]`` for anything else."""
     cols = {}
     for name in frame.columns:
-        values = frame[name].to_numpy()
+        column = frame[name]
+        if name == "outcome" and isinstance(column.dtype, pd.CategoricalDtype) \
+                and tuple(column.cat.categories) == OUTCOMES:  # Task.score's: its codes are ours
+            cols[name] = ["cat", list(OUTCOMES), column.cat.codes.to_numpy(dtype=np.int8).tobytes()]
+            continue
+        values = column.to_numpy()
         kind = values.dtype.kind
         if kind in "biuf":
             arr = np.ascontiguousarray(values)

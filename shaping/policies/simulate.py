@@ -100,14 +100,10 @@ class Observer:
 
 def scored_table(params: pd.DataFrame, choice: np.ndarray, target: np.ndarray) -> pd.DataFrame:
     """The table ``Task.score`` returns, from choices and targets: ``trial, outcome, choice, target`` and
-    every trial parameter."""
-    choice = np.asarray(choice, dtype=np.int64)
-    target = np.asarray(target, dtype=np.int64)
-    outcome = np.where(choice == target, "correct", np.where(choice < 0, "no_response", "error"))
-    cols = {"trial": np.arange(len(choice)), "outcome": outcome, "choice": choice, "target": target}
-    for c in params.columns:
-        cols.setdefault(c, params[c].to_numpy())
-    return pd.DataFrame(cols)
+    every trial parameter (:func:`shaping.tasks.base.score_table`, the one place it is made)."""
+    from ..tasks.base import score_table
+
+    return score_table(np.asarray(target, dtype=np.int64), np.asarray(choice, dtype=np.int64), params)
 
 
 def outputs_for(choice: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:

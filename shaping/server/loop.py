@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import pandas as pd
 import zmq
 
 from .. import journal, protocol
@@ -625,7 +626,7 @@ class TaskServer:
         from ..policies import tell  # loaded with the first session; policies import tasks
 
         events = [] if stale else tell(s.policy, scored, f.conditions)
-        codes = _outcome_codes(scored["outcome"].to_numpy())
+        codes = _outcome_codes(scored["outcome"])
         n = len(codes)
         correct = int(np.count_nonzero(codes == 0))
         del s.in_flight[bid]
@@ -714,7 +715,12 @@ class TaskServer:
         self._call_hook("on_session_end", session, reason)
 
 
-def _outcome_codes(outcome: np.ndarray) -> np.ndarray:
+def _outcome_codes(outcome: Any) -> np.ndarray:
+    """The protocol's outcome codes ``(n,)`` int8 of a scored table's ``outcome`` column."""
+    if isinstance(outcome, pd.Series) and isinstance(outcome.dtype, pd.CategoricalDtype) \
+            and tuple(outcome.cat.categories) == tuple(protocol.OUTCOME_CODES):
+        return outcome.cat.codes.to_numpy(dtype=np.int8)  # Task.score's own: the codes as they are
+    outcome = np.asarray(outcome, dtype=object)
     codes = np.full(len(outcome), -1, dtype=np.int8)
     for label, code in protocol.OUTCOME_CODES.items():
         codes[outcome == label] = code

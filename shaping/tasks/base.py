@@ -40,7 +40,6 @@ from .knobs import Knob
 OUTCOMES = ("correct", "error", "no_response")
 SCORE_COLUMNS = ("trial", "outcome", "choice", "target")  # what score() puts first, before the trial params
 PARAM_PREFIX = "param."  # a trial parameter named like a score column is kept under this prefix
-_OUTCOME_LABELS = np.array(OUTCOMES, dtype=object)
 
 
 def _time_sum(a: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -632,7 +631,7 @@ class Task:
             params = _records_frame(batch.params)
             target = np.array(self.target_choice(None, None, params), dtype=np.int64)
             choice = np.array(self._choice_from_means(window_means(rows, start, stop)), dtype=np.int64)
-            return _score_table(target, choice, params, extra=extra)
+            return score_table(target, choice, params, extra=extra)
         y_hat = np.zeros(batch.y.shape, dtype=np.float32)
         scatter_window(y_hat, rows, start, stop)
         table = self.score(batch.y, y_hat, batch.mask, batch.params)
@@ -662,14 +661,14 @@ class Task:
         self._check_scorable()
         if self._scores_with_accuracy_function():
             target, choice, code = self._score_by_accuracy(y, y_hat, mask, params)
-            return _score_table(target, choice, params, code)
+            return score_table(target, choice, params, code)
         if self.scores_without_trials and trial_params is not None:
             # the same computation as the server's for a batch an agent built (score_rows): one rule, one result
             start, stop = mask_window(mask)
             return self.score_rows(Batch(None, y, mask, params), gather_window(y_hat, start, stop), (start, stop))
         target = np.array(self.target_choice(y, mask, params), dtype=np.int64)  # copies: may be a params view
         choice = np.array(self.choice_from_output(y_hat, mask, params), dtype=np.int64)
-        return _score_table(target, choice, params)
+        return score_table(target, choice, params)
 
     def _own_choice_methods(self) -> bool:
         """True when the task (or a base class below :class:`Task`) defines a choice method."""
@@ -808,14 +807,16 @@ def _add_knob_columns(params: pd.DataFrame, knob_values: Mapping[str, Any], n: i
             params[key] = [val] * n if not np.isscalar(val) else val
 
 
-def _score_table(target: np.ndarray, choice: np.ndarray, params: pd.DataFrame,
+def score_table(target: np.ndarray, choice: np.ndarray, params: pd.DataFrame,
                  code: np.ndarray | None = None, extra: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """The scored-trials table: ``trial``, ``outcome``, ``choice``, ``target`` and every trial parameter.
     ``code`` (0 correct, 1 error, 2 no response, as indices into OUTCOMES) defaults to the choice rule;
     ``extra`` columns (one value each) are added where the params lack them."""
     if code is None:
         code = np.where(choice == target, 0, np.where(choice < 0, 2, 1))
-    columns = {"trial": np.arange(len(target)), "outcome": _OUTCOME_LABELS[code], "choice": choice,
+    # a categorical over OUTCOMES: its codes are the protocol's and the journal's outcome codes, read as they are
+    outcome = pd.Categorical.from_codes(np.asarray(code, dtype=np.int8), categories=OUTCOMES)
+    columns = {"trial": np.arange(len(target)), "outcome": outcome, "choice": choice,
                "target": target}
     # One DataFrame from a dict of fresh column arrays, taken as they are (copy=False: no consolidating
     # copy); concat/drop and pandas' own copies cost more than the scoring itself. The server waits on this.
