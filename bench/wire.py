@@ -39,6 +39,8 @@ import zmq
 from shaping import protocol
 
 TASK = {"name": "PerceptualDiscrimination", "dt": 10, "T": 2000}  # 200 time steps
+# a task scored from every step of its window (readout "window"): the server builds its batches too
+WINDOWED = {"name": "DelayedDiscrimination", "dt": 10, "T": 2000}
 
 
 def _server(config: dict, ready: mp.Queue, stop: mp.Event, out: mp.Queue) -> None:
@@ -54,14 +56,16 @@ def _server(config: dict, ready: mp.Queue, stop: mp.Event, out: mp.Queue) -> Non
     out.put(dict(server.stats))
 
 
-def _rows_answer(task, header: dict) -> np.ndarray:
-    """Outputs over each trial's scoring window that choose the correct side (what the server will score)."""
+def _answer(task, header: dict) -> np.ndarray:
+    """What an agent that built the batch sends back, answering with the targets: each trial's mean outputs over
+    its window (readout "mean": drawn from the params alone, as the server does), or the outputs of every step of
+    its scoring window (readout "window": the batch is built, as a real agent builds it)."""
     build = header["build"]
     batch = task.draw_for_scoring(header["n"], header["knobs"], header["batch"], build.get("repeat") or None)
-    start, stop = task.scoring_window(batch)
-    side = batch.params["direction"].to_numpy()
-    levels = np.where(side[:, None] == np.arange(task.N_out)[None, :], 1.0, 0.2).astype(np.float32)
-    return np.repeat(levels, stop - start, axis=0)
+    if build["readout"] == "mean":
+        side = batch.params["direction"].to_numpy()
+        return np.where(side[:, None] == np.arange(task.N_out)[None, :], 1.0, 0.2).astype(np.float32)
+    return task.window_rows(batch, batch.y)
 
 
 def _agents(endpoint: str, n_agents: int, n_trials: int, build: str, dtype: str, seconds: float,
@@ -118,8 +122,9 @@ def _agents(endpoint: str, n_agents: int, n_trials: int, build: str, dtype: str,
             elif msg.type == "BATCH":
                 epoch, get, builder = state[sock]
                 if "build" in h:
-                    y_hat = _rows_answer(builder.task(h["build"]["task"], h["build"]["seed"]), h)
-                    y_hat = y_hat.astype(np.float16) if dtype == "float16" else y_hat
+                    y_hat = _answer(builder.task(h["build"]["task"], h["build"]["seed"]), h)
+                    y_hat = y_hat.astype(np.float16) if dtype == "float16" and h["build"]["readout"] == "window" \
+                        else y_hat
                 else:
                     y_hat = msg.arrays["y"]
                 send(sock, protocol.encode("RESULT", {"batch": h["batch"], "epoch": epoch}, {"y_hat": y_hat}),
@@ -152,15 +157,16 @@ def _get(queue: mp.Queue, proc: mp.Process, timeout_s: float):
 
 
 def run(build: str, dtype: str, shards: int, n_agents: int, n_trials: int, seconds: float,
-        warmup_s: float = 1.0) -> dict:
+        warmup_s: float = 1.0, task: dict = TASK) -> dict:
     """One row: ``shards`` server processes, each with ``n_agents`` simulated agents in one process."""
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="skinnerbox-wire-") as tmp:
         servers, agents, stats_qs, rate_qs = [], [], [], []
         stop = ctx.Event()
         for k in range(shards):
-            config = {"task": {**TASK, "N_batch": n_trials}, "curricula": {"fixed": {"kind": "fixed"}},
-                      "seed": 0, "journal": str(Path(tmp, f"shard-{k}")), "credit": 3, "build": build}
+            config = {"task": {**task, "N_batch": n_trials}, "curricula": {"fixed": {"kind": "fixed"}},
+                      "seed": 0, "journal": str(Path(tmp, f"shard-{k}")), "credit": 3, "build": build,
+                      "outputs": dtype}
             ready, stats_q = ctx.Queue(), ctx.Queue()
             p = ctx.Process(target=_server, name=f"server-{k}", args=(config, ready, stop, stats_q))
             p.start()
@@ -185,7 +191,11 @@ def run(build: str, dtype: str, shards: int, n_agents: int, n_trials: int, secon
     all_trials = sum(s["trials"] for s in stats)
     loop_cpu = sum(s["cpu_s"] for s in stats)
     proc_cpu = sum(s["process_cpu_s"] for s in stats)
-    return {"trials built by": build if build == "server" else f"agent ({dtype})", "shards": shards,
+    from shaping.tasks import make
+
+    readout = make(task["name"], **{k: v for k, v in task.items() if k != "name"}).readout
+    return {"task": task["name"], "trials built by": build if build == "server" else f"agent ({readout}, {dtype})",
+            "shards": shards,
             "agents": shards * n_agents, "server CPU µs/trial (loop)": 1e6 * loop_cpu / all_trials,
             "server CPU µs/trial (process)": 1e6 * proc_cpu / all_trials,
             "bytes/trial": sum(c[1] for c in counted) / max(trials, 1), "trials/s (wall)": trials / seconds,
@@ -220,19 +230,21 @@ def main(argv: list[str] | None = None) -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"{cpus} CPU core(s); {TASK}, N_batch {args.batch}; credit 3; {args.agents} simulated agent(s) per "
           f"server; {args.seconds:g} s per row")
-    rows = [run(b, d, 1, args.agents, args.batch, args.seconds)
-            for b, d in (("server", "float32"), ("agent", "float32"), ("agent", "float16"))]
-    base = rows[0]
-    for r in rows:
-        r["CPU vs server-built"] = base["server CPU µs/trial (process)"] / r["server CPU µs/trial (process)"]
-        r["bytes vs server-built"] = base["bytes/trial"] / r["bytes/trial"]
+    rows = []
+    for task, modes in ((TASK, (("server", "float32"), ("agent", "float32"))),
+                        (WINDOWED, (("server", "float32"), ("agent", "float32"), ("agent", "float16")))):
+        these = [run(b, d, 1, args.agents, args.batch, args.seconds, task=task) for b, d in modes]
+        for r in these:
+            r["CPU vs server-built"] = these[0]["server CPU µs/trial (process)"] / r["server CPU µs/trial (process)"]
+            r["bytes vs server-built"] = these[0]["bytes/trial"] / r["bytes/trial"]
+        rows += these
     print_table(rows, "One server process: trials built by the server vs beside the agent (goal: >= 10x lower "
                       "CPU and bytes per trial)")
-    scaling = [run("agent", "float16", k, args.agents, args.batch, args.seconds) for k in args.shards]
+    scaling = [run("agent", "float32", k, args.agents, args.batch, args.seconds) for k in args.shards]
     one = scaling[0]["trials/s (wall)"]
     for r in scaling:
         r["vs linear"] = r["trials/s (wall)"] / (one * r["shards"])
-    print_table(scaling, f"Shards: agent-built trials (float16), {args.agents} agents per shard, {cpus} cores "
+    print_table(scaling, f"Shards: agent-built trials, {args.agents} agents per shard, {cpus} cores "
                          "shared by servers and agents (goal: within 10% of linear)")
     per_core = scaling[0]["trials per server CPU s"]
     print(f"\nProjection: 16 shards on 16 free cores sustain about {16 * per_core:,.0f} trials/s "

@@ -114,6 +114,7 @@ class RemoteBatch:
     built: Any = None
     built_by: Any = None
     building: Any = None  # a Future of (task, batch) until get() hands the batch out
+    readout: str | None = None  # built here: what the RESULT carries, "mean" or "window" (the server's BATCH says)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -350,7 +351,10 @@ class TaskClient:
             mine = self._built.pop(key, None)
             if mine is not None:  # built here: the server reads the outputs in each trial's scoring window only
                 mine.finish_building()
-                out = mine.built_by.window_rows(mine.built, y_hat, self.outputs_dtype)
+                if mine.readout == "mean":  # the task's choice rule reads each trial's window means alone
+                    out = mine.built_by.window_mean_outputs(mine.built, y_hat)
+                else:
+                    out = mine.built_by.window_rows(mine.built, y_hat, self.outputs_dtype)
             else:
                 out = np.ascontiguousarray(y_hat, dtype=np.float32)
             seq = self._send("RESULT", {"batch": key[1], "epoch": self.epoch}, {"y_hat": out})
@@ -646,7 +650,8 @@ class TaskClient:
                     self._build_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"trials-{self.agent}")
                 remote = RemoteBatch(h["batch"], h["epoch"], None, None, None, h["task"], h["stage"],
                                      h["stage_index"], h["knobs"], building=self._build_pool.submit(self._builder.build,
-                                                                                                    dict(h)))
+                                                                                                    dict(h)),
+                                     readout=h["build"].get("readout") or "window")
                 self._built[(self.epoch, h["batch"])] = remote
                 self._queue.append(remote)
                 return

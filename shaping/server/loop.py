@@ -545,11 +545,12 @@ class TaskServer:
             batch = task.draw_for_scoring(n, cond["knobs"], bid, repeat)
             window = task.scoring_window(batch)
             flight = InFlight(batch, task, cond, s.epoch, time.monotonic(), s.stage_visit, window,
-                              int((window[1] - window[0]).sum()))
+                              int((window[1] - window[0]).sum()), task.readout)
             from ..tasks.build import task_key
 
             header["build"] = {"task": task_key(s.task_config_for(cond)), "seed": s.seed,
-                               "repeat": json.loads(journal.dumps(repeat)) if repeat else None}
+                               "repeat": json.loads(journal.dumps(repeat)) if repeat else None,
+                               "readout": task.readout}
         else:
             batch = task.generate(n=n, knobs=cond["knobs"], batch_id=bid, repeat=repeat)
             flight = InFlight(batch, task, cond, s.epoch, time.monotonic(), s.stage_visit)
@@ -602,7 +603,9 @@ class TaskServer:
             raise ProtocolError("UNKNOWN_BATCH", f"batch {bid} was never sent in epoch {s.epoch} (in flight: "
                                                  f"{sorted(s.in_flight)})", bid)
         y_hat = np.asarray(msg.arrays["y_hat"], dtype=np.float32)  # float16 is summed far faster once converted
-        if f.window is not None:  # built by the agent: the outputs in each trial's scoring window
+        if f.readout == "mean":  # built by the agent: each trial's mean outputs over its response window
+            expected, what = (len(f.batch), f.task.N_out), "(n, N_out), each trial's mean outputs over its window"
+        elif f.readout == "window":  # built by the agent: the outputs in each trial's scoring window
             expected, what = (f.rows, f.task.N_out), "(rows, N_out), the steps of the trials' scoring windows"
         else:
             expected, what = f.batch.y.shape, "(n, N_steps, N_out)"
@@ -613,7 +616,9 @@ class TaskServer:
             raise ProtocolError("BAD_VALUE", f"y_hat of batch {bid} holds non-finite values (NaN or inf); "
                                              "outputs must be finite", bid)
         stale = f.stage_visit != s.stage_visit or bool(s.policy.complete)
-        if f.window is not None:
+        if f.readout == "mean":
+            scored = f.task.score_means(f.batch, y_hat, extra={"correction": False, "stale": stale})
+        elif f.readout == "window":
             scored = f.task.score_rows(f.batch, y_hat, f.window, extra={"correction": False, "stale": stale})
         else:
             scored = f.task.score(f.batch.y, y_hat, f.batch.mask, f.batch.params)

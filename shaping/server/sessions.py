@@ -40,7 +40,8 @@ class InFlight:
     issued: float  # monotonic s
     stage_visit: int = 0  # the session's stage visit it was drawn in (see Session.stage_visit)
     window: tuple | None = None  # agent-built: each trial's scoring window [start, stop) in steps, (n,) each
-    rows: int = 0  # agent-built: the rows of outputs its RESULT carries (the windows' total length)
+    rows: int = 0  # agent-built "window" readout: the rows of outputs its RESULT carries (the windows' length)
+    readout: str | None = None  # agent-built: what its RESULT carries, "mean" or "window" (Task.readout)
 
 
 class Session:

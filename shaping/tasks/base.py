@@ -619,6 +619,32 @@ class Task:
         start, stop = self.scoring_window(batch)
         return np.ascontiguousarray(gather_window(np.asarray(y_hat), start, stop), dtype=dtype)
 
+    @property
+    def readout(self) -> str:
+        """What an agent that built a batch of this task sends back (protocol 2): ``"mean"``, each trial's mean
+        output per channel over its response window ``(n, N_out)``, for a task that
+        :attr:`scores_without_trials` (its choice rule reads nothing else); else ``"window"``, the outputs of
+        every step of each trial's :meth:`scoring_window` ``(rows, N_out)``."""
+        return "mean" if self.scores_without_trials else "window"
+
+    def window_mean_outputs(self, batch: Batch, y_hat: np.ndarray) -> np.ndarray:
+        """Each trial's mean output per channel over its :meth:`scoring_window`, ``(n, N_out)`` float32: the
+        ``"mean"`` :attr:`readout`, computed exactly as :meth:`score` computes it from whole outputs."""
+        start, stop = self.scoring_window(batch)
+        return window_means(gather_window(np.asarray(y_hat, dtype=np.float32), start, stop), start, stop)
+
+    def score_means(self, batch: Batch, means: np.ndarray, extra: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """:meth:`score` of ``batch`` (one drawn by :meth:`draw_for_scoring` will do) from each trial's mean
+        output per channel over its response window, ``(n, N_out)`` (:meth:`window_mean_outputs`), for a task
+        that :attr:`scores_without_trials`; ``extra`` as for :meth:`score_rows`."""
+        if not self.scores_without_trials:
+            raise ValueError(f"{type(self).__name__} is not scored from its window means alone (its readout is "
+                             f"{self.readout!r})")
+        params = _records_frame(batch.params)
+        target = np.array(self.target_choice(None, None, params), dtype=np.int64)
+        choice = np.array(self._choice_from_means(np.asarray(means, dtype=np.float32)), dtype=np.int64)
+        return score_table(target, choice, params, extra=extra)
+
     def score_rows(self, batch: Batch, rows: np.ndarray, window: tuple[np.ndarray, np.ndarray] | None = None,
                    extra: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """:meth:`score` of ``batch`` from the outputs in its scoring window (``rows`` from
@@ -628,10 +654,7 @@ class Task:
         known already; ``extra``: columns (name -> one value for every trial) added where the params lack them."""
         start, stop = self.scoring_window(batch) if window is None else window
         if self.scores_without_trials:
-            params = _records_frame(batch.params)
-            target = np.array(self.target_choice(None, None, params), dtype=np.int64)
-            choice = np.array(self._choice_from_means(window_means(rows, start, stop)), dtype=np.int64)
-            return score_table(target, choice, params, extra=extra)
+            return self.score_means(batch, window_means(rows, start, stop), extra)
         y_hat = np.zeros(batch.y.shape, dtype=np.float32)
         scatter_window(y_hat, rows, start, stop)
         table = self.score(batch.y, y_hat, batch.mask, batch.params)

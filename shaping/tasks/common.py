@@ -107,6 +107,13 @@ def steps_from(t: np.ndarray, onset: Any, offset: Any = None) -> tuple[np.ndarra
     return np.where(empty, 0, start).astype(np.int64), np.where(empty, 0, stop).astype(np.int64)
 
 
+def decision_window(task: Any, params: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The response window of a task whose mask is 1 on every output over its ``"decision"`` period, built
+    from the ``decision_on_ms`` and ``decision_off_ms`` columns of its params: ``Task.response_window``'s steps."""
+    return steps_from(step_times(task), params["decision_on_ms"].to_numpy(dtype=float),
+                      params["decision_off_ms"].to_numpy(dtype=float))
+
+
 def knob_samples(task: Any, knobs: Mapping[str, Any], n: int, rng: np.random.Generator
                  ) -> dict[str, np.ndarray]:
     """Per-trial values of every knob of ``task`` under ``knobs``, drawn in declaration order."""

@@ -24,6 +24,7 @@ from .common import (
     LO,
     check_fits,
     check_timing,
+    decision_window,
     draw_side,
     fixation_step,
     input_noise_sd,
@@ -150,3 +151,7 @@ class ContextDependentDM(Task):
 
     def target_choice(self, y: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
         return param_column(params, "choice", self, np.int64)
+
+    def response_window(self, params: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The masked steps: the decision period, from the params (see ``Task.response_window``)."""
+        return decision_window(self, params)

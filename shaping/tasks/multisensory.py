@@ -31,10 +31,12 @@ from .common import (
     LO,
     check_fits,
     check_timing,
+    decision_window,
     draw_side,
     fixation_step,
     input_noise_sd,
     knob_samples,
+    param_column,
     side_probability_knob,
 )
 from .knobs import Knob
@@ -164,3 +166,10 @@ class MultiSensoryIntegration(Task):
             y_t[int(params["choice"])] = self.hi
             mask_t[:] = 1.0
         return x_t, y_t, mask_t
+
+    def target_choice(self, y: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
+        return param_column(params, "choice", self, np.int64)
+
+    def response_window(self, params: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The masked steps: the decision period, from the params (see ``Task.response_window``)."""
+        return decision_window(self, params)

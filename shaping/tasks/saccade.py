@@ -25,6 +25,7 @@ from .common import (
     check_fits,
     check_timing,
     cos_tuning,
+    decision_window,
     fixation_step,
     input_noise_sd,
     knob_samples,
@@ -130,3 +131,7 @@ class ProAntiSaccade(Task):
 
     def target_choice(self, y: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
         return param_column(params, "choice", self, np.int64)
+
+    def response_window(self, params: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The masked steps: the decision period, from the params (see ``Task.response_window``)."""
+        return decision_window(self, params)

@@ -32,6 +32,7 @@ from .common import (
     check_fits,
     check_timing,
     cos_tuning,
+    decision_window,
     draw_side,
     fixation_step,
     input_noise_sd,
@@ -287,3 +288,7 @@ class DelayedMatchToSample(Task):
 
     def target_choice(self, y: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
         return param_column(params, "choice", self, np.int64)
+
+    def response_window(self, params: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The masked steps: the decision period, from the params (see ``Task.response_window``)."""
+        return decision_window(self, params)

@@ -143,10 +143,18 @@ def test_windows_gather_and_scatter_back():
     np.testing.assert_array_equal(back * (mask.sum(-1, keepdims=True) > 0), a * (mask.sum(-1, keepdims=True) > 0))
 
 
-def test_float16_outputs_are_scored_and_the_wire_carries_a_fraction_of_the_batch(tmp_path):
-    cfg = config(tmp_path, build="agent")
+WINDOWED = {"name": "DelayedDiscrimination", "N_batch": 16}  # its own choice rule reads its window: "window"
+
+
+def test_what_comes_back_is_a_fraction_of_the_batch_and_float16_rows_are_scored(tmp_path):
+    with ServerThread(config(tmp_path / "pd", build="agent")) as st, TaskClient(st.endpoint, "a", timeout_s=10) as c:
+        b = c.get()  # PerceptualDiscrimination: scored from each trial's window means
+        assert b.readout == "mean" and b.built_by.window_mean_outputs(b.built, b.y).shape == (16, 2)
+        assert c.result(b, b.y).accuracy == 1.0
+    cfg = config(tmp_path / "cdm", build="agent", task=WINDOWED, curricula={"fixed": {"kind": "fixed"}})
     with ServerThread(cfg) as st, TaskClient(st.endpoint, "a", timeout_s=10, outputs_dtype="float16") as c:
         b = c.get()
+        assert b.readout == "window"
         rows = b.built_by.window_rows(b.built, b.y, np.float16)
         assert rows.nbytes < 0.3 * (b.x.nbytes + b.y.nbytes + b.mask.nbytes + b.y.nbytes)
         assert c.result(b, b.y).accuracy == 1.0
@@ -203,23 +211,30 @@ def test_other_versions_or_task_code_are_refused_with_build_mismatch(tmp_path):
         AgentTrials({"k": {"name": "NoSuchTask"}}, None)
 
 
-def test_bad_outputs_of_an_agent_built_batch_are_refused_and_the_session_carries_on(tmp_path):
-    with ServerThread(config(tmp_path, build="agent")) as st:
+@pytest.mark.parametrize("task", [None, WINDOWED], ids=["means", "window"])
+def test_bad_outputs_of_an_agent_built_batch_are_refused_and_the_session_carries_on(tmp_path, task):
+    own = {"task": task, "curricula": {"fixed": {"kind": "fixed"}}} if task else {}
+    with ServerThread(config(tmp_path, build="agent", **own)) as st:
         raw = Raw(st.endpoint)
         try:
             w = hello(raw, "a", build="agent", versions=versions())
             fp = w.header["fingerprint"]
+            assert w.header["outputs"] == "float32"
             raw.send_msg("GET", {"fingerprint": fp})
             b = raw.recv()
             trials = AgentTrials(w.header["tasks"], fp)
-            task, built = trials.build(b.header)
-            rows = task.window_rows(built, built.y)
+            built_by, built = trials.build(b.header)
+            assert b.header["build"]["readout"] == built_by.readout == ("window" if task else "mean")
+            if task:
+                rows, what = built_by.window_rows(built, built.y), "scoring windows"
+            else:
+                rows, what = built_by.window_mean_outputs(built, built.y), "mean outputs over its window"
             key = {"batch": b.header["batch"], "epoch": b.header["epoch"]}
             for bad, name in [(built.y, "BAD_SHAPE"), (rows[:-1], "BAD_SHAPE"),
                               (np.full_like(rows, np.nan), "BAD_VALUE")]:
                 e = raw.request("RESULT", key, {"y_hat": bad})
                 assert e.type == "ERROR" and e.header["name"] == name, e.header
-            assert "scoring windows" in raw.request("RESULT", key, {"y_hat": rows[:-1]}).header["detail"]
+            assert what in raw.request("RESULT", key, {"y_hat": rows[:-1]}).header["detail"]
             s = raw.request("RESULT", key, {"y_hat": rows.astype(np.float16)})
             assert s.type == "SCORE" and s.header["accuracy"] == 1.0
             assert raw.request("RESULT", key, {"y_hat": rows}).header["name"] == "ALREADY_SCORED"
