@@ -8,9 +8,11 @@ process of simulated agents per server that answer every batch at once (no Tenso
 - **server-built**: the server generates x, y, mask (PerceptualDiscrimination, 200 steps) and sends them; the
   agent answers with its targets as outputs, ``(n, N_steps, N_out)`` float32.
 - **agent-built**: the server decides the batch (seed, stage, knobs) and sends a header; the simulated agent
-  answers with outputs over each trial's scoring window, ``(rows, N_out)``, in float32 or float16. It does not
-  build x, y and mask itself (that is the agent's cost, not the server's; a real agent builds them, see
-  ``bench/loop.py --build agent``): it draws the batch's params as the server does and answers at once.
+  answers with what the task's scoring reads (PROTOCOL.md, "Trials built beside the agent"): for
+  PerceptualDiscrimination each trial's mean outputs over its response window, ``(n, N_out)`` (zeros: it does
+  not build the trials, which is the agent's cost, not the server's: ``bench/loop.py`` runs a real agent that
+  does); for DelayedDiscrimination, whose own choice rule reads its window's every step, the outputs of those
+  steps ``(rows, N_out)`` in float32 or float16 (it builds the batch to know the windows, as the server does).
 
 Figures per row: server CPU per trial (the loop thread, and the whole process with ZeroMQ's I/O threads),
 bytes per trial on the wire (every frame both ways, counted at the agents), and trials/s (wall) with the
@@ -57,14 +59,14 @@ def _server(config: dict, ready: mp.Queue, stop: mp.Event, out: mp.Queue) -> Non
 
 
 def _answer(task, header: dict) -> np.ndarray:
-    """What an agent that built the batch sends back, answering with the targets: each trial's mean outputs over
-    its window (readout "mean": drawn from the params alone, as the server does), or the outputs of every step of
-    its scoring window (readout "window": the batch is built, as a real agent builds it)."""
+    """What an agent that built the batch sends back at once: each trial's mean outputs over its window, all
+    zero (readout "mean": a silent network, which costs the server what any answer costs, and this process
+    nothing, so that it does not take the servers' cores), or its targets over every step of its scoring window
+    (readout "window": the batch is built, as a real agent builds it)."""
     build = header["build"]
-    batch = task.draw_for_scoring(header["n"], header["knobs"], header["batch"], build.get("repeat") or None)
     if build["readout"] == "mean":
-        side = batch.params["direction"].to_numpy()
-        return np.where(side[:, None] == np.arange(task.N_out)[None, :], 1.0, 0.2).astype(np.float32)
+        return np.zeros((header["n"], task.N_out), np.float32)
+    batch = task.draw_for_scoring(header["n"], header["knobs"], header["batch"], build.get("repeat") or None)
     return task.window_rows(batch, batch.y)
 
 
