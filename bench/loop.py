@@ -255,8 +255,8 @@ def _agent_worker(wid: int, endpoint: str, name: str, model: dict, workdir: str,
                 self.tracker.writer.drain()
                 self.logging_s.setdefault(label, []).append(time.perf_counter() - t0)
 
-        def _start_tracking(self, run, resumed) -> None:
-            self._timed("start", super()._start_tracking, run, resumed)
+        def _start_tracking(self, run) -> None:
+            self._timed("start", super()._start_tracking, run)
 
         def _log_connectivity(self, trials, tag, weights_path=None) -> None:
             label = "image" if tag is None else "final" if tag == "final" else "stage"
