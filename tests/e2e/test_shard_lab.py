@@ -1,4 +1,5 @@
-"""A sharded lab end to end: ``[server] shards = 2`` runs two task servers behind a front, four TensorFlow networks
+"""A sharded lab end to end: ``[server] shards = 2`` runs two task servers behind a front (with ``build = "agent"``:
+the networks build their own trials), four TensorFlow networks
 (one pack process) each train on the shard that holds their session, one shard is killed with SIGKILL mid-run, the
 lab restarts it on its journal, and its agents come back through the front and resume in their stage."""
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _config() -> dict:
     override), so the kill surely lands mid-curriculum; four networks of one size, trained in one pack process."""
     cfg = lab_config()
     cfg["lab"].update(pack_size=4)
-    cfg["server"] = {"shards": K}
+    cfg["server"] = {"shards": K, "build": "agent"}  # the configuration for GPU agents: both keys of issue 15
     shaped = cfg["curricula"]["shaped"]
     easy, final = shaped["stages"]
     shaped["stages"] = [easy, {"name": "hold", "knobs": dict(final["knobs"]), "graduate": {"min_trials": 10**9}},
@@ -78,6 +79,8 @@ def test_a_shard_killed_with_sigkill_is_restarted_and_its_agents_resume(tmp_path
     assert not thread.is_alive()
 
     assert [p.restarts for p in lab.shards] == [1, 0] and lab.server.restarts == 0  # only the killed shard
+    hellos = [rec for _, rec in journal.iter_records(lab.journal_dir, kinds=[journal.HELLO])]
+    assert {(h["agent"], h["build"], h["version"]) for h in hellos} == {(n, "agent", 2) for n in NETS}
     summary = lab.summary().set_index("agent")
     assert sorted(summary.index) == sorted(NETS)  # the lab's summary sees both shards as one journal
     assert summary["complete"].all() and (summary["exit"] == 0).all(), summary

@@ -256,6 +256,15 @@ def fuzz_corpus(rng: np.random.Generator, n_random: int = 300) -> list[list[byte
         [sig, b"\x01", protocol.pack({"agent": "x" * 200})], [sig, b"\x01", protocol.pack({"agent": "../../etc"})],
         [sig, b"\x03", protocol.pack({"n": 10**9})], [sig, b"\x03", protocol.pack({"n": -3})],
         [sig, b"\x03", b"\x91" * 2000 + b"\xc0"], [sig, b"\x03", b"\xdf\xff\xff\xff\xff"],
+        # version 2's own: a REDIRECT or an agent-built BATCH sent to the server, a version 1 REDIRECT, a GET with
+        # a forged fingerprint, float16 and window-shaped outputs for batches never sent, a HELLO with odd versions
+        [bytes(f) for f in protocol.encode("REDIRECT", {"endpoint": "tcp://x:1", "shard": 0, "agent": "fz"})],
+        [bytes(f) for f in protocol.encode("BATCH", {"batch": 0, "epoch": 1, "n": 1, "task": "T", "stage": "s",
+                                                     "stage_index": 0, "knobs": {}, "build": {"task": "k"}})],
+        [protocol.SIGNATURES[1], b"\x0c", protocol.pack({})],
+        [bytes(f) for f in protocol.encode("GET", {"fingerprint": "0" * 32})],
+        [bytes(f) for f in protocol.encode("RESULT", {"batch": 7, "epoch": 1}, {"y_hat": np.zeros((9, 2), np.float16)})],
+        [bytes(f) for f in protocol.encode("HELLO", {"agent": "fz2", "build": "agent", "versions": {"numpy": 1}})],
     ]
     for _ in range(n_random):
         frames = [bytearray(f) for f in valid[rng.integers(len(valid))]]
@@ -305,6 +314,7 @@ def test_fuzzing_while_a_real_agent_trains(lab, build):
     assert len(errors) >= len(corpus) // 2
     assert {"MALFORMED", "BAD_MAGIC", "BAD_VERSION", "UNKNOWN_TYPE", "BAD_HEADER", "BAD_SHAPE", "TOO_LARGE",
             "BAD_VALUE", "UNEXPECTED", "CONFLICT"} <= set(errors)
+    assert ("BUILD_MISMATCH" in errors) == (build == "agent")  # the odd versions, where the agents build
     assert lab.finish("rat") == 0 and lab.scores("rat")[-1]["complete"]
     assert [r for r in lab.log("rat") if "welcome" in r][0]["epoch"] == 1
     assert len([r for r in lab.log("rat") if "welcome" in r]) == 1 and not [r for r in lab.log("rat") if "lost" in r]
