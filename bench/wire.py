@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import zmq
+from loop import print_table  # bench/loop.py's table printer (this folder is on the path)
 
 from shaping import protocol
 
@@ -202,21 +203,6 @@ def run(build: str, dtype: str, shards: int, n_agents: int, n_trials: int, secon
             "server CPU µs/trial (process)": 1e6 * proc_cpu / all_trials,
             "bytes/trial": sum(c[1] for c in counted) / max(trials, 1), "trials/s (wall)": trials / seconds,
             "trials per server CPU s": all_trials / proc_cpu}
-
-
-def _cell(v) -> str:
-    if isinstance(v, float):
-        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}"
-    return str(v)
-
-
-def print_table(rows: list[dict], title: str) -> None:
-    print(f"\n{title}")
-    cols = list(rows[0])
-    cells = [[_cell(r[c]) for c in cols] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
-    for values in [cols, *cells]:
-        print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths))))
 
 
 def main(argv: list[str] | None = None) -> int:

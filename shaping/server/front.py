@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -42,7 +41,7 @@ from ..procs import ENDPOINT_FILE, STATUS_FILE, lab_gone, reachable_endpoint
 from ..protocol import ProtocolError
 from ..shards import shard_of
 from .binding import BoundRouter, bind_router
-from .loop import STATUS_INTERVAL_S
+from .loop import STATUS_INTERVAL_S, run_until_signalled
 from .resume import check_resume
 
 log = logging.getLogger("shaping.server.front")
@@ -325,18 +324,5 @@ def check_shards(config: ServerConfig) -> None:
 
 def serve_front(config: ServerConfig | Mapping[str, Any]) -> int:
     """Run a front in this process until SIGINT/SIGTERM (or its lab is gone); returns the exit status (0)."""
-    front = Front(config)
-    previous = {}
-
-    def _on_signal(signum: int, frame: Any) -> None:
-        log.info("signal %d: shutting down", signum)
-        front.stop()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, _on_signal)
-    try:
-        front.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    run_until_signalled(Front(config))
     return 0

@@ -789,6 +789,24 @@ def attach_tracking(server: TaskServer, tracking: Mapping[str, Any]) -> Any:
     return tracker
 
 
+def run_until_signalled(runner: Any) -> None:
+    """``runner.run()`` with SIGINT and SIGTERM calling ``runner.stop()`` (a server or a front), the previous
+    handlers put back afterwards."""
+    previous = {}
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %d: shutting down", signum)
+        runner.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, _on_signal)
+    try:
+        runner.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def serve(config: ServerConfig | Mapping[str, Any], tracking: Mapping[str, Any] | None = None) -> int:
     """Run a server in this process until SIGINT/SIGTERM; returns the exit status (0 on a clean stop).
 
@@ -796,18 +814,5 @@ def serve(config: ServerConfig | Mapping[str, Any], tracking: Mapping[str, Any] 
     server = TaskServer(config)
     if tracking:
         attach_tracking(server, tracking)
-    previous = {}
-
-    def _on_signal(signum: int, frame: Any) -> None:
-        log.info("signal %d: shutting down", signum)
-        server.stop()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, _on_signal)
-    try:
-        server.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    run_until_signalled(server)
     return 1 if server.fatal is not None else 0
-

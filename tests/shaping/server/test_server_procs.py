@@ -263,7 +263,8 @@ def fuzz_corpus(rng: np.random.Generator, n_random: int = 300) -> list[list[byte
                                                      "stage_index": 0, "knobs": {}, "build": {"task": "k"}})],
         [protocol.SIGNATURES[1], b"\x0c", protocol.pack({})],
         [bytes(f) for f in protocol.encode("GET", {"fingerprint": "0" * 32})],
-        [bytes(f) for f in protocol.encode("RESULT", {"batch": 7, "epoch": 1}, {"y_hat": np.zeros((9, 2), np.float16)})],
+        [bytes(f) for f in protocol.encode("RESULT", {"batch": 7, "epoch": 1},
+                                           {"y_hat": np.zeros((9, 2), np.float16)})],
         [bytes(f) for f in protocol.encode("HELLO", {"agent": "fz2", "build": "agent", "versions": {"numpy": 1}})],
     ]
     for _ in range(n_random):
