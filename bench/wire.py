@@ -74,7 +74,7 @@ def _answer(task, header: dict) -> np.ndarray:
 def _agents(endpoint: str, n_agents: int, n_trials: int, build: str, dtype: str, seconds: float,
             warmup_s: float, prefix: str, out: mp.Queue) -> None:
     """One process of ``n_agents`` DEALER sockets answering every batch at once; counts bytes both ways."""
-    from shaping.tasks.build import AgentTrials
+    from shaping.client import AgentTrials
     from shaping.tasks.build import versions as build_versions
 
     ctx = zmq.Context()

@@ -23,7 +23,7 @@ Arrays received are read-only views of the message buffers (no copy).
 
 Protocol 2: the client offers to build its trials (``build=True``); when the server agrees (``[server] build =
 "agent"``), each BATCH carries what the server decided instead of the trials, the client builds the batch with
-the same task code (``shaping.tasks.build.AgentTrials``; ``batch.x``, ``y``, ``mask`` and ``params`` as before)
+the same task code (:class:`AgentTrials`; ``batch.x``, ``y``, ``mask`` and ``params`` as before)
 and :meth:`TaskClient.result` sends only the outputs in each trial's scoring window.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ import zmq
 from . import keys as curve_keys
 from . import protocol
 from .protocol import ProtocolError
-from .tasks.build import AgentTrials
+from .tasks.build import fingerprint, make_task
 from .tasks.build import versions as build_versions
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,60 @@ class Score:
     outcome: np.ndarray
     choice: np.ndarray
     target: np.ndarray
+
+
+class AgentTrials:
+    """An agent's side of protocol 2: builds each batch the server decides, from the tasks of its WELCOME.
+
+    Args:
+        tasks: key -> task config (WELCOME's ``tasks``).
+        expected: the server's fingerprint (WELCOME's ``fingerprint``).
+
+    Raises:
+        ProtocolError: ``BUILD_MISMATCH`` when a task cannot be built here or this side's fingerprint differs
+            from the server's (what differs is named where it can be: the versions).
+
+    Attributes:
+        fingerprint: this side's fingerprint (sent in every GET).
+    """
+
+    def __init__(self, tasks: Mapping[str, Mapping[str, Any]], expected: str | None):
+        self.configs = {str(k): dict(v) for k, v in tasks.items()}
+        try:
+            self.fingerprint = fingerprint(self.configs)
+        except ValueError as err:
+            raise ProtocolError("BUILD_MISMATCH", f"{err}; make the task importable beside the agent (the same "
+                                                  "task_path) or set [server] build = \"server\"") from None
+        if expected is not None and self.fingerprint != expected:
+            raise ProtocolError("BUILD_MISMATCH", f"this agent would build its trials otherwise than the server "
+                                                  f"(fingerprint {self.fingerprint}, the server's {expected}): "
+                                                  f"the task code or configs differ ({build_versions()} here); "
+                                                  "install the same skinnerbox and task modules on both sides, or "
+                                                  "set [server] build = \"server\"")
+        self._tasks: dict[tuple[str, int], Any] = {}
+
+    @classmethod
+    def for_welcome(cls, welcome: Mapping[str, Any]) -> "AgentTrials":
+        """The builder a WELCOME with ``build = "agent"`` describes."""
+        return cls(welcome.get("tasks") or {}, welcome.get("fingerprint"))
+
+    def task(self, key: str, seed: int) -> Any:
+        """The task of config ``key`` seeded with ``seed`` (built once)."""
+        task = self._tasks.get((key, seed))
+        if task is None:
+            if key not in self.configs:
+                raise ProtocolError("BAD_VALUE", f"BATCH names task {key!r}, which the WELCOME did not list "
+                                                 f"(tasks: {', '.join(self.configs)})")
+            task = self._tasks[(key, seed)] = make_task(self.configs[key], seed)
+        return task
+
+    def build(self, header: Mapping[str, Any]) -> tuple[Any, Any]:
+        """``(task, batch)``: the batch a BATCH header with ``build`` describes (``shaping.tasks.Batch``), the same
+        trials the server's task stream holds for that batch id, stage, knobs and repeats, and its task."""
+        b = header["build"]
+        task = self.task(str(b["task"]), int(b["seed"]))
+        return task, task.generate(n=int(header["n"]), knobs=header["knobs"], batch_id=int(header["batch"]),
+                                   repeat=b.get("repeat") or None)
 
 
 class TaskClient:

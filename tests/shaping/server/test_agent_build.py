@@ -12,11 +12,11 @@ import pytest
 from loophelp import Raw, ServerThread, config
 
 from shaping import journal, protocol
-from shaping.client import TaskClient
+from shaping.client import AgentTrials, TaskClient
 from shaping.protocol import ProtocolError
 from shaping.tasks import catalog, make
 from shaping.tasks.base import gather_window, mask_window, scatter_window
-from shaping.tasks.build import AgentTrials, fingerprint, versions
+from shaping.tasks.build import fingerprint, versions
 
 NAMES = catalog()["name"].tolist()
 
