@@ -28,6 +28,7 @@ Arrays are float32 and shaped ``(N_batch, N_steps, channels)``; time is ``t = i 
 from __future__ import annotations
 
 import copy
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -38,6 +39,7 @@ from .common import HI, LO, step_times, window
 from .knobs import Knob
 
 OUTCOMES = ("correct", "error", "no_response")
+_GLOBAL_RNG = threading.Lock()  # held while a per-step task's batch draws from NumPy's global RNG
 SCORE_COLUMNS = ("trial", "outcome", "choice", "target")  # what score() puts first, before the trial params
 PARAM_PREFIX = "param."  # a trial parameter named like a score column is kept under this prefix
 
@@ -534,7 +536,13 @@ class Task:
     def _generate_psychrnn(self, n: int, batch_id: int, rng: np.random.Generator,
                            repeat: Sequence[Mapping[str, Any]] | None = None):
         # A PsychRNN task draws from NumPy's global RNG: seed it from (seed, batch_id) for this batch only.
-        # A subclass of a built-in task draws from self.rng: give it the batch's own stream, too.
+        # A subclass of a built-in task draws from self.rng: give it the batch's own stream, too. The lock keeps
+        # two threads of one process (a server and a client's builder, say) from drawing from it at once.
+        with _GLOBAL_RNG:
+            return self._generate_psychrnn_locked(n, batch_id, rng, repeat)
+
+    def _generate_psychrnn_locked(self, n: int, batch_id: int, rng: np.random.Generator,
+                                  repeat: Sequence[Mapping[str, Any]] | None = None):
         saved, live = np.random.get_state(), self.rng
         np.random.seed(rng.integers(0, 2**32, dtype=np.uint64).item())
         self.rng = rng

@@ -251,3 +251,19 @@ def test_the_server_sets_how_outputs_travel(tmp_path):
         with TaskClient(st.endpoint, "b", timeout_s=10, outputs_dtype="float32") as c:  # the agent's own choice
             c.get()
             assert c.outputs_dtype == np.float32
+
+
+@pytest.mark.parametrize("task", [{"name": "user_tasks:MyTask", "T": 500, "N_batch": 16},
+                                  {"name": "user_tasks:Flash", "T": 500, "N_batch": 16}], ids=["per-step", "accuracy"])
+def test_a_psychrnn_users_task_built_by_the_agent_journals_the_same_trials(task, tmp_path):
+    """A user's task on PsychRNN's per-step path (NumPy's global RNG, built on the client's own thread) and one
+    scored by its accuracy_function (every step travels): the same journal as when the server builds them."""
+    for build in ("server", "agent"):
+        cfg = config(tmp_path / build, task=task, curricula={"fixed": {"kind": "fixed"}}, build=build)
+        with ServerThread(cfg) as st:
+            c = run_agent(st.endpoint, "mouse", 6)
+            assert c.builds_trials == (build == "agent")
+    (t_server, _), (t_agent, _) = (journal_tables(tmp_path / b) for b in ("server", "agent"))
+    assert len(t_server) == 6 * 16
+    pd.testing.assert_frame_equal(t_server, t_agent)
+    assert (t_agent["outcome"] != "correct").any() and (t_agent["outcome"] == "correct").any()
