@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .base import Task, TrialBuilder
-from .common import knob_samples, param_column, side_probability_knob
+from .common import knob_samples, param_column, side_probability_knob, step_times, steps_from
 from .knobs import Knob
 from .registry import register
 
@@ -127,3 +127,8 @@ class MatchToCategory(Task):
 
     def target_choice(self, y: np.ndarray, mask: np.ndarray, params: pd.DataFrame) -> np.ndarray:
         return param_column(params, "category", self, np.int64)
+
+    def response_window(self, params: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The masked steps: the response period after the stimulus, from the params (``Task.response_window``)."""
+        onset = params["onset_time"].to_numpy(dtype=float) + params["input_dur"].to_numpy(dtype=float)
+        return steps_from(step_times(self), onset, onset + params["output_dur"].to_numpy(dtype=float))
