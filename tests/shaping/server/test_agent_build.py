@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from loophelp import Raw, ServerThread, config
+from loophelp import Raw, ServerThread
+from loophelp import config as small_config
 
 from shaping import journal, protocol
 from shaping.client import AgentTrials, TaskClient
@@ -19,6 +20,12 @@ from shaping.tasks.base import gather_window, mask_window, scatter_window
 from shaping.tasks.build import fingerprint, versions
 
 NAMES = catalog()["name"].tolist()
+
+
+def config(journal, **overrides) -> dict:
+    """The small test server's config with a 1 s heartbeat: a loaded machine stalling a thread for a second
+    must not make a client give its session up (these tests do not wait on heartbeats)."""
+    return small_config(journal, **{"heartbeat_interval_s": 1.0, **overrides})
 
 # a shaped curriculum that exercises what the server decides: stages, a staircase, a stage that switches to a
 # longer task, and bias correction with correction repeats and a side rule

@@ -3,13 +3,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from loophelp import ServerThread, config
+from loophelp import ServerThread
+from loophelp import config as small_config
 
 from shaping import journal
 from shaping.client import TaskClient
 from shaping.tasks import catalog
 
 NAMES = catalog()["name"].tolist()
+
+
+def config(journal, **overrides) -> dict:
+    """The small test server's config with a 1 s heartbeat: a loaded machine stalling a thread for a second
+    must not make a client give its session up (these tests do not wait on heartbeats)."""
+    return small_config(journal, **{"heartbeat_interval_s": 1.0, **overrides})
 
 
 @pytest.mark.parametrize("name", NAMES)
